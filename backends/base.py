@@ -1,0 +1,54 @@
+"""The narrow contract every backend hides behind (in the spirit of PennyLane's device API).
+
+A backend takes CompiledBatches and returns BatchResults. Submission and retrieval are separate so
+the job store can record a provider job id before waiting on it, and poll it again after a crash:
+
+    handle = backend.submit(batch)      # returns at once with a provider job id
+    backend.status(handle)              # "queued" | "running" | "done" | "failed" | "cancelled"
+    backend.result(handle)              # blocks until done; BatchResult
+    backend.run(batches)                # convenience: submit all, then collect in order
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiskit.transpiler import Target
+
+from qssm.pipeline.types import BatchResult, CompiledBatch
+
+
+@dataclass
+class Handle:
+    backend: str  # backend name in the qssm scheme, e.g. "aer:fake_fez"
+    job_ids: list[str]  # provider job ids / task ARNs
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend:
+    name: str = "base"
+    # Target to transpile for; None means the backend runs logical circuits as they are.
+    target: Target | None = None
+    max_shots: int | None = None
+    deterministic: bool = False  # exact results: identical batches may reuse stored results
+
+    @property
+    def max_qubits(self) -> int | None:
+        return None if self.target is None else self.target.num_qubits
+
+    def submit(self, batch: CompiledBatch) -> Handle:
+        raise NotImplementedError
+
+    def status(self, handle: Handle) -> str:
+        raise NotImplementedError
+
+    def result(self, handle: Handle) -> BatchResult:
+        raise NotImplementedError
+
+    def cancel(self, handle: Handle) -> None:
+        raise NotImplementedError
+
+    def run(self, batches: list[CompiledBatch]) -> list[BatchResult]:
+        handles = [self.submit(b) for b in batches]
+        return [self.result(h) for h in handles]

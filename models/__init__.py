@@ -1,0 +1,1 @@
+"""Torch models (QMamba, QLAM, baselines), the exact statevector simulator, tasks and training."""

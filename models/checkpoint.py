@@ -1,0 +1,97 @@
+"""Checkpoints: weights + config in one safetensors file, never unpickled.
+
+Layout: tensors by state-dict name; metadata holds the config (JSON), the training record and a
+SHA-256 over every tensor's name, dtype, shape and bytes, so corrupted payload bytes are caught
+even where the safetensors header still parses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from qssm.errors import QssmError
+from qssm.models.config import ModelConfig, config_from_dict, config_to_json
+from qssm.models.registry import build_model
+
+FORMAT = "qssm-checkpoint-1"
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def save(model: torch.nn.Module, path: str | Path, record: dict | None = None) -> None:
+    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "config": config_to_json(model.cfg),
+        "record": json.dumps(record or {}, sort_keys=True),
+        "sha256": _digest(tensors),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint behind
+
+
+def read_metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise QssmError(_bad(path, e)) from None
+
+
+def _bad(path, e) -> str:
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"checkpoint {path} is unreadable ({reason}); re-download it or retrain with `qssm train`"
+
+
+def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Returns (model in eval mode, training record). Every failure is a one-line QssmError."""
+    path = Path(path)
+    if not path.is_file():
+        raise QssmError(f"checkpoint {path} does not exist; list shipped ones with `ls checkpoints/`")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise QssmError(_bad(path, e)) from None
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise QssmError(f"checkpoint {path} is not a qssm checkpoint (format {meta.get('format')!r})")
+    if _digest(tensors) != meta.get("sha256"):
+        raise QssmError(f"checkpoint {path} is corrupted (tensor checksum mismatch); re-download or retrain it")
+    try:
+        cfg: ModelConfig = config_from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise QssmError(f"checkpoint {path} has no valid config ({e})") from None
+    model = build_model(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise QssmError(
+            f"checkpoint {path} does not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for name, t in expected.items():
+        if t.shape != tensors[name].shape:
+            raise QssmError(
+                f"checkpoint {path} does not match its config: {name} has shape "
+                f"{tuple(tensors[name].shape)}, config implies {tuple(t.shape)}"
+            )
+    model.load_state_dict(tensors)
+    model.eval()
+    return model, json.loads(meta.get("record", "{}"))

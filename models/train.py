@@ -1,0 +1,81 @@
+"""Training (Adam, fixed seeds, progress bar) and evaluation on a config's own test split."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from qssm.models.config import ModelConfig
+from qssm.models.evaluator import Evaluator
+from qssm.models.registry import Preset, build_model, last_logits, n_params
+from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
+
+
+def train(p: Preset, steps: int | None = None, progress: bool = True, log_every: int = 50) -> tuple[torch.nn.Module, dict]:
+    steps = steps or p.steps
+    torch.manual_seed(p.seed)
+    model = build_model(p.config)
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=steps, pct_start=0.1)
+    batches = train_batches(p.config.task, p.batch_size, p.seed)
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"train {p.config.kind}", disable=not progress, dynamic_ncols=True)
+    ema = None
+    for step in bar:
+        batch = next(batches)
+        loss = F.cross_entropy(last_logits(model, batch.inputs), batch.targets)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % log_every == 0:
+            bar.set_postfix(loss=f"{ema:.3f}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    record = {
+        "steps": steps, "lr": p.lr, "batch_size": p.batch_size, "seed": p.seed,
+        "train_seconds": round(seconds, 1),
+        "sequences_per_second": round(steps * p.batch_size / seconds, 1),
+        "params": n_params(model),
+        "final_loss": round(ema, 4),
+        "metrics": evaluate(model, p.config),
+    }
+    return model, record
+
+
+@torch.no_grad()
+def predict(model, batch: Batch, evaluator: Evaluator | None = None, chunk: int = 500) -> torch.Tensor:
+    outs = [last_logits(model, batch.inputs[i : i + chunk], evaluator) for i in range(0, len(batch.targets), chunk)]
+    return torch.cat(outs)
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == targets).float().mean())
+
+
+@torch.no_grad()
+def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: int = TEST_SEED,
+             lengths: bool = True) -> dict:
+    """Test accuracy; for generated tasks also accuracy at 2x and 4x the trained length and by
+    needle depth (quartiles)."""
+    task = cfg.task
+    batch = test_set(task, seed)
+    logits = predict(model, batch, evaluator)
+    out = {"accuracy": accuracy(logits, batch.targets), "n_examples": len(batch.targets)}
+    if task["name"] == "haystack":
+        correct = (logits.argmax(-1) == batch.targets).numpy()
+        bins = np.minimum((batch.meta["depth"] * 4).astype(int), 3)
+        out["by_depth"] = {f"{q / 4:.2f}-{(q + 1) / 4:.2f}": float(correct[bins == q].mean()) for q in range(4)}
+        if lengths:
+            out["by_length"] = {}
+            for mult in (1, 2, 4):
+                T = task["T"] * mult
+                b = test_set(task, seed, T=T) if mult > 1 else batch
+                out["by_length"][str(T)] = accuracy(predict(model, b, evaluator) if mult > 1 else logits, b.targets)
+    return out

@@ -1,0 +1,1 @@
+"""qssm.pipeline"""

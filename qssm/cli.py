@@ -1,0 +1,37 @@
+"""`qssm` command line. Each subcommand lives in qssm/commands/<name>.py and exposes
+`register(subparsers)`; errors a user can fix are QssmError, printed as one line with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from qssm import __version__, commands
+from qssm.errors import QssmError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qssm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"qssm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"qssm.commands.{mod.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except QssmError as e:
+        print(f"qssm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qssm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

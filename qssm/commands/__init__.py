@@ -1,0 +1,1 @@
+"""One module per `qssm` subcommand, each with `register(subparsers)`."""

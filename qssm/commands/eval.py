@@ -1,0 +1,46 @@
+"""qssm eval CHECKPOINT: accuracy on the checkpoint's own test split."""
+
+from __future__ import annotations
+
+import json
+
+from qssm.errors import QssmError
+from qssm.models import checkpoint
+from qssm.models.tasks import TEST_SEED
+from qssm.models.train import evaluate
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
+    p.add_argument("checkpoint")
+    p.add_argument("--backend", default="exact", help="evaluator backend (default: exact)")
+    p.add_argument("--seed", type=int, default=TEST_SEED, help="test-data seed for generated tasks")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def make_evaluator(name: str):
+    if name == "exact":
+        from qssm.models.evaluator import ExactEvaluator
+
+        return ExactEvaluator()
+    try:
+        from qssm.pipeline.evaluator import evaluator_for
+    except ImportError:
+        raise QssmError(f"unknown backend {name!r}; this build supports 'exact'") from None
+    return evaluator_for(name)
+
+
+def run(args) -> int:
+    model, record = checkpoint.load(args.checkpoint)
+    metrics = evaluate(model, model.cfg, make_evaluator(args.backend), seed=args.seed)
+    metrics.update(checkpoint=args.checkpoint, backend=args.backend, model=model.cfg.kind)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{args.checkpoint} ({model.cfg.kind}, task {model.cfg.task['name']}) on {args.backend}")
+    print(f"  accuracy {metrics['accuracy']:.4f} on {metrics['n_examples']} test examples")
+    for key in ("by_length", "by_depth"):
+        if key in metrics:
+            print(f"  {key}: " + ", ".join(f"{k}: {v:.3f}" for k, v in metrics[key].items()))
+    return 0
