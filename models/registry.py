@@ -51,16 +51,16 @@ class Preset:
     baselines: tuple[str, ...] = field(default_factory=tuple)
 
 
-HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "n_test": 1000}
+HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "distractors": True, "n_test": 1000}
 DIGITS = {"name": "digits", "split_seed": 0}
 SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}
 _V = haystack_vocab(HAYSTACK)
 
 PRESETS: dict[str, Preset] = {
-    "qmamba-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK), steps=600,
+    "qmamba-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK), steps=800,
                               baselines=("ssm-haystack", "gru-haystack")),
-    "ssm-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK, quantum=False), steps=600),
-    "gru-haystack": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK), steps=600),
+    "ssm-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK, quantum=False), steps=800),
+    "gru-haystack": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK), steps=800),
     "qlam-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS), steps=1500,
                           baselines=("rnn-digits", "gru-digits")),
     "rnn-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, quantum=False), steps=1500),

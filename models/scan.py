@@ -26,7 +26,7 @@ def segsum(x: torch.Tensor) -> torch.Tensor:
 
 
 def scan_chunked(
-    logA: torch.Tensor, Bx: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 32
+    logA: torch.Tensor, Bx: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logA, Bx: (B, T, D, N). Returns all states (B, T, D, N) and the final state (B, D, N)."""
     b, t, d, n = logA.shape

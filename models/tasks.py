@@ -132,3 +132,6 @@ def train_batches(task: dict, batch_size: int, seed: int):
         for i in range(0, len(perm) - batch_size + 1, batch_size):
             j = perm[i : i + batch_size]
             yield Batch(data.inputs[j], data.targets[j], {})
+
+
+test_set.__test__ = False  # a data function, not a pytest test

@@ -17,6 +17,8 @@ from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
 
 def train(p: Preset, steps: int | None = None, progress: bool = True, log_every: int = 50) -> tuple[torch.nn.Module, dict]:
     steps = steps or p.steps
+    # These models are tiny: one thread beats several (and does not thrash beside other work).
+    torch.set_num_threads(1)
     torch.manual_seed(p.seed)
     model = build_model(p.config)
     opt = torch.optim.Adam(model.parameters(), lr=p.lr)
