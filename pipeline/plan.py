@@ -1,0 +1,54 @@
+"""plan: a model's quantum calls -> CircuitBatches (template + deduplicated parameter rows).
+
+QMamba: every sub-circuit call of a layer is one batch of B*T bindings; identical bindings (the
+same token in the same context) are run once. QLAM: a memory call becomes one round trip per
+segment of k tokens, each a set of prefix circuits (1..k steps) from the re-prepared state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qssm.circuits.templates import memory_template, subcircuit_template
+from qssm.models.evaluator import QuantumCall
+from qssm.pipeline.types import CircuitBatch, Template
+
+
+def dedupe(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique parameter rows and the inverse index restoring the caller's order."""
+    uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(-1)
+
+
+def make_batch(template: Template, rows: np.ndarray, shots: int | None) -> CircuitBatch:
+    uniq, inverse = dedupe(np.ascontiguousarray(rows, dtype=np.float64))
+    return CircuitBatch(template, uniq, inverse, shots)
+
+
+def plan_call(call: QuantumCall, shots: int | None) -> CircuitBatch:
+    """A stateless sub-circuit call (..., n_in) -> one CircuitBatch."""
+    rows = call.inputs.detach().reshape(-1, call.inputs.shape[-1]).double().numpy()
+    return make_batch(subcircuit_template(call), rows, shots)
+
+
+def plan_segment(
+    call: QuantumCall,
+    start: int,
+    length: int,
+    prep: np.ndarray | None,
+    shots: int | None,
+    extra_final: tuple[str, ...] = (),
+) -> list[CircuitBatch]:
+    """QLAM tokens [start, start+length): prefix circuits of 1..length steps, each binding
+    (prep angles, inputs of the steps so far) per sequence. The last prefix also measures
+    `extra_final` (tomography observables for the state hand-off to the next segment)."""
+    inputs = call.inputs.detach().double().numpy()
+    b = inputs.shape[0]
+    batches = []
+    for j in range(1, length + 1):
+        obs = tuple(call.observables) + (extra_final if j == length else ())
+        template = memory_template(call, j, prepared=prep is not None, observables=obs)
+        steps = inputs[:, start : start + j].reshape(b, -1)
+        rows = steps if prep is None else np.concatenate([prep, steps], axis=1)
+        batches.append(make_batch(template, rows, shots))
+    return batches

@@ -1,0 +1,58 @@
+"""State estimation between QLAM segments: Pauli tomography, projection to a physical state,
+and the dominant pure state that the next segment re-prepares."""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import numpy as np
+from qiskit.quantum_info import Pauli
+
+
+@lru_cache(maxsize=None)
+def tomography_paulis(n: int) -> tuple[str, ...]:
+    """Every non-identity n-qubit Pauli label (4^n - 1 of them; measured in 3^n bases)."""
+    labels = ("".join(p) for p in itertools.product("IXYZ", repeat=n))
+    return tuple(lab for lab in labels if set(lab) != {"I"})
+
+
+@lru_cache(maxsize=None)
+def _pauli_matrices(n: int) -> np.ndarray:
+    return np.stack([Pauli(lab).to_matrix() for lab in tomography_paulis(n)])  # (4^n - 1, d, d)
+
+
+def linear_inversion(values: np.ndarray, n: int) -> np.ndarray:
+    """values (B, 4^n - 1) Pauli expectations -> (B, d, d) Hermitian, trace-one estimates
+    rho = (I + sum_P <P> P) / 2^n (may have negative eigenvalues under shot noise)."""
+    d = 2**n
+    rho = np.einsum("bk,kij->bij", values, _pauli_matrices(n)) + np.eye(d)[None]
+    return rho / d
+
+
+def project_simplex(eigs: np.ndarray) -> np.ndarray:
+    """Nearest probability vector to each row of eigenvalues (Euclidean; Smolin, Gambetta, Smith
+    2012: the nearest physical state in 2-norm keeps the eigenvectors)."""
+    b, d = eigs.shape
+    s = -np.sort(-eigs, axis=1)
+    css = np.cumsum(s, axis=1) - 1
+    k = np.arange(1, d + 1)
+    cond = s - css / k > 0
+    r = d - 1 - np.argmax(cond[:, ::-1], axis=1)
+    theta = css[np.arange(b), r] / (r + 1)
+    return np.maximum(eigs - theta[:, None], 0)
+
+
+def physical_state(rho: np.ndarray) -> np.ndarray:
+    """Project (B, d, d) Hermitian estimates to the nearest density matrices."""
+    w, v = np.linalg.eigh(rho)
+    w = project_simplex(w)
+    return np.einsum("bik,bk,bjk->bij", v, w, v.conj())
+
+
+def dominant_pure_state(rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, d, d) -> the top eigenvectors (B, d) and their purity-like weight (B,), the
+    eigenvalue of the kept component after projection to a physical state."""
+    w, v = np.linalg.eigh(rho)
+    w = project_simplex(w)
+    return v[:, :, -1], w[:, -1]
