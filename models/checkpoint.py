@@ -42,6 +42,7 @@ def save(model: torch.nn.Module, path: str | Path, record: dict | None = None) -
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(path) + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # a shareable artefact, not a secret
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint behind
 
 
