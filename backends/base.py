@@ -32,6 +32,7 @@ class Backend:
     target: Target | None = None
     max_shots: int | None = None
     deterministic: bool = False  # exact results: identical batches may reuse stored results
+    calibration: str = ""  # calibration identity (date) of the target; part of compile cache keys
 
     @property
     def max_qubits(self) -> int | None:
@@ -48,6 +49,12 @@ class Backend:
 
     def cancel(self, handle: Handle) -> None:
         raise NotImplementedError
+
+    def sampler(self):
+        """A Qiskit SamplerV2-like primitive for circuit-cutting subexperiments."""
+        from qssm.errors import QssmError
+
+        raise QssmError(f"backend {self.name} cannot run cut circuits; use an aer or ibm backend")
 
     def run(self, batches: list[CompiledBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]

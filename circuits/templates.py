@@ -1,0 +1,106 @@
+"""Qiskit templates built from the models' gate lists (models/ansatz.py).
+
+A template is one quantum sub-circuit with its trained weights bound (phi(w) = pi tanh(w) applied)
+and its per-token inputs left as the ParameterVector "x". QLAM segment templates that start from a
+re-prepared state also carry the preparation angles as ParameterVector "p"; Qiskit sorts circuit
+parameters by name, so a parameter row is (p..., x...) in that order.
+
+Templates are built from the same Op lists the torch simulator runs, so the two cannot disagree
+about which gate goes where; tests hold them equal to 1e-6.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import numpy as np
+from qiskit import QuantumCircuit, qasm3
+from qiskit.circuit import ParameterVector
+from qiskit.quantum_info import SparsePauliOp
+
+from qssm.circuits.stateprep import n_prep_params, prep_circuit
+from qssm.models.ansatz import Op, n_inputs
+from qssm.models.evaluator import QuantumCall
+from qssm.models.statevector import phi
+from qssm.pipeline.types import Template
+
+
+def append_ops(qc: QuantumCircuit, ops: tuple[Op, ...], angles: np.ndarray, x, first_input: int = 0) -> None:
+    """Append a gate list: inputs bind x[first_input + index], weights use the re-mapped `angles`."""
+    for op in ops:
+        if op.src == "in":
+            getattr(qc, op.gate)(x[first_input + op.index], *op.qubits)
+        elif op.src == "w":
+            getattr(qc, op.gate)(float(angles[op.index]), *op.qubits)
+        else:
+            getattr(qc, op.gate)(*op.qubits)
+
+
+def template_hash(circuit: QuantumCircuit, observables: tuple[str, ...]) -> str:
+    """Content hash: the circuit's OpenQASM 3 text (angles printed exactly) plus the observables."""
+    text = qasm3.dumps(circuit) + "\n" + ",".join(observables)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def observables_to_sparse(observables: tuple[str, ...]) -> list[SparsePauliOp]:
+    return [SparsePauliOp(label) for label in observables]
+
+
+def _weights_key(call: QuantumCall) -> bytes:
+    return call.weights.detach().double().numpy().tobytes()
+
+
+@lru_cache(maxsize=256)
+def _subcircuit(name: str, ops: tuple[Op, ...], n: int, wbytes: bytes, observables: tuple[str, ...]) -> Template:
+    angles = phi_np(np.frombuffer(wbytes).copy())
+    x = ParameterVector("x", n_inputs(list(ops)))
+    qc = QuantumCircuit(n, name=name.replace(".", "_"))
+    append_ops(qc, ops, angles, x)
+    return Template(name, qc, observables, template_hash(qc, observables))
+
+
+def phi_np(w: np.ndarray) -> np.ndarray:
+    import torch
+
+    return phi(torch.as_tensor(w, dtype=torch.float64)).numpy()
+
+
+def subcircuit_template(call: QuantumCall) -> Template:
+    """A stateless sub-circuit (QMamba A/B/C/Delta of one layer): inputs x[0..n_in)."""
+    return _subcircuit(call.name, call.ops, call.n_qubits, _weights_key(call), tuple(call.observables))
+
+
+def memory_template(
+    call: QuantumCall, steps: int, prepared: bool = False, observables: tuple[str, ...] | None = None
+) -> Template:
+    """QLAM: `steps` memory steps from |0..0> or from a prepared state; step j reads inputs
+    x[j*n_in .. (j+1)*n_in)."""
+    obs = tuple(call.observables if observables is None else observables)
+    return _memory(call.name, call.ops, call.n_qubits, _weights_key(call), steps, prepared, obs)
+
+
+@lru_cache(maxsize=256)
+def _memory(name, ops, n, wbytes, steps, prepared, observables) -> Template:
+    angles = phi_np(np.frombuffer(wbytes).copy())
+    k = n_inputs(list(ops))
+    x = ParameterVector("x", k * steps)
+    qc = QuantumCircuit(n, name=f"{name}_k{steps}")
+    if prepared:
+        qc.compose(prep_circuit(n, ParameterVector("p", n_prep_params(n))), inplace=True)
+    for j in range(steps):
+        append_ops(qc, ops, angles, x, j * k)
+    tag = f"{name}.k{steps}" + (".prep" if prepared else "")
+    return Template(tag, qc, observables, template_hash(qc, observables))
+
+
+def model_templates(model) -> list[Template]:
+    """Every quantum sub-circuit template of a model (for export and compile reports): QMamba's
+    A/B/C/Delta per layer; QLAM's one-step circuit and a prepared two-step segment."""
+    import torch
+
+    if model.cfg.kind == "qmamba":
+        x = torch.zeros(1, model.cfg.d_model)
+        return [subcircuit_template(c) for layer in model.layers for c in layer.calls(x)]
+    call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim))
+    return [memory_template(call, 1), memory_template(call, 2, prepared=True)]

@@ -1,0 +1,21 @@
+"""qssm export CHECKPOINT --out DIR: the model's circuits as OpenQASM 3 + QPY + manifest."""
+
+from __future__ import annotations
+
+from qssm.circuits.export import export_model
+from qssm.models import checkpoint
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint's circuit templates (OpenQASM 3, QPY)")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    model, _ = checkpoint.load(args.checkpoint)
+    for t in export_model(model, args.out):
+        print(f"{t['name']:<14} {t['qubits']} qubits  {t['inputs']:>3} inputs  depth {t['depth']:>3}  {t['hash']}")
+    print(f"wrote {args.out}/manifest.json, templates.qpy and one .qasm per template")
+    return 0
