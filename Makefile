@@ -21,4 +21,5 @@ test-all: install
 	$(BIN)/python -m pytest -q -m ''
 
 bench: install
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python bench/run.py

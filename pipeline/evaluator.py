@@ -52,6 +52,7 @@ class PipelineEvaluator:
         self.token_table = token_table  # pipeline.token_table.TokenTable or None
         self.stats = Stats()
         self.stderr: dict[str, torch.Tensor] = {}  # last standard errors per call name
+        self.progress = None  # anything with update(n): advanced once per round trip
 
     @property
     def round_trips(self) -> int:
@@ -62,6 +63,8 @@ class PipelineEvaluator:
         results = self.execute(batches)
         self.stats.seconds += time.perf_counter() - start
         self.stats.round_trips += 1
+        if self.progress is not None:
+            self.progress.update(1)
         self.stats.batches += len(batches)
         for b in batches:
             self.stats.bindings += len(b.parameters)
