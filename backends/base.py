@@ -32,6 +32,7 @@ class Backend:
     target: Target | None = None
     max_shots: int | None = None
     deterministic: bool = False  # exact results: identical batches may reuse stored results
+    exact_capable: bool = True  # can return shot-free expectation values (simulators)
     calibration: str = ""  # calibration identity (date) of the target; part of compile cache keys
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from qssm.errors import QssmError
 from qssm.models import checkpoint
 from qssm.models.tasks import TEST_SEED
 from qssm.models.train import evaluate
@@ -14,26 +13,25 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
     p.add_argument("checkpoint")
     p.add_argument("--backend", default="exact", help="evaluator backend (default: exact)")
+    p.add_argument("--shots", type=int, default=None, help="shots per circuit (default: exact values)")
     p.add_argument("--seed", type=int, default=TEST_SEED, help="test-data seed for generated tasks")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
-def make_evaluator(name: str):
-    if name == "exact":
+def make_evaluator(name: str, shots: int | None = None):
+    if name == "exact" and not shots:
         from qssm.models.evaluator import ExactEvaluator
 
         return ExactEvaluator()
-    try:
-        from qssm.pipeline.evaluator import evaluator_for
-    except ImportError:
-        raise QssmError(f"unknown backend {name!r}; this build supports 'exact'") from None
-    return evaluator_for(name)
+    from qssm.pipeline.inference import evaluator_for
+
+    return evaluator_for(name, shots=shots)
 
 
 def run(args) -> int:
     model, record = checkpoint.load(args.checkpoint)
-    metrics = evaluate(model, model.cfg, make_evaluator(args.backend), seed=args.seed)
+    metrics = evaluate(model, model.cfg, make_evaluator(args.backend, args.shots), seed=args.seed)
     metrics.update(checkpoint=args.checkpoint, backend=args.backend, model=model.cfg.kind)
     if args.json:
         print(json.dumps(metrics))

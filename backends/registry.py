@@ -1,0 +1,39 @@
+"""Backend names, one scheme for specs and the command line:
+
+    exact                      torch statevector (the reference)
+    aer | aer:<snapshot>       qiskit-aer, ideal or with a device snapshot's noise (aer:fake_fez)
+    ibm:<snapshot>             qiskit-ibm-runtime local testing mode (ibm:fake_fez)
+    ibm:<device>               a real IBM QPU through the runtime service (ibm:ibm_kingston)
+    braket:local[_dm]          Braket LocalSimulator, state vector or density matrix with noise
+    braket:<device or arn>     a Braket QPU (braket:iqm_garnet, braket:arn:aws:braket:...)
+"""
+
+from __future__ import annotations
+
+from qssm.backends.base import Backend
+from qssm.errors import QssmError
+
+FORMS = "exact, aer, aer:fake_<device>, ibm:fake_<device>, ibm:<device>, braket:local, braket:local_dm, braket:<device or arn>"
+
+
+def get_backend(name: str, *, seed: int | None = None) -> Backend:
+    kind, _, rest = name.partition(":")
+    if kind == "exact" and not rest:
+        from qssm.backends.exact import ExactBackend
+
+        return ExactBackend(seed=seed)
+    if kind == "aer":
+        from qssm.backends.aer import AerBackend
+
+        if rest and not rest.startswith("fake_"):
+            raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez")
+        return AerBackend(rest or None, seed=seed)
+    if kind == "ibm" and rest:
+        from qssm.backends.ibm import IBMBackend
+
+        return IBMBackend(rest, seed=seed)
+    if kind == "braket" and rest:
+        from qssm.backends.braket import BraketBackend
+
+        return BraketBackend(name, seed=seed)
+    raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")

@@ -1,0 +1,148 @@
+"""Inference through the pipeline from a job spec: the model's test inputs run on a backend, scored
+against the exact torch forward. Returns plain data (a dict) that the CLI prints, the report renders
+and the job store keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from qssm.backends.registry import get_backend
+from qssm.jobs.spec import JobSpec
+from qssm.models import checkpoint
+from qssm.models.registry import last_logits
+from qssm.models.tasks import Batch, test_set
+from qssm.pipeline.compile import CompileOptions
+from qssm.pipeline.evaluator import PipelineEvaluator, n_segments
+from qssm.pipeline.runner import Dispatch, Runner
+from qssm.pipeline.token_table import build_token_table
+from qssm.errors import QssmError
+
+
+def load_inputs(model, spec: JobSpec) -> Batch:
+    task = model.cfg.task
+    batch = test_set(task, spec.data.seed, T=spec.data.T or None)
+    n = min(spec.data.n, len(batch.targets))
+    inputs = batch.inputs[:n]
+    if inputs.is_floating_point():
+        inputs = inputs.double()
+    return Batch(inputs, batch.targets[:n], {k: (v[:n] if hasattr(v, "__len__") else v) for k, v in batch.meta.items()})
+
+
+def build_runner(spec: JobSpec, dispatch: Dispatch | None = None, backend=None, initial_layout=None) -> Runner:
+    backend = backend or get_backend(spec.backend.name, seed=spec.backend.seed_simulator)
+    shots = spec.backend.shots or None
+    if shots is None and not backend.exact_capable:
+        raise QssmError(f"backend {backend.name} samples: set [backend] shots > 0 (e.g. shots = 4000)")
+    if shots and backend.max_shots and shots > backend.max_shots:
+        raise QssmError(f"{shots} shots exceed {backend.name}'s limit of {backend.max_shots}; lower [backend] shots")
+    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler, initial_layout)
+    mitigation = None
+    if spec.mitigation.readout or spec.mitigation.zne:
+        from qssm.pipeline.mitigation import Mitigation
+
+        mitigation = Mitigation.from_spec(spec.mitigation, backend, shots)
+    return Runner(backend, options, spec.split.cutting, spec.split.max_overhead, dispatch, mitigation)
+
+
+def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1) -> PipelineEvaluator:
+    """A PipelineEvaluator on a named backend with default compile options (for `qssm eval`)."""
+    runner = Runner(get_backend(name, seed=seed))
+    return PipelineEvaluator(runner, shots=shots, segment=segment)
+
+
+@torch.no_grad()
+def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runner | None = None,
+                  progress: bool = True) -> dict:
+    model, record = checkpoint.load(spec.checkpoint)
+    if not getattr(model.cfg, "quantum", False):
+        raise QssmError(f"{spec.checkpoint} is a classical baseline; run a quantum checkpoint on a backend")
+    model = model.double()
+    data = load_inputs(model, spec)
+    runner = runner or build_runner(spec, dispatch)
+    shots = spec.backend.shots or None
+    kind = model.cfg.kind
+    started = time.perf_counter()
+
+    table_trips = 0
+    table = None
+    if kind == "qmamba":
+        # layer 1 depends on the token id only: measure it once for the vocabulary (one round trip)
+        table_eval = PipelineEvaluator(runner, shots=shots)
+        table = build_token_table(model, table_eval, backend=runner.backend.name)
+        table_trips = table_eval.round_trips
+    ev = PipelineEvaluator(runner, shots=shots, segment=spec.split.segment, token_table=table)
+    expected_trips = (model.cfg.n_layers - (table is not None)) if kind == "qmamba" else n_segments(
+        data.inputs.shape[1], spec.split.segment)
+    ev.progress = _progress(expected_trips, progress)
+
+    exact_out = model(data.inputs)
+    out = model(data.inputs, ev)
+    ev.progress.close()
+    wall = time.perf_counter() - started
+
+    exact_last = exact_out[:, -1] if exact_out.dim() == 3 else exact_out
+    last = out[:, -1] if out.dim() == 3 else out
+    err = (last - exact_last).abs()
+    report = {
+        "checkpoint": spec.checkpoint,
+        "model": kind,
+        "task": model.cfg.task["name"],
+        "backend": runner.backend.name,
+        "calibration": runner.backend.calibration,
+        "shots": shots or 0,
+        "n_examples": len(data.targets),
+        "T": int(data.inputs.shape[1]),
+        "segment": spec.split.segment if kind == "qlam" else None,
+        "accuracy": _acc(last, data.targets),
+        "exact_accuracy": _acc(exact_last, data.targets),
+        "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
+        "logit_error_max": float(err.max()),
+        "logit_error_mean": float(err.mean()),
+        "round_trips": ev.round_trips,
+        "token_table_round_trips": table_trips,
+        "transpile_calls": runner.transpile_calls,
+        "wall_seconds": wall,
+        **{f"pipeline_{k}": v for k, v in ev.stats.as_dict().items() if k not in ("round_trips", "seconds")},
+        "seconds_compile": runner.stats.seconds_compile,
+        "seconds_dispatch": runner.stats.seconds_dispatch,
+        "cost_usd": runner.stats.cost_usd,
+        "cut_batches": runner.stats.cut_batches,
+    }
+    if out.dim() == 3:  # QMamba: error of every position's logits, for the report's plot
+        report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
+    if kind == "qmamba" and "depth" in data.meta:
+        correct = (last.argmax(-1) == data.targets).numpy()
+        bins = np.minimum((np.asarray(data.meta["depth"]) * 4).astype(int), 3)
+        report["accuracy_by_depth"] = {f"q{q + 1}": float(correct[bins == q].mean()) if (bins == q).any() else None
+                                       for q in range(4)}
+    return report
+
+
+def _acc(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == targets).double().mean())
+
+
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="round trips", unit="trip", leave=False)
+
+
+def shot_band(p: float, n: int, k: float = 3.0) -> float:
+    """k standard errors of an accuracy p measured on n examples (for comparing runs)."""
+    return k * math.sqrt(max(p * (1 - p), 1.0 / n) / n)

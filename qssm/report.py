@@ -1,0 +1,147 @@
+"""Reports: the same plain data as JSON and as one self-contained HTML page with inline plots.
+
+Sections render from whatever the report dict holds: a run summary (`qssm run`), transpilation per
+target (`compile`), accuracy against shots (`shots_sweep`), QLAM error against segment length
+(`segment_sweep`), logit error against token position, accuracy by needle depth.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from qssm.jobs.redact import redact  # noqa: E402
+
+SUMMARY_KEYS = [
+    ("backend", "backend"), ("calibration", "calibration"), ("shots", "shots per circuit"),
+    ("n_examples", "examples"), ("T", "sequence length"), ("accuracy", "accuracy"),
+    ("exact_accuracy", "exact accuracy"), ("agreement", "agreement with exact"),
+    ("logit_error_max", "max logit error"), ("logit_error_mean", "mean logit error"),
+    ("round_trips", "round trips"), ("token_table_round_trips", "token-table round trips"),
+    ("transpile_calls", "transpile calls"), ("pipeline_bindings", "distinct bindings"),
+    ("pipeline_requested_rows", "requested bindings"), ("pipeline_circuits_shots", "total circuit shots"),
+    ("cost_usd", "cost (USD)"), ("wall_seconds", "wall time (s)"),
+]
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    text = redact(json.dumps(report, indent=2, default=float))
+    (out / "report.json").write_text(text)
+    (out / "report.html").write_text(redact(render_html(report)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(draw, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+    draw(ax)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<figure><img class="plot" alt="{html.escape(title)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def render_html(r: dict) -> str:
+    parts = [f"<h1>qssm report: {html.escape(str(r.get('checkpoint', r.get('title', ''))))}</h1>"]
+    summary = [(label, r[k]) for k, label in SUMMARY_KEYS if k in r]
+    if summary:
+        parts.append("<h2>Run</h2><table>" + "".join(f"<tr><th>{html.escape(a)}</th><td>{_fmt(b)}</td></tr>" for a, b in summary) + "</table>")
+    if r.get("compile"):
+        rows = r["compile"]
+        cols = [c for c in ("target", "template", "qubits", "depth", "two_qubit", "swaps", "duration_us",
+                            "success_probability", "cuts", "sampling_overhead", "depth_cut", "swaps_cut", "layout")
+                if any(c in row for row in rows)]
+        parts.append("<h2>Transpilation per target</h2>" + _table(rows, cols))
+        targets = sorted({row["target"] for row in rows})
+
+        def depth_plot(ax):
+            for i, t in enumerate(targets):
+                sel = [row for row in rows if row["target"] == t]
+                ax.bar([j + i * 0.8 / len(targets) for j in range(len(sel))], [row["depth"] for row in sel],
+                       width=0.8 / len(targets), label=t)
+            names = [row["template"] for row in rows if row["target"] == targets[0]]
+            ax.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
+            ax.set_ylabel("depth")
+            ax.legend(fontsize=7)
+
+        parts.append(_figure(depth_plot, "Transpiled depth per template and target"))
+    if r.get("shots_sweep"):
+        sweep = r["shots_sweep"]
+        parts.append("<h2>Accuracy against shots</h2>" + _table(sweep, list(sweep[0].keys())))
+
+        def shots_plot(ax):
+            for t in sorted({s["backend"] for s in sweep}):
+                sel = sorted((s for s in sweep if s["backend"] == t), key=lambda s: s["shots"])
+                ax.errorbar([s["shots"] for s in sel], [s["accuracy"] for s in sel],
+                            yerr=[s.get("accuracy_stderr", 0) for s in sel], marker="o", label=t, capsize=3)
+            if "exact_accuracy" in r:
+                ax.axhline(r["exact_accuracy"], color="k", ls="--", label="exact")
+            ax.set_xscale("log")
+            ax.set_xlabel("shots per circuit")
+            ax.set_ylabel("accuracy")
+            ax.legend(fontsize=7)
+
+        parts.append(_figure(shots_plot, "Accuracy against shots"))
+    if r.get("segment_sweep"):
+        seg = r["segment_sweep"]
+        parts.append("<h2>QLAM: error against segment length</h2>" + _table(seg, list(seg[0].keys())))
+
+        def seg_plot(ax):
+            for shots in sorted({s["shots"] for s in seg}):
+                sel = sorted((s for s in seg if s["shots"] == shots), key=lambda s: s["segment"])
+                ax.plot([s["segment"] for s in sel], [s["logit_error_mean"] for s in sel], marker="o", label=f"{shots} shots")
+            ax.set_xlabel("segment length (tokens)")
+            ax.set_ylabel("mean logit error")
+            ax.legend(fontsize=7)
+
+        parts.append(_figure(seg_plot, "Logit error against segment length"))
+    if r.get("logit_error_by_position"):
+        err = r["logit_error_by_position"]
+
+        def pos_plot(ax):
+            ax.plot(range(len(err)), err, marker=".")
+            ax.set_xlabel("token position")
+            ax.set_ylabel("mean |logit - exact|")
+
+        parts.append("<h2>Error against token position</h2>" + _figure(pos_plot, "Logit error against token position"))
+    if r.get("accuracy_by_depth"):
+        d = {k: v for k, v in r["accuracy_by_depth"].items() if v is not None}
+
+        def depth_acc(ax):
+            ax.bar(list(d), list(d.values()))
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel("needle depth quartile")
+            ax.set_ylabel("accuracy")
+
+        parts.append("<h2>Accuracy by needle depth</h2>" + _figure(depth_acc, "Accuracy by needle depth"))
+    if r.get("mitigation"):
+        m = r["mitigation"]
+        parts.append("<h2>Mitigation</h2>" + _table(m, list(m[0].keys())))
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
+             "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
+             "text-align:left;font-size:.9rem}img.plot{max-width:100%}")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>qssm report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
