@@ -1,0 +1,44 @@
+"""qssm compile SPEC: the transpilation report per target, before spending QPU time."""
+
+from __future__ import annotations
+
+import json
+
+from qssm.jobs.spec import load_spec
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compile", help="transpilation report per target: depth, 2q gates, swaps, success, cuts")
+    p.add_argument("spec", help="job spec (TOML)")
+    p.add_argument("--targets", help="comma-separated backends to compare (default: the spec's backend)")
+    p.add_argument("--no-cuts", action="store_true", help="skip the with-cuts columns")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from qssm.models import checkpoint
+    from qssm.pipeline.compile import CompileOptions
+    from qssm.pipeline.compile_report import compile_report
+
+    spec = load_spec(args.spec)
+    model, _ = checkpoint.load(spec.checkpoint)
+    targets = args.targets.split(",") if args.targets else [spec.backend.name]
+    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
+    rows = compile_report(model, targets, options, cuts=not args.no_cuts)
+    if args.json:
+        print(json.dumps({"checkpoint": spec.checkpoint, "optimization_level": options.optimization_level,
+                          "targets": targets, "templates": rows}))
+        return 0
+    print(f"{spec.checkpoint}: {len(rows) // len(targets)} templates, optimization level {options.optimization_level}")
+    head = f"{'target':<22}{'template':<16}{'depth':>6}{'2q':>6}{'swaps':>6}{'dur us':>8}{'P(success)':>11}{'cuts':>6}{'overhead':>10}{'depth cut':>10}{'swaps cut':>10}"
+    print(head)
+    for r in rows:
+        print(f"{r['target']:<22}{r['template']:<16}{r['depth']:>6}{r['two_qubit']:>6}{_s(r.get('swaps')):>6}"
+              f"{_s(r.get('duration_us'), '.1f'):>8}{r['success_probability']:>11.3f}{_s(r.get('cuts')):>6}"
+              f"{_s(r.get('sampling_overhead'), '.3g'):>10}{_s(r.get('depth_cut')):>10}{_s(r.get('swaps_cut')):>10}")
+    return 0
+
+
+def _s(v, fmt: str = "") -> str:
+    return "-" if v is None else format(v, fmt)
