@@ -1,0 +1,77 @@
+"""qssm report SPEC_OR_JOB --out DIR: the HTML + JSON report a user reads before spending QPU time.
+
+For a spec: transpilation per target, the run itself, accuracy against shots (ideal and the spec's
+backend), logit error against token position, QLAM error against segment length. For a job id from
+the store: the job's recorded summary, with its spec's transpilation report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="write an HTML + JSON report for a job spec or a stored job")
+    p.add_argument("source", help="job spec (TOML) or job id")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--targets", default="aer:fake_fez,aer:fake_torino,aer:fake_sherbrooke",
+                   help="targets for the transpilation section (comma-separated)")
+    p.add_argument("--shots", default="250,1000,4000", help="shot counts for the accuracy-against-shots sweep")
+    p.add_argument("--segments", default="2,4", help="QLAM segment lengths to sweep")
+    p.set_defaults(func=run)
+
+
+def _with(spec, **backend):
+    return dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, **backend))
+
+
+def build_report(spec, targets: list[str], shots: list[int], segments: list[int]) -> dict:
+    from qssm.models import checkpoint
+    from qssm.pipeline.compile import CompileOptions
+    from qssm.pipeline.compile_report import compile_report
+    from qssm.pipeline.inference import run_inference
+
+    model, _ = checkpoint.load(spec.checkpoint)
+    report = run_inference(spec)
+    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
+    report["compile"] = compile_report(model, targets, options)
+    sweep = []
+    backends = ["aer"] + ([spec.backend.name] if spec.backend.name not in ("aer", "exact") else [])
+    for name in backends:
+        for s in shots:
+            r = run_inference(_with(spec, name=name, shots=s), progress=False)
+            p, n = r["accuracy"], r["n_examples"]
+            sweep.append({"backend": name, "shots": s, "accuracy": p, "accuracy_stderr": math.sqrt(p * (1 - p) / n),
+                          "logit_error_mean": r["logit_error_mean"], "circuit_shots": r["pipeline_circuits_shots"]})
+    report["shots_sweep"] = sweep
+    if model.cfg.kind == "qlam":
+        seg = []
+        for k in segments:
+            for s in (0, shots[-1]):
+                split = dataclasses.replace(spec.split, segment=k)
+                r = run_inference(dataclasses.replace(_with(spec, name="aer", shots=s), split=split), progress=False)
+                seg.append({"segment": k, "shots": s, "accuracy": r["accuracy"], "logit_error_mean": r["logit_error_mean"],
+                            "round_trips": r["round_trips"], "purity": r.get("pipeline_mean_segment_purity")})
+        report["segment_sweep"] = seg
+    return report
+
+
+def run(args) -> int:
+    from qssm.jobs.spec import load_spec
+    from qssm.report import write_report
+
+    source = Path(args.source)
+    if source.suffix == ".toml" or source.exists():
+        spec = load_spec(source)
+    else:
+        from qssm.jobs.store import JobStore
+
+        spec = JobStore().job_spec(args.source)
+    shots = [int(s) for s in args.shots.split(",") if s]
+    segments = [int(s) for s in args.segments.split(",") if s]
+    report = build_report(spec, args.targets.split(","), shots, segments)
+    write_report(report, Path(args.out))
+    print(f"report written to {args.out}/report.html and {args.out}/report.json")
+    return 0
