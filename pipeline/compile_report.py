@@ -31,7 +31,8 @@ def compile_report(model, targets: list[str], options: CompileOptions, cuts: boo
             c = cache.get(t, backend, options)
             row.update({k: v for k, v in c.metrics.items()})
             if cuts and t.circuit.num_qubits > 1:
-                rep = cut_report(t.circuit, backend.target, max(1, (t.circuit.num_qubits + 1) // 2), max_overhead)
-                row.update({k: rep[k] for k in ("cuts", "sampling_overhead", "swaps_cut", "depth_cut") if k in rep})
+                rep = cut_report(t, backend, options, max_overhead, cache=cache)
+                row.update({k: rep[k] for k in ("cuts", "sampling_overhead", "swaps_cut", "depth_cut", "within_budget",
+                                                "success_probability_cut") if k in rep})
             rows.append(row)
     return rows

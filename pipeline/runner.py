@@ -50,6 +50,7 @@ class Runner:
         self.dispatch = dispatch or backend.run
         self.mitigation = mitigation  # pipeline.mitigation settings applied around dispatch, or None
         self.cache = CompileCache()
+        self._cuts: dict[tuple, tuple] = {}  # template -> (CutPlan, CutExperiments)
         self.stats = RunnerStats()
 
     @property
@@ -79,26 +80,32 @@ class Runner:
         return results  # type: ignore[return-value]
 
     def _should_cut(self, batch: CircuitBatch) -> bool:
-        width = batch.template.circuit.num_qubits
-        too_wide = self.backend.max_qubits is not None and width > self.backend.max_qubits
-        if too_wide and self.cutting == "off":
-            return False  # compile raises the one-line "too wide" error
-        return too_wide or self.cutting == "force"
+        from qssm.pipeline.cutting import should_cut
+
+        # "off" never cuts (compile then raises the one-line "too wide" error); "auto" cuts wide
+        # templates and those whose swaps a cut removes within budget (decision memoized per template)
+        return should_cut(batch.template, self.backend, self.cutting, self.max_overhead, options=self.options,
+                          cache=self.cache)
 
     def _cut(self, batch: CircuitBatch) -> BatchResult:
-        from qssm.pipeline.cutting import plan_cut, run_cut
+        from qssm.pipeline.cutting import cut_experiments, cut_width, plan_cut, run_cut
 
-        circuit = batch.template.circuit
-        max_width = min(self.backend.max_qubits or circuit.num_qubits, max(1, (circuit.num_qubits + 1) // 2))
-        plan = plan_cut(circuit, max_width, self.max_overhead)
-        transpile = None
-        if self.backend.target is not None:
-            from qiskit.transpiler import generate_preset_pass_manager
+        t = batch.template
+        key = (t.hash, self.backend.name, self.backend.calibration, self.options)
+        if key not in self._cuts:  # plan + subexperiments transpiled once per template and target
+            plan = plan_cut(t.circuit, t.observables, cut_width(t, self.backend), self.max_overhead, strict=True)
+            transpile = None
+            if self.backend.target is not None:
+                from qiskit.transpiler import generate_preset_pass_manager
 
-            pm = generate_preset_pass_manager(optimization_level=self.options.optimization_level,
-                                              target=self.backend.target, seed_transpiler=self.options.seed_transpiler)
-            transpile = pm.run
-        values, stderr = run_cut(circuit, batch.template.observables, batch.parameters, plan,
-                                 self.backend.sampler(), batch.shots or 10_000, transpile)
+                transpile = generate_preset_pass_manager(
+                    optimization_level=self.options.optimization_level, target=self.backend.target,
+                    seed_transpiler=self.options.seed_transpiler).run
+            self._cuts[key] = (plan, cut_experiments(t.circuit, t.observables, plan, transpile))
+        plan, experiments = self._cuts[key]
+        values, stderr = run_cut(t.circuit, t.observables, batch.parameters, plan, self.backend.sampler(),
+                                 batch.shots or 10_000, experiments=experiments)
         self.stats.cut_batches += 1
-        return BatchResult(values, stderr, {"cut": True, "cuts": plan.n_cuts, "sampling_overhead": plan.overhead})
+        self.stats.cut_subexperiments += experiments.count
+        return BatchResult(values, stderr, {"cut": True, "cuts": plan.n_cuts, "sampling_overhead": plan.overhead,
+                                            "shots": batch.shots or 10_000, "backend": self.backend.name})
