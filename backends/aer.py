@@ -116,7 +116,12 @@ class AerBackend(Backend):
         pubs = [(with_measurement(circuit, g), rows, batch.shots) for g in groups]
         res = sampler.run(pubs).result() if pubs else []
         outcomes = [bitarray_outcomes(r.data.meas) for r in res]
-        values, stderr = expectations(outcomes, observables, groups, batch.shots)
+        mitigate = None
+        if batch.meta.get("readout"):  # readout calibration (pipeline.mitigation), keyed by circuit qubit
+            from qssm.pipeline.mitigation import readout_corrector
+
+            mitigate = readout_corrector(batch.meta["readout"], qubits=active)
+        values, stderr = expectations(outcomes, observables, groups, batch.shots, mitigate)
         return BatchResult(values, stderr, self._meta(batch, opts, len(groups)))
 
     def _meta(self, batch, opts, groups=0) -> dict:
@@ -129,9 +134,9 @@ class AerBackend(Backend):
         return Handle(self.name, [job])
 
     def status(self, handle: Handle) -> str:
-        return "done" if handle.job_ids[0] in self._jobs else "failed"
+        return "done" if handle.job_ids[0] in self._jobs else "unknown"
 
-    def result(self, handle: Handle) -> BatchResult:
+    def result(self, handle: Handle, batch: CompiledBatch | None = None) -> BatchResult:
         return self._jobs.pop(handle.job_ids[0])
 
     def cancel(self, handle: Handle) -> None:

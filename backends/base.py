@@ -4,9 +4,14 @@ A backend takes CompiledBatches and returns BatchResults. Submission and retriev
 the job store can record a provider job id before waiting on it, and poll it again after a crash:
 
     handle = backend.submit(batch)      # returns at once with a provider job id
-    backend.status(handle)              # "queued" | "running" | "done" | "failed" | "cancelled"
-    backend.result(handle)              # blocks until done; BatchResult
+    backend.status(handle)              # "queued" | "running" | "done" | "failed" | "cancelled" | "unknown"
+                                        # ("unknown": a local simulator job from a process that died)
+    backend.result(handle, batch)       # blocks until done; BatchResult
     backend.run(batches)                # convenience: submit all, then collect in order
+
+`result` takes the CompiledBatch again because a provider returns raw samples: turning them into
+expectation values needs the batch's observables. After a crash the job store rebuilds the batch
+from the spec (same content key) and collects a provider job id that another process submitted.
 """
 
 from __future__ import annotations
@@ -45,11 +50,16 @@ class Backend:
     def status(self, handle: Handle) -> str:
         raise NotImplementedError
 
-    def result(self, handle: Handle) -> BatchResult:
+    def result(self, handle: Handle, batch: CompiledBatch) -> BatchResult:
         raise NotImplementedError
 
     def cancel(self, handle: Handle) -> None:
         raise NotImplementedError
+
+    def estimate_cost(self, batches: list[CompiledBatch]) -> dict[str, float]:
+        """Preflight estimate before submission: {"usd": ..., "qpu_seconds": ..., "tasks": ...}.
+        Simulators are free."""
+        return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
 
     def sampler(self):
         """A Qiskit SamplerV2-like primitive for circuit-cutting subexperiments."""
@@ -59,4 +69,4 @@ class Backend:
 
     def run(self, batches: list[CompiledBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]
-        return [self.result(h) for h in handles]
+        return [self.result(h, b) for h, b in zip(handles, batches)]

@@ -94,9 +94,9 @@ class ExactBackend(Backend):
         return Handle(self.name, [job])
 
     def status(self, handle: Handle) -> str:
-        return "done" if handle.job_ids[0] in self._results else "failed"
+        return "done" if handle.job_ids[0] in self._results else "unknown"
 
-    def result(self, handle: Handle) -> BatchResult:
+    def result(self, handle: Handle, batch: CompiledBatch | None = None) -> BatchResult:
         return self._results.pop(handle.job_ids[0])
 
     def cancel(self, handle: Handle) -> None:

@@ -57,6 +57,7 @@ class BackendSpec:
     optimization_level: int = 2
     seed_transpiler: int = 7
     seed_simulator: int = 1
+    layout: str = "default"  # default | noise_aware (pipeline.layout: lowest-error connected qubits)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ class SplitSpec:
 class MitigationSpec:
     readout: bool = False
     zne: bool = False
+    zne_scales: str = "1,3,5"  # odd two-qubit gate folding factors
+    extrapolation: str = "richardson"  # richardson | linear
+    readout_shots: int = 0  # shots per calibration circuit; 0 = [backend] shots
+    # IBM runtime pass-throughs (ibm:* backends only)
+    resilience_level: int = -1  # -1 = unset
+    twirling: bool = False
+    dynamical_decoupling: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ def _section(where: str, name: str, cls, raw: Any):
             value = float(value)
         if type(value) is not want:
             raise QssmError(f"{where}: {name}.{key} must be {want.__name__}, got {value!r}")
-        if want in (int, float) and value < 0:
+        if want in (int, float) and value < 0 and fields[key].default >= 0:  # negative defaults mean "unset"
             raise QssmError(f"{where}: {name}.{key} must be >= 0, got {value}")
         if (name, key) in CHOICES and value not in CHOICES[name, key]:
             raise QssmError(f"{where}: {name}.{key} must be one of {', '.join(CHOICES[name, key])}, got {value!r}")

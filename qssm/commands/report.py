@@ -20,25 +20,36 @@ def register(sub) -> None:
                    help="targets for the transpilation section (comma-separated)")
     p.add_argument("--shots", default="250,1000,4000", help="shot counts for the accuracy-against-shots sweep")
     p.add_argument("--segments", default="2,4", help="QLAM segment lengths to sweep")
+    p.add_argument("--store", help="job store for a job id (default: $QSSM_STORE or the user data dir)")
     p.set_defaults(func=run)
+
+
+SIMULATORS = ("exact", "aer", "braket:local")
+
+
+def is_simulator(name: str) -> bool:
+    return name.startswith(SIMULATORS) or name.startswith("ibm:fake_")
 
 
 def _with(spec, **backend):
     return dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, **backend))
 
 
-def build_report(spec, targets: list[str], shots: list[int], segments: list[int]) -> dict:
+def build_report(spec, targets: list[str], shots: list[int], segments: list[int], base: dict | None = None) -> dict:
+    """`base`: a stored job's report; the job is not run again (a QPU job would be paid twice),
+    and its backend joins the shot sweep only if it is a simulator."""
     from qssm.models import checkpoint
     from qssm.pipeline.compile import CompileOptions
     from qssm.pipeline.compile_report import compile_report
     from qssm.pipeline.inference import run_inference
 
     model, _ = checkpoint.load(spec.checkpoint)
-    report = run_inference(spec)
+    report = dict(base) if base is not None else run_inference(spec)
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     report["compile"] = compile_report(model, targets, options)
     sweep = []
-    backends = ["aer"] + ([spec.backend.name] if spec.backend.name not in ("aer", "exact") else [])
+    backends = ["aer"] + ([spec.backend.name] if spec.backend.name not in ("aer", "exact")
+                          and is_simulator(spec.backend.name) else [])
     for name in backends:
         for s in shots:
             r = run_inference(_with(spec, name=name, shots=s), progress=False)
@@ -63,15 +74,21 @@ def run(args) -> int:
     from qssm.report import write_report
 
     source = Path(args.source)
+    base = None
     if source.suffix == ".toml" or source.exists():
         spec = load_spec(source)
     else:
+        from qssm.errors import QssmError
         from qssm.jobs.store import JobStore
 
-        spec = JobStore().job_spec(args.source)
+        store = JobStore(args.store)
+        job = store.job(args.source)
+        if job["status"] != "done":
+            raise QssmError(f"job {args.source} is {job['status']}; report on it once `qssm status` says done")
+        spec, base = store.job_spec(args.source), job["report"]
     shots = [int(s) for s in args.shots.split(",") if s]
     segments = [int(s) for s in args.segments.split(",") if s]
-    report = build_report(spec, args.targets.split(","), shots, segments)
+    report = build_report(spec, args.targets.split(","), shots, segments, base)
     write_report(report, Path(args.out))
     print(f"report written to {args.out}/report.html and {args.out}/report.json")
     return 0

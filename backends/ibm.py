@@ -1,0 +1,272 @@
+"""ibm: qiskit-ibm-runtime primitives, one code path for local testing mode and real QPUs.
+
+    ibm:fake_fez      SamplerV2 in the runtime's local testing mode on a device snapshot
+    ibm:ibm_kingston  SamplerV2 on the QPU through QiskitRuntimeService (credentials from the
+                      environment, QISKIT_IBM_TOKEN [+ QISKIT_IBM_INSTANCE], or the saved account)
+
+A CompiledBatch becomes one PUB per qubit-wise-commuting measurement group (every binding in the
+PUB's parameter array), split over several jobs when circuits x shots exceed the 10 million
+executions IBM allows per Sampler job. Jobs carry the batch key as a job tag, so a process that
+died between submitting and recording the job id can find its job again (`find`) instead of
+paying twice. Execution mode follows the job's shape: a recurrence whose next round trip depends on
+this one runs in a Session (low latency between iterations); a single wave runs as a Batch.
+
+Local testing mode runs the primitive on an AerSimulator that holds the snapshot's noise restricted
+to the circuit's active qubits (the compaction of backends/aer.py): the same noise values as the
+156-qubit fake backend, without Aer truncating a full-device noise model for every circuit
+(129 s vs a few seconds for 8 haystack sequences). Real devices get the full ISA circuits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import numpy as np
+
+from qssm.backends.base import Backend, Handle
+from qssm.backends.fake_devices import calibration, fake_backend
+from qssm.backends.sampling import bitarray_outcomes, expectations, measurement_groups, with_measurement
+from qssm.errors import QssmError
+from qssm.pipeline.types import BatchResult, CompiledBatch
+
+MAX_EXECUTIONS_PER_JOB = 10_000_000  # circuits x shots per Sampler job (IBM job limits)
+REP_DELAY_S = 250e-6  # default repetition delay of IBM devices
+JOB_OVERHEAD_S = 2.0  # per-job QPU-time overhead (loading, calibration checks), an estimate
+USD_PER_QPU_SECOND = 96.0 / 60  # pay-as-you-go list price, 96 USD per QPU minute
+
+STATUS = {"INITIALIZING": "queued", "QUEUED": "queued", "VALIDATING": "queued", "RUNNING": "running",
+          "DONE": "done", "ERROR": "failed", "CANCELLED": "cancelled"}
+
+
+def connect_service():
+    """QiskitRuntimeService from the environment or the saved account; never stores a token."""
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    token = os.environ.get("QISKIT_IBM_TOKEN") or os.environ.get("IBM_QUANTUM_TOKEN")
+    try:
+        if token:
+            return QiskitRuntimeService(channel=os.environ.get("QISKIT_IBM_CHANNEL", "ibm_quantum_platform"),
+                                        token=token, instance=os.environ.get("QISKIT_IBM_INSTANCE"))
+        return QiskitRuntimeService()
+    except Exception as e:  # noqa: BLE001 - the SDK raises several types for missing/invalid accounts
+        from qssm.jobs.redact import redact
+
+        raise QssmError("no IBM Quantum credentials: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save an "
+                        f"account with QiskitRuntimeService.save_account ({redact(str(e)).splitlines()[0][:120]})") from None
+
+
+def _status_name(status) -> str:
+    name = getattr(status, "name", str(status)).upper()
+    return STATUS.get(name, "running")
+
+
+class IBMBackend(Backend):
+    exact_capable = False
+    deterministic = False
+
+    def __init__(self, device: str, seed: int | None = None, service=None, options: dict | None = None):
+        self.name = f"ibm:{device}"
+        self.seed = seed
+        self.local = device.startswith("fake_")
+        self.device_name = device
+        if self.local:  # runtime local testing mode: the primitive runs Aer on the snapshot's noise
+            from qiskit_ibm_runtime.fake_provider.local_service import QiskitRuntimeLocalService
+
+            self.device = fake_backend(device)
+            self.service = service or QiskitRuntimeLocalService()
+        else:
+            self.service = service or connect_service()
+            try:
+                self.device = self.service.backend(device)
+            except Exception as e:  # noqa: BLE001
+                raise QssmError(f"IBM backend {device!r} is not available to this account ({e}); "
+                                "list yours with QiskitRuntimeService().backends()") from None
+        self.target = self.device.target
+        self.calibration = calibration(self.device)
+        self.max_shots = 100_000
+        self.options = dict(options or {})  # twirling, dynamical_decoupling (runtime pass-throughs)
+        self.iterative = True  # the recurrence feeds results into the next round trip: Session
+        self._mode = None
+        self._jobs: dict[str, object] = {}  # job id -> job object submitted by this process
+
+    # -- execution mode ---------------------------------------------------------------------------
+    def _local_simulator(self, active: tuple[int, ...]):
+        from qiskit_aer import AerSimulator
+
+        from qssm.backends.aer import DENSITY_MATRIX_MAX_QUBITS, active_noise_model
+
+        method = "density_matrix" if len(active) <= DENSITY_MATRIX_MAX_QUBITS else "statevector"
+        return AerSimulator(method=method, noise_model=active_noise_model(self.device_name, active))
+
+    def _execution_mode(self, active: tuple[int, ...] | None = None):
+        if self.local:  # local testing mode ignores sessions; job mode on the compacted simulator
+            return self._local_simulator(active) if active is not None else self.device
+        if self._mode is None:
+            from qiskit_ibm_runtime import Batch, Session
+
+            self._mode = (Session if self.iterative else Batch)(backend=self.device)
+        return self._mode
+
+    def close(self) -> None:
+        if self._mode is not None:
+            self._mode.close()
+            self._mode = None
+
+    def _sampler(self, tag: str, active: tuple[int, ...] | None):
+        from qiskit_ibm_runtime import SamplerV2
+
+        with warnings.catch_warnings():  # SamplerV2 is deprecated for the client-side executor (0.50)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            sampler = SamplerV2(mode=self._execution_mode(active))
+        sampler.options.environment.job_tags = [f"qssm-{tag[:32]}"]
+        if self.seed is not None and self.local:  # distinct, reproducible noise per batch
+            sampler.options.simulator.seed_simulator = (self.seed * 1_000_003 + int(tag[:8], 16)) % 2**31
+        if self.options.get("twirling"):
+            sampler.options.twirling.enable_gates = True
+            sampler.options.twirling.enable_measure = True
+        if self.options.get("dynamical_decoupling"):
+            sampler.options.dynamical_decoupling.enable = True
+        return sampler
+
+    # -- the backend contract -----------------------------------------------------------------------
+    def prepared(self, batch: CompiledBatch):
+        """(circuit, observables, active qubits or None): local mode compacts onto active qubits."""
+        if not self.local:
+            return batch.circuit, batch.observables, None
+        from qssm.backends.aer import compact
+
+        return compact(batch.circuit, batch.observables)
+
+    def pubs(self, batch: CompiledBatch) -> list[list[tuple]]:
+        """PUBs per job: one per measurement group, chunked to the executions limit."""
+        if not batch.shots:
+            raise QssmError(f"{self.name} samples: set [backend] shots > 0")
+        circuit0, observables, _ = self.prepared(batch)
+        rows = batch.parameters if circuit0.num_parameters else None
+        n = len(batch.parameters)
+        per_job = max(1, MAX_EXECUTIONS_PER_JOB // batch.shots)
+        jobs: list[list[tuple]] = []
+        current: list[tuple] = []
+        room = per_job
+        for g in measurement_groups(observables):
+            circuit = with_measurement(circuit0, g)
+            start = 0
+            while start < n:
+                take = min(room, n - start)
+                current.append((circuit, None if rows is None else rows[start:start + take], batch.shots))
+                start += take
+                room -= take
+                if room == 0:
+                    jobs.append(current)
+                    current, room = [], per_job
+        if current:
+            jobs.append(current)
+        return jobs
+
+    def submit(self, batch: CompiledBatch) -> Handle:
+        ids = []
+        active = self.prepared(batch)[2]
+        for pubs in self.pubs(batch):
+            job = self._sampler(batch.key, active).run(pubs)
+            self._jobs[job.job_id()] = job
+            ids.append(job.job_id())
+        return Handle(self.name, ids, {"tag": f"qssm-{batch.key[:32]}", "submitted": time.time()})
+
+    def find(self, batch: CompiledBatch) -> Handle | None:
+        """Jobs a previous process submitted for this batch (by job tag), if the service knows them."""
+        jobs_of = getattr(self.service, "jobs", None)
+        if jobs_of is None:
+            return None
+        found = jobs_of(job_tags=[f"qssm-{batch.key[:32]}"], limit=100)
+        if not found or len(found) != len(self.pubs(batch)):
+            return None
+        ids = [j.job_id() for j in sorted(found, key=lambda j: getattr(j, "creation_date", None) or 0)]
+        return Handle(self.name, ids, {"tag": f"qssm-{batch.key[:32]}", "found": True})
+
+    def _job(self, job_id: str):
+        if job_id in self._jobs:
+            return self._jobs[job_id]
+        if hasattr(self.service, "job"):  # the runtime service (local mode has no retrieval)
+            return self.service.job(job_id)
+        return None
+
+    def status(self, handle: Handle) -> str:
+        states = []
+        for job_id in handle.job_ids:
+            job = self._job(job_id)
+            states.append("unknown" if job is None else _status_name(job.status()))
+        for s in ("failed", "cancelled", "unknown", "queued", "running"):
+            if s in states:
+                return s
+        return "done"
+
+    def result(self, handle: Handle, batch: CompiledBatch | None = None) -> BatchResult:
+        if batch is None:
+            raise QssmError("IBMBackend.result needs the CompiledBatch to turn samples into expectation values")
+        _, observables, active = self.prepared(batch)
+        groups = measurement_groups(observables)
+        outcomes: list[np.ndarray] = []
+        usage = 0.0
+        for job_id in handle.job_ids:
+            job = self._job(job_id)
+            if job is None:
+                raise QssmError(f"IBM job {job_id} is unknown to this process and {self.name} cannot retrieve it; "
+                                "resubmit the batch")
+            for pub in job.result():
+                outcomes.append(bitarray_outcomes(pub.data.meas))
+            usage += float(getattr(job, "usage", lambda: 0.0)() or 0.0) if not self.local else 0.0
+        # PUBs were chunked by rows within each group: stitch the chunks back per group
+        per_group, k = [], 0
+        n = len(batch.parameters)
+        for _ in groups:
+            parts, got = [], 0
+            while got < n:
+                parts.append(outcomes[k])
+                got += len(outcomes[k])
+                k += 1
+            per_group.append(np.concatenate(parts))
+        mitigate = None
+        if batch.meta.get("readout"):
+            from qssm.pipeline.mitigation import readout_corrector
+
+            readout = batch.meta["readout"]
+            if active is not None:  # circuit qubit -> compacted index
+                readout = {active.index(int(q)): v for q, v in readout.items() if int(q) in active}
+            mitigate = readout_corrector(readout)
+        values, stderr = expectations(per_group, observables, groups, batch.shots, mitigate)
+        for job_id in handle.job_ids:
+            self._jobs.pop(job_id, None)
+        return BatchResult(values, stderr, {"backend": self.name, "shots": batch.shots, "job_ids": list(handle.job_ids),
+                                            "measurement_groups": len(groups), "qpu_seconds": usage,
+                                            "cost_usd": usage * USD_PER_QPU_SECOND})
+
+    def cancel(self, handle: Handle) -> None:
+        for job_id in handle.job_ids:
+            job = self._job(job_id)
+            if job is not None and _status_name(job.status()) in ("queued", "running"):
+                job.cancel()
+
+    def estimate_cost(self, batches: list[CompiledBatch]) -> dict[str, float]:
+        """QPU seconds from the job's size: per job overhead + circuits x shots x (rep delay +
+        circuit duration from the target's gate durations)."""
+        seconds, jobs = 0.0, 0
+        for b in batches:
+            groups = len(measurement_groups(b.observables))
+            duration = float(b.meta.get("metrics", {}).get("duration_us") or 0.0) * 1e-6
+            seconds += len(b.parameters) * groups * (b.shots or 0) * (REP_DELAY_S + duration)
+            jobs += max(1, -(-len(b.parameters) * groups * (b.shots or 0) // MAX_EXECUTIONS_PER_JOB))
+        seconds += jobs * JOB_OVERHEAD_S
+        usd = 0.0 if self.local else seconds * USD_PER_QPU_SECOND
+        return {"usd": usd, "qpu_seconds": 0.0 if self.local else seconds, "tasks": float(jobs),
+                "qpu_seconds_if_real": seconds}
+
+    def sampler(self):
+        from qiskit_ibm_runtime import SamplerV2
+
+        # cut subexperiments keep the device width: local mode runs them on the full snapshot
+        sampler = SamplerV2(mode=self._execution_mode())
+        if self.seed is not None and self.local:
+            sampler.options.simulator.seed_simulator = self.seed
+        return sampler

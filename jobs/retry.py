@@ -1,0 +1,80 @@
+"""Retries for provider calls: exponential backoff with full jitter for transient faults
+(timeouts, throttling, 5xx); permanent faults surface at once with the provider's message."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+TRANSIENT_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestTimeout",
+                   "RequestTimeoutException", "ServiceUnavailable", "ServiceUnavailableException",
+                   "InternalServerError", "InternalServerException", "InternalFailure", "SlowDown"}
+TRANSIENT_WORDS = ("timed out", "timeout", "throttl", "rate limit", "too many requests", "temporarily unavailable",
+                   "service unavailable", "bad gateway", "gateway timeout", "connection reset", "connection aborted")
+
+
+class TransientError(Exception):
+    """A fault worth retrying (raised by fakes and wrappers; providers raise their own types)."""
+
+
+class PermanentError(Exception):
+    """A fault that retrying cannot fix; the job fails with this message."""
+
+
+def status_code(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore ClientError
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return getattr(response, "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PermanentError):
+        return False
+    if isinstance(exc, (TransientError, TimeoutError, ConnectionError)):
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and response.get("Error", {}).get("Code") in TRANSIENT_CODES:
+        return True
+    code = status_code(exc)
+    if code is not None and (code == 429 or 500 <= code < 600):
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in TRANSIENT_WORDS)
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 8
+    base_seconds: float = 0.5
+    cap_seconds: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+
+    def delay(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt)] (AWS architecture blog)."""
+        rng = self.rng or random
+        return rng.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+def call_with_retries(fn: Callable[[], T], policy: RetryPolicy | None = None,
+                      on_retry: Callable[[int, BaseException], None] | None = None) -> T:
+    policy = policy or RetryPolicy()
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - classified below
+            if not is_transient(e) or attempt == policy.attempts - 1:
+                raise
+            if on_retry is not None:
+                on_retry(attempt + 1, e)
+            policy.sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")

@@ -1,0 +1,135 @@
+"""qssm submit / status / results / cancel / resume: durable QPU jobs in the job store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from qssm.errors import QssmError
+
+
+def _store(args):
+    from qssm.jobs.store import JobStore
+
+    return JobStore(args.store)
+
+
+def register(sub) -> None:
+    def add(name, help_, func):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--store", help="job store file (default: $QSSM_STORE or ~/.local/share/qssm/jobs.sqlite)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("submit", "estimate cost, record a job and run it in the background (or --wait)", submit)
+    p.add_argument("spec", help="job spec (TOML)")
+    p.add_argument("--wait", action="store_true", help="run in this process with progress and print the result")
+    p.add_argument("--yes", action="store_true", help="submit even if the estimate exceeds the spec's budget")
+    p.add_argument("--backend", help="override [backend] name")
+    p.add_argument("--shots", type=int, help="override [backend] shots")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = add("status", "list jobs, or show one job and its batches", status)
+    p.add_argument("id", nargs="?", help="job id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("results", "print a finished job's report", results)
+    p.add_argument("id", help="job id")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = add("cancel", "cancel a job's in-flight provider jobs and mark it cancelled", cancel)
+    p.add_argument("id", help="job id")
+    p = add("resume", "continue a job from the store (after a crash, a reboot or a closed laptop)", resume)
+    p.add_argument("id", help="job id")
+    p.add_argument("--quiet", action="store_true", help="no progress (background workers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def submit(args) -> int:
+    from qssm.commands.run import apply_overrides, format_run
+    from qssm.jobs.run import create_job, run_job, spawn_worker
+    from qssm.jobs.spec import load_spec
+
+    spec = apply_overrides(load_spec(args.spec), args)
+    store = _store(args)
+    job_id, estimate = create_job(store, spec, yes=args.yes)
+    cost = f"estimated ${estimate['usd']:.2f}, {estimate['qpu_seconds']:.0f} QPU s, {int(estimate['tasks'])} tasks/jobs"
+    if args.wait:
+        if not args.json:
+            print(f"job {job_id} ({cost})")
+        report = run_job(store, job_id, progress=not args.json)
+        print(json.dumps(report) if args.json else format_run(report))
+        return 0
+    pid = spawn_worker(store, job_id)
+    if args.json:
+        print(json.dumps({"job_id": job_id, "estimate": estimate, "worker_pid": pid}))
+    else:
+        print(job_id)
+        print(f"submitted ({cost}); worker pid {pid}. Check with `qssm status {job_id}`, "
+              f"collect with `qssm results {job_id}`")
+    return 0
+
+
+def _when(t) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def status(args) -> int:
+    store = _store(args)
+    if not args.id:
+        jobs = store.jobs()
+        if args.json:
+            print(json.dumps([{k: j[k] for k in ("id", "status", "backend", "created")} for j in jobs]))
+            return 0
+        if not jobs:
+            print(f"no jobs in {store.path}")
+        for j in jobs:
+            t = store.totals(j["id"])
+            print(f"{j['id']}  {j['status']:<9}  {j['backend']:<22} {t['done']}/{t['batches']} batches  {_when(j['created'])}")
+        return 0
+    j = store.job(args.id)
+    t = store.totals(args.id)
+    if args.json:
+        print(json.dumps({"id": j["id"], "status": j["status"], "backend": j["backend"], "error": j["error"],
+                          "estimate": j["estimate"], **t, "runner": store.owner(args.id)}))
+        return 0
+    print(f"job {j['id']}: {j['status']} on {j['backend']}  (created {_when(j['created'])}, updated {_when(j['updated'])})")
+    if j["error"]:
+        print(f"  error: {j['error']}")
+    runner = store.owner(args.id)
+    if runner:
+        print(f"  running in {runner}")
+    print(f"  batches {t['done']}/{t['batches']} done, {t['submissions']} submissions, ${t['cost_usd']:.2f} spent")
+    for key, wave, pos, state, attempts, cost, handle, error in store.batches(args.id):
+        ids = ",".join(json.loads(handle)["job_ids"]) if handle else "-"
+        print(f"  trip {wave} #{pos:<3} {key[:12]} {state:<9} {ids[:60]}" + (f"  {error}" if error else ""))
+    return 0
+
+
+def results(args) -> int:
+    from qssm.commands.run import format_run
+
+    store = _store(args)
+    j = store.job(args.id)
+    if j["status"] != "done":
+        hint = f"resume it with `qssm resume {args.id}`" if j["status"] in ("queued", "running") else j["error"] or ""
+        raise QssmError(f"job {args.id} is {j['status']}, no results yet; {hint}".rstrip("; "))
+    print(json.dumps(j["report"]) if args.json else format_run(j["report"]))
+    return 0
+
+
+def cancel(args) -> int:
+    from qssm.jobs.run import cancel_job
+
+    n = cancel_job(_store(args), args.id)
+    print(f"job {args.id} cancelled ({n} provider jobs cancelled)")
+    return 0
+
+
+def resume(args) -> int:
+    from qssm.commands.run import format_run
+    from qssm.jobs.run import run_job
+
+    report = run_job(_store(args), args.id, progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps(report))
+    elif not args.quiet:
+        print(format_run(report))
+    return 0

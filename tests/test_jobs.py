@@ -1,0 +1,368 @@
+"""Durable jobs: kill/resume, concurrent resumes, fault injection, malformed input, credential hygiene."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import fake_ibm  # noqa: E402
+
+from qssm.backends.aer import AerBackend  # noqa: E402
+from qssm.cli import main  # noqa: E402
+from qssm.jobs.retry import PermanentError, RetryPolicy, TransientError, call_with_retries  # noqa: E402
+from qssm.jobs.run import create_job, run_job  # noqa: E402
+from qssm.jobs.spec import parse_spec  # noqa: E402
+from qssm.jobs.store import JobStore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HAYSTACK = str(ROOT / "checkpoints" / "qmamba-haystack.safetensors")
+DRIVER = str(Path(__file__).parent / "job_driver.py")
+NO_SLEEP = RetryPolicy(attempts=12, sleep=lambda s: None, rng=random.Random(0))
+
+
+def spec(backend="ibm:fake_fez", shots=1000, n=4, **extra):
+    raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": n}, "backend": {"name": backend, "shots": shots}}
+    raw.update(extra)
+    return parse_spec(raw, "test")
+
+
+def results_by_key(store: JobStore, job_id: str) -> dict:
+    return {row[0]: store.batch(job_id, row[0]).result.values for row in store.batches(job_id)}
+
+
+def driver(store_path, job_id, root) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, DRIVER, str(store_path), job_id, str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_and_resume(tmp_path, kills: int, seed: int):
+    """Uninterrupted reference run, then the same job killed with SIGKILL `kills` times at random
+    points within the run's span and resumed each time."""
+    ref_store = JobStore(tmp_path / "ref.sqlite")
+    ref_id, _ = create_job(ref_store, spec())
+    start = time.perf_counter()
+    ref = driver(ref_store.path, ref_id, tmp_path / "ref-ibm")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    span = time.perf_counter() - start
+
+    store = JobStore(tmp_path / "killed.sqlite")
+    job_id, _ = create_job(store, spec())
+    rng = random.Random(seed)
+    states = []
+    for _ in range(kills):
+        p = driver(store.path, job_id, tmp_path / "ibm")
+        time.sleep(rng.uniform(0.2 * span, span))  # the first ~20% is interpreter start-up
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        states.append(store.totals(job_id)["done"])
+    p = driver(store.path, job_id, tmp_path / "ibm")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert store.job(job_id)["status"] == "done"
+    ref_results, results = results_by_key(ref_store, ref_id), results_by_key(store, job_id)
+    assert results.keys() == ref_results.keys()
+    for key in ref_results:
+        np.testing.assert_array_equal(results[key], ref_results[key])
+    assert store.job(job_id)["report"]["logit_error_mean"] == ref_store.job(ref_id)["report"]["logit_error_mean"]
+    # the provider received exactly one submission per distinct batch
+    assert fake_ibm.submissions(tmp_path / "ibm") == len(ref_results) == fake_ibm.submissions(tmp_path / "ref-ibm")
+    return states
+
+
+def test_killed_job_resumes_without_resubmitting(tmp_path):
+    states = kill_and_resume(tmp_path, kills=4, seed=1)
+    assert states == sorted(states)  # progress is never lost
+
+
+@pytest.mark.slow
+def test_killed_twenty_times(tmp_path):
+    kill_and_resume(tmp_path, kills=20, seed=2)
+
+
+def test_two_processes_resuming_at_once_do_not_double_submit(tmp_path):
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec())
+    a, b = driver(store.path, job_id, tmp_path / "ibm"), driver(store.path, job_id, tmp_path / "ibm")
+    codes = sorted([a.wait(timeout=300), b.wait(timeout=300)])
+    errs = a.stderr.read() + b.stderr.read()
+    assert codes[0] == 0
+    assert codes[1] == 0 or "being run by process" in errs, errs
+    assert store.job(job_id)["status"] == "done"
+    assert fake_ibm.submissions(tmp_path / "ibm") == store.totals(job_id)["batches"] == 8
+
+
+def test_retrieval_by_id_from_another_process(tmp_path):
+    """Batches submitted by one process and recorded as in flight are polled, not resubmitted."""
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec())
+    assert driver(store.path, job_id, tmp_path / "ibm").wait(timeout=300) == 0
+    before = results_by_key(store, job_id)
+    store.db.execute("UPDATE batches SET status = 'submitted' WHERE job_id = ?", (job_id,))
+    store.db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job_id,))
+    assert driver(store.path, job_id, tmp_path / "ibm").wait(timeout=300) == 0
+    after = results_by_key(store, job_id)
+    assert fake_ibm.submissions(tmp_path / "ibm") == 8
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+
+
+class Flaky(AerBackend):
+    """aer with transient faults on a fraction of provider calls, and optionally a permanent one."""
+
+    def __init__(self, rate=0.3, permanent_on=None, seed=0):
+        super().__init__(None, seed=1)
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.permanent_on = permanent_on
+        self.calls = {"submit": 0, "status": 0, "result": 0}
+        self.faults = 0
+        self.submits = 0
+
+    def _maybe_fail(self, what):
+        self.calls[what] += 1
+        if self.rng.random() < self.rate:
+            self.faults += 1
+            raise random.choice([TransientError("503 Service Unavailable"), TimeoutError("read timed out")])
+
+    def submit(self, batch):
+        self._maybe_fail("submit")
+        self.submits += 1
+        if self.permanent_on is not None and self.submits == self.permanent_on:
+            raise PermanentError("ValidationException: circuit uses a gate the device does not support")
+        return super().submit(batch)
+
+    def status(self, handle):
+        self._maybe_fail("status")
+        return super().status(handle)
+
+    def result(self, handle, batch=None):
+        self._maybe_fail("result")
+        return super().result(handle, batch)
+
+
+def test_transient_faults_are_all_recovered(tmp_path):
+    clean_store, flaky_store = JobStore(tmp_path / "a.sqlite"), JobStore(tmp_path / "b.sqlite")
+    s = spec("aer", shots=500)
+    clean_id, _ = create_job(clean_store, s)
+    run_job(clean_store, clean_id, backend=Flaky(rate=0.0))
+    flaky_id, _ = create_job(flaky_store, s)
+    backend = Flaky(rate=0.3)
+    report = run_job(flaky_store, flaky_id, backend=backend, policy=NO_SLEEP)
+    assert backend.faults > 3 and report["retries"] == backend.faults
+    assert flaky_store.job(flaky_id)["status"] == "done"
+    clean, flaky = results_by_key(clean_store, clean_id), results_by_key(flaky_store, flaky_id)
+    assert clean.keys() == flaky.keys()
+    for key in clean:
+        np.testing.assert_array_equal(flaky[key], clean[key])
+
+
+def test_permanent_fault_fails_the_job_and_keeps_finished_batches(tmp_path, capsys):
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("aer", shots=500))
+    with pytest.raises(Exception, match="device does not support"):
+        run_job(store, job_id, backend=Flaky(rate=0.3, permanent_on=6), policy=NO_SLEEP)
+    job = store.job(job_id)
+    assert job["status"] == "failed" and "device does not support" in job["error"]
+    done = store.totals(job_id)["done"]
+    assert done == 5  # the five batches before the fault are kept
+    # the user sees it as one line and a non-zero exit
+    assert main(["results", job_id, "--store", str(store.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device does not support" in err
+    # resuming after the fault is fixed submits only what was not finished
+    store.set_status(job_id, "running")
+    healthy = Flaky(rate=0.0)
+    run_job(store, job_id, backend=healthy, policy=NO_SLEEP)
+    assert store.job(job_id)["status"] == "done" and healthy.submits == store.totals(job_id)["batches"] - done
+
+
+def test_retry_policy_gives_up_on_permanent_faults_at_once():
+    calls = []
+
+    def fn():
+        calls.append(1)
+        raise ValueError("InvalidParameter: shots must be <= 1000")
+
+    with pytest.raises(ValueError):
+        call_with_retries(fn, NO_SLEEP)
+    assert len(calls) == 1
+    delays = [RetryPolicy(rng=random.Random(3)).delay(k) for k in range(10)]
+    assert all(0 <= d <= 30 for d in delays) and max(delays[5:]) > max(delays[:2])
+
+
+def test_deterministic_backend_reuses_identical_batches(tmp_path):
+    store = JobStore(tmp_path / "s.sqlite")
+    first, _ = create_job(store, spec("exact", shots=0))
+    run_job(store, first)
+    second, _ = create_job(store, spec("exact", shots=0))
+    report = run_job(store, second)
+    assert report["submitted_batches"] == 0 and report["reused_batches"] == store.totals(second)["batches"] > 0
+
+
+def test_budget_preflight_refuses_unless_yes(tmp_path, capsys):
+    store = JobStore(tmp_path / "s.sqlite")
+    s = spec("ibm:fake_fez", budget={"max_qpu_seconds": 1.0})
+    from qssm.errors import QssmError
+    from qssm.jobs.cost import check_budget, preflight
+    from qssm.jobs.run import backend_for
+
+    estimate = preflight(s, backend_for(s))
+    assert estimate["bindings"] > 0 and estimate["tasks"] >= 8
+    real = dict(estimate, qpu_seconds=estimate["qpu_seconds_if_real"])  # as a real device would price it
+    with pytest.raises(QssmError, match="budget.max_qpu_seconds"):
+        check_budget(s, real)
+    check_budget(s, real, yes=True)
+    assert store.jobs() == []
+
+
+# --- malformed specs and inputs: one line, exit 2, store unchanged ---------------------------------
+MALFORMED = [
+    ("", "missing [model]"),
+    ("[model]\n", "missing [model]"),
+    ('[model]\ncheckpoint = 3\n', "missing [model]"),
+    ('[model]\ncheckpoint = "nope.safetensors"\n', "does not exist"),
+    ('[model]\ncheckpoint = "{ck}"\nextra = 1\n', "unknown key"),
+    ('[model]\ncheckpoint = "{ck}"\n[bogus]\n', "unknown section"),
+    ('[model]\ncheckpoint = "{ck}"\n[data]\nn = 0\n', "data.n"),
+    ('[model]\ncheckpoint = "{ck}"\n[data]\nn = -3\n', "data.n"),
+    ('[model]\ncheckpoint = "{ck}"\n[data]\nn = "ten"\n', "data.n must be int"),
+    ('[model]\ncheckpoint = "{ck}"\n[data]\nfoo = 1\n', "unknown key data.foo"),
+    ('[model]\ncheckpoint = "{ck}"\ndata = 5\n', "unknown key"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "nowhere"\n', "unknown backend"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "aer:bogus"\n', "unknown backend"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "aer:fake_nowhere"\n', "unknown IBM device snapshot"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "ibm:fake_nowhere"\nshots = 100\n', "unknown IBM device snapshot"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = 7\n', "backend.name must be str"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nshots = -1\n', "backend.shots must be >= 0"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nshots = 1.5\n', "backend.shots must be int"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "aer:fake_fez"\nshots = 10000000\n', "exceed"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "ibm:fake_fez"\n', "shots > 0"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\noptimization_level = 7\n', "optimization_level"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\noptimization_level = "high"\n', "optimization_level must be int"),
+    ('[model]\ncheckpoint = "{ck}"\n[split]\ncutting = "sometimes"\n', "split.cutting must be one of"),
+    ('[model]\ncheckpoint = "{ck}"\n[split]\ntomography = "guess"\n', "split.tomography must be one of"),
+    ('[model]\ncheckpoint = "{ck}"\n[split]\nsegment = -2\n', "split.segment must be >= 0"),
+    ('[model]\ncheckpoint = "{ck}"\n[split]\nmax_overhead = "lots"\n', "split.max_overhead must be float"),
+    ('[model]\ncheckpoint = "{ck}"\n[mitigation]\nreadout = "yes"\n', "mitigation.readout must be bool"),
+    ('[model]\ncheckpoint = "{ck}"\n[budget]\nmax_cost_usd = -5\n', "budget.max_cost_usd must be >= 0"),
+    ('[model]\ncheckpoint = "{ck}"\n[budget]\nmax_cost_usd = "cheap"\n', "budget.max_cost_usd must be float"),
+    ('[model]\ncheckpoint = "{ck}"\n[budget\n', "not valid TOML"),
+    ('[model]\ncheckpoint = "{ck}"\n[data]\nn = 1\nn = 2\n', "not valid TOML"),
+    ("\x00\x01binary", "not valid TOML"),
+    ('[model]\ncheckpoint = "{bad_ck}"\n', "checkpoint"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "ibm:fake_fez"\nshots = 100\n[budget]\nmax_qpu_seconds = 0.001\n'
+     '[data]\nn = 2\n', None),  # free in local mode: accepted (control case, below)
+]
+
+
+@pytest.mark.parametrize("body,needle", MALFORMED[:-1])
+def test_malformed_specs_are_one_line_errors(tmp_path, capsys, body, needle):
+    bad_ck = tmp_path / "bad.safetensors"
+    bad_ck.write_bytes(b"\x00" * 64)
+    f = tmp_path / "spec.toml"
+    f.write_text(body.format(ck=HAYSTACK, bad_ck=bad_ck))
+    store = tmp_path / "jobs.sqlite"
+    JobStore(store).close()
+    before = store.read_bytes()
+    code = main(["submit", str(f), "--store", str(store), "--wait"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("qssm: error:"), err
+    assert needle.lower() in err.lower(), err
+    assert store.read_bytes() == before and JobStore(store).jobs() == []
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["results", "no-such-job"], "no job"),
+    (["status", "no-such-job"], "no job"),
+    (["cancel", "no-such-job"], "no job"),
+    (["resume", "no-such-job"], "no job"),
+    (["submit", "missing.toml"], "does not exist"),
+])
+def test_bad_job_ids_and_paths(tmp_path, capsys, argv, needle):
+    assert main(argv + ["--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_missing_ibm_credentials_is_one_line(tmp_path, monkeypatch, capsys):
+    for var in ("QISKIT_IBM_TOKEN", "IBM_QUANTUM_TOKEN", "QISKIT_IBM_INSTANCE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no saved account
+    f = tmp_path / "spec.toml"
+    f.write_text(f'[model]\ncheckpoint = "{HAYSTACK}"\n[backend]\nname = "ibm:ibm_kingston"\nshots = 100\n')
+    assert main(["submit", str(f), "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "QISKIT_IBM_TOKEN" in err
+
+
+def test_cli_submit_wait_status_results_cancel(tmp_path, capsys):
+    f = tmp_path / "spec.toml"
+    f.write_text(MALFORMED[-1][0].format(ck=HAYSTACK))
+    store = str(tmp_path / "s.sqlite")
+    assert main(["submit", str(f), "--store", store, "--wait", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    job_id = report["job_id"]
+    assert report["accuracy"] >= 0.5 and report["submitted_batches"] == 8
+    assert main(["status", job_id, "--store", store, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["status"] == "done" and status["done"] == status["batches"] == 8
+    assert main(["results", job_id, "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["logit_error_mean"] == report["logit_error_mean"]
+    assert main(["cancel", job_id, "--store", store]) == 2  # already done
+    assert "already done" in capsys.readouterr().err
+
+
+def test_submit_returns_at_once_and_a_background_worker_finishes(tmp_path):
+    f = tmp_path / "spec.toml"
+    f.write_text(f'[model]\ncheckpoint = "{HAYSTACK}"\n[data]\nn = 2\n[backend]\nname = "aer"\nshots = 200\n')
+    store = tmp_path / "s.sqlite"
+    p = subprocess.run([sys.executable, "-m", "qssm.cli", "submit", str(f), "--store", str(store)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    job_id = p.stdout.split()[0]
+    s = JobStore(store)
+    deadline = time.time() + 120
+    while s.job(job_id)["status"] not in ("done", "failed") and time.time() < deadline:
+        time.sleep(0.5)
+    assert s.job(job_id)["status"] == "done", Path(store).with_name(f"{job_id}.log").read_text()
+
+
+def test_planted_token_never_reaches_store_logs_or_reports(tmp_path, monkeypatch):
+    token = "PLANTEDtoken-7f3a9c2e41b8d6f0a5c3e9b1"
+    aws = "PLANTEDawsSecret/9f8e7d6c5b4a3f2e1d0c9b8a7"
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", token)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws)
+    env = dict(os.environ, QISKIT_IBM_TOKEN=token, AWS_SECRET_ACCESS_KEY=aws)
+    f = tmp_path / "spec.toml"
+    f.write_text(f'[model]\ncheckpoint = "{HAYSTACK}"\n[data]\nn = 2\n[backend]\nname = "aer"\nshots = 200\n')
+    store = tmp_path / "s.sqlite"
+    p = subprocess.run([sys.executable, "-m", "qssm.cli", "submit", str(f), "--store", str(store), "--wait"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    job_id = p.stdout.split()[1]
+    r = subprocess.run([sys.executable, "-m", "qssm.cli", "report", job_id, "--store", str(store), "--out",
+                        str(tmp_path / "rep")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    # a provider message carrying the token (as some SDK errors echo headers) is redacted too
+    s = JobStore(store)
+    s.set_status(job_id, "failed", error=f"401 Unauthorized: token {token} rejected")
+    s.close()
+    written = [p.stdout, p.stderr, r.stdout, r.stderr]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            written.append(path.read_bytes().decode("latin-1"))
+    for text in written:
+        assert token not in text and aws not in text
+    assert (tmp_path / "rep" / "report.html").exists()
