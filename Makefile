@@ -14,10 +14,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	$(BIN)/qssm run examples/demo.toml --out reports/demo
 
-test: install
+# the report test renders HTML in headless Chromium: Debian's package (no browser download)
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
-test-all: install
+test-all: install $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m ''
 
 bench: install

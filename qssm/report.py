@@ -32,6 +32,28 @@ SUMMARY_KEYS = [
 ]
 
 
+COST_KEYS = [
+    ("round_trips", "round trips"), ("token_table_round_trips", "token-table round trips"),
+    ("pipeline_batches", "circuit batches"), ("pipeline_circuits_shots", "total circuit shots"),
+    ("submitted_batches", "batches submitted"), ("reused_batches", "batches reused from the store"),
+    ("retries", "transient faults retried"), ("cost_usd", "cost (USD)"), ("store_cost_usd", "recorded cost (USD)"),
+]
+
+
+def _draw_layout(ax, lay: dict) -> None:
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(range(lay["num_qubits"]))
+    g.add_edges_from(tuple(e) for e in lay["edges"])
+    pos = nx.kamada_kawai_layout(g) if lay["num_qubits"] <= 200 else nx.spring_layout(g, seed=0)
+    used = set(lay["used"])
+    nx.draw_networkx_edges(g, pos, ax=ax, edge_color="#bbb", width=0.6)
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=[40 if q in used else 12 for q in g.nodes],
+                           node_color=["#d62728" if q in used else "#9aa" for q in g.nodes])
+    ax.set_axis_off()
+
+
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     text = redact(json.dumps(report, indent=2, default=float))
@@ -105,6 +127,24 @@ def render_html(r: dict) -> str:
             ax.legend(fontsize=7)
 
         parts.append(_figure(shots_plot, "Accuracy against shots"))
+    if r.get("noisy_targets"):
+        noisy = r["noisy_targets"]
+        parts.append("<h2>Noisy dry runs per target</h2>" + _table(noisy, list(noisy[0].keys())))
+
+        def noisy_plot(ax):
+            ax.bar([n["backend"] for n in noisy], [n["accuracy"] for n in noisy], color="#4c72b0")
+            if "exact_accuracy" in r:
+                ax.axhline(r["exact_accuracy"], color="k", ls="--", label="exact")
+                ax.legend(fontsize=7)
+            ax.set_ylim(0, 1.05)
+            ax.set_ylabel("accuracy")
+            ax.tick_params(axis="x", labelsize=7)
+
+        parts.append(_figure(noisy_plot, f"Accuracy per noisy target ({noisy[0]['shots']} shots)"))
+    if r.get("layouts"):
+        parts.append("<h2>Layout on the device graph</h2>")
+        for lay in r["layouts"]:
+            parts.append(_figure(lambda ax, lay=lay: _draw_layout(ax, lay), f"{lay['target']}: qubits used (red)"))
     if r.get("segment_sweep"):
         seg = r["segment_sweep"]
         parts.append("<h2>QLAM: error against segment length</h2>" + _table(seg, list(seg[0].keys())))
@@ -138,8 +178,16 @@ def render_html(r: dict) -> str:
 
         parts.append("<h2>Accuracy by needle depth</h2>" + _figure(depth_acc, "Accuracy by needle depth"))
     if r.get("mitigation"):
-        m = r["mitigation"]
-        parts.append("<h2>Mitigation</h2>" + _table(m, list(m[0].keys())))
+        m = r["mitigation"] if isinstance(r["mitigation"], list) else [r["mitigation"]]
+        parts.append("<h2>Mitigation and its overhead</h2>" + _table(m, list(m[0].keys())))
+    cost = [(label, r[k]) for k, label in COST_KEYS if r.get(k) is not None]
+    if cost:
+        parts.append("<h2>Cost and round trips</h2><table>" + "".join(
+            f"<tr><th>{html.escape(a)}</th><td>{_fmt(b)}</td></tr>" for a, b in cost) + "</table>")
+    if r.get("estimate"):
+        est = r["estimate"]
+        parts.append("<h3>Preflight estimate</h3><table>" + "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in est.items()) + "</table>")
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
              "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
              "text-align:left;font-size:.9rem}img.plot{max-width:100%}")

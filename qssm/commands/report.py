@@ -57,6 +57,15 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
             sweep.append({"backend": name, "shots": s, "accuracy": p, "accuracy_stderr": math.sqrt(p * (1 - p) / n),
                           "logit_error_mean": r["logit_error_mean"], "circuit_shots": r["pipeline_circuits_shots"]})
     report["shots_sweep"] = sweep
+    noisy = []  # every target's noise at the sweep's largest shot count
+    for name in targets:
+        if not is_simulator(name) or name in ("aer", "exact"):
+            continue
+        r = run_inference(_with(spec, name=name, shots=shots[-1]), progress=False)
+        noisy.append({"backend": name, "shots": shots[-1], "accuracy": r["accuracy"],
+                      "logit_error_mean": r["logit_error_mean"], "wall_seconds": r["wall_seconds"]})
+    report["noisy_targets"] = noisy
+    report["layouts"] = device_layouts(report["compile"])
     if model.cfg.kind == "qlam":
         seg = []
         for k in segments:
@@ -67,6 +76,21 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
                             "round_trips": r["round_trips"], "purity": r.get("pipeline_mean_segment_purity")})
         report["segment_sweep"] = seg
     return report
+
+
+def device_layouts(compile_rows: list[dict]) -> list[dict]:
+    """Per target: the device coupling graph and the physical qubits each template landed on."""
+    from qssm.backends.registry import get_backend
+
+    out = []
+    for name in dict.fromkeys(r["target"] for r in compile_rows):
+        target = get_backend(name).target
+        if target is None:
+            continue
+        edges = sorted({tuple(sorted(e)) for e in target.build_coupling_map().get_edges()})
+        used = sorted({q for r in compile_rows if r["target"] == name for q in (r.get("layout") or [])})
+        out.append({"target": name, "num_qubits": target.num_qubits, "edges": [list(e) for e in edges], "used": used})
+    return out
 
 
 def run(args) -> int:

@@ -1,0 +1,47 @@
+"""The HTML report renders in headless Chromium without console errors, with every plot loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HAYSTACK = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
+CHROMIUM = "/usr/bin/chromium"
+# the flags this machine's closed network needs (no background connections, no sandbox as root)
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'[model]\ncheckpoint = "{HAYSTACK}"\n[data]\nn = 4\n[backend]\nname = "aer"\nshots = 500\n')
+    p = subprocess.run([sys.executable, "-m", "qssm.cli", "report", str(spec), "--out", str(tmp_path / "rep"),
+                        "--targets", "aer:fake_fez,aer:fake_sherbrooke", "--shots", "200,800"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    page_path = tmp_path / "rep" / "report.html"
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        plots = page.eval_on_selector_all(
+            "img.plot", "imgs => imgs.map(i => [i.alt, i.complete && i.naturalWidth > 0 && i.naturalHeight > 0])")
+        headings = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent)")
+        browser.close()
+    assert errors == []
+    titles = [alt for alt, _ in plots]
+    assert all(ok for _, ok in plots), plots
+    for expected in ("Transpiled depth per template and target", "Accuracy against shots",
+                     "Logit error against token position", "aer:fake_fez: qubits used (red)"):
+        assert expected in titles, titles
+    assert any("noisy" in t.lower() for t in titles)
+    for section in ("Run", "Transpilation per target", "Accuracy against shots", "Cost and round trips"):
+        assert section in headings, headings
