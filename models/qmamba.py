@@ -21,7 +21,8 @@ from torch import nn
 from qssm.models.ansatz import n_weights, reuploading_circuit
 from qssm.models.config import QMambaConfig
 from qssm.models.evaluator import Evaluator, ExactEvaluator, QuantumCall, z_labels
-from qssm.models.scan import scan_chunked, scan_step
+from qssm.models import scan as scans
+from qssm.models.scan import scan_step
 
 
 class QMambaLayer(nn.Module):
@@ -77,7 +78,7 @@ class QMambaLayer(nn.Module):
         a = -torch.exp(self.a_log + self.alpha * z["A"][..., None, :])  # (..., D, N)
         b = self.to_b(z["B"])  # (..., N)
         log_abar = delta[..., None] * a
-        bx = delta[..., None] * b[..., None, :] * x[..., None]
+        bx = (delta * x)[..., None] * b[..., None, :]  # one (..., D, N) product instead of two
         return log_abar, bx
 
     def output(self, h: torch.Tensor, x: torch.Tensor, z: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -90,7 +91,7 @@ class QMambaLayer(nn.Module):
         x = self.norm(u)
         z = self.readouts(x, evaluator) if z is None else z
         log_abar, bx = self.selective(x, z)
-        hs, h = scan_chunked(log_abar, bx, h0)
+        hs, h = scans.scan(log_abar, bx, h0)
         return u + self.output(hs, x, z), h
 
     def step(self, u: torch.Tensor, h: torch.Tensor, evaluator: Evaluator):

@@ -137,14 +137,38 @@ def compile_ops(ops: list[Op], n: int, weights: torch.Tensor) -> Program:
 def run_program(prog: Program, inputs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
     """Fast path: inputs (B, n_in) angles -> (B, 2^n) states."""
     n = prog.n
+    steps = prog.steps
     if state is None:
-        state = zero_state(inputs.shape[0], n, inputs.dtype)
-    for step in prog.steps:
+        # input rotations on distinct qubits straight from |0..0> make a product state: build it
+        # as a Kronecker product of first columns instead of n gate applications
+        k = 0
+        seen: set[int] = set()
+        while k < len(steps) and steps[k][0] == "in" and steps[k][2] not in seen:
+            seen.add(steps[k][2])
+            k += 1
+        state = _product_state(steps[:k], inputs, n) if k > 1 else zero_state(inputs.shape[0], n, inputs.dtype)
+        steps = steps[k:] if k > 1 else steps
+    for step in steps:
         if step[0] == "U":
             state = state @ step[1].T
         else:
             _, gate, q, idx = step
             state = apply_1q(state, rotation_matrix(gate, inputs[:, idx]), q, n)
+    return state
+
+
+def _product_state(encoding: list, inputs: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, 2^n) state of single-qubit input rotations (on distinct qubits) applied to |0..0>."""
+    by_qubit = {step[2]: step for step in encoding}
+    state = None
+    for q in range(n):  # qubit q is bit q of the basis index: later qubits are more significant
+        if q in by_qubit:
+            _, gate, _, idx = by_qubit[q]
+            amp = rotation_matrix(gate, inputs[:, idx])[..., :, 0]  # R|0> = first column, (B, 2)
+        else:
+            amp = torch.zeros(inputs.shape[0], 2, dtype=complex_dtype(inputs.dtype))
+            amp[:, 0] = 1
+        state = amp if state is None else (amp[:, :, None] * state[:, None, :]).reshape(inputs.shape[0], -1)
     return state
 
 

@@ -32,8 +32,13 @@ def test_chunked_scan_equals_sequential(chunk):
     torch.testing.assert_close(h, ref)
 
 
+@pytest.mark.parametrize("form", ["chunked", "sequential"])
 @pytest.mark.parametrize("options", [{}, {"reupload": 2, "entangler": "cx"}, {"quantum": False}])
-def test_parallel_form_equals_step_form(options):
+def test_parallel_form_equals_step_form(options, form, monkeypatch):
+    from qssm.models import scan as scans
+
+    # the sequence forms (parallel chunked, sequential loop) against the O(1)-cache step form
+    monkeypatch.setattr(scans, "scan", scans.scan_chunked if form == "chunked" else scans.scan_sequential)
     model = tiny_qmamba(**options)
     tokens = torch.randint(0, 12, (3, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -121,3 +121,23 @@ def test_budget_split_and_partial_layers():
     cfg = QMambaConfig(vocab_size=8, n_qubits=4, q_budget=90)
     counts = {s: n_weights(reuploading_circuit(cfg.ansatz(s))) for s in cfg.SUBCIRCUITS}
     assert counts == {"A": 36, "B": 18, "C": 18, "Delta": 18}  # 2:1:1:1, last layer partial (18 = 4*4 + 2)
+
+
+def test_inference_program_cache_follows_in_place_weight_updates():
+    """ExactEvaluator caches fused programs at inference; an in-place weight update must miss it."""
+    torch.manual_seed(1)
+    cfg = AnsatzConfig(4, 16, 1, ("rz", "ry"), "cz")
+    ops = tuple(reuploading_circuit(cfg))
+    w = torch.randn(n_weights(list(ops)), dtype=torch.float64)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    call = QuantumCall("t", ops, 4, w, x, z_labels(4))
+    with torch.no_grad():
+        first = ExactEvaluator().evaluate([call])[0]
+        again = ExactEvaluator().evaluate([call])[0]
+        w.add_(0.3)  # bumps the tensor's version
+        moved = ExactEvaluator().evaluate([call])[0]
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, moved)
+    w.requires_grad_(True)
+    reference = ExactEvaluator().evaluate([call])[0]  # autograd path: never cached
+    torch.testing.assert_close(moved, reference.detach())
