@@ -13,7 +13,8 @@ from qssm.errors import QssmError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qssm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="qssm", description="Run trained quantum sequence models (QMamba, QLAM) on simulators and QPUs.")
     parser.add_argument("--version", action="version", version=f"qssm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
