@@ -24,12 +24,7 @@ from qssm.jobs.store import JobStore
 
 
 def backend_for(spec: JobSpec) -> Backend:
-    backend = get_backend(spec.backend.name, seed=spec.backend.seed_simulator)
-    m = spec.mitigation
-    options = {k: getattr(m, k) for k in ("twirling", "dynamical_decoupling", "resilience_level") if hasattr(m, k)}
-    if options and hasattr(backend, "options"):
-        backend.options.update(options)
-    return backend
+    return get_backend(spec.backend.name, seed=spec.backend.seed_simulator)  # build_runner applies options
 
 
 def create_job(store: JobStore, spec: JobSpec, yes: bool = False, backend: Backend | None = None) -> tuple[str, dict]:

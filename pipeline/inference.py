@@ -40,13 +40,46 @@ def build_runner(spec: JobSpec, dispatch: Dispatch | None = None, backend=None, 
         raise QssmError(f"backend {backend.name} samples: set [backend] shots > 0 (e.g. shots = 4000)")
     if shots and backend.max_shots and shots > backend.max_shots:
         raise QssmError(f"{shots} shots exceed {backend.name}'s limit of {backend.max_shots}; lower [backend] shots")
+    if spec.backend.layout not in ("default", "noise_aware"):
+        raise QssmError(f'backend.layout must be "default" or "noise_aware", got {spec.backend.layout!r}')
+    layout_info = None
+    if spec.backend.layout == "noise_aware" and initial_layout is None and backend.target is not None:
+        # one layout for all templates: QMamba's and QLAM's templates share one width per model;
+        # kept only if its estimated success beats the default layout's (else the default stays)
+        from qssm.circuits.templates import model_templates
+        from qssm.models import checkpoint
+        from qssm.pipeline.layout import layout_report
+
+        model, _ = checkpoint.load(spec.checkpoint)
+        circuits = [t.circuit for t in model_templates(model)]
+        widths = {c.num_qubits for c in circuits}
+        if len(widths) != 1:
+            raise QssmError(f"noise_aware layout needs templates of one width, got {sorted(widths)}; "
+                            'set [backend] layout = "default"')
+        if circuits[0].num_qubits <= backend.target.num_qubits:
+            layout_info = layout_report(backend.target, circuits, spec.backend.optimization_level,
+                                        spec.backend.seed_transpiler)
+            better = layout_info["noise_aware_success"] >= layout_info["default_success"]
+            layout_info["used"] = "noise_aware" if better else "default"
+            if better:
+                initial_layout = layout_info["noise_aware_layout"]
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler, initial_layout)
+    m = spec.mitigation
+    passthrough = {"resilience_level": m.resilience_level, "twirling": m.twirling,
+                   "dynamical_decoupling": m.dynamical_decoupling}
+    if m.resilience_level >= 0 or m.twirling or m.dynamical_decoupling:
+        if not isinstance(getattr(backend, "options", None), dict) or not backend.name.startswith("ibm:"):
+            raise QssmError(f"[mitigation] resilience_level, twirling and dynamical_decoupling are IBM runtime "
+                            f"options; {backend.name} does not take them: remove them or use an ibm: backend")
+        backend.options.update({k: v for k, v in passthrough.items() if k != "resilience_level" or v >= 0})
     mitigation = None
-    if spec.mitigation.readout or spec.mitigation.zne:
+    if m.readout or m.zne:
         from qssm.pipeline.mitigation import Mitigation
 
-        mitigation = Mitigation.from_spec(spec.mitigation, backend, shots)
-    return Runner(backend, options, spec.split.cutting, spec.split.max_overhead, dispatch, mitigation)
+        mitigation = Mitigation.from_spec(m, backend, shots)
+    runner = Runner(backend, options, spec.split.cutting, spec.split.max_overhead, dispatch, mitigation)
+    runner.layout_report = layout_info  # default vs noise-aware estimated success, or None
+    return runner
 
 
 def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1) -> PipelineEvaluator:
@@ -113,6 +146,10 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runne
         "cost_usd": runner.stats.cost_usd,
         "cut_batches": runner.stats.cut_batches,
     }
+    if runner.mitigation is not None:
+        report["mitigation"] = runner.mitigation.report_rows()
+    if getattr(runner, "layout_report", None):
+        report["layout_choice"] = runner.layout_report
     if out.dim() == 3:  # QMamba: error of every position's logits, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     if kind == "qmamba" and "depth" in data.meta:

@@ -1,0 +1,223 @@
+"""braket backend: LocalSimulator (sv exact and sampled, dm with device noise), snapshot targets,
+and the QPU path through the real SDK (AwsDevice / AwsQuantumTask) over a fake network layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.quantum_info import SparsePauliOp, Statevector
+
+from qssm.backends import devices
+from qssm.backends.base import Handle
+from qssm.backends.braket import BraketBackend
+from qssm.backends.sampling import measurement_groups
+from qssm.errors import QssmError
+from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
+from qssm.pipeline.types import CircuitBatch, CompiledBatch, Template
+
+LABELS = ("IIIZ", "IIZZ", "XIII", "IYIX", "ZIZI")
+
+
+class FakeAwsSession:
+    """The network layer of braket.aws.AwsSession, as AwsDevice and AwsQuantumTask call it:
+    get_device, create_quantum_task, get_quantum_task, retrieve_s3_object_body,
+    cancel_quantum_task (and .region). Tasks run on the local state-vector simulator at creation
+    (or stay QUEUED with hold=True); metadata and results live in `store`, a directory, so a
+    second session over the same directory (another process) retrieves them."""
+
+    def __init__(self, store: Path, region: str, hold: bool = False):
+        self.store, self.region, self.hold = Path(store), region, hold
+        self.created: list[dict] = []
+
+    def get_device(self, arn):
+        doc = dict(devices.load_device(arn))
+        doc["deviceCapabilities"] = json.dumps(doc["deviceCapabilities"])  # a JSON string in the real API
+        return doc
+
+    def _meta(self, arn) -> Path:
+        return self.store / (arn.rsplit("/", 1)[1] + ".meta.json")
+
+    def create_quantum_task(self, **kwargs):
+        from braket.default_simulator import StateVectorSimulator
+        from braket.ir.openqasm import Program
+        from braket.ir.openqasm.program_set_v1 import ProgramSet
+
+        self.created.append(kwargs)
+        region = kwargs["deviceArn"].split(":")[3]
+        arn = f"arn:aws:braket:{region}:123456789012:quantum-task/{uuid.uuid4()}"
+        key = f"{kwargs['outputS3KeyPrefix']}/{arn.rsplit('/', 1)[1]}"
+        action = json.loads(kwargs["action"])
+        program = (ProgramSet if "programs" in action else Program).parse_obj(action)
+        meta = {"quantumTaskArn": arn, "status": "QUEUED", "outputS3Bucket": kwargs["outputS3Bucket"],
+                "outputS3Directory": key, "shots": kwargs["shots"], "deviceArn": kwargs["deviceArn"],
+                "actionMetadata": {"actionType": action["braketSchemaHeader"]["name"]}}
+        if not self.hold:
+            result = StateVectorSimulator().run(program, shots=kwargs["shots"])
+            (self.store / (key.replace("/", "_") + "_results.json")).write_text(result.json())
+            meta["status"] = "COMPLETED"
+        self._meta(arn).write_text(json.dumps(meta))
+        return arn
+
+    def get_quantum_task(self, arn):
+        return json.loads(self._meta(arn).read_text())
+
+    def cancel_quantum_task(self, arn):
+        meta = self.get_quantum_task(arn)
+        meta["status"] = "CANCELLED"
+        self._meta(arn).write_text(json.dumps(meta))
+
+    def retrieve_s3_object_body(self, bucket, key):
+        return (self.store / key.replace("/", "_")).read_text()
+
+
+def template(n=4, seed=0) -> Template:
+    rng = np.random.default_rng(seed)
+    x = ParameterVector("x", n)
+    qc = QuantumCircuit(n)
+    for i in range(n):
+        qc.rx(x[i], i)
+    for i in range(n):
+        qc.ry(float(rng.uniform(-2, 2)), i)
+    for i in range(n - 1):
+        qc.cz(i, i + 1)
+    for i in range(n):
+        qc.rz(float(rng.uniform(-2, 2)), i)
+    return Template("t", qc, LABELS[: 5] if n == 4 else ("Z" + "I" * (n - 1),), f"test-{n}-{seed}")
+
+
+def ideal(t: Template, rows) -> np.ndarray:
+    return np.array([[Statevector(t.circuit.assign_parameters(r)).expectation_value(SparsePauliOp(o)).real
+                      for o in t.observables] for r in rows])
+
+
+def compiled(t, backend, rows, shots) -> CompiledBatch:
+    return compile_batch(CircuitBatch(t, rows, np.arange(len(rows)), shots), backend, CompileOptions(), CompileCache())
+
+
+ROWS = np.random.default_rng(1).uniform(-3, 3, (4, 4))
+
+
+def test_local_exact_equals_statevector():
+    t = template()
+    b = BraketBackend("braket:local")
+    assert b.target is None and b.exact_capable and b.deterministic
+    r = b.run([compiled(t, b, ROWS, None)])[0]
+    assert np.abs(r.values - ideal(t, ROWS)).max() < 1e-8
+    assert not r.stderr.any()
+
+
+def test_local_shots_within_stderr():
+    t = template()
+    b = BraketBackend("braket:local")
+    r = b.run([compiled(t, b, ROWS, 3000)])[0]
+    ref = ideal(t, ROWS)
+    assert r.meta["measurement_groups"] == len(measurement_groups([SparsePauliOp(o) for o in LABELS])) >= 2 and r.meta["shots"] == 3000
+    assert (np.abs(r.values - ref) < 4 * r.stderr + 1e-9).all()
+
+
+@pytest.mark.parametrize("device", devices.device_names())
+def test_targets_native_gates_and_connectivity(device):
+    t = template()
+    b = BraketBackend(f"braket:local_dm:{device}")
+    cb = compiled(t, b, ROWS[:1], None)
+    native = set(devices.native_names(device))
+    ops = set(cb.circuit.count_ops()) - {"barrier"}
+    assert ops <= native, ops - native
+    edges = set(devices.edges(device))
+    for inst in cb.circuit.data:
+        if inst.operation.num_qubits == 2:
+            assert tuple(cb.circuit.find_bit(q).index for q in inst.qubits) in edges
+    metrics = cb.meta["metrics"]
+    assert 0.5 < metrics["success_probability"] < 0.999 and metrics["duration_us"] > 0
+    assert devices.capabilities(device).paradigm.qubitCount == b.target.num_qubits
+
+
+def test_local_dm_noise_shrinks_values_and_shows_readout():
+    t = template()
+    b = BraketBackend("braket:local_dm")  # iqm_garnet
+    exact = b.run([compiled(t, b, ROWS, None)])[0].values
+    ref = ideal(t, ROWS)
+    big = np.abs(ref) > 0.2
+    assert (np.abs(exact[big]) < np.abs(ref[big])).all()  # depolarizing + readout pull toward 0
+    assert (np.abs(exact - ref) < 0.2).all()
+    sampled = b.run([compiled(t, b, ROWS, 4000)])[0]
+    assert (np.abs(sampled.values - exact) < 4 * sampled.stderr + 1e-9).all()
+    # readout alone: an idle |0> qubit reads <Z> = 1 - 2 e_ro, below 1 by many standard errors
+    qc = QuantumCircuit(1)
+    qc.rz(ParameterVector("x", 1)[0], 0)
+    idle = Template("idle", qc, ("Z",), "idle")
+    cb = compiled(idle, b, np.zeros((1, 1)), 20000)
+    r = b.run([cb])[0]
+    e_ro = devices.readout_errors("iqm_garnet", cb.meta["layout"])[0]
+    assert 1 - r.values[0, 0] > 5 * r.stderr[0, 0]
+    assert abs(r.values[0, 0] - (1 - 2 * e_ro)) < 4 * r.stderr[0, 0] + 1e-9
+
+
+@pytest.mark.parametrize("device", ["iqm_garnet", "ionq_forte"])  # program sets / one task per binding
+def test_qpu_through_fake_session(tmp_path, device, monkeypatch):
+    monkeypatch.setenv("QSSM_BRAKET_S3", "my-bucket/qssm")
+    region = devices.load_device(device)["deviceArn"].split(":")[3]
+    t, rows, shots = template(), ROWS[:3], 800
+    b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
+    assert not b.exact_capable and b.max_shots == devices.max_shots(device)
+    cb = compiled(t, b, rows, shots)
+    est = b.estimate_cost([cb])
+    handle = b.submit(cb)
+    stored = json.loads(json.dumps(dataclasses.asdict(handle)))  # what the job store persists
+    groups = len(measurement_groups(cb.observables))
+    tasks = groups if device == "iqm_garnet" else groups * len(rows)
+    assert len(stored["job_ids"]) == tasks and all(a.startswith("arn:aws:braket:") for a in stored["job_ids"])
+    created = b._aws_session.created
+    assert {c["outputS3Bucket"] for c in created} == {"my-bucket"} and created[0]["outputS3KeyPrefix"] == "qssm"
+    assert "verbatim" in json.loads(created[0]["action"]).get("source", created[0]["action"])
+    # a new backend instance (another process) with only the handle
+    other = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
+    h2 = Handle(**stored)
+    assert other.status(h2) == "done"
+    r = other.result(h2, cb)
+    assert r.meta["job_ids"] == stored["job_ids"] and r.meta["shots"] == shots
+    assert (np.abs(r.values - ideal(t, rows)) < 4 * r.stderr + 1e-9).all()
+    price = devices.load_device(device)["pricing"]
+    usd = tasks * price["per_task_usd"] + groups * len(rows) * shots * price["per_shot_usd"]
+    assert est["tasks"] == tasks and est["usd"] == pytest.approx(usd) and r.meta["cost_usd"] == pytest.approx(usd)
+
+
+def test_qpu_cancel_and_limits(tmp_path):
+    session = FakeAwsSession(tmp_path, "eu-north-1", hold=True)
+    b = BraketBackend("braket:arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet", aws_session=session)
+    assert b.device == "iqm_garnet"
+    cb = compiled(template(), b, ROWS[:2], 100)
+    h = b.submit(cb)
+    assert b.status(h) == "queued"
+    b.cancel(h)
+    assert b.status(h) == "cancelled"
+    with pytest.raises(QssmError, match="without a result"):
+        BraketBackend("braket:iqm_garnet", aws_session=session).result(h, cb)
+    with pytest.raises(QssmError, match="shotsRange"):
+        b.submit(dataclasses.replace(cb, shots=devices.max_shots("iqm_garnet") + 1))
+    with pytest.raises(QssmError, match="shots > 0"):
+        b.submit(dataclasses.replace(cb, shots=None))
+    with pytest.raises(QssmError, match="unknown Braket device"):
+        BraketBackend("braket:nowhere")
+
+
+def test_missing_credentials_one_line(tmp_path, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_PROFILE", "nobody")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    b = BraketBackend("braket:rigetti_ankaa3")
+    cb = compiled(template(), b, ROWS[:1], 10)
+    with pytest.raises(QssmError) as err:
+        b.submit(cb)
+    msg = str(err.value)
+    assert "\n" not in msg and "AWS_ACCESS_KEY_ID" in msg and "AWS_PROFILE" in msg
