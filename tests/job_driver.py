@@ -1,5 +1,8 @@
 """Run or resume one stored job in a fresh process (for kill and concurrency tests):
-python tests/job_driver.py STORE JOB_ID FAKE_IBM_ROOT"""
+python tests/job_driver.py STORE JOB_ID FAKE_ROOT [braket:<device>]
+
+IBM jobs go through runtime local mode behind fake_ibm's persisted service; a braket:<device>
+argument runs the job on that Braket QPU path over fake_aws's task transport instead."""
 
 import sys
 from pathlib import Path
@@ -15,8 +18,16 @@ from qssm.jobs.store import JobStore  # noqa: E402
 if __name__ == "__main__":
     store_path, job_id, root = sys.argv[1:4]
     fake_ibm.install(root)
+    backend = None
+    if len(sys.argv) > 4:
+        from fake_aws import FakeAwsSession
+
+        from qssm.backends.braket import BraketBackend
+
+        Path(root).mkdir(parents=True, exist_ok=True)
+        backend = BraketBackend(sys.argv[4], seed=1, aws_session=FakeAwsSession(root, "eu-north-1"))
     try:
-        report = run_job(JobStore(store_path), job_id)
+        report = run_job(JobStore(store_path), job_id, backend=backend)
     except QssmError as e:
         print(f"qssm: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -310,8 +311,6 @@ def test_cli_submit_wait_status_results_cancel(tmp_path, capsys):
     f.write_text(MALFORMED[-1][0].format(ck=HAYSTACK))
     store = str(tmp_path / "s.sqlite")
     assert main(["submit", str(f), "--store", store, "--wait", "--json"]) == 0
-    import json
-
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     job_id = report["job_id"]
     assert report["accuracy"] >= 0.5 and report["submitted_batches"] == 8
@@ -366,3 +365,36 @@ def test_planted_token_never_reaches_store_logs_or_reports(tmp_path, monkeypatch
     for text in written:
         assert token not in text and aws not in text
     assert (tmp_path / "rep" / "report.html").exists()
+
+
+def test_braket_qpu_job_retrieved_by_task_arn_from_another_process(tmp_path):
+    """The Braket QPU path (AwsDevice, AwsQuantumTask, program sets) behind a fake task transport:
+    a second process resumes the job and collects every task by its ARN, submitting nothing."""
+    from fake_aws import FakeAwsSession
+
+    from qssm.backends.braket import BraketBackend
+
+    root = tmp_path / "aws"
+    root.mkdir()
+    s = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / "qlam-digits.safetensors")},
+                    "data": {"n": 1}, "backend": {"name": "braket:iqm_garnet", "shots": 200}}, "test")
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, estimate = create_job(store, s, backend=BraketBackend("braket:iqm_garnet", aws_session=FakeAwsSession(root, "eu-north-1")))
+    assert estimate["usd"] > 0 and estimate["tasks"] >= 1
+    p = subprocess.run([sys.executable, DRIVER, str(store.path), job_id, str(root), "braket:iqm_garnet"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    tasks = len(list(root.glob("*.meta.json")))
+    first = results_by_key(store, job_id)
+    assert tasks >= len(first) > 0
+    handles = [json.loads(row[6]) for row in store.batches(job_id)]
+    assert all(h["job_ids"][0].startswith("arn:aws:braket:") for h in handles)
+    store.db.execute("UPDATE batches SET status = 'submitted' WHERE job_id = ?", (job_id,))
+    store.db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job_id,))
+    p = subprocess.run([sys.executable, DRIVER, str(store.path), job_id, str(root), "braket:iqm_garnet"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len(list(root.glob("*.meta.json"))) == tasks  # nothing resubmitted
+    again = results_by_key(store, job_id)
+    for key in first:
+        np.testing.assert_array_equal(again[key], first[key])
