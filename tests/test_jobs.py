@@ -398,3 +398,31 @@ def test_braket_qpu_job_retrieved_by_task_arn_from_another_process(tmp_path):
     again = results_by_key(store, job_id)
     for key in first:
         np.testing.assert_array_equal(again[key], first[key])
+
+
+def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
+    """A batch over IBM's 10M executions per Sampler job is split over several jobs and stitched back."""
+    import qssm.backends.ibm as ibm
+    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
+    from qssm.pipeline.types import CircuitBatch, Template
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    x = ParameterVector("x", 2)
+    qc = QuantumCircuit(2)
+    qc.ry(x[0], 0)
+    qc.ry(x[1], 1)
+    qc.cz(0, 1)
+    t = Template("t", qc, ("IZ", "ZI", "XX"), "split-test")
+    rows = np.random.default_rng(0).uniform(-2, 2, (7, 2))
+    backend = ibm.IBMBackend("fake_fez", seed=3)
+    batch = compile_batch(CircuitBatch(t, rows, np.arange(7), 400), backend, CompileOptions(), CompileCache())
+    whole = backend.run([batch])[0]
+    monkeypatch.setattr(ibm, "MAX_EXECUTIONS_PER_JOB", 3 * 400)  # 3 bindings per job
+    jobs = backend.pubs(batch)
+    assert len(jobs) > 1 and all(sum(len(p[1]) for p in job) <= 3 for job in jobs)
+    handle = backend.submit(batch)
+    assert len(handle.job_ids) == len(jobs)
+    split = backend.result(handle, batch)
+    assert split.values.shape == whole.values.shape == (7, 3)
+    assert (np.abs(split.values - whole.values) < 5 * np.hypot(split.stderr, whole.stderr) + 1e-9).all()
