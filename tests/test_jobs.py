@@ -426,3 +426,35 @@ def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
     split = backend.result(handle, batch)
     assert split.values.shape == whole.values.shape == (7, 3)
     assert (np.abs(split.values - whole.values) < 5 * np.hypot(split.stderr, whole.stderr) + 1e-9).all()
+
+
+def test_ibm_resilience_level_uses_the_runtime_estimator():
+    """[mitigation] resilience_level routes batches through the runtime Estimator (server-side
+    mitigation on a QPU; local testing mode runs it unmitigated): it must agree with the Sampler
+    path within their standard errors, and the spec option reaches the backend."""
+    import qssm.backends.ibm as ibm
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
+    from qssm.pipeline.inference import build_runner
+    from qssm.pipeline.types import CircuitBatch, Template
+
+    x = ParameterVector("x", 2)
+    qc = QuantumCircuit(2)
+    qc.ry(x[0], 0)
+    qc.ry(x[1], 1)
+    qc.cz(0, 1)
+    t = Template("t", qc, ("IZ", "ZI", "XX"), "est-test")
+    rows = np.random.default_rng(0).uniform(-2, 2, (5, 2))
+    runner = build_runner(spec(mitigation={"resilience_level": 1}))
+    backend = runner.backend
+    assert isinstance(backend, ibm.IBMBackend) and backend.resilience_level == 1
+    batch = compile_batch(CircuitBatch(t, rows, np.arange(5), 4000), backend, CompileOptions(), CompileCache())
+    handle = backend.submit(batch)
+    assert handle.meta["primitive"] == "estimator"
+    est = backend.result(handle, batch)
+    assert est.meta["primitive"] == "estimator" and est.stderr.max() > 0
+    backend.options["resilience_level"] = -1
+    samp = backend.run([batch])[0]
+    assert (np.abs(est.values - samp.values) < 5 * np.hypot(est.stderr, samp.stderr) + 1e-9).all()
