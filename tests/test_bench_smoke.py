@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pennylane")  # the optional `bench` extra
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
