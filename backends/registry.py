@@ -37,3 +37,10 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
 
         return BraketBackend(name, seed=seed)
     raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
+
+
+def is_simulator(name: str) -> bool:
+    """Backends that cost nothing and run here: everything but real QPUs."""
+    kind, _, rest = name.partition(":")
+    return kind in ("exact", "aer") or (kind == "ibm" and rest.startswith("fake_")) or (
+        kind == "braket" and rest.startswith("local"))

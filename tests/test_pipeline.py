@@ -63,6 +63,7 @@ def cli(*args):
     ('[model]\ncheckpoint = "checkpoints/qmamba-haystack.safetensors"\n[backend]\nname = "nosuch"', "unknown backend"),
     ('[model]\ncheckpoint = "checkpoints/missing.safetensors"', "does not exist"),
     ('[model]\ncheckpoint = "checkpoints/qmamba-haystack.safetensors"\n[backend]\nname = "aer:fake_fez"\nshots = 100000000', "shots"),
+    ('[model]\ncheckpoint = "checkpoints/qmamba-haystack.safetensors"\n[backend]\nname = "ibm:ibm_kingston"\nshots = 100', "qssm submit"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, body, needle):
     f = tmp_path / "spec.toml"

@@ -24,11 +24,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-SIMULATORS = ("exact", "aer", "braket:local")
-
-
-def is_simulator(name: str) -> bool:
-    return name.startswith(SIMULATORS) or name.startswith("ibm:fake_")
+from qssm.backends.registry import is_simulator  # noqa: E402
 
 
 def _with(spec, **backend):

@@ -30,7 +30,13 @@ def apply_overrides(spec, args):
 def run(args) -> int:
     from qssm.pipeline.inference import run_inference
 
+    from qssm.backends.registry import is_simulator
+    from qssm.errors import QssmError
+
     spec = apply_overrides(load_spec(args.spec), args)
+    if not is_simulator(spec.backend.name):
+        raise QssmError(f"qssm run is a simulator dry run and {spec.backend.name} is a QPU: use `qssm submit "
+                        f"{args.spec}` (cost preflight, durable job), or dry-run with --backend aer:fake_<device>")
     report = run_inference(spec, progress=not args.json)
     if args.out:
         from qssm.report import write_report
