@@ -34,7 +34,7 @@ def run(args) -> int:
     from qssm.errors import QssmError
 
     spec = apply_overrides(load_spec(args.spec), args)
-    if not is_simulator(spec.backend.name):
+    if spec.backend.name.startswith(("ibm:", "braket:")) and not is_simulator(spec.backend.name):
         raise QssmError(f"qssm run is a simulator dry run and {spec.backend.name} is a QPU: use `qssm submit "
                         f"{args.spec}` (cost preflight, durable job), or dry-run with --backend aer:fake_<device>")
     report = run_inference(spec, progress=not args.json)
