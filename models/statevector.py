@@ -157,6 +157,19 @@ def run_program(prog: Program, inputs: torch.Tensor, state: torch.Tensor | None 
     return state
 
 
+def _rotated_zero(gate: str, theta: torch.Tensor) -> torch.Tensor:
+    """R(theta)|0>, the first column of rotation_matrix, without building the 2x2 matrices."""
+    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
+    if gate == "rx":
+        return torch.complex(torch.stack([c, torch.zeros_like(s)], -1), torch.stack([torch.zeros_like(c), -s], -1))
+    if gate == "ry":
+        return torch.complex(torch.stack([c, s], -1), torch.zeros(*theta.shape, 2, dtype=theta.dtype))
+    if gate == "rz":
+        zero = torch.zeros_like(c)
+        return torch.complex(torch.stack([c, zero], -1), torch.stack([-s, zero], -1))
+    raise ValueError(f"not a rotation: {gate}")
+
+
 def _product_state(encoding: list, inputs: torch.Tensor, n: int) -> torch.Tensor:
     """(B, 2^n) state of single-qubit input rotations (on distinct qubits) applied to |0..0>."""
     by_qubit = {step[2]: step for step in encoding}
@@ -164,7 +177,7 @@ def _product_state(encoding: list, inputs: torch.Tensor, n: int) -> torch.Tensor
     for q in range(n):  # qubit q is bit q of the basis index: later qubits are more significant
         if q in by_qubit:
             _, gate, _, idx = by_qubit[q]
-            amp = rotation_matrix(gate, inputs[:, idx])[..., :, 0]  # R|0> = first column, (B, 2)
+            amp = _rotated_zero(gate, inputs[:, idx])  # R|0>, (B, 2)
         else:
             amp = torch.zeros(inputs.shape[0], 2, dtype=complex_dtype(inputs.dtype))
             amp[:, 0] = 1
