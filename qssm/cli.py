@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except QssmError as e:
         print(f"qssm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("qssm: interrupted", file=sys.stderr)
         return 130
