@@ -101,6 +101,11 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runne
     kind = model.cfg.kind
     started = time.perf_counter()
 
+    # QPU execution mode by the job's shape: a recurrence of several dependent round trips keeps a
+    # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
+    trips = model.cfg.n_layers if kind == "qmamba" else n_segments(data.inputs.shape[1], spec.split.segment)
+    if hasattr(runner.backend, "iterative"):
+        runner.backend.iterative = trips > 1
     table_trips = 0
     table = None
     if kind == "qmamba":
