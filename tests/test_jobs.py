@@ -458,3 +458,40 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
     backend.options["resilience_level"] = -1
     samp = backend.run([batch])[0]
     assert (np.abs(est.values - samp.values) < 5 * np.hypot(est.stderr, samp.stderr) + 1e-9).all()
+
+
+def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
+    """The non-local code path (service.backend -> Session/Batch -> SamplerV2 -> job ids), with a
+    service whose backend is a device snapshot: the runtime runs it in local mode, nothing else faked."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+    from qiskit_ibm_runtime import Batch, Session
+
+    from qssm.backends.fake_devices import fake_backend
+    from qssm.backends.ibm import IBMBackend
+    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
+    from qssm.pipeline.types import CircuitBatch, Template
+
+    class Service:
+        def backend(self, name):
+            assert name == "ibm_manila"
+            return fake_backend("fake_manila")  # 5 qubits: the full-device noise model stays small
+
+    x = ParameterVector("x", 2)
+    qc = QuantumCircuit(2)
+    qc.ry(x[0], 0)
+    qc.ry(x[1], 1)
+    qc.cz(0, 1)
+    t = Template("t", qc, ("IZ", "ZI"), "mode-test")
+    rows = np.array([[0.3, -1.2], [2.0, 0.5]])
+    for iterative, mode in ((True, Session), (False, Batch)):
+        backend = IBMBackend("ibm_manila", seed=1, service=Service())
+        assert not backend.local and backend.name == "ibm:ibm_manila"
+        backend.iterative = iterative
+        batch = compile_batch(CircuitBatch(t, rows, np.arange(2), 2000), backend, CompileOptions(), CompileCache())
+        result = backend.run([batch])[0]
+        assert isinstance(backend._mode, mode)
+        ideal = np.array([[np.cos(r[0]), np.cos(r[1])] for r in rows])
+        assert result.values.shape == (2, 2) and np.abs(result.values - ideal).max() < 0.25  # noisy device
+        assert len(result.meta["job_ids"]) == 1
+        backend.close()
