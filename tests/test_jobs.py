@@ -251,6 +251,7 @@ MALFORMED = [
     ('[model]\ncheckpoint = "{ck}"\n[backend]\noptimization_level = "high"\n', "optimization_level must be int"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\ncutting = "sometimes"\n', "split.cutting must be one of"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\ntomography = "guess"\n', "split.tomography must be one of"),
+    ('[model]\ncheckpoint = "{ck}"\n[split]\ntomography = "shadows"\n', "split.tomography must be one of pauli"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\nsegment = -2\n', "split.segment must be >= 0"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\nmax_overhead = "lots"\n', "split.max_overhead must be float"),
     ('[model]\ncheckpoint = "{ck}"\n[mitigation]\nreadout = "yes"\n', "mitigation.readout must be bool"),
