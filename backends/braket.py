@@ -261,7 +261,36 @@ class BraketBackend(Backend):
         per = max(1, min(limits[0], limits[1] // max(1, batch.shots or 1)))
         return [(g, r, min(n_rows, r + per)) for g in range(len(groups)) for r in range(0, n_rows, per)]
 
-    def submit(self, batch: CompiledBatch) -> Handle:
+    def find(self, batch: CompiledBatch) -> Handle | None:
+        """Tasks a previous process created for this batch but never recorded (it died between
+        CreateQuantumTask and the job store's write): SearchQuantumTasks on the device over the
+        last week, matched by the batch tag. Missing tasks of a partly created plan are created."""
+        if self.mode != "qpu":
+            return None
+        import datetime as dt
+
+        client = self.session().braket_client
+        since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        filters = [{"name": "deviceArn", "operator": "EQUAL", "values": [self.arn]},
+                   {"name": "createdAt", "operator": "GTE", "values": [since]}]
+        tag = batch.key[:32]
+        found: dict[int, str] = {}
+        token = None
+        while True:
+            page = client.search_quantum_tasks(filters=filters, **({"nextToken": token} if token else {}))
+            for t in page.get("quantumTasks", []):
+                tags = t.get("tags") or {}
+                if tags.get("qssm-batch") == tag and t.get("status") not in ("FAILED", "CANCELLED", "CANCELLING"):
+                    found.setdefault(int(tags["qssm-task"]), t["quantumTaskArn"])
+            token = page.get("nextToken")
+            if not token:
+                break
+        if not found:
+            return None
+        n_tasks = len(self._plan(batch))
+        return self.submit(batch, known=[found.get(i) for i in range(n_tasks)])
+
+    def submit(self, batch: CompiledBatch, known: list[str | None] | None = None) -> Handle:
         self._check_shots(batch.shots)
         if self.mode != "qpu":
             job = f"braket-local-{uuid.uuid4().hex[:12]}"
@@ -278,16 +307,23 @@ class BraketBackend(Backend):
         rows = np.asarray(batch.parameters, dtype=float).reshape(len(batch.parameters), -1)
         plan = self._plan(batch)
         program_sets = devices.program_set_limits(self.device) is not None
+        found = dict(enumerate(known or []))  # tasks a crashed process already created (see find)
         arns = []
-        for g, a, b in plan:
+        for i, (g, a, b) in enumerate(plan):
+            if found.get(i):
+                arns.append(found[i])
+                continue
+            # tags let a resumed process find tasks whose ARNs it never recorded (see find)
+            tags = {"qssm-batch": batch.key[:32], "qssm-task": str(i)}
             bc = circuits[g][0]
             if program_sets:
                 inputs = ParameterSets({k: rows[a:b, i].tolist() for i, k in enumerate(names)}) if names else None
                 spec = ProgramSet(CircuitBinding(bc, input_sets=inputs) if names else [bc] * (b - a),
                                   shots_per_executable=batch.shots)
-                task = device.run(spec, self._s3(), shots=batch.shots * (b - a))
+                task = device.run(spec, self._s3(), shots=batch.shots * (b - a), tags=tags)
             else:
-                task = device.run(bc, self._s3(), shots=batch.shots, inputs=dict(zip(names, rows[a].tolist())))
+                task = device.run(bc, self._s3(), shots=batch.shots, inputs=dict(zip(names, rows[a].tolist())),
+                                  tags=tags)
             arns.append(task.id)
         meta = {"device": self.device, "plan": [list(p) for p in plan], "program_sets": program_sets,
                 "labels": [c[1] for c in circuits], "shots": batch.shots}

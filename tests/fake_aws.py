@@ -41,13 +41,29 @@ class FakeAwsSession:
         program = (ProgramSet if "programs" in action else Program).parse_obj(action)
         meta = {"quantumTaskArn": arn, "status": "QUEUED", "outputS3Bucket": kwargs["outputS3Bucket"],
                 "outputS3Directory": key, "shots": kwargs["shots"], "deviceArn": kwargs["deviceArn"],
-                "actionMetadata": {"actionType": action["braketSchemaHeader"]["name"]}}
+                "actionMetadata": {"actionType": action["braketSchemaHeader"]["name"]},
+                "tags": kwargs.get("tags", {})}
         if not self.hold:
             result = StateVectorSimulator().run(program, shots=kwargs["shots"])
             (self.store / (key.replace("/", "_") + "_results.json")).write_text(result.json())
             meta["status"] = "COMPLETED"
         self._meta(arn).write_text(json.dumps(meta))
         return arn
+
+    @property
+    def braket_client(self):
+        """The two boto3 Braket client calls qssm's find() makes, over the same store."""
+        session = self
+
+        class Client:
+            def search_quantum_tasks(self, filters, nextToken=None, **_):
+                device = next(f["values"][0] for f in filters if f["name"] == "deviceArn")
+                tasks = [json.loads(p.read_text()) for p in sorted(session.store.glob("*.meta.json"))]
+                return {"quantumTasks": [{"quantumTaskArn": t["quantumTaskArn"], "status": t["status"],
+                                          "deviceArn": t["deviceArn"], "tags": t.get("tags", {})}
+                                         for t in tasks if t["deviceArn"] == device]}
+
+        return Client()
 
     def get_quantum_task(self, arn):
         return json.loads(self._meta(arn).read_text())

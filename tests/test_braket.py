@@ -172,3 +172,27 @@ def test_missing_credentials_one_line(tmp_path, monkeypatch):
         b.submit(cb)
     msg = str(err.value)
     assert "\n" not in msg and "AWS_ACCESS_KEY_ID" in msg and "AWS_PROFILE" in msg
+
+
+def test_find_recovers_tasks_whose_arns_were_never_recorded(tmp_path):
+    """A process that died between CreateQuantumTask and the store's write: a new process finds the
+    tasks by their batch tag (SearchQuantumTasks) and creates only the ones that never existed."""
+    device = "ionq_forte"  # one task per group and binding: several tasks per batch
+    region = devices.load_device(device)["deviceArn"].split(":")[3]
+    t, rows = template(), ROWS[:3]
+    b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
+    cb = compiled(t, b, rows, 300)
+    lost = b.submit(cb)  # the handle dies with the process
+    metas = sorted(tmp_path.glob("*.meta.json"))
+    assert len(metas) == len(lost.job_ids) >= 4
+    other_batch = compiled(template(seed=5), b, rows, 300)
+    assert BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region)).find(other_batch) is None
+    # the crash came mid-plan: the last task was never created
+    last = tmp_path / (lost.job_ids[-1].rsplit("/", 1)[1] + ".meta.json")
+    last.unlink()
+    fresh = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
+    found = fresh.find(cb)
+    assert found is not None and found.job_ids[:-1] == lost.job_ids[:-1] and found.job_ids[-1] != lost.job_ids[-1]
+    assert len(fresh._aws_session.created) == 1  # only the missing task was created
+    r = fresh.result(found, cb)
+    assert (np.abs(r.values - ideal(t, rows)) < 4 * r.stderr + 1e-9).all()
