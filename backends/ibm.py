@@ -11,6 +11,13 @@ died between submitting and recording the job id can find its job again (`find`)
 paying twice. Execution mode follows the job's shape: a recurrence whose next round trip depends on
 this one runs in a Session (low latency between iterations); a single wave runs as a Batch.
 
+Which runtime API: the server-side SamplerV2 / EstimatorV2 (deprecated since 0.50 in favour of the
+client-side executor primitives, `qiskit_ibm_runtime.executor_sampler.Sampler`). The executor
+Sampler returns the same PrimitiveResult here, but its submission path (`_run_executor`) carries no
+job tags, and finding a job by its tag is how a resumed run avoids paying twice for a job whose id
+it never recorded; the resilience levels also live only on the server-side Estimator. Revisit when
+the executor path takes tags.
+
 Local testing mode runs the primitive on an AerSimulator that holds the snapshot's noise restricted
 to the circuit's active qubits (the compaction of backends/aer.py): the same noise values as the
 156-qubit fake backend, without Aer truncating a full-device noise model for every circuit
