@@ -20,7 +20,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp
 
-from qssm.backends.base import Backend, Handle
+from qssm.backends.base import Backend, Handle, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend, max_shots
 from qssm.backends.sampling import bitarray_outcomes, expectations, measurement_groups, with_measurement
 from qssm.pipeline.types import BatchResult, CompiledBatch
@@ -110,9 +110,7 @@ class AerBackend(Backend):
             values = np.asarray(res.data.evs).reshape(len(batch.parameters), -1)
             return BatchResult(values, np.zeros_like(values), self._meta(batch, opts))
         groups = measurement_groups(observables)
-        # distinct, reproducible shot noise per batch: seed from the backend seed and the batch key
-        seed = None if self.seed is None else (self.seed * 1_000_003 + int(batch.key[:8], 16)) % 2**31
-        sampler = SamplerV2(options={"backend_options": opts}, seed=seed)
+        sampler = SamplerV2(options={"backend_options": opts}, seed=batch_seed(self.seed, batch.key))
         pubs = [(with_measurement(circuit, g), rows, batch.shots) for g in groups]
         res = sampler.run(pubs).result() if pubs else []
         outcomes = [bitarray_outcomes(r.data.meas) for r in res]

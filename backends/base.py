@@ -24,6 +24,11 @@ from qiskit.transpiler import Target
 from qssm.pipeline.types import BatchResult, CompiledBatch
 
 
+def batch_seed(seed: int | None, key: str) -> int | None:
+    """Distinct, reproducible simulator noise per batch: the backend seed mixed with the batch key."""
+    return None if seed is None else (seed * 1_000_003 + int(key[:8], 16)) % 2**31
+
+
 @dataclass
 class Handle:
     backend: str  # backend name in the qssm scheme, e.g. "aer:fake_fez"

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from qssm.backends.base import Backend, Handle
+from qssm.backends.base import Backend, Handle, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend
 from qssm.backends.sampling import bitarray_outcomes, expectations, measurement_groups, with_measurement
 from qssm.errors import QssmError
@@ -62,6 +62,11 @@ def connect_service():
 
         raise QssmError("no IBM Quantum credentials: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save an "
                         f"account with QiskitRuntimeService.save_account ({redact(str(e)).splitlines()[0][:120]})") from None
+
+
+def job_tag(key: str) -> str:
+    """The tag a batch's jobs carry, so a resumed process can find jobs it never recorded."""
+    return f"qssm-{key[:32]}"
 
 
 def _status_name(status) -> str:
@@ -121,21 +126,27 @@ class IBMBackend(Backend):
             self._mode.close()
             self._mode = None
 
-    def _sampler(self, tag: str, active: tuple[int, ...] | None):
+    def _primitive(self, cls, key: str, active: tuple[int, ...] | None, twirl_measure: bool):
+        """A runtime primitive for one batch: its job tag, per-batch seed in local mode, and the
+        spec's runtime pass-throughs."""
+        with warnings.catch_warnings():  # the server-side primitives are deprecated (0.50), see above
+            warnings.simplefilter("ignore", DeprecationWarning)
+            primitive = cls(mode=self._execution_mode(active))
+        primitive.options.environment.job_tags = [job_tag(key)]
+        if self.seed is not None and self.local:
+            primitive.options.simulator.seed_simulator = batch_seed(self.seed, key)
+        if self.options.get("twirling"):
+            primitive.options.twirling.enable_gates = True
+            if twirl_measure:
+                primitive.options.twirling.enable_measure = True
+        if self.options.get("dynamical_decoupling"):
+            primitive.options.dynamical_decoupling.enable = True
+        return primitive
+
+    def _sampler(self, key: str, active: tuple[int, ...] | None):
         from qiskit_ibm_runtime import SamplerV2
 
-        with warnings.catch_warnings():  # SamplerV2 is deprecated for the client-side executor (0.50)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            sampler = SamplerV2(mode=self._execution_mode(active))
-        sampler.options.environment.job_tags = [f"qssm-{tag[:32]}"]
-        if self.seed is not None and self.local:  # distinct, reproducible noise per batch
-            sampler.options.simulator.seed_simulator = (self.seed * 1_000_003 + int(tag[:8], 16)) % 2**31
-        if self.options.get("twirling"):
-            sampler.options.twirling.enable_gates = True
-            sampler.options.twirling.enable_measure = True
-        if self.options.get("dynamical_decoupling"):
-            sampler.options.dynamical_decoupling.enable = True
-        return sampler
+        return self._primitive(SamplerV2, key, active, twirl_measure=True)
 
     # -- the backend contract -----------------------------------------------------------------------
     def prepared(self, batch: CompiledBatch):
@@ -176,24 +187,15 @@ class IBMBackend(Backend):
     def resilience_level(self) -> int:
         return int(self.options.get("resilience_level", -1))
 
-    def _estimator(self, tag: str, active: tuple[int, ...] | None, shots: int):
+    def _estimator(self, key: str, active: tuple[int, ...] | None, shots: int):
         """The runtime Estimator, for its resilience levels (TREX readout, ZNE, PEC on the server);
         qssm's own readout/ZNE mitigation runs on the Sampler path instead."""
         from qiskit_ibm_runtime import EstimatorV2
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            est = EstimatorV2(mode=self._execution_mode(active))
-        est.options.environment.job_tags = [f"qssm-{tag[:32]}"]
+        est = self._primitive(EstimatorV2, key, active, twirl_measure=False)
         est.options.default_shots = shots
         if not self.local:  # local testing mode has no resilience (it warns and ignores it)
             est.options.resilience_level = self.resilience_level
-        if self.seed is not None and self.local:
-            est.options.simulator.seed_simulator = (self.seed * 1_000_003 + int(tag[:8], 16)) % 2**31
-        if self.options.get("twirling"):
-            est.options.twirling.enable_gates = True
-        if self.options.get("dynamical_decoupling"):
-            est.options.dynamical_decoupling.enable = True
         return est
 
     def submit(self, batch: CompiledBatch) -> Handle:
@@ -202,7 +204,7 @@ class IBMBackend(Backend):
             rows = batch.parameters[:, None, :] if circuit.num_parameters else None
             job = self._estimator(batch.key, active, batch.shots).run([(circuit, [observables], rows)])
             self._jobs[job.job_id()] = job
-            return Handle(self.name, [job.job_id()], {"tag": f"qssm-{batch.key[:32]}", "primitive": "estimator",
+            return Handle(self.name, [job.job_id()], {"tag": job_tag(batch.key), "primitive": "estimator",
                                                       "submitted": time.time()})
         ids = []
         active = self.prepared(batch)[2]
@@ -210,21 +212,21 @@ class IBMBackend(Backend):
             job = self._sampler(batch.key, active).run(pubs)
             self._jobs[job.job_id()] = job
             ids.append(job.job_id())
-        return Handle(self.name, ids, {"tag": f"qssm-{batch.key[:32]}", "submitted": time.time()})
+        return Handle(self.name, ids, {"tag": job_tag(batch.key), "submitted": time.time()})
 
     def find(self, batch: CompiledBatch) -> Handle | None:
         """Jobs a previous process submitted for this batch (by job tag), if the service knows them."""
         jobs_of = getattr(self.service, "jobs", None)
         if jobs_of is None:
             return None
-        found = jobs_of(job_tags=[f"qssm-{batch.key[:32]}"], limit=100)
+        found = jobs_of(job_tags=[job_tag(batch.key)], limit=100)
         if found and self.resilience_level >= 0 and len(found) == 1:
-            return Handle(self.name, [found[0].job_id()], {"tag": f"qssm-{batch.key[:32]}", "primitive": "estimator",
+            return Handle(self.name, [found[0].job_id()], {"tag": job_tag(batch.key), "primitive": "estimator",
                                                            "found": True})
         if not found or len(found) != len(self.pubs(batch)):
             return None
         ids = [j.job_id() for j in sorted(found, key=lambda j: getattr(j, "creation_date", None) or 0)]
-        return Handle(self.name, ids, {"tag": f"qssm-{batch.key[:32]}", "found": True})
+        return Handle(self.name, ids, {"tag": job_tag(batch.key), "found": True})
 
     def _job(self, job_id: str):
         if job_id in self._jobs:
@@ -281,10 +283,7 @@ class IBMBackend(Backend):
         if batch.meta.get("readout"):
             from qssm.pipeline.mitigation import readout_corrector
 
-            readout = batch.meta["readout"]
-            if active is not None:  # circuit qubit -> compacted index
-                readout = {active.index(int(q)): v for q, v in readout.items() if int(q) in active}
-            mitigate = readout_corrector(readout)
+            mitigate = readout_corrector(batch.meta["readout"], qubits=active)  # keyed by circuit qubit
         values, stderr = expectations(per_group, observables, groups, batch.shots, mitigate)
         for job_id in handle.job_ids:
             self._jobs.pop(job_id, None)

@@ -57,13 +57,9 @@ def preflight(spec: JobSpec, backend: Backend) -> dict:
 
 def mitigation_multiplier(spec: JobSpec) -> float:
     """Circuits multiply under ZNE (one copy per noise scale); readout calibration is small."""
-    m = spec.mitigation
-    factor = 1.0
-    if getattr(m, "zne", False):
-        scales = getattr(m, "zne_scales", "1,3,5")
-        n = len(scales.split(",")) if isinstance(scales, str) else len(scales)
-        factor *= max(1, n)
-    return factor
+    from qssm.pipeline.mitigation import parse_scales
+
+    return float(len(parse_scales(spec.mitigation.zne_scales))) if spec.mitigation.zne else 1.0
 
 
 def check_budget(spec: JobSpec, estimate: dict, yes: bool = False) -> None:

@@ -17,7 +17,7 @@ import time
 from qssm.backends.base import Backend, Handle
 from qssm.errors import QssmError
 from qssm.jobs.retry import PermanentError, RetryPolicy, call_with_retries
-from qssm.jobs.store import JobStore
+from qssm.jobs.store import BatchRecord, JobStore
 from qssm.pipeline.types import BatchResult, CompiledBatch
 
 
@@ -56,13 +56,14 @@ class StoreDispatcher:
         results: list[BatchResult | None] = [None] * len(batches)
         pending: dict[int, Handle] = {}
         for i, batch in enumerate(batches):
-            done = self._stored(batch)
+            rec = self.store.batch(self.job_id, batch.key)  # one read per batch: what the store knows
+            done = self._stored(batch, rec)
             if done is not None:
                 results[i] = done
                 self.reused += 1
                 continue
             try:
-                pending[i] = self._handle(batch, i)
+                pending[i] = self._handle(batch, i, rec)
             except BaseException:
                 # a fault while submitting: what is already in flight was paid for, collect it first
                 for j, handle in pending.items():
@@ -76,8 +77,7 @@ class StoreDispatcher:
         self.store.heartbeat(self.job_id)
         return results  # type: ignore[return-value]
 
-    def _stored(self, batch: CompiledBatch) -> BatchResult | None:
-        rec = self.store.batch(self.job_id, batch.key)
+    def _stored(self, batch: CompiledBatch, rec: BatchRecord | None) -> BatchResult | None:
         if rec is not None and rec.status == "done":
             return rec.result
         if self.backend.deterministic:
@@ -87,8 +87,7 @@ class StoreDispatcher:
                 return cached
         return None
 
-    def _handle(self, batch: CompiledBatch, position: int) -> Handle:
-        rec = self.store.batch(self.job_id, batch.key)
+    def _handle(self, batch: CompiledBatch, position: int, rec: BatchRecord | None) -> Handle:
         if rec is not None and rec.status == "submitted" and rec.handle is not None:
             return rec.handle  # poll what a previous process submitted
         if rec is not None and rec.status == "claimed" and hasattr(self.backend, "find"):
