@@ -41,6 +41,21 @@ def results_by_key(store: JobStore, job_id: str) -> dict:
     return {row[0]: store.batch(job_id, row[0]).result.values for row in store.batches(job_id)}
 
 
+def two_qubit_template(labels: tuple[str, ...], name: str):
+    """ry(x0) ry(x1) then cz: a small template for the IBM backend tests."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    from qssm.pipeline.types import Template
+
+    x = ParameterVector("x", 2)
+    qc = QuantumCircuit(2)
+    qc.ry(x[0], 0)
+    qc.ry(x[1], 1)
+    qc.cz(0, 1)
+    return Template("t", qc, labels, name)
+
+
 def driver(store_path, job_id, root) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, DRIVER, str(store_path), job_id, str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -405,16 +420,9 @@ def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
     """A batch over IBM's 10M executions per Sampler job is split over several jobs and stitched back."""
     import qssm.backends.ibm as ibm
     from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.types import CircuitBatch, Template
-    from qiskit import QuantumCircuit
-    from qiskit.circuit import ParameterVector
+    from qssm.pipeline.types import CircuitBatch
 
-    x = ParameterVector("x", 2)
-    qc = QuantumCircuit(2)
-    qc.ry(x[0], 0)
-    qc.ry(x[1], 1)
-    qc.cz(0, 1)
-    t = Template("t", qc, ("IZ", "ZI", "XX"), "split-test")
+    t = two_qubit_template(("IZ", "ZI", "XX"), "split-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (7, 2))
     backend = ibm.IBMBackend("fake_fez", seed=3)
     batch = compile_batch(CircuitBatch(t, rows, np.arange(7), 400), backend, CompileOptions(), CompileCache())
@@ -434,19 +442,11 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
     mitigation on a QPU; local testing mode runs it unmitigated): it must agree with the Sampler
     path within their standard errors, and the spec option reaches the backend."""
     import qssm.backends.ibm as ibm
-    from qiskit import QuantumCircuit
-    from qiskit.circuit import ParameterVector
-
     from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
     from qssm.pipeline.inference import build_runner
-    from qssm.pipeline.types import CircuitBatch, Template
+    from qssm.pipeline.types import CircuitBatch
 
-    x = ParameterVector("x", 2)
-    qc = QuantumCircuit(2)
-    qc.ry(x[0], 0)
-    qc.ry(x[1], 1)
-    qc.cz(0, 1)
-    t = Template("t", qc, ("IZ", "ZI", "XX"), "est-test")
+    t = two_qubit_template(("IZ", "ZI", "XX"), "est-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (5, 2))
     runner = build_runner(spec(mitigation={"resilience_level": 1}))
     backend = runner.backend
@@ -464,26 +464,19 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
 def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
     """The non-local code path (service.backend -> Session/Batch -> SamplerV2 -> job ids), with a
     service whose backend is a device snapshot: the runtime runs it in local mode, nothing else faked."""
-    from qiskit import QuantumCircuit
-    from qiskit.circuit import ParameterVector
     from qiskit_ibm_runtime import Batch, Session
 
     from qssm.backends.fake_devices import fake_backend
     from qssm.backends.ibm import IBMBackend
     from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.types import CircuitBatch, Template
+    from qssm.pipeline.types import CircuitBatch
 
     class Service:
         def backend(self, name):
             assert name == "ibm_manila"
             return fake_backend("fake_manila")  # 5 qubits: the full-device noise model stays small
 
-    x = ParameterVector("x", 2)
-    qc = QuantumCircuit(2)
-    qc.ry(x[0], 0)
-    qc.ry(x[1], 1)
-    qc.cz(0, 1)
-    t = Template("t", qc, ("IZ", "ZI"), "mode-test")
+    t = two_qubit_template(("IZ", "ZI"), "mode-test")
     rows = np.array([[0.3, -1.2], [2.0, 0.5]])
     for iterative, mode in ((True, Session), (False, Batch)):
         backend = IBMBackend("ibm_manila", seed=1, service=Service())
