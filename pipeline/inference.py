@@ -14,7 +14,6 @@ import torch
 from qssm.backends.registry import get_backend
 from qssm.jobs.spec import JobSpec
 from qssm.models import checkpoint
-from qssm.models.registry import last_logits
 from qssm.models.tasks import Batch, test_set
 from qssm.pipeline.compile import CompileOptions
 from qssm.pipeline.evaluator import PipelineEvaluator, n_segments

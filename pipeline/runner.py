@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from qssm.backends.base import Backend
 from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch

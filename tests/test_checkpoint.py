@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from qssm.errors import QssmError
 from qssm.models import checkpoint
-from qssm.models.config import QMambaConfig, config_to_json
+from qssm.models.config import QMambaConfig
 from qssm.models.registry import build_model
 
 

@@ -1,8 +1,6 @@
 """Model invariants: parallel form == step form, chunked scan == sequential scan, tasks, baselines."""
 
-import dataclasses
 
-import numpy as np
 import pytest
 import torch
 

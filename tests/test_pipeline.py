@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import sys
 import pytest
 
 from qssm.jobs.spec import parse_spec
-from qssm.pipeline.inference import build_runner, run_inference, shot_band
+from qssm.pipeline.inference import run_inference, shot_band
 
 HAYSTACK = "checkpoints/qmamba-haystack.safetensors"
 DIGITS = "checkpoints/qlam-digits.safetensors"
