@@ -1,8 +1,8 @@
 """aer: qiskit-aer, ideal or with a device snapshot's noise model.
 
-Exact values (shots = 0) come from Aer's EstimatorV2 (no shot noise; with a noise model this is the
-exact noisy expectation, computed on the density matrix). With shots, each qubit-wise-commuting
-measurement group is sampled by Aer's SamplerV2, every binding of a batch in one call.
+Estimate mode without shots comes from Aer's EstimatorV2 (with a noise model this is the exact noisy
+expectation, computed on the density matrix). Sample mode runs every measured circuit of a batch on
+Aer's SamplerV2, all rows of a circuit in one PUB and all circuits in one call.
 
 ISA circuits for a 156-qubit device touch a handful of qubits. They are compacted onto their active
 qubits with a noise model built from the same device errors (Aer's own constructors, restricted to
@@ -13,17 +13,16 @@ binding. For noisy circuits on a few active qubits the density matrix beats per-
 
 from __future__ import annotations
 
-import uuid
 from functools import lru_cache
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp
 
-from qssm.backends.base import Backend, Handle, batch_seed
+from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend, max_shots
-from qssm.backends.sampling import bitarray_outcomes, expectations, measurement_groups, with_measurement
-from qssm.pipeline.types import BatchResult, CompiledBatch
+from qssm.backends.sampling import broadcast, histograms, register_outcomes
+from qssm.pipeline.types import BatchResult, CircuitBatch
 
 DENSITY_MATRIX_MAX_QUBITS = 10
 
@@ -54,25 +53,33 @@ def active_noise_model(device: str, active: tuple[int, ...]):
     return nm
 
 
-def compact(circuit: QuantumCircuit, observables: list[SparsePauliOp]):
-    """Drop idle qubits: (circuit on the active qubits, observables on them, active qubits)."""
-    active = tuple(sorted({circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits
-                           if inst.operation.name != "barrier"}
-                          | {q for o in observables for q in np.flatnonzero(o.paulis.x.any(0) | o.paulis.z.any(0))}))
+def active_qubits(circuit: QuantumCircuit, observables=()) -> tuple[int, ...]:
+    return tuple(sorted({circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits
+                         if inst.operation.name != "barrier"}
+                        | {int(q) for o in observables for q in np.flatnonzero(o.paulis.x.any(0) | o.paulis.z.any(0))}))
+
+
+def compact(circuit: QuantumCircuit, observables=(), active: tuple[int, ...] | None = None):
+    """Drop idle qubits: (circuit on the active qubits, observables on them, active qubits).
+    Classical registers and measurements are kept as they are."""
+    active = active_qubits(circuit, observables) if active is None else active
     pos = {p: i for i, p in enumerate(active)}
     small = QuantumCircuit(len(active), name=circuit.name)
+    for creg in circuit.cregs:
+        small.add_register(creg)
     for inst in circuit.data:
-        small.append(inst.operation, [small.qubits[pos[circuit.find_bit(q).index]] for q in inst.qubits])
+        small.append(inst.operation, [small.qubits[pos[circuit.find_bit(q).index]] for q in inst.qubits], inst.clbits)
     obs = [SparsePauliOp.from_sparse_list(
         [("".join(p for p in label[::-1] if p != "I"), [pos[q] for q, p in enumerate(label[::-1]) if p != "I"], c)
          for label, c in zip(o.paulis.to_labels(), o.coeffs)], num_qubits=len(active)) for o in observables]
     return small, obs, active
 
 
-class AerBackend(Backend):
-    deterministic = False
+class AerBackend(LocalBackend):
+    prefix = "aer"
 
     def __init__(self, device: str | None = None, seed: int | None = None, noise: bool = True):
+        super().__init__()
         self.device = device
         self.seed = seed
         self.name = f"aer:{device}" if device else "aer"
@@ -83,71 +90,46 @@ class AerBackend(Backend):
             self.target = fake.target
             self.calibration = calibration(fake)
             self.max_shots = max_shots(fake) or 100_000
-        self.deterministic = not self.noisy
-        self._jobs: dict[str, BatchResult] = {}
 
-    def _options(self, circuit, active: tuple[int, ...]) -> dict:
-        noisy = self.noisy
-        method = "density_matrix" if noisy and len(active) <= DENSITY_MATRIX_MAX_QUBITS else "statevector"
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_shots=self.max_shots, max_qubits=None if self.target is None else self.target.num_qubits)
+
+    def noise_model(self, active: tuple[int, ...]):
+        return active_noise_model(self.device, active) if self.noisy else None
+
+    def _options(self, active: tuple[int, ...]) -> dict:
+        noise = self.noise_model(active)
+        method = "density_matrix" if noise is not None and len(active) <= DENSITY_MATRIX_MAX_QUBITS else "statevector"
         opts = {"method": method}
-        if noisy:
-            opts["noise_model"] = active_noise_model(self.device, active)
+        if noise is not None:
+            opts["noise_model"] = noise
         if self.seed is not None:
             opts["seed_simulator"] = self.seed
         return opts
 
-    def evaluate(self, batch: CompiledBatch) -> BatchResult:
+    def evaluate(self, batch: CircuitBatch) -> BatchResult:
         from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
-        circuit, observables, active = compact(batch.circuit, batch.observables)
-        opts = self._options(circuit, active)
-        rows = batch.parameters if circuit.num_parameters else None
-        if not batch.shots:
+        if not batch.sampled:
+            circuit, observables, active = compact(batch.circuit, batch.observables)
+            opts = self._options(active)
+            rows = batch.rows() if circuit.num_parameters else None
             est = EstimatorV2(options={"backend_options": opts})
-            obs = [observables]  # shape (1, n_obs), broadcast against (rows, 1)
             params = rows[:, None, :] if rows is not None else None
-            res = est.run([(circuit, obs, params)]).result()[0]
+            res = est.run([(circuit, [observables], params)]).result()[0]  # obs (1, K) against rows (B, 1)
             values = np.asarray(res.data.evs).reshape(len(batch.parameters), -1)
-            return BatchResult(values, np.zeros_like(values), self._meta(batch, opts))
-        groups = measurement_groups(observables)
+            return BatchResult(values, np.zeros_like(values), meta=self._meta(batch, opts))
+        # one noise model for the batch: every measured circuit compacted onto the same active qubits
+        active = tuple(sorted(set().union(*(active_qubits(c) for c in batch.circuits))))
+        small = [compact(c, active=active)[0] for c in batch.circuits]
+        opts = self._options(active)
         sampler = SamplerV2(options={"backend_options": opts}, seed=batch_seed(self.seed, batch.key))
-        pubs = [(with_measurement(circuit, g), rows, batch.shots) for g in groups]
-        res = sampler.run(pubs).result() if pubs else []
-        outcomes = [bitarray_outcomes(r.data.meas) for r in res]
-        mitigate = None
-        if batch.meta.get("readout"):  # readout calibration (pipeline.mitigation), keyed by circuit qubit
-            from qssm.pipeline.mitigation import readout_corrector
+        pubs = [(c, batch.rows(i) if c.num_parameters else None, batch.shots) for i, c in enumerate(small)]
+        res = sampler.run(pubs).result()
+        counts = tuple(broadcast(histograms(register_outcomes(c, r.data), c.num_clbits), len(batch.parameters))
+                       for c, r in zip(small, res))
+        return BatchResult(counts=counts, meta=self._meta(batch, opts))
 
-            mitigate = readout_corrector(batch.meta["readout"], qubits=active)
-        values, stderr = expectations(outcomes, observables, groups, batch.shots, mitigate)
-        return BatchResult(values, stderr, self._meta(batch, opts, len(groups)))
-
-    def _meta(self, batch, opts, groups=0) -> dict:
-        return {"backend": self.name, "shots": batch.shots or 0, "method": opts["method"],
-                "measurement_groups": groups, "job_ids": []}
-
-    def submit(self, batch: CompiledBatch) -> Handle:
-        job = f"aer-{uuid.uuid4().hex[:12]}"
-        self._jobs[job] = self.evaluate(batch)
-        return Handle(self.name, [job])
-
-    def status(self, handle: Handle) -> str:
-        return "done" if handle.job_ids[0] in self._jobs else "unknown"
-
-    def result(self, handle: Handle, batch: CompiledBatch | None = None) -> BatchResult:
-        return self._jobs.pop(handle.job_ids[0])
-
-    def cancel(self, handle: Handle) -> None:
-        self._jobs.pop(handle.job_ids[0], None)
-
-    def sampler(self):
-        from qiskit_aer.primitives import SamplerV2
-
-        opts = {}
-        if self.noisy:  # cut subexperiments run on the full device width
-            from qiskit_aer.noise import NoiseModel
-
-            opts["noise_model"] = NoiseModel.from_backend(fake_backend(self.device))
-        if self.seed is not None:
-            opts["seed_simulator"] = self.seed
-        return SamplerV2(options={"backend_options": opts})
+    def _meta(self, batch, opts) -> dict:
+        return {"backend": self.name, "shots": batch.shots or 0, "method": opts["method"], "job_ids": []}

@@ -1,17 +1,19 @@
-"""The narrow contract every backend hides behind (in the spirit of PennyLane's device API).
+"""The backend contract (docs/architecture.md, "Backends"), in the spirit of PennyLane's device API:
+a narrow execute contract plus declared capabilities, so nothing outside backends/ probes a
+backend with hasattr or tests its name.
 
-A backend takes CompiledBatches and returns BatchResults. Submission and retrieval are separate so
-the job store can record a provider job id before waiting on it, and poll it again after a crash:
-
-    handle = backend.submit(batch)      # returns at once with a provider job id
+    handle = backend.submit(batch)      # returns at once with provider job ids
     backend.status(handle)              # "queued" | "running" | "done" | "failed" | "cancelled" | "unknown"
                                         # ("unknown": a local simulator job from a process that died)
     backend.result(handle, batch)       # blocks until done; BatchResult
     backend.run(batches)                # convenience: submit all, then collect in order
+    backend.cancel(handle) / find(batch) / failure_reason(handle) / close()
 
-`result` takes the CompiledBatch again because a provider returns raw samples: turning them into
-expectation values needs the batch's observables. After a crash the job store rebuilds the batch
-from the spec (same content key) and collects a provider job id that another process submitted.
+A batch is either estimate mode (observables: the backend returns their values; exact when shots is
+None) or sample mode (measured circuits: the backend returns each circuit's outcome histogram over
+its clbits). `result` takes the batch again because a provider returns raw samples that only the
+batch can interpret; after a crash the job store rebuilds the batch from the spec (same content key)
+and collects a provider job that another process submitted.
 """
 
 from __future__ import annotations
@@ -21,12 +23,31 @@ from typing import Any
 
 from qiskit.transpiler import Target
 
-from qssm.pipeline.types import BatchResult, CompiledBatch
+from qssm.errors import QssmError
+from qssm.pipeline.types import BatchResult, CircuitBatch
 
 
 def batch_seed(seed: int | None, key: str) -> int | None:
     """Distinct, reproducible simulator noise per batch: the backend seed mixed with the batch key."""
     return None if seed is None else (seed * 1_000_003 + int(key[:8], 16)) % 2**31
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend declares about itself; every decision outside backends/ reads these."""
+
+    simulator: bool = True  # runs here and costs nothing
+    exact: bool = True  # returns shot-free expectation values (estimate mode without shots)
+    deterministic: bool = True  # shot-free results depend on the batch only: may be shared across jobs
+    modes: tuple[str, ...] = ()  # execution modes it opens for a job, e.g. ("session", "batch")
+    find_by_tag: bool = False  # can find jobs a crashed process submitted but never recorded
+    native_estimator: bool = False  # takes observables with shots itself (no measure stage)
+    mid_circuit_measurement: bool = True  # runs cut subexperiments
+    runtime_options: frozenset[str] = frozenset()  # [mitigation] pass-throughs it accepts
+    max_shots: int | None = None
+    max_qubits: int | None = None
+    max_executions_per_job: int | None = None  # circuits x shots per provider job (split above it)
+    chunkable: bool = False  # sampling seeded per block of rows: a batch split at block boundaries samples the same
 
 
 @dataclass
@@ -38,40 +59,97 @@ class Handle:
 
 class Backend:
     name: str = "base"
-    # Target to transpile for; None means the backend runs logical circuits as they are.
-    target: Target | None = None
-    max_shots: int | None = None
-    deterministic: bool = False  # exact results: identical batches may reuse stored results
-    exact_capable: bool = True  # can return shot-free expectation values (simulators)
+    target: Target | None = None  # what to transpile for; None: logical circuits run as they are
     calibration: str = ""  # calibration identity (date) of the target; part of compile cache keys
 
-    @property
-    def max_qubits(self) -> int | None:
-        return None if self.target is None else self.target.num_qubits
+    def __init__(self) -> None:
+        self.runtime_options: dict[str, Any] = {}
 
-    def submit(self, batch: CompiledBatch) -> Handle:
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_qubits=None if self.target is None else self.target.num_qubits)
+
+    # -- configuration ----------------------------------------------------------------------------
+    def configure(self, **options: Any) -> None:
+        """Runtime options from the spec ([mitigation] pass-throughs), checked against what the
+        backend accepts."""
+        unknown = set(options) - self.capabilities.runtime_options
+        if unknown:
+            raise QssmError(f"[mitigation] {', '.join(sorted(unknown))}: {self.name} does not take these runtime "
+                            "options (IBM runtime only); remove them or use an ibm: backend")
+        self.runtime_options.update(options)
+
+    def fingerprint(self) -> dict:
+        """Everything beyond name and calibration that changes results (part of batch keys)."""
+        return dict(sorted(getattr(self, "runtime_options", {}).items()))
+
+    def set_mode(self, mode: str) -> None:
+        """Execution mode for the job's shape ("session" for a recurrence, "batch" for one wave);
+        backends without modes ignore it."""
+
+    def check_credentials(self) -> None:
+        """Raise a one-line QssmError if paid execution would fail for lack of credentials."""
+
+    # -- execution --------------------------------------------------------------------------------
+    def submit(self, batch: CircuitBatch) -> Handle:
         raise NotImplementedError
 
     def status(self, handle: Handle) -> str:
         raise NotImplementedError
 
-    def result(self, handle: Handle, batch: CompiledBatch) -> BatchResult:
+    def result(self, handle: Handle, batch: CircuitBatch) -> BatchResult:
         raise NotImplementedError
 
     def cancel(self, handle: Handle) -> None:
         raise NotImplementedError
 
-    def estimate_cost(self, batches: list[CompiledBatch]) -> dict[str, float]:
+    def find(self, batch: CircuitBatch) -> Handle | None:
+        """Jobs a previous process submitted for this batch but never recorded (by tag)."""
+        return None
+
+    def failure_reason(self, handle: Handle) -> str | None:
+        return None
+
+    def close(self) -> None:
+        """Release sessions and connections (the job ends)."""
+
+    def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
         """Preflight estimate before submission: {"usd": ..., "qpu_seconds": ..., "tasks": ...}.
         Simulators are free."""
         return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
 
-    def sampler(self):
-        """A Qiskit SamplerV2-like primitive for circuit-cutting subexperiments."""
-        from qssm.errors import QssmError
-
-        raise QssmError(f"backend {self.name} cannot run cut circuits; use an aer or ibm backend")
-
-    def run(self, batches: list[CompiledBatch]) -> list[BatchResult]:
+    def run(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]
         return [self.result(h, b) for h, b in zip(handles, batches)]
+
+
+class LocalBackend(Backend):
+    """A simulator that computes a batch when it is submitted and keeps the result until collected
+    (a job from a process that died is "unknown": the dispatcher runs it again)."""
+
+    prefix = "local"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._jobs: dict[str, BatchResult] = {}
+
+    def evaluate(self, batch: CircuitBatch) -> BatchResult:
+        raise NotImplementedError
+
+    def submit(self, batch: CircuitBatch) -> Handle:
+        import uuid
+
+        job = f"{self.prefix}-{uuid.uuid4().hex[:12]}"
+        self._jobs[job] = self.evaluate(batch)
+        return Handle(self.name, [job])
+
+    def status(self, handle: Handle) -> str:
+        return "done" if handle.job_ids[0] in self._jobs else "unknown"
+
+    def result(self, handle: Handle, batch: CircuitBatch | None = None) -> BatchResult:
+        if handle.job_ids[0] not in self._jobs:
+            raise QssmError(f"local job {handle.job_ids[0]} of {self.name} is gone (another process); resubmit it")
+        return self._jobs.pop(handle.job_ids[0])
+
+    def cancel(self, handle: Handle) -> None:
+        self._jobs.pop(handle.job_ids[0], None)

@@ -11,15 +11,15 @@ Qiskit circuits become Braket circuits through qiskit_braket_provider's `to_brak
 converter), once per circuit and measurement group, with the inputs left as FreeParameters and
 bound per binding through `inputs=`. Exact values: the state vector (braket:local) or density
 matrix (braket:local_dm; readout bit flips scale each Pauli term by prod(1 - 2 e_q), exact for
-independent flips) of every binding, contracted with the observables in numpy. With shots, each
-qubit-wise-commuting measurement group is sampled (backends/sampling.py).
+independent flips) of every binding, contracted with the observables in numpy. Sampled batches are
+measured circuits (the pipeline's measure stage): each is run and returned as outcome histograms.
 
 Speed: the local simulators re-parse the OpenQASM text per run (ANTLR), ~7-10 ms per binding for
 6 qubits, which dominates; a LocalSimulator program set was 20x slower per binding, and
 run_batch's process pool does not pay off on two cores, so bindings run one by one.
 
-QPUs: one program-set task per measurement group (chunked at the device's maximumExecutables /
-maximumTotalShots) where the device advertises program sets, else one task per group and binding.
+QPUs: one program-set task per measured circuit (chunked at the device's maximumExecutables /
+maximumTotalShots) where the device advertises program sets, else one task per circuit and binding.
 Task ARNs go in Handle.job_ids; `result` rebuilds tasks from ARNs, so another process can
 collect them. Circuits are submitted in verbatim boxes on physical qubits: the pipeline has
 already mapped them to the device's native gates and connectivity.
@@ -37,10 +37,10 @@ from qiskit import QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp
 
 from qssm.backends import devices
-from qssm.backends.base import Backend, Handle
-from qssm.backends.sampling import expectations, measurement_groups, with_measurement
+from qssm.backends.base import Backend, Capabilities, Handle
+from qssm.backends.sampling import broadcast, histograms
 from qssm.errors import QssmError
-from qssm.pipeline.types import BatchResult, CompiledBatch
+from qssm.pipeline.types import BatchResult, CircuitBatch
 
 DEFAULT_DM_DEVICE = "iqm_garnet"
 DEFAULT_S3 = "amazon-braket-qssm/tasks"  # bucket/prefix when QSSM_BRAKET_S3 is unset
@@ -129,6 +129,7 @@ def has_credentials() -> bool:
 
 class BraketBackend(Backend):
     def __init__(self, name: str, seed: int | None = None, aws_session=None, poll_timeout_seconds: float = 432000):
+        super().__init__()
         self.name = name
         self.seed = seed
         self._aws_session = aws_session
@@ -139,18 +140,27 @@ class BraketBackend(Backend):
         if rest == "local":
             self.mode, self.device = "sv", None
             self.target, self.max_shots = None, 1_000_000
-            self.exact_capable, self.deterministic = True, True
             return
         if rest.split(":")[0] == "local_dm":
             self.mode, self.device = "dm", devices.short_name(rest.partition(":")[2] or DEFAULT_DM_DEVICE)
-            self.exact_capable, self.deterministic = True, False  # exact noisy values; samples vary
         else:
             self.mode, self.device = "qpu", devices.short_name(rest)
-            self.exact_capable, self.deterministic = False, False
         self.target = devices.device_target(self.device)
         self.calibration = devices.calibration(self.device)
         self.max_shots = devices.max_shots(self.device)
         self.arn = devices.load_device(self.device)["deviceArn"]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        qpu = self.mode == "qpu"
+        return Capabilities(simulator=not qpu, exact=not qpu, deterministic=not qpu, find_by_tag=qpu,
+                            mid_circuit_measurement=False, max_shots=self.max_shots,
+                            max_qubits=None if self.target is None else self.target.num_qubits)
+
+    def check_credentials(self) -> None:
+        if self.mode == "qpu" and self._aws_session is None and not has_credentials():
+            raise QssmError(f"no AWS credentials for {self.name}: set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")
 
     # -- helpers -----------------------------------------------------------------------------------
     def _simulator(self, noise=None):
@@ -163,51 +173,46 @@ class BraketBackend(Backend):
             return self._sims[key]
         return LocalSimulator("braket_dm", noise_model=noise)
 
-    def _check_shots(self, shots) -> None:
-        if shots is not None and self.max_shots and shots > self.max_shots:
-            raise QssmError(f"{shots} shots exceed {self.name}'s limit of {self.max_shots} (shotsRange); "
-                            f"set [backend] shots to at most {self.max_shots}")
-        if shots is None and not self.exact_capable:
-            raise QssmError(f"backend {self.name} samples: set [backend] shots > 0 (e.g. shots = 1000)")
-
-    def _group_circuits(self, circuit: QuantumCircuit, observables, groups, labels=None, verbatim=False):
-        """Per measurement group: (braket circuit, measured labels in clbit order)."""
+    def _braket_circuits(self, circuits, labels=None, verbatim=False):
+        """Per measured circuit: (braket circuit, measured labels in clbit order)."""
         out = []
         basis = devices.native_names(self.device) if self.device else None
-        for g in groups:
-            qc = with_measurement(circuit, g)
+        for qc in circuits:
             if basis:
                 qc = devices.to_braket_names(translate(qc, basis))
             out.append((convert(qc, labels, verbatim), clbit_labels(qc, labels)))
         return out
 
     # -- local simulators --------------------------------------------------------------------------
-    def evaluate(self, batch: CompiledBatch) -> BatchResult:
-        from qssm.backends.aer import compact
+    def evaluate(self, batch: CircuitBatch) -> BatchResult:
+        from qssm.backends.aer import active_qubits, compact
 
         start = time.perf_counter()
-        circuit, observables = batch.circuit, batch.observables
-        active = tuple(range(circuit.num_qubits))
-        if self.mode == "dm":
-            circuit, observables, active = compact(circuit, observables)
-        names = param_names(circuit)
-        rows = [dict(zip(names, map(float, r))) for r in np.asarray(batch.parameters).reshape(len(batch.parameters), -1)]
+        circuits, observables = list(batch.circuits), list(batch.observables)
+        active = tuple(range(circuits[0].num_qubits))
+        if self.mode == "dm":  # one noise model for the batch: compact every circuit onto the same qubits
+            active = tuple(sorted(set().union(*(active_qubits(c, observables) for c in circuits))))
+            small = [compact(c, observables, active) for c in circuits]
+            circuits, observables = [x[0] for x in small], small[0][1]
         noise = devices.device_noise(self.device, active) if self.mode == "dm" else None
-        if not batch.shots:
-            values = self._exact(circuit, observables, rows, noise, active)
-            stderr, groups = np.zeros_like(values), 0
-        else:
-            groups_ = measurement_groups(observables)
-            sim = self._simulator(noise)
-            outcomes = []
-            for bc, labels in self._group_circuits(circuit, observables, groups_):
-                res = [sim.run(bc, shots=batch.shots, inputs=r).result() for r in rows]
-                outcomes.append(np.stack([outcomes_from(x.measurements, x.measured_qubits, labels) for x in res]))
-            values, stderr = expectations(outcomes, observables, groups_, batch.shots)
-            groups = len(groups_)
-        meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": [], "measurement_groups": groups,
-                "seconds": time.perf_counter() - start, "cost_usd": 0.0}
-        return BatchResult(values, stderr, meta)
+        n = len(batch.parameters)
+        meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": [], "cost_usd": 0.0}
+        if not batch.sampled:
+            if batch.shots:
+                raise QssmError(f"{self.name} samples measured circuits: run sampled batches through the measure stage")
+            names = param_names(circuits[0])
+            rows = [dict(zip(names, map(float, r))) for r in batch.rows()]
+            values = self._exact(circuits[0], observables, rows, noise, active)
+            return BatchResult(values, np.zeros_like(values), meta={**meta, "seconds": time.perf_counter() - start})
+        sim = self._simulator(noise)
+        counts = []
+        for i, (bc, labels) in enumerate(self._braket_circuits(circuits)):
+            names = param_names(circuits[i])
+            rows = [dict(zip(names, map(float, r))) for r in batch.rows(i)] if names else [{}]
+            res = [sim.run(bc, shots=batch.shots, inputs=r).result() for r in rows]
+            outcomes = np.stack([outcomes_from(x.measurements, x.measured_qubits, labels) for x in res])
+            counts.append(broadcast(histograms(outcomes, circuits[i].num_clbits), n))
+        return BatchResult(counts=tuple(counts), meta={**meta, "seconds": time.perf_counter() - start})
 
     def _exact(self, circuit, observables, rows, noise, active) -> np.ndarray:
         n = circuit.num_qubits
@@ -229,15 +234,12 @@ class BraketBackend(Backend):
         ro = np.array(devices.readout_errors(self.device, active))
         flipped = [SparsePauliOp(o.paulis, o.coeffs * [np.prod(1 - 2 * ro[np.flatnonzero(p.x | p.z)]) for p in o.paulis])
                    for o in observables]
-        values = pauli_values(states, flipped, density=True)
-        return values
+        return pauli_values(states, flipped, density=True)
 
     # -- QPU ---------------------------------------------------------------------------------------
     def session(self):
         if self._aws_session is None:
-            if not has_credentials():
-                raise QssmError(f"no AWS credentials for {self.name}: set AWS_ACCESS_KEY_ID and "
-                                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")
+            self.check_credentials()
             import boto3
             from braket.aws import AwsSession
             from braket.aws.aws_device import AwsDevice
@@ -251,17 +253,17 @@ class BraketBackend(Backend):
         bucket, _, prefix = dest.partition("/")
         return bucket, prefix or "tasks"
 
-    def _plan(self, batch: CompiledBatch) -> list[tuple[int, int, int]]:
-        """(group, first row, end row) per task."""
+    def _plan(self, batch: CircuitBatch) -> list[tuple[int, int, int]]:
+        """(circuit, first row, end row) per task."""
         n_rows = len(batch.parameters)
-        groups = measurement_groups(batch.observables)
         limits = devices.program_set_limits(self.device)
+        rows = [n_rows if c.num_parameters else 1 for c in batch.circuits]
         if limits is None:
-            return [(g, r, r + 1) for g in range(len(groups)) for r in range(n_rows)]
+            return [(i, r, r + 1) for i, n in enumerate(rows) for r in range(n)]
         per = max(1, min(limits[0], limits[1] // max(1, batch.shots or 1)))
-        return [(g, r, min(n_rows, r + per)) for g in range(len(groups)) for r in range(0, n_rows, per)]
+        return [(i, r, min(n, r + per)) for i, n in enumerate(rows) for r in range(0, n, per)]
 
-    def find(self, batch: CompiledBatch) -> Handle | None:
+    def find(self, batch: CircuitBatch) -> Handle | None:
         """Tasks a previous process created for this batch but never recorded (it died between
         CreateQuantumTask and the job store's write): SearchQuantumTasks on the device over the
         last week, matched by the batch tag. Missing tasks of a partly created plan are created."""
@@ -290,34 +292,34 @@ class BraketBackend(Backend):
         n_tasks = len(self._plan(batch))
         return self.submit(batch, known=[found.get(i) for i in range(n_tasks)])
 
-    def submit(self, batch: CompiledBatch, known: list[str | None] | None = None) -> Handle:
-        self._check_shots(batch.shots)
+    def submit(self, batch: CircuitBatch, known: list[str | None] | None = None) -> Handle:
         if self.mode != "qpu":
             job = f"braket-local-{uuid.uuid4().hex[:12]}"
             self._jobs[job] = self.evaluate(batch)
             return Handle(self.name, [job])
+        if not batch.sampled:
+            raise QssmError(f"{self.name} samples measured circuits: set [backend] shots > 0")
         from braket.aws import AwsDevice
         from braket.program_sets import CircuitBinding, ParameterSets, ProgramSet
 
         device = AwsDevice(self.arn, aws_session=self.session())
         labels = devices.qubit_labels(self.device)
-        groups = measurement_groups(batch.observables)
-        circuits = self._group_circuits(batch.circuit, batch.observables, groups, labels, verbatim=True)
-        names = param_names(batch.circuit)
-        rows = np.asarray(batch.parameters, dtype=float).reshape(len(batch.parameters), -1)
+        circuits = self._braket_circuits(batch.circuits, labels, verbatim=True)
         plan = self._plan(batch)
         program_sets = devices.program_set_limits(self.device) is not None
         found = dict(enumerate(known or []))  # tasks a crashed process already created (see find)
         arns = []
-        for i, (g, a, b) in enumerate(plan):
-            if found.get(i):
-                arns.append(found[i])
+        for t, (i, a, b) in enumerate(plan):
+            if found.get(t):
+                arns.append(found[t])
                 continue
             # tags let a resumed process find tasks whose ARNs it never recorded (see find)
-            tags = {"qssm-batch": batch.key[:32], "qssm-task": str(i)}
-            bc = circuits[g][0]
+            tags = {"qssm-batch": batch.key[:32], "qssm-task": str(t)}
+            bc = circuits[i][0]
+            names = param_names(batch.circuits[i])
+            rows = batch.rows(i)
             if program_sets:
-                inputs = ParameterSets({k: rows[a:b, i].tolist() for i, k in enumerate(names)}) if names else None
+                inputs = ParameterSets({k: rows[a:b, j].tolist() for j, k in enumerate(names)}) if names else None
                 spec = ProgramSet(CircuitBinding(bc, input_sets=inputs) if names else [bc] * (b - a),
                                   shots_per_executable=batch.shots)
                 task = device.run(spec, self._s3(), shots=batch.shots * (b - a), tags=tags)
@@ -344,32 +346,28 @@ class BraketBackend(Backend):
                 return s
         return "done"
 
-    def result(self, handle: Handle, batch: CompiledBatch) -> BatchResult:
+    def result(self, handle: Handle, batch: CircuitBatch) -> BatchResult:
         if self.mode != "qpu":
             if handle.job_ids[0] not in self._jobs:
                 raise QssmError(f"local Braket job {handle.job_ids[0]} is gone (another process); resubmit it")
             return self._jobs.pop(handle.job_ids[0])
         start = time.perf_counter()
-        groups = measurement_groups(batch.observables)
         n_rows, shots = len(batch.parameters), handle.meta["shots"]
-        outcomes = [np.zeros((n_rows, shots), dtype=np.int64) for _ in groups]
-        for arn, (g, a, b) in zip(handle.job_ids, handle.meta["plan"]):
+        outcomes = [np.zeros((n_rows if c.num_parameters else 1, shots), dtype=np.int64) for c in batch.circuits]
+        for arn, (i, a, b) in zip(handle.job_ids, handle.meta["plan"]):
             res = self._task(arn).result()
             if res is None:
                 raise QssmError(f"Braket task {arn} ended {self._task(arn).state()} without a result; "
                                 "resubmit the batch (qssm retry)")
-            labels = handle.meta["labels"][g]
-            if handle.meta["program_sets"]:
-                entries = [e for comp in res.entries for e in comp.entries]
-            else:
-                entries = [res]
+            labels = handle.meta["labels"][i]
+            entries = [e for comp in res.entries for e in comp.entries] if handle.meta["program_sets"] else [res]
             for r, e in zip(range(a, b), entries):
-                outcomes[g][r] = outcomes_from(e.measurements, e.measured_qubits, labels)
-        values, stderr = expectations(outcomes, batch.observables, groups, shots)
+                outcomes[i][r] = outcomes_from(e.measurements, e.measured_qubits, labels)
+        counts = tuple(broadcast(histograms(o, c.num_clbits), n_rows) for o, c in zip(outcomes, batch.circuits))
         cost = self.estimate_cost([batch])["usd"]
-        meta = {"backend": self.name, "shots": shots, "job_ids": list(handle.job_ids), "measurement_groups": len(groups),
+        meta = {"backend": self.name, "shots": shots, "job_ids": list(handle.job_ids),
                 "seconds": time.perf_counter() - start, "cost_usd": cost}
-        return BatchResult(values, stderr, meta)
+        return BatchResult(counts=counts, meta=meta)
 
     def cancel(self, handle: Handle) -> None:
         if self.mode != "qpu":
@@ -378,7 +376,7 @@ class BraketBackend(Backend):
         for arn in handle.job_ids:
             self._task(arn).cancel()
 
-    def estimate_cost(self, batches: list[CompiledBatch]) -> dict[str, float]:
+    def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
         if self.mode != "qpu":
             return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
         tasks = shots = 0

@@ -4,9 +4,9 @@
     ibm:ibm_kingston  SamplerV2 on the QPU through QiskitRuntimeService (credentials from the
                       environment, QISKIT_IBM_TOKEN [+ QISKIT_IBM_INSTANCE], or the saved account)
 
-A CompiledBatch becomes one PUB per qubit-wise-commuting measurement group (every binding in the
-PUB's parameter array), split over several jobs when circuits x shots exceed the 10 million
-executions IBM allows per Sampler job. Jobs carry the batch key as a job tag, so a process that
+A sampled batch becomes one PUB per measured circuit (every binding in the PUB's parameter array),
+split over several jobs when circuits x shots exceed the 10 million executions IBM allows per
+Sampler job. Jobs carry the batch key as a job tag, so a process that
 died between submitting and recording the job id can find its job again (`find`) instead of
 paying twice. Execution mode follows the job's shape: a recurrence whose next round trip depends on
 this one runs in a Session (low latency between iterations); a single wave runs as a Batch.
@@ -32,11 +32,11 @@ import warnings
 
 import numpy as np
 
-from qssm.backends.base import Backend, Handle, batch_seed
+from qssm.backends.base import Backend, Capabilities, Handle, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend
-from qssm.backends.sampling import bitarray_outcomes, expectations, measurement_groups, with_measurement
+from qssm.backends.sampling import broadcast, histograms, register_outcomes
 from qssm.errors import QssmError
-from qssm.pipeline.types import BatchResult, CompiledBatch
+from qssm.pipeline.types import BatchResult, CircuitBatch
 
 MAX_EXECUTIONS_PER_JOB = 10_000_000  # circuits x shots per Sampler job (IBM job limits)
 REP_DELAY_S = 250e-6  # default repetition delay of IBM devices
@@ -75,10 +75,10 @@ def _status_name(status) -> str:
 
 
 class IBMBackend(Backend):
-    exact_capable = False
-    deterministic = False
+    RUNTIME_OPTIONS = frozenset({"resilience_level", "twirling", "dynamical_decoupling"})
 
     def __init__(self, device: str, seed: int | None = None, service=None, options: dict | None = None):
+        super().__init__()
         self.name = f"ibm:{device}"
         self.seed = seed
         self.local = device.startswith("fake_")
@@ -97,11 +97,20 @@ class IBMBackend(Backend):
                                 "list yours with QiskitRuntimeService().backends()") from None
         self.target = self.device.target
         self.calibration = calibration(self.device)
-        self.max_shots = 100_000
-        self.options = dict(options or {})  # twirling, dynamical_decoupling (runtime pass-throughs)
-        self.iterative = True  # the recurrence feeds results into the next round trip: Session
+        self.runtime_options.update(options or {})
+        self.mode = "session"  # the recurrence feeds results into the next round trip
         self._mode = None
         self._jobs: dict[str, object] = {}  # job id -> job object submitted by this process
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(simulator=self.local, exact=False, deterministic=False, modes=("session", "batch"),
+                            find_by_tag=hasattr(self.service, "jobs"), native_estimator=self.resilience_level >= 0,
+                            runtime_options=self.RUNTIME_OPTIONS, max_shots=100_000,
+                            max_qubits=self.target.num_qubits, max_executions_per_job=MAX_EXECUTIONS_PER_JOB)
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
 
     # -- execution mode ---------------------------------------------------------------------------
     def _local_simulator(self, active: tuple[int, ...]):
@@ -118,7 +127,7 @@ class IBMBackend(Backend):
         if self._mode is None:
             from qiskit_ibm_runtime import Batch, Session
 
-            self._mode = (Session if self.iterative else Batch)(backend=self.device)
+            self._mode = (Session if self.mode == "session" else Batch)(backend=self.device)
         return self._mode
 
     def close(self) -> None:
@@ -135,44 +144,40 @@ class IBMBackend(Backend):
         primitive.options.environment.job_tags = [job_tag(key)]
         if self.seed is not None and self.local:
             primitive.options.simulator.seed_simulator = batch_seed(self.seed, key)
-        if self.options.get("twirling"):
+        if self.runtime_options.get("twirling"):
             primitive.options.twirling.enable_gates = True
             if twirl_measure:
                 primitive.options.twirling.enable_measure = True
-        if self.options.get("dynamical_decoupling"):
+        if self.runtime_options.get("dynamical_decoupling"):
             primitive.options.dynamical_decoupling.enable = True
         return primitive
 
-    def _sampler(self, key: str, active: tuple[int, ...] | None):
-        from qiskit_ibm_runtime import SamplerV2
-
-        return self._primitive(SamplerV2, key, active, twirl_measure=True)
-
     # -- the backend contract -----------------------------------------------------------------------
-    def prepared(self, batch: CompiledBatch):
-        """(circuit, observables, active qubits or None): local mode compacts onto active qubits."""
+    def prepared(self, batch: CircuitBatch):
+        """(circuits, observables, active qubits or None): local mode compacts onto the batch's
+        active qubits (one noise model for the batch)."""
         if not self.local:
-            return batch.circuit, batch.observables, None
-        from qssm.backends.aer import compact
+            return list(batch.circuits), list(batch.observables), None
+        from qssm.backends.aer import active_qubits, compact
 
-        return compact(batch.circuit, batch.observables)
+        active = tuple(sorted(set().union(*(active_qubits(c, batch.observables) for c in batch.circuits))))
+        small = [compact(c, batch.observables, active) for c in batch.circuits]
+        return [s[0] for s in small], small[0][1], active
 
-    def pubs(self, batch: CompiledBatch) -> list[list[tuple]]:
-        """PUBs per job: one per measurement group, chunked to the executions limit."""
-        if not batch.shots:
-            raise QssmError(f"{self.name} samples: set [backend] shots > 0")
-        circuit0, observables, _ = self.prepared(batch)
-        rows = batch.parameters if circuit0.num_parameters else None
+    def pubs(self, batch: CircuitBatch) -> list[list[tuple]]:
+        """PUBs per job: one per measured circuit (all its rows), chunked to the executions limit."""
+        circuits, _, _ = self.prepared(batch)
         n = len(batch.parameters)
         per_job = max(1, MAX_EXECUTIONS_PER_JOB // batch.shots)
         jobs: list[list[tuple]] = []
         current: list[tuple] = []
         room = per_job
-        for g in measurement_groups(observables):
-            circuit = with_measurement(circuit0, g)
+        for i, circuit in enumerate(circuits):
+            rows = batch.rows(i) if circuit.num_parameters else None
+            total = n if rows is not None else 1
             start = 0
-            while start < n:
-                take = min(room, n - start)
+            while start < total:
+                take = min(room, total - start)
                 current.append((circuit, None if rows is None else rows[start:start + take], batch.shots))
                 start += take
                 room -= take
@@ -185,7 +190,7 @@ class IBMBackend(Backend):
 
     @property
     def resilience_level(self) -> int:
-        return int(self.options.get("resilience_level", -1))
+        return int(self.runtime_options.get("resilience_level", -1))
 
     def _estimator(self, key: str, active: tuple[int, ...] | None, shots: int):
         """The runtime Estimator, for its resilience levels (TREX readout, ZNE, PEC on the server);
@@ -198,29 +203,31 @@ class IBMBackend(Backend):
             est.options.resilience_level = self.resilience_level
         return est
 
-    def submit(self, batch: CompiledBatch) -> Handle:
-        if self.resilience_level >= 0:
-            circuit, observables, active = self.prepared(batch)
-            rows = batch.parameters[:, None, :] if circuit.num_parameters else None
-            job = self._estimator(batch.key, active, batch.shots).run([(circuit, [observables], rows)])
+    def submit(self, batch: CircuitBatch) -> Handle:
+        if not batch.shots:
+            raise QssmError(f"{self.name} samples: set [backend] shots > 0")
+        circuits, observables, active = self.prepared(batch)
+        if not batch.sampled:  # native estimator (resilience levels)
+            rows = batch.rows()[:, None, :] if circuits[0].num_parameters else None
+            job = self._estimator(batch.key, active, batch.shots).run([(circuits[0], [observables], rows)])
             self._jobs[job.job_id()] = job
             return Handle(self.name, [job.job_id()], {"tag": job_tag(batch.key), "primitive": "estimator",
                                                       "submitted": time.time()})
+        from qiskit_ibm_runtime import SamplerV2
+
         ids = []
-        active = self.prepared(batch)[2]
         for pubs in self.pubs(batch):
-            job = self._sampler(batch.key, active).run(pubs)
+            job = self._primitive(SamplerV2, batch.key, active, twirl_measure=True).run(pubs)
             self._jobs[job.job_id()] = job
             ids.append(job.job_id())
         return Handle(self.name, ids, {"tag": job_tag(batch.key), "submitted": time.time()})
 
-    def find(self, batch: CompiledBatch) -> Handle | None:
+    def find(self, batch: CircuitBatch) -> Handle | None:
         """Jobs a previous process submitted for this batch (by job tag), if the service knows them."""
-        jobs_of = getattr(self.service, "jobs", None)
-        if jobs_of is None:
+        if not self.capabilities.find_by_tag:
             return None
-        found = jobs_of(job_tags=[job_tag(batch.key)], limit=100)
-        if found and self.resilience_level >= 0 and len(found) == 1:
+        found = self.service.jobs(job_tags=[job_tag(batch.key)], limit=100)
+        if found and not batch.sampled and len(found) == 1:
             return Handle(self.name, [found[0].job_id()], {"tag": job_tag(batch.key), "primitive": "estimator",
                                                            "found": True})
         if not found or len(found) != len(self.pubs(batch)):
@@ -231,9 +238,8 @@ class IBMBackend(Backend):
     def _job(self, job_id: str):
         if job_id in self._jobs:
             return self._jobs[job_id]
-        if hasattr(self.service, "job"):  # the runtime service (local mode has no retrieval)
-            return self.service.job(job_id)
-        return None
+        retrieve = getattr(self.service, "job", None)  # the runtime service (local mode has no retrieval)
+        return retrieve(job_id) if retrieve is not None else None
 
     def status(self, handle: Handle) -> str:
         states = []
@@ -245,51 +251,53 @@ class IBMBackend(Backend):
                 return s
         return "done"
 
-    def result(self, handle: Handle, batch: CompiledBatch | None = None) -> BatchResult:
-        if batch is None:
-            raise QssmError("IBMBackend.result needs the CompiledBatch to turn samples into expectation values")
-        if handle.meta.get("primitive") == "estimator":
-            job = self._job(handle.job_ids[0])
-            if job is None:
-                raise QssmError(f"IBM job {handle.job_ids[0]} is unknown to {self.name}; resubmit the batch")
-            data = job.result()[0].data
-            values = np.asarray(data.evs, dtype=float).reshape(len(batch.parameters), -1)
-            stderr = np.asarray(data.stds, dtype=float).reshape(values.shape)
-            return BatchResult(values, stderr, {"backend": self.name, "shots": batch.shots, "job_ids": list(handle.job_ids),
-                                                "primitive": "estimator", "resilience_level": self.resilience_level})
-        _, observables, active = self.prepared(batch)
-        groups = measurement_groups(observables)
-        outcomes: list[np.ndarray] = []
-        usage = 0.0
+    def result(self, handle: Handle, batch: CircuitBatch) -> BatchResult:
+        jobs = []
         for job_id in handle.job_ids:
             job = self._job(job_id)
             if job is None:
                 raise QssmError(f"IBM job {job_id} is unknown to this process and {self.name} cannot retrieve it; "
                                 "resubmit the batch")
-            for pub in job.result():
-                outcomes.append(bitarray_outcomes(pub.data.meas))
-            usage += float(getattr(job, "usage", lambda: 0.0)() or 0.0) if not self.local else 0.0
-        # PUBs were chunked by rows within each group: stitch the chunks back per group
-        per_group, k = [], 0
+            jobs.append(job)
+        if handle.meta.get("primitive") == "estimator":
+            data = jobs[0].result()[0].data
+            values = np.asarray(data.evs, dtype=float).reshape(len(batch.parameters), -1)
+            stderr = np.asarray(data.stds, dtype=float).reshape(values.shape)
+            return BatchResult(values, stderr, meta={"backend": self.name, "shots": batch.shots,
+                                                     "job_ids": list(handle.job_ids), "primitive": "estimator",
+                                                     "resilience_level": self.resilience_level})
+        circuits, _, _ = self.prepared(batch)
+        pubs = [pub for job in jobs for pub in job.result()]
+        usage = 0.0 if self.local else sum(float(getattr(job, "usage", lambda: 0.0)() or 0.0) for job in jobs)
+        # PUBs were chunked by rows within each circuit: stitch the chunks back per circuit
         n = len(batch.parameters)
-        for _ in groups:
+        counts, k = [], 0
+        for circuit in circuits:
+            total = n if circuit.num_parameters else 1
             parts, got = [], 0
-            while got < n:
-                parts.append(outcomes[k])
-                got += len(outcomes[k])
+            while got < total:
+                parts.append(register_outcomes(circuit, pubs[k].data))
+                got += len(parts[-1])
                 k += 1
-            per_group.append(np.concatenate(parts))
-        mitigate = None
-        if batch.meta.get("readout"):
-            from qssm.pipeline.mitigation import readout_corrector
-
-            mitigate = readout_corrector(batch.meta["readout"], qubits=active)  # keyed by circuit qubit
-        values, stderr = expectations(per_group, observables, groups, batch.shots, mitigate)
+            counts.append(broadcast(histograms(np.concatenate(parts), circuit.num_clbits), n))
         for job_id in handle.job_ids:
             self._jobs.pop(job_id, None)
-        return BatchResult(values, stderr, {"backend": self.name, "shots": batch.shots, "job_ids": list(handle.job_ids),
-                                            "measurement_groups": len(groups), "qpu_seconds": usage,
-                                            "cost_usd": usage * USD_PER_QPU_SECOND})
+        return BatchResult(counts=tuple(counts), meta={"backend": self.name, "shots": batch.shots,
+                                                       "job_ids": list(handle.job_ids), "qpu_seconds": usage,
+                                                       "cost_usd": usage * USD_PER_QPU_SECOND})
+
+    def failure_reason(self, handle: Handle) -> str | None:
+        for job_id in handle.job_ids:
+            job = self._job(job_id)
+            reason = getattr(job, "error_message", None) if job is not None else None
+            if callable(reason):
+                try:
+                    text = reason()
+                except Exception:  # noqa: BLE001 - a reason is a courtesy, never a new failure
+                    text = None
+                if text:
+                    return str(text)
+        return None
 
     def cancel(self, handle: Handle) -> None:
         for job_id in handle.job_ids:
@@ -297,25 +305,16 @@ class IBMBackend(Backend):
             if job is not None and _status_name(job.status()) in ("queued", "running"):
                 job.cancel()
 
-    def estimate_cost(self, batches: list[CompiledBatch]) -> dict[str, float]:
-        """QPU seconds from the job's size: per job overhead + circuits x shots x (rep delay +
+    def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
+        """QPU seconds from the job's size: per job overhead + executions x shots x (rep delay +
         circuit duration from the target's gate durations)."""
         seconds, jobs = 0.0, 0
         for b in batches:
-            groups = len(measurement_groups(b.observables))
             duration = float(b.meta.get("metrics", {}).get("duration_us") or 0.0) * 1e-6
-            seconds += len(b.parameters) * groups * (b.shots or 0) * (REP_DELAY_S + duration)
-            jobs += max(1, -(-len(b.parameters) * groups * (b.shots or 0) // MAX_EXECUTIONS_PER_JOB))
+            shots = b.executions * (b.shots or 0)
+            seconds += shots * (REP_DELAY_S + duration)
+            jobs += max(1, -(-shots // MAX_EXECUTIONS_PER_JOB))
         seconds += jobs * JOB_OVERHEAD_S
         usd = 0.0 if self.local else seconds * USD_PER_QPU_SECOND
         return {"usd": usd, "qpu_seconds": 0.0 if self.local else seconds, "tasks": float(jobs),
                 "qpu_seconds_if_real": seconds}
-
-    def sampler(self):
-        from qiskit_ibm_runtime import SamplerV2
-
-        # cut subexperiments keep the device width: local mode runs them on the full snapshot
-        sampler = SamplerV2(mode=self._execution_mode())
-        if self.seed is not None and self.local:
-            sampler.options.simulator.seed_simulator = self.seed
-        return sampler

@@ -40,7 +40,10 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
 
 
 def is_simulator(name: str) -> bool:
-    """Backends that cost nothing and run here: everything but real QPUs."""
+    """Backends that cost nothing and run here: everything but real QPUs (known from the name alone,
+    so asking needs no credentials). Unknown names get the unknown-backend error."""
     kind, _, rest = name.partition(":")
+    if not ((kind == "exact" and not rest) or kind == "aer" or (kind in ("ibm", "braket") and rest)):
+        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
     return kind in ("exact", "aer") or (kind == "ibm" and rest.startswith("fake_")) or (
         kind == "braket" and rest.startswith("local"))

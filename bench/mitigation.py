@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 
 from qssm.jobs.spec import parse_spec
-from qssm.pipeline.inference import build_runner, run_inference
+from qssm.models import checkpoint
+from qssm.pipeline.build import build_pipeline
+from qssm.pipeline.inference import backend_for, run_inference
+from qssm.pipeline.mitigation import mitigation_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
@@ -34,10 +37,10 @@ def run(device: str, mitigation: dict, seed: int, args, layout: str = "default")
            "backend": {"name": device, "shots": args.shots, "seed_simulator": seed, "layout": layout},
            "mitigation": mitigation}
     spec = parse_spec(raw)
-    runner = build_runner(spec)
-    r = run_inference(spec, runner=runner, progress=False)
-    r["mitigation_report"] = runner.mitigation.report() if runner.mitigation else None
-    r["layout_report"] = runner.layout_report
+    pipeline = build_pipeline(spec, backend_for(spec), model=checkpoint.load(spec.checkpoint)[0])
+    r = run_inference(spec, pipeline=pipeline, progress=False)
+    r["mitigation_report"] = {row["setting"]: row for row in mitigation_report(pipeline)} or None
+    r["layout_report"] = pipeline.layout_report
     return r
 
 

@@ -86,12 +86,11 @@ def qssm_compile(templates, rows, target, seed: int):
     """The pipeline's compile stage with a cold cache: each template transpiled once, T rows bound
     (the rows travel with the ISA circuit; the primitive binds them natively)."""
     from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.types import CircuitBatch
+    from qssm.pipeline.plan import make_batch
 
-    backend = SimpleNamespace(name="fake_fez", calibration="bench", target=target, max_shots=None)
+    backend = SimpleNamespace(name="fake_fez", calibration="bench", target=target, fingerprint=dict)
     cache, options = CompileCache(), CompileOptions(2, seed)
-    out = [compile_batch(CircuitBatch(t, r, np.arange(len(r)), None), backend, options, cache)
-           for t, r in zip(templates, rows)]
+    out = [compile_batch(make_batch(t, r, None), backend, options, cache) for t, r in zip(templates, rows)]
     assert cache.transpile_calls == len(templates)
     return out
 
@@ -106,7 +105,7 @@ def per_token_transpile(templates, rows, pm, tokens):
 def python_bind(compiled):
     """Transpile-once, then bind every row into a concrete ISA circuit in Python (for reference)."""
     for cb in compiled:
-        for row in cb.parameters:
+        for row in cb.rows():
             cb.circuit.assign_parameters(row)
 
 
@@ -143,17 +142,16 @@ def rows_compile(model, s: Settings) -> list[C.Row]:
 # ---- b: noisy dry run -----------------------------------------------------------------------
 
 
-class CountingDispatch:
-    """Wraps a runner's dispatch: keeps the compiled batches sent and their results."""
+class DispatchRecorder:
+    """A pipeline observer: keeps every batch dispatched and its result."""
 
-    def __init__(self, inner):
-        self.inner, self.batches, self.results = inner, [], []
+    def __init__(self):
+        self.batches, self.results = [], []
 
-    def __call__(self, compiled):
-        out = self.inner(compiled)
-        self.batches += list(compiled)
-        self.results += list(out)
-        return out
+    def __call__(self, event):
+        if event.stage == "dispatch":
+            self.batches += list(event.batches)
+            self.results += list(event.results)
 
     @property
     def bindings(self) -> int:
@@ -161,30 +159,24 @@ class CountingDispatch:
 
 
 def qssm_noisy(backend: str, n_seqs: int, shots: int, seed: int):
-    """One run_inference through the pipeline; returns (seconds, dispatch counter, report, runner)."""
+    """One run_inference through the pipeline; returns (seconds, dispatch recorder, report, pipeline)."""
     from qssm.jobs.spec import parse_spec
-    from qssm.pipeline.inference import build_runner, run_inference
+    from qssm.pipeline.build import build_pipeline
+    from qssm.pipeline.inference import backend_for, run_inference
 
     spec = parse_spec({"model": {"checkpoint": str(C.CHECKPOINT)}, "data": {"n": n_seqs},
                        "backend": {"name": backend, "shots": shots, "seed_transpiler": seed}})
-    runner = build_runner(spec)
-    runner.dispatch = counter = CountingDispatch(runner.dispatch)
+    pipeline = build_pipeline(spec, backend_for(spec))
+    pipeline.observe(recorder := DispatchRecorder())
     start = time.perf_counter()
-    report = run_inference(spec, runner=runner, progress=False)
-    return time.perf_counter() - start, counter, report, runner
+    report = run_inference(spec, pipeline=pipeline, progress=False)
+    return time.perf_counter() - start, recorder, report, pipeline
 
 
-def measured_circuit(cb):
-    """The ISA circuit with each observable's (single, Z) qubit measured into classical bit i."""
-    from qiskit import ClassicalRegister
-
-    qubits = [int(np.flatnonzero(o.paulis.z[0] | o.paulis.x[0])[0]) for o in cb.observables]
-    qc = cb.circuit.copy()
-    creg = ClassicalRegister(len(qubits), "c")
-    qc.add_register(creg)
-    for i, q in enumerate(qubits):
-        qc.measure(q, creg[i])
-    return qc
+def clbit_z(counts: np.ndarray, num_clbits: int) -> np.ndarray:
+    """<Z> of each clbit from one row's outcome histogram."""
+    idx = np.arange(len(counts))
+    return np.array([(counts * (1 - 2 * ((idx >> k) & 1))).sum() / counts.sum() for k in range(num_clbits)])
 
 
 def naive_job(fake, qc, row, shots: int) -> np.ndarray:
@@ -197,7 +189,7 @@ def naive_job(fake, qc, row, shots: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         sampler = SamplerV2(mode=fake)
-    counts = sampler.run([qc.assign_parameters(row)], shots=shots).result()[0].data.c.get_counts()
+    counts = sampler.run([qc.assign_parameters(row)], shots=shots).result()[0].data.meas.get_counts()
     n = qc.cregs[-1].size
     z = np.zeros(n)
     for bits, c in counts.items():
@@ -206,14 +198,11 @@ def naive_job(fake, qc, row, shots: int) -> np.ndarray:
 
 
 def subset(picked) -> list:
-    """The picked (compiled batch, row) bindings regrouped as compiled batches of those rows only."""
-    from qssm.pipeline.types import CompiledBatch
-
+    """The picked (dispatched batch, row) bindings regrouped as batches of those rows only."""
     groups: dict[int, tuple] = {}
     for cb, r in picked:
         groups.setdefault(id(cb), (cb, []))[1].append(r)
-    return [CompiledBatch(f"{cb.key}:{rs}", cb.circuit, cb.parameters[rs], cb.observables, cb.shots, cb.meta)
-            for cb, rs in groups.values()]
+    return [cb.derive(parameters=cb.parameters[rs], key=f"{cb.key}:{rs}") for cb, rs in groups.values()]
 
 
 def rows_noisy(s: Settings) -> list[C.Row]:
@@ -223,19 +212,19 @@ def rows_noisy(s: Settings) -> list[C.Row]:
     runs = [qssm_noisy(backend, s.noisy_sequences, s.noisy_shots, s.seed_transpiler)
             for _ in range(s.noisy_repeats)]
     per_binding = C.median([sec / counter.bindings for sec, counter, _, _ in runs])
-    _, counter, report, runner = runs[-1]
-    # the naive script runs bindings qssm dispatched (same ISA circuits, rows, shots), one job each
+    _, counter, report, pipeline = runs[-1]
+    # the naive script runs bindings qssm dispatched (same measured ISA circuits, rows, shots), one job each
     flat = [(cb, res, r) for cb, res in zip(counter.batches, counter.results) for r in range(len(cb.parameters))]
     pick = np.linspace(0, len(flat) - 1, min(s.naive_bindings, len(flat))).round().astype(int)
     fake = fake_backend(s.noisy_device)  # built once, outside the timing (generous to the baseline)
-    measured, job_times, diffs = {}, [], []
+    job_times, diffs = [], []
     for k in pick:
         cb, res, r = flat[k]
-        qc = measured.setdefault(id(cb), measured_circuit(cb))
+        qc = cb.circuits[0]
         start = time.perf_counter()
-        z = naive_job(fake, qc, cb.parameters[r], s.noisy_shots)
+        z = naive_job(fake, qc, cb.rows(0)[r], s.noisy_shots)
         job_times.append(time.perf_counter() - start)
-        diffs.append(float(np.abs(z - res.values[r]).max()))
+        diffs.append(float(np.abs(z - clbit_z(res.counts[0][r], qc.num_clbits)).max()))
     # both estimate the same noisy <Z> with `shots` each: |diff| <= 5 * sqrt(2) * stderr(<= 1/sqrt(shots))
     tol = 5 * np.sqrt(2 / s.noisy_shots)
     assert max(diffs) < tol, f"naive and qssm disagree on the same bindings: {max(diffs):.3f} >= {tol:.3f}"
@@ -243,7 +232,7 @@ def rows_noisy(s: Settings) -> list[C.Row]:
     ratio = naive / per_binding
     # like for like at equal count: the same few bindings through qssm's backend in one submission
     few = subset([flat[k][::2] for k in pick])
-    t_few = C.median(C.times(lambda: runner.backend.run(few), s.noisy_repeats, warmup=0))
+    t_few = C.median(C.times(lambda: pipeline.backend.run(few), s.noisy_repeats, warmup=0))
     note = (f"qssm: {counter.bindings} bindings per run ({s.noisy_sequences} seq x T={report['T']}: token table "
             f"+ {report['round_trips']} round trip, {report['transpile_calls']} transpiles), end-to-end wall "
             f"incl. the exact reference forward; naive: {len(pick)} of those bindings, one job each "
@@ -268,14 +257,12 @@ def rows_noisy(s: Settings) -> list[C.Row]:
 
 @torch.no_grad()
 def rows_exact(model, s: Settings) -> list[C.Row]:
-    from qssm.backends.registry import get_backend
-    from qssm.pipeline.evaluator import PipelineEvaluator
-    from qssm.pipeline.runner import Runner
+    from qssm.pipeline.inference import evaluator_for
 
     tokens = test_set(model.cfg.task).inputs[: s.exact_batch]
     B, T = tokens.shape
     pl = C.PennyLaneEvaluator(model)
-    pipe = PipelineEvaluator(Runner(get_backend("exact")))
+    pipe = evaluator_for("exact")
     ref = model(tokens)
     err_pl = float((model(tokens, pl) - ref).abs().max())
     err_pipe = float((model(tokens, pipe) - ref).abs().max())
@@ -315,37 +302,28 @@ def rows_exact(model, s: Settings) -> list[C.Row]:
 # ---- d: round trips -------------------------------------------------------------------------
 
 
-class PhaseCounter:
-    """Splits a PipelineEvaluator's round trips into prefill (T > 1 inputs) and decode (T == 1)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.trips = {"prefill": 0, "decode": 0}
-
-    def evaluate(self, calls):
-        phase = "decode" if calls[0].inputs.shape[-2] == 1 else "prefill"
-        before = self.inner.round_trips
-        out = self.inner.evaluate(calls)
-        self.trips[phase] += self.inner.round_trips - before
-        return out
-
-
 @torch.no_grad()
 def count_trips(model, prompt: torch.Tensor, n_new: int, token_table: bool) -> dict:
-    from qssm.backends.registry import get_backend
     from qssm.pipeline.evaluator import PipelineEvaluator
-    from qssm.pipeline.runner import Runner
+    from qssm.pipeline.inference import evaluator_for
     from qssm.pipeline.token_table import build_token_table
 
-    runner = Runner(get_backend("exact"))  # an exact execute: counting only
-    table = build_token_table(model, PipelineEvaluator(runner), "exact") if token_table else None
-    ev = PipelineEvaluator(runner, token_table=table)
-    counter = PhaseCounter(ev)
-    out = model.generate(prompt, n_new, counter)
+    ev = evaluator_for("exact")  # an exact pipeline: counting only
+    table = build_token_table(model, PipelineEvaluator(ev.execute, counter="table_round_trips"),
+                              "exact") if token_table else None
+    ev.token_table = table
+    trips = {"prefill": 0, "decode": 0}
+
+    def phase(event):  # a plan observer (after the table): decode round trips plan one row per sequence
+        if event.stage == "plan":
+            trips["decode" if len(event.batches[0].inverse) == len(prompt) else "prefill"] += 1
+
+    ev.execute.observe(phase)
+    out = model.generate(prompt, n_new, ev)
     assert torch.equal(out, model.generate(prompt, n_new)), "pipeline generation differs from exact"
-    assert ev.round_trips == sum(counter.trips.values())
-    return {"prefill": counter.trips["prefill"], "decode_per_token": counter.trips["decode"] / n_new,
-            "transpile_calls": runner.transpile_calls}
+    assert ev.round_trips == sum(trips.values())
+    return {"prefill": trips["prefill"], "decode_per_token": trips["decode"] / n_new,
+            "transpile_calls": ev.tracker.totals["transpile_calls"]}
 
 
 def rows_trips(model, s: Settings) -> list[C.Row]:

@@ -14,26 +14,23 @@ import sys
 from pathlib import Path
 
 from qssm.backends.base import Backend
-from qssm.backends.registry import get_backend
 from qssm.errors import QssmError
-from qssm.jobs.cost import check_budget, preflight
-from qssm.jobs.dispatch import JobFailed, StoreDispatcher
+from qssm.jobs.dispatch import JobCancelled, JobFailed, StoreDispatcher
+from qssm.jobs.preflight import preflight
 from qssm.jobs.retry import PermanentError, RetryPolicy
 from qssm.jobs.spec import JobSpec
 from qssm.jobs.store import JobStore
-
-
-def backend_for(spec: JobSpec) -> Backend:
-    return get_backend(spec.backend.name, seed=spec.backend.seed_simulator)  # build_runner applies options
+from qssm.pipeline.inference import backend_for
+from qssm.pipeline.tracker import Tracker
 
 
 def create_job(store: JobStore, spec: JobSpec, yes: bool = False, backend: Backend | None = None) -> tuple[str, dict]:
-    from qssm.pipeline.inference import build_runner
+    """The preflight (checks, price, budget) and then, only if it passes, the job's record."""
+    from qssm.models import checkpoint
 
     backend = backend or backend_for(spec)
-    build_runner(spec, backend=backend)  # the run's own checks (shots vs device limits, ...) before anything is stored
-    estimate = preflight(spec, backend)
-    check_budget(spec, estimate, yes)
+    model, _ = checkpoint.load(spec.checkpoint)
+    estimate = preflight(spec, backend, model, price=True, yes=yes)
     job_id = store.create_job(raw_spec(spec), backend.name, spec.source, estimate)
     return job_id, estimate
 
@@ -47,7 +44,7 @@ def raw_spec(spec: JobSpec) -> dict:
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
             policy: RetryPolicy | None = None, log=None) -> dict:
-    from qssm.pipeline.inference import build_runner, run_inference
+    from qssm.pipeline.inference import run_inference
 
     job = store.job(job_id)
     if job["status"] == "done":
@@ -60,24 +57,45 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
     try:
         spec = store.job_spec(job_id)
         backend = backend or backend_for(spec)
-        dispatch = StoreDispatcher(store, job_id, backend, policy=policy, log=log)
+        tracker = Tracker()
+        dispatch = StoreDispatcher(store, job_id, backend, policy=policy, log=log, tracker=tracker)
         try:
-            report = run_inference(spec, runner=build_runner(spec, dispatch, backend=backend), progress=progress)
+            report = run_inference(spec, dispatch=dispatch, progress=progress, backend=backend, tracker=tracker)
         except (JobFailed, PermanentError) as e:
             store.set_status(job_id, "failed", error=str(e))
             raise QssmError(f"job {job_id} failed: {e}") from None
-        report.update(job_id=job_id, reused_batches=dispatch.reused, submitted_batches=dispatch.submitted,
-                      retries=dispatch.retries, estimate=job["estimate"], **{f"store_{k}": v for k, v in
-                                                                              store.totals(job_id).items()})
-        if store.job(job_id)["status"] == "cancelled":
+        except JobCancelled:
+            # stopped at a batch boundary: what finished stays readable as a partial result
+            report = partial_report(store, job_id, tracker)
+            store.set_status(job_id, "cancelled", report=report)
+            return report
+        report.update(job_id=job_id, estimate=job["estimate"], **{f"store_{k}": v for k, v in
+                                                                   store.totals(job_id).items()})
+        if store.job(job_id)["status"] == "cancelled":  # cancelled after the last batch: keep the paid result
+            report.update(cancelled=True, partial=False)
+            store.set_status(job_id, "cancelled", report=report)
             return report
         store.set_status(job_id, "done", report=report)
         return report
     finally:
         store.release(job_id)
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        if backend is not None:
+            backend.close()
+
+
+def partial_report(store: JobStore, job_id: str, tracker: Tracker) -> dict:
+    """What a cancelled job finished: its batches (template, status, shape) and its run statistics."""
+    finished = []
+    for key, wave, pos, status, *_ in store.batches(job_id):
+        if status == "done":
+            rec = store.batch(job_id, key)
+            shape = list(rec.result.values.shape) if rec.result.values is not None else [len(rec.result.counts)]
+            finished.append({"key": key, "round_trip": wave, "position": pos,
+                             "template": rec.result.meta.get("template"), "shape": shape})
+    job = store.job(job_id)
+    return {"job_id": job_id, "backend": job["backend"], "cancelled": True, "partial": True,
+            "finished_batches": finished, **tracker.summary(),
+            **{f"store_{k}": v for k, v in store.totals(job_id).items()}}
 
 
 def spawn_worker(store: JobStore, job_id: str) -> int:

@@ -14,6 +14,7 @@
     optimization_level = 2
     seed_transpiler = 7
     seed_simulator = 1
+    cluster = "local:2"    # simulators only: batches on a Dask cluster (or "tcp://host:8786")
 
     [split]
     cutting = "auto"       # off | auto | force
@@ -58,6 +59,7 @@ class BackendSpec:
     seed_transpiler: int = 7
     seed_simulator: int = 1
     layout: str = "default"  # default | noise_aware (pipeline.layout: lowest-error connected qubits)
+    cluster: str = ""  # run simulator batches on Dask: "local:N" workers or a scheduler address "tcp://host:8786"
 
 
 @dataclass(frozen=True)

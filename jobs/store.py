@@ -76,14 +76,22 @@ def _alive(owner: str | None, heartbeat: float | None) -> bool:
     return heartbeat is not None and time.time() - heartbeat < LEASE_SECONDS
 
 
-def _npy(a: np.ndarray) -> bytes:
+def _result_blob(result: BatchResult) -> bytes:
+    """A result's arrays (values, stderr, per-circuit outcome histograms) as one .npz, no pickles."""
+    arrays = {f"counts_{i}": np.ascontiguousarray(c) for i, c in enumerate(result.counts)}
+    if result.values is not None:
+        arrays.update(values=np.ascontiguousarray(result.values), stderr=np.ascontiguousarray(result.stderr))
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    np.savez(buf, **arrays)
     return buf.getvalue()
 
 
-def _array(b: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(b), allow_pickle=False)
+def _result(blob: bytes, meta: str | None) -> BatchResult:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        counts = tuple(z[f"counts_{i}"] for i in range(sum(k.startswith("counts_") for k in z.files)))
+        values = z["values"] if "values" in z.files else None
+        stderr = z["stderr"] if "stderr" in z.files else None
+    return BatchResult(values, stderr, counts, json.loads(meta or "{}"))
 
 
 def _json(obj) -> str:
@@ -206,7 +214,7 @@ class JobStore:
         handle = Handle(**json.loads(row[4])) if row[4] else None
         result = None
         if row[3] == "done":
-            result = BatchResult(_array(row[5]), _array(row[6]), json.loads(row[7] or "{}"))
+            result = _result(row[5], row[7])
         return BatchRecord(row[0], row[1], row[2], row[3], handle, result, row[8], row[9])
 
     def batches(self, job_id: str) -> list[tuple]:
@@ -239,7 +247,7 @@ class JobStore:
                        "cost_usd) VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT(job_id, key) DO UPDATE SET "
                        'status = \'done\', "values" = excluded."values", stderr = excluded.stderr, '
                        "meta = excluded.meta, finished = excluded.finished, cost_usd = excluded.cost_usd, error = NULL",
-                       (job_id, key, wave, position, _npy(result.values), _npy(result.stderr), _json(result.meta),
+                       (job_id, key, wave, position, _result_blob(result), None, _json(result.meta),
                         time.time(), float(result.meta.get("cost_usd", 0.0))))
 
     def record_failure(self, job_id: str, key: str, message: str) -> None:
@@ -257,11 +265,11 @@ class JobStore:
     def cached(self, backend: str, key: str) -> BatchResult | None:
         row = self.db.execute('SELECT "values", stderr, meta FROM cache WHERE backend = ? AND key = ?',
                               (backend, key)).fetchone()
-        return None if row is None else BatchResult(_array(row[0]), _array(row[1]), json.loads(row[2]))
+        return None if row is None else _result(row[0], row[2])
 
     def cache(self, backend: str, key: str, result: BatchResult) -> None:
         self.db.execute('INSERT OR REPLACE INTO cache (backend, key, "values", stderr, meta) VALUES (?, ?, ?, ?, ?)',
-                        (backend, key, _npy(result.values), _npy(result.stderr), _json(result.meta)))
+                        (backend, key, _result_blob(result), None, _json(result.meta)))
 
     def totals(self, job_id: str) -> dict:
         row = self.db.execute("SELECT COUNT(*), SUM(status = 'done'), SUM(attempts), SUM(cost_usd) FROM batches "

@@ -1,20 +1,21 @@
-"""compile: transpile each template once per target, bind many.
+"""compile: transpile each circuit once per target, bind many (docs/architecture.md, "compile").
 
-ISA circuits are cached by (template hash, backend name, calibration, options), so the number of
-transpile calls in a run depends on the model's templates only, never on the number of tokens or
-sequences. Observables are mapped through the ISA circuit's final layout onto physical qubits, and
-parameter rows are reordered if the ISA circuit orders its parameters differently.
+ISA circuits are cached by (template hash or circuit digest, backend, calibration, options), so the
+number of transpile calls in a run depends on the model's templates only, never on the number of
+tokens or sequences. Observables are mapped through the ISA circuit's final layout onto physical
+qubits, and each circuit's parameter columns follow the ISA circuit's parameter order (the rows
+themselves are never copied). Backends whose target is None (logical simulators) run the circuits
+as they are: no transpilation.
 
-Backends whose target is None (logical simulators) run the template as it is: no transpilation.
-
-The CompiledBatch key hashes the ISA circuit's OpenQASM 3 text, not its QPY bytes: QPY stores
-each Parameter's random UUID, so the same circuit built in two processes would get two keys and a
+The batch key hashes the ISA circuits' OpenQASM 3 text, not their QPY bytes: QPY stores each
+Parameter's random UUID, so the same circuit built in two processes would get two keys and a
 resumed run could not find its finished batches in the job store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,10 @@ from qiskit.transpiler import generate_preset_pass_manager
 
 from qssm.errors import QssmError
 from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout
-from qssm.pipeline.types import CircuitBatch, CompiledBatch, Template
+from qssm.pipeline.stages import first, map_batches
+from qssm.pipeline.types import CircuitBatch, Template
+
+KEY_VERSION = b"qssm-batch-v2"
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,11 @@ class CompileOptions:
 
 @dataclass
 class Compiled:
-    """One template transpiled for one target."""
+    """One circuit transpiled for one target."""
 
     circuit: QuantumCircuit  # ISA circuit (or the logical circuit for target-less backends)
     observables: list[SparsePauliOp]  # over circuit.num_qubits
-    columns: np.ndarray | None  # template row column feeding each ISA parameter; None = same order
+    columns: np.ndarray | None  # logical parameter position feeding each ISA parameter; None = same order
     layout: list[int]  # physical qubit holding each logical qubit at the end
     digest: str  # sha256 of the circuit's OpenQASM 3 text
     metrics: dict
@@ -62,11 +66,11 @@ def circuit_digest(circuit: QuantumCircuit) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_width(template: Template, backend) -> None:
+def check_width(name: str, circuit: QuantumCircuit, backend) -> None:
     target = backend.target
-    if target is not None and template.circuit.num_qubits > target.num_qubits:
+    if target is not None and circuit.num_qubits > target.num_qubits:
         raise QssmError(
-            f"template {template.name} needs {template.circuit.num_qubits} qubits but backend {backend.name} "
+            f"template {name} needs {circuit.num_qubits} qubits but backend {backend.name} "
             f"has {target.num_qubits}; enable cutting with [split] cutting = \"auto\"")
 
 
@@ -84,80 +88,126 @@ def transpile(circuit: QuantumCircuit, target, options: CompileOptions) -> tuple
     return isa, counter.swaps
 
 
-def _columns(template: Template, circuit: QuantumCircuit) -> np.ndarray | None:
-    logical, isa = list(template.circuit.parameters), list(circuit.parameters)
-    if set(logical) != set(isa):
-        lost = sorted(p.name for p in set(logical) - set(isa))
-        raise QssmError(f"transpiling {template.name} changed its inputs (lost {lost[:4]}); "
+def _columns(logical: QuantumCircuit, isa: QuantumCircuit, name: str) -> np.ndarray | None:
+    before, after = list(logical.parameters), list(isa.parameters)
+    if set(before) != set(after):
+        lost = sorted(p.name for p in set(before) - set(after))
+        raise QssmError(f"transpiling {name} changed its inputs (lost {lost[:4]}); "
                         "use a lower [backend] optimization_level")
-    if logical == isa:
+    if before == after:
         return None
-    pos = {p: i for i, p in enumerate(logical)}
-    return np.array([pos[p] for p in isa], dtype=np.int64)
+    pos = {p: i for i, p in enumerate(before)}
+    return np.array([pos[p] for p in after], dtype=np.int64)
 
 
-def compile_template(template: Template, backend, options: CompileOptions) -> Compiled:
-    """Transpile one template for `backend` (uncached; CompileCache.get caches it)."""
-    obs = [SparsePauliOp(label) for label in template.observables]
-    logical = template.circuit
+def compile_circuit(circuit: QuantumCircuit, observables: tuple[str, ...], backend, options: CompileOptions,
+                    name: str = "") -> Compiled:
+    """Transpile one circuit for `backend` (uncached; CompileCache.get caches it)."""
+    name = name or circuit.name
+    obs = [SparsePauliOp(label) for label in observables]
     target = backend.target
     if target is None:  # logical simulators run the circuit as it is
-        return Compiled(logical, obs, None, list(range(logical.num_qubits)), circuit_digest(logical), {})
-    check_width(template, backend)
+        return Compiled(circuit, obs, None, list(range(circuit.num_qubits)), circuit_digest(circuit), {})
+    check_width(name, circuit, backend)
     start = time.perf_counter()
-    isa, swaps = transpile(logical, target, options)
+    isa, swaps = transpile(circuit, target, options)
     seconds = time.perf_counter() - start
     mapped = [o.apply_layout(isa.layout) for o in obs]
     layout = final_layout(isa)
-    metrics = circuit_metrics(isa, target, swaps=swaps, logical=logical, measured=layout)
+    measured = layout if obs else []  # circuits that measure themselves pay their readout in their gates
+    metrics = circuit_metrics(isa, target, swaps=swaps, logical=circuit, measured=measured)
     metrics["transpile_seconds"] = seconds
-    return Compiled(isa, mapped, _columns(template, isa), layout, circuit_digest(isa), metrics, seconds)
+    return Compiled(isa, mapped, _columns(circuit, isa, name), layout, circuit_digest(isa), metrics, seconds)
+
+
+def compile_template(template: Template, backend, options: CompileOptions) -> Compiled:
+    return compile_circuit(template.circuit, template.observables, backend, options, template.name)
 
 
 class CompileCache:
-    """ISA circuits per (template hash, backend, calibration, options); counts real transpiles."""
+    """ISA circuits per (content, backend, calibration, options); counts real transpiles."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracker=None) -> None:
+        self.tracker = tracker  # counts transpile calls wherever they happen (compile, or split's cut decision)
         self._compiled: dict[tuple, Compiled] = {}
         self.transpile_calls = 0
         self.transpile_seconds = 0.0
         self.cut_decisions: dict[tuple, object] = {}  # memo for pipeline.cutting.should_cut
 
     def get(self, template: Template, backend, options: CompileOptions) -> Compiled:
-        key = (template.hash, backend.name, backend.calibration, options)
+        return self._get(template.hash, template.circuit, template.observables, template.name, backend, options)
+
+    def circuit(self, circuit: QuantumCircuit, backend, options: CompileOptions) -> Compiled:
+        """A circuit without a template (cut subexperiments): keyed by its own digest."""
+        return self._get(circuit_digest(circuit), circuit, (), circuit.name, backend, options)
+
+    def _get(self, content: str, circuit, observables, name, backend, options) -> Compiled:
+        key = (content, backend.name, backend.calibration, options)
         if key not in self._compiled:
-            compiled = compile_template(template, backend, options)
+            compiled = compile_circuit(circuit, observables, backend, options, name)
             if backend.target is not None:
                 self.transpile_calls += 1
                 self.transpile_seconds += compiled.seconds
+                if self.tracker is not None:
+                    self.tracker.add(transpile_calls=1)
             self._compiled[key] = compiled
         return self._compiled[key]
 
 
-def check_shots(shots: int | None, backend) -> None:
-    if shots is None:
-        return
-    if shots < 0:
-        raise QssmError(f"shots must be >= 0, got {shots}")
-    if backend.max_shots is not None and shots > backend.max_shots:
-        raise QssmError(f"{shots} shots exceed backend {backend.name}'s limit of {backend.max_shots} shots per "
-                        f"circuit; set [backend] shots to at most {backend.max_shots}")
-
-
-def compile_batch(batch: CircuitBatch, backend, options: CompileOptions, cache: CompileCache) -> CompiledBatch:
-    check_shots(batch.shots, backend)
-    c = cache.get(batch.template, backend, options)
-    rows = np.asarray(batch.parameters, dtype=np.float64).reshape(len(batch.parameters), -1)
-    if rows.shape[1] != batch.template.circuit.num_parameters:
-        raise QssmError(f"template {batch.template.name} takes {batch.template.circuit.num_parameters} inputs, "
-                        f"got parameter rows of width {rows.shape[1]}")
-    rows = np.ascontiguousarray(rows if c.columns is None else rows[:, c.columns])
-    h = hashlib.sha256(b"qssm-compiled-batch-v1")
-    for part in (c.digest, backend.name, backend.calibration, repr(options), repr(batch.shots),
-                 repr(rows.shape), *(f"{o.paulis.to_labels()}{o.coeffs.tolist()}" for o in c.observables)):
+def batch_key(batch: CircuitBatch, backend, options: CompileOptions, digests: list[str]) -> str:
+    """A content hash of everything that determines a compiled batch's result."""
+    h = hashlib.sha256(KEY_VERSION)
+    cols = [None if c is None else np.asarray(c).tolist() for c in batch.columns]
+    for part in (backend.name, backend.calibration, json.dumps(backend.fingerprint(), sort_keys=True),
+                 repr(options), repr(batch.shots), repr(batch.parameters.shape), *digests, json.dumps(cols),
+                 *(f"{o.paulis.to_labels()}{o.coeffs.tolist()}" for o in batch.observables)):
         h.update(part.encode())
         h.update(b"\0")
-    h.update(rows.tobytes())
-    meta = {"template": batch.template.name, "template_hash": batch.template.hash, "layout": list(c.layout),
-            "metrics": dict(c.metrics)}
-    return CompiledBatch(h.hexdigest(), c.circuit, rows, list(c.observables), batch.shots, meta)
+    h.update(np.ascontiguousarray(batch.parameters, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def compile_batch(batch: CircuitBatch, backend, options: CompileOptions, cache: CompileCache) -> CircuitBatch:
+    """A planned batch -> the same batch on the target: ISA circuits, mapped observables, parameter
+    columns in each ISA circuit's order, and its content key."""
+    t = batch.template
+    rows = np.ascontiguousarray(np.asarray(batch.parameters, dtype=np.float64).reshape(len(batch.parameters), -1))
+    circuits, columns, digests = [], [], []
+    observables = batch.observables
+    meta = {}
+    for i, circuit in enumerate(batch.circuits):
+        c = cache.get(t, backend, options) if t is not None and i == 0 else cache.circuit(circuit, backend, options)
+        given = batch.columns[i] if i < len(batch.columns) else None
+        width = circuit.num_parameters if given is None else len(given)
+        if given is None and rows.shape[1] != width:
+            raise QssmError(f"template {batch.meta.get('template', circuit.name)} takes {width} inputs, "
+                            f"got parameter rows of width {rows.shape[1]}")
+        base = np.arange(width) if given is None else np.asarray(given)
+        cols = None if c.columns is None and given is None else base[c.columns if c.columns is not None else slice(None)]
+        circuits.append(c.circuit)
+        columns.append(cols)
+        digests.append(c.digest)
+        if i == 0:
+            if batch.observables:
+                observables = tuple(c.observables)
+            meta = {"layout": list(c.layout), "metrics": dict(c.metrics)}
+    if t is not None:
+        meta.update(template=t.name, template_hash=t.hash)
+    out = batch.derive(circuits=tuple(circuits), parameters=rows, observables=observables,
+                       columns=tuple(columns) if any(c is not None for c in columns) else (), meta=meta)
+    out.key = batch_key(out, backend, options, digests)
+    return out
+
+
+class Compile:
+    """The compile stage."""
+
+    name = "compile"
+
+    def __init__(self, backend, options: CompileOptions | None = None, cache: CompileCache | None = None):
+        self.backend = backend
+        self.options = options or CompileOptions()
+        self.cache = cache or CompileCache()
+
+    def __call__(self, batches: list[CircuitBatch]):
+        return map_batches(batches, lambda b: ([compile_batch(b, self.backend, self.options, self.cache)], first))

@@ -2,7 +2,12 @@
 
     labels = choose_partition(circuit, max_width)            # networkx, fewest cut 2q gates
     plan = plan_cut(circuit, observables, max_width, budget)  # cuts + sampling overhead, or None
-    values, stderr = run_cut(circuit, observables, rows, plan, sampler, shots)
+    experiments = cut_experiments(circuit, observables, plan) # logical subexperiments (addon)
+    values, stderr = reconstruct(counts, experiments, rows, shots)  # from their outcome histograms
+
+`CutSplit` is the pipeline's split stage: a cut template becomes one batch of its subexperiments,
+which the compile stage transpiles (once per subexperiment and target) and dispatch runs like any
+other batch (job store, retries, cost, readout mitigation); its post-processing reconstructs.
 
 Decision (`should_cut`): "off" never cuts; "force" always cuts; "auto" cuts when the template is
 wider than the target, or when cutting it in two removes routing swaps within the sampling-overhead
@@ -11,8 +16,8 @@ the shots needed for a given standard error grow by that factor.
 
 Transpile once, bind many, also when cutting: as long as the cut gates do not depend on the inputs
 (templates cut CZ/CX gates; inputs enter through single-qubit rotations), the subexperiments are
-generated once from the parameterized subcircuits, transpiled once (`cut_experiments`), and every
-parameter row is bound by the sampler (one pub per subexperiment, all rows at once).
+generated once from the parameterized subcircuits, transpiled once by the compile stage, and every
+parameter row is bound by the backend.
 
 Standard error: the reconstructed value is sum_i c_i prod_p m_ip, where m_ip is the mean of +-1
 shot outcomes of subexperiment i on partition p (independent circuits, `shots` each). Its variance
@@ -27,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Hashable
 
 import networkx as nx
 import numpy as np
@@ -37,7 +42,6 @@ from qiskit.quantum_info import PauliList
 from qssm.errors import QssmError
 
 MAX_QPD_TERMS = 5_000  # exact-weight enumeration of QPD terms; beyond this the plan is refused
-Transpile = Callable[[list[QuantumCircuit]], list[QuantumCircuit]]
 
 
 # ---- partition -------------------------------------------------------------------------------
@@ -151,14 +155,14 @@ def plan_cut(circuit: QuantumCircuit, observables: tuple[str, ...], max_width: i
                     f"{why} or use a backend with enough connected qubits")
 
 
-# ---- experiments and execution -------------------------------------------------------------------
+# ---- experiments, reconstruction and the split stage ------------------------------------------------
 
 
 @dataclass
 class CutExperiments:
-    """Everything run_cut needs for one (circuit, observables, plan), built once per template."""
+    """Everything the split stage needs for one (circuit, observables, plan), built once per template."""
 
-    subexperiments: dict[Hashable, list[QuantumCircuit]]  # per partition, possibly transpiled
+    subexperiments: dict[Hashable, list[QuantumCircuit]]  # per partition, logical (compile transpiles them)
     columns: dict[Hashable, list[np.ndarray]]  # row columns that bind each subexperiment's parameters
     coefficients: list  # [(coefficient, WeightType)] per QPD term
     subobservables: dict[Hashable, PauliList]
@@ -168,109 +172,154 @@ class CutExperiments:
         return sum(len(v) for v in self.subexperiments.values())
 
 
-def cut_experiments(circuit: QuantumCircuit, observables: tuple[str, ...], plan: CutPlan,
-                    transpile: Transpile | None = None) -> CutExperiments:
-    """Generate (and optionally transpile) the parameterized subexperiments of a plan."""
+def cut_experiments(circuit: QuantumCircuit, observables: tuple[str, ...], plan: CutPlan) -> CutExperiments:
+    """Generate the parameterized subexperiments of a plan."""
     from qiskit_addon_cutting import generate_cutting_experiments
 
     problem = _problem(circuit, plan.labels, tuple(observables))
     experiments, coefficients = generate_cutting_experiments(
         problem.subcircuits, problem.subobservables, num_samples=np.inf)
     position = {p: i for i, p in enumerate(circuit.parameters)}
-    columns = {}
-    for label, circuits in experiments.items():
-        if transpile is not None:
-            experiments[label] = circuits = list(transpile(circuits))
-        columns[label] = [np.array([position[p] for p in c.parameters], dtype=np.int64) for c in circuits]
+    columns = {label: [np.array([position[p] for p in c.parameters], dtype=np.int64) for c in circuits]
+               for label, circuits in experiments.items()}
     return CutExperiments(experiments, columns, coefficients, problem.subobservables)
 
 
-def _outcomes(data, cog) -> np.ndarray:
-    """+-1 per shot for each observable of a commuting group: (..., shots, n_commuting)."""
-    qpd_sign = 1 - 2 * (data.qpd_measurements.bitcount().astype(np.int64) & 1)
-    obs = data.observable_measurements
-    bits = np.unpackbits(obs.array, axis=-1)[..., ::-1][..., : obs.num_bits]  # bits[..., i] = clbit i
-    out = []
-    for mask in cog.pauli_bitmasks:
-        sel = [i for i in range(obs.num_bits) if mask >> i & 1]
-        parity = bits[..., sel].sum(-1) & 1 if sel else np.zeros(qpd_sign.shape, dtype=np.int64)
-        out.append(qpd_sign * (1 - 2 * parity.astype(np.int64)))
-    return np.stack(out, axis=-1)
+def _v1_order(circuit: QuantumCircuit) -> np.ndarray | None:
+    """Outcome permutation to the addon's integer convention (observable bits low, QPD bits above),
+    or None when the circuit's clbits are already in that order."""
+    regs = {r.name: [circuit.find_bit(b).index for b in r] for r in circuit.cregs}
+    order = regs.get("observable_measurements", []) + regs.get("qpd_measurements", [])
+    if order == list(range(len(order))):
+        return None
+    idx = np.arange(2**len(order))
+    return sum(((idx >> k) & 1) << pos for k, pos in enumerate(order))
 
 
-def _reconstruct(results: dict, ex: CutExperiments, n_rows: int, shots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized QPD estimate and its plug-in standard error, (rows, n_obs) each."""
+def _signs(cog, num_outcomes: int) -> np.ndarray:
+    """(outcomes, commuting observables) +-1 values of each outcome integer in the addon's convention:
+    the QPD sign (parity of the QPD bits) times each observable's parity."""
+    from qiskit_addon_cutting.cutting_experiments import _get_pauli_indices
+
+    n_obs_bits = len(_get_pauli_indices(cog))
+    idx = np.arange(num_outcomes)
+    qpd = 1 - 2 * (np.bitwise_count(idx >> n_obs_bits) & 1).astype(np.int64)
+    obs = idx & ((1 << n_obs_bits) - 1)
+    return np.stack([qpd * (1 - 2 * (np.bitwise_count(obs & m) & 1).astype(np.int64)) for m in cog.pauli_bitmasks], 1)
+
+
+def reconstruct(counts: dict, ex: CutExperiments, n_rows: int, shots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, stderr), each (rows, n_obs), from the subexperiments' outcome histograms.
+
+    Values are qiskit-addon-cutting's own `reconstruct_expectation_values`, row by row, on the
+    histograms as quasi-distributions. Standard errors (the addon has none) are the plug-in
+    estimate of the module docstring, vectorized over rows."""
+    from qiskit.primitives import SamplerResult
+    from qiskit.result import QuasiDistribution
+    from qiskit_addon_cutting import reconstruct_expectation_values
     from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
-    n_obs = len(next(iter(ex.subobservables.values())))
-    value = np.zeros((n_rows, n_obs))
-    var = np.zeros((n_rows, n_obs))
+    probs = {}
+    for label, hists in counts.items():
+        ps = []
+        for c, h in zip(ex.subexperiments[label], hists):
+            p = np.asarray(h, dtype=np.float64) / shots
+            perm = _v1_order(c)
+            if perm is not None:
+                q = np.zeros_like(p)
+                q[:, perm] = p
+                p = q
+            ps.append(np.broadcast_to(p, (n_rows, p.shape[-1])))  # parameter-free: one row for all
+        probs[label] = ps
+    values = np.zeros((n_rows, len(next(iter(ex.subobservables.values())))))
+    for r in range(n_rows):
+        results = {label: SamplerResult([QuasiDistribution({j: float(v) for j, v in enumerate(p[r]) if v != 0})
+                                         for p in ps], [{}] * len(ps)) for label, ps in probs.items()}
+        values[r] = reconstruct_expectation_values(results, ex.coefficients, ex.subobservables)
+    var = np.zeros_like(values)
     collections = {label: ObservableCollection(so) for label, so in ex.subobservables.items()}
     for i, (coeff, _) in enumerate(ex.coefficients):
-        m2v = np.ones((n_rows, n_obs))  # prod (m^2 + v)
-        mean = np.ones((n_rows, n_obs))  # prod m
+        m2v = np.ones_like(values)  # prod (m^2 + v)
+        mean = np.ones_like(values)  # prod m
         for label, oc in collections.items():
-            groups = oc.groups
             stats = []
-            for k, cog in enumerate(groups):
-                v = _outcomes(results[label][i * len(groups) + k].data, cog).astype(np.float64)
-                v = np.broadcast_to(v, (n_rows, *v.shape[-2:]))  # parameter-free pubs: one row for all
-                s2 = v.var(axis=-2, ddof=1) if v.shape[-2] > 1 else np.ones(v.shape[:-2] + v.shape[-1:])
-                stats.append((v.mean(axis=-2), s2 / v.shape[-2]))
+            for k, cog in enumerate(oc.groups):
+                p = probs[label][i * len(oc.groups) + k]
+                m = p @ _signs(cog, p.shape[1])
+                stats.append((m, np.clip(1 - m**2, 0, None) / max(shots - 1, 1)))
             for j, sub in enumerate(ex.subobservables[label]):
                 where = oc.lookup[sub]
                 m = sum(stats[g][0][:, n] for g, n in where) / len(where)
                 vv = sum(stats[g][1][:, n] for g, n in where) / len(where) ** 2
                 mean[:, j] *= m
                 m2v[:, j] *= m * m + vv
-        value += coeff * mean
         var += coeff**2 * np.maximum(m2v - mean**2, 0.0)
-    return value, np.sqrt(var)
+    return values, np.sqrt(var)
 
 
-def run_cut(circuit: QuantumCircuit, observables: tuple[str, ...], rows: np.ndarray, plan: CutPlan, sampler,
-            shots: int, transpile: Transpile | None = None, *, experiments: CutExperiments | None = None,
-            check: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(values, stderr), each (rows, n_obs), for every parameter row of `circuit` from its cut
-    subexperiments run on a SamplerV2-like `sampler` (`shots` per subexperiment and row).
-
-    Values and standard errors come from the vectorized estimator (module docstring). The addon's
-    reconstruct_expectation_values computes the same mean with a Python loop over shots (~3 s per
-    row for one cut at 10k shots, vs milliseconds here); `check=True` runs it per row as well and
-    asserts that both agree (tests do)."""
-    if not shots or shots < 2:
-        raise QssmError("cut circuits need shots >= 2 per subexperiment; set [backend] shots")
-    ex = experiments or cut_experiments(circuit, observables, plan, transpile)
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, circuit.num_parameters)
-    n_rows = len(rows)
-    results = {}
-    for label, circuits in ex.subexperiments.items():
-        pubs = [(c, rows[:, cols] if len(cols) else None, shots) for c, cols in zip(circuits, ex.columns[label])]
-        results[label] = list(sampler.run(pubs).result())
-    values, stderr = _reconstruct(results, ex, n_rows, shots)
-    if check:
-        _check_with_addon(values, results, ex)
-    return values, stderr
+DEFAULT_CUT_SHOTS = 10_000  # cut circuits are always sampled; shots per subexperiment when a run asks for exact values
 
 
-def _check_with_addon(values: np.ndarray, results: dict, ex: CutExperiments) -> None:
-    from qiskit.primitives import PrimitiveResult
-    from qiskit.primitives.containers import DataBin, SamplerPubResult
-    from qiskit_addon_cutting import reconstruct_expectation_values
+class CutSplit:
+    """The split stage: templates that must (or, in "auto" mode, had better) be cut become one batch
+    of their cut subexperiments; the post-processing reconstructs the template's values."""
 
-    for r in range(len(values)):
-        per_row = {}
-        for label, res in results.items():
-            sliced = []
-            for pub in res:
-                qpd, obs = pub.data.qpd_measurements, pub.data.observable_measurements
-                if qpd.shape:  # parameterized pub: one entry per row
-                    qpd, obs = qpd[r], obs[r]
-                sliced.append(SamplerPubResult(DataBin(qpd_measurements=qpd, observable_measurements=obs)))
-            per_row[label] = PrimitiveResult(sliced)
-        addon = reconstruct_expectation_values(per_row, ex.coefficients, ex.subobservables)
-        if not np.allclose(values[r], addon, atol=1e-9):
-            raise AssertionError(f"cut estimator disagrees with the addon's on row {r}: {values[r]} vs {addon}")
+    name = "split"
+
+    def __init__(self, backend, options=None, mode: str = "off", max_overhead: float = 1000.0, cache=None,
+                 tracker=None):
+        from qssm.pipeline.compile import CompileCache, CompileOptions
+
+        self.backend = backend
+        self.options = options or CompileOptions()
+        self.mode = mode
+        self.max_overhead = max_overhead
+        self.cache = cache or CompileCache()
+        self.tracker = tracker
+        self._plans: dict[tuple, tuple[CutPlan, CutExperiments]] = {}
+
+    def __call__(self, batches):
+        from qssm.pipeline.stages import map_batches
+
+        return map_batches(batches, self._one)
+
+    def _experiments(self, t) -> tuple[CutPlan, CutExperiments]:
+        key = (t.hash, self.backend.name, self.backend.calibration, self.options)
+        if key not in self._plans:  # planned and generated once per template and target
+            plan = plan_cut(t.circuit, t.observables, cut_width(t, self.backend), self.max_overhead, strict=True)
+            self._plans[key] = (plan, cut_experiments(t.circuit, t.observables, plan))
+        return self._plans[key]
+
+    def _one(self, batch):
+        from qssm.pipeline.stages import first
+        from qssm.pipeline.types import BatchResult
+
+        t = batch.template
+        if t is None or self.mode == "off" or not should_cut(t, self.backend, self.mode, self.max_overhead,
+                                                             options=self.options, cache=self.cache):
+            return [batch], first
+        plan, ex = self._experiments(t)
+        labels = list(ex.subexperiments)
+        circuits = [c for label in labels for c in ex.subexperiments[label]]
+        columns = [cols for label in labels for cols in ex.columns[label]]
+        shots = batch.shots or DEFAULT_CUT_SHOTS
+        cut = {"cuts": plan.n_cuts, "sampling_overhead": plan.overhead, "partition": plan.labels}
+        child = batch.derive(circuits=tuple(circuits), observables=(), columns=tuple(columns), shots=shots,
+                             template=None, meta={"template": f"{t.name}.cut", "cut": cut})
+        if self.tracker is not None:
+            self.tracker.add(cut_batches=1, cut_subexperiments=len(circuits))
+        n_rows = len(batch.parameters)
+
+        def combine(results):
+            counts, k = {}, 0
+            for label in labels:
+                counts[label] = results[0].counts[k:k + len(ex.subexperiments[label])]
+                k += len(ex.subexperiments[label])
+            values, stderr = reconstruct(counts, ex, n_rows, shots)
+            meta = {k2: v for k2, v in results[0].meta.items() if k2 != "readout"}
+            return BatchResult(values, stderr, meta={**meta, "cut": cut, "shots": shots})
+
+        return [child], combine
 
 
 # ---- decision and report -------------------------------------------------------------------------

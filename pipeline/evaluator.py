@@ -1,16 +1,15 @@
-"""PipelineEvaluator: runs a model's quantum calls as circuit batches through an executor.
+"""PipelineEvaluator: runs a model's quantum calls as circuit batches through a pipeline.
 
 It implements the same Evaluator interface as the torch simulator, so the unchanged model code
-runs on any backend: the model asks for expectation values, this class plans circuit batches,
-hands each round trip to `execute` (compile -> split -> dispatch -> reconstruct, or any function
-with that signature) and feeds the values back into the classical recurrence.
+runs on any backend: the model asks for expectation values, this class plans circuit batches
+(plan), hands each round trip to `execute` (a `Pipeline`: split -> compile -> mitigate -> measure
+-> dispatch -> reconstruct, or any function with that signature) and feeds the values back into
+the classical recurrence.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,56 +19,32 @@ from qssm.circuits.stateprep import prep_angles
 from qssm.models.evaluator import QuantumCall
 from qssm.pipeline.plan import plan_call, plan_segment
 from qssm.pipeline.tomography import dominant_pure_state, linear_inversion, tomography_paulis
+from qssm.pipeline.tracker import Tracker
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
 Execute = Callable[[list[CircuitBatch]], list[BatchResult]]
 
 
-@dataclass
-class Stats:
-    round_trips: int = 0
-    batches: int = 0
-    bindings: int = 0  # distinct parameter rows sent
-    requested_rows: int = 0  # rows the model asked for, before deduplication
-    circuits_shots: int = 0  # sum over batches of bindings x shots
-    table_hits: int = 0  # sub-circuit calls answered by the token table
-    seconds: float = 0.0
-    segment_purity: list[float] = field(default_factory=list)  # kept eigenvalue per hand-off
-
-    def as_dict(self) -> dict:
-        d = dict(self.__dict__)
-        pur = d.pop("segment_purity")
-        if pur:
-            d["mean_segment_purity"] = float(np.mean(pur))
-        return d
-
-
 class PipelineEvaluator:
-    def __init__(self, execute: Execute, shots: int | None = None, segment: int = 0, token_table=None):
+    def __init__(self, execute: Execute, shots: int | None = None, segment: int = 0, token_table=None,
+                 tracker: Tracker | None = None, counter: str = "round_trips"):
         self.execute = execute
         self.shots = shots or None
         self.segment = segment
         self.token_table = token_table  # pipeline.token_table.TokenTable or None
-        self.stats = Stats()
+        self.tracker = tracker or getattr(execute, "tracker", None) or Tracker()
+        self.counter = counter  # the tracker total its round trips add to ("table_round_trips" for a token table)
+        self.round_trips = 0  # this evaluator's own
         self.stderr: dict[str, torch.Tensor] = {}  # last standard errors per call name
         self.progress = None  # anything with update(n): advanced once per round trip
 
-    @property
-    def round_trips(self) -> int:
-        return self.stats.round_trips
-
     def _round_trip(self, batches: list[CircuitBatch]) -> list[BatchResult]:
-        start = time.perf_counter()
         results = self.execute(batches)
-        self.stats.seconds += time.perf_counter() - start
-        self.stats.round_trips += 1
+        self.round_trips += 1
+        self.tracker.add(**{self.counter: 1}, batches=len(batches), bindings=sum(len(b.parameters) for b in batches),
+                         requested_rows=sum(len(b.inverse) for b in batches))
         if self.progress is not None:
             self.progress.update(1)
-        self.stats.batches += len(batches)
-        for b in batches:
-            self.stats.bindings += len(b.parameters)
-            self.stats.requested_rows += len(b.inverse)
-            self.stats.circuits_shots += len(b.parameters) * (b.shots or 0)
         return results
 
     def evaluate(self, calls: Sequence[QuantumCall]) -> list[torch.Tensor]:
@@ -80,7 +55,7 @@ class PipelineEvaluator:
                 out[i] = self._sequential(call)
             elif self.token_table is not None and (hit := self.token_table.lookup(call)) is not None:
                 out[i] = hit
-                self.stats.table_hits += 1
+                self.tracker.add(table_hits=1)
             else:
                 pending.append(i)
         if pending:  # all stateless calls of this evaluate() share ONE round trip
@@ -117,7 +92,7 @@ class PipelineEvaluator:
                 last, res = batches[-1], results[-1]
                 rho = linear_inversion(res.values[last.inverse][:, n_obs:], call.n_qubits)
                 psi, weight = dominant_pure_state(rho)
-                self.stats.segment_purity += weight.tolist()
+                self.tracker.segment_purity += weight.tolist()
                 prep = prep_angles(psi)
         self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
         return torch.as_tensor(values, dtype=call.inputs.dtype)

@@ -1,6 +1,6 @@
 """Inference through the pipeline from a job spec: the model's test inputs run on a backend, scored
 against the exact torch forward. Returns plain data (a dict) that the CLI prints, the report renders
-and the job store keeps.
+and the job store keeps; the run's statistics are its tracker's summary.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import numpy as np
 import torch
 
 from qssm.backends.registry import get_backend
+from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec
 from qssm.models import checkpoint
 from qssm.models.tasks import Batch, test_set
-from qssm.pipeline.compile import CompileOptions
+from qssm.pipeline.build import build_pipeline
 from qssm.pipeline.evaluator import PipelineEvaluator, n_segments
-from qssm.pipeline.runner import Dispatch, Runner
+from qssm.pipeline.stages import Dispatch, Pipeline
 from qssm.pipeline.token_table import build_token_table
-from qssm.errors import QssmError
 
 
 def load_inputs(model, spec: JobSpec) -> Batch:
@@ -32,70 +32,46 @@ def load_inputs(model, spec: JobSpec) -> Batch:
     return Batch(inputs, batch.targets[:n], {k: (v[:n] if hasattr(v, "__len__") else v) for k, v in batch.meta.items()})
 
 
-def build_runner(spec: JobSpec, dispatch: Dispatch | None = None, backend=None, initial_layout=None) -> Runner:
-    backend = backend or get_backend(spec.backend.name, seed=spec.backend.seed_simulator)
-    shots = spec.backend.shots or None
-    if shots is None and not backend.exact_capable:
-        raise QssmError(f"backend {backend.name} samples: set [backend] shots > 0 (e.g. shots = 4000)")
-    if shots and backend.max_shots and shots > backend.max_shots:
-        raise QssmError(f"{shots} shots exceed {backend.name}'s limit of {backend.max_shots}; lower [backend] shots")
-    if spec.backend.layout not in ("default", "noise_aware"):
-        raise QssmError(f'backend.layout must be "default" or "noise_aware", got {spec.backend.layout!r}')
-    layout_info = None
-    if spec.backend.layout == "noise_aware" and initial_layout is None and backend.target is not None:
-        # one layout for all templates: QMamba's and QLAM's templates share one width per model;
-        # kept only if its estimated success beats the default layout's (else the default stays)
-        from qssm.circuits.templates import model_templates
-        from qssm.models import checkpoint
-        from qssm.pipeline.layout import layout_report
+def backend_for(spec: JobSpec):
+    backend = get_backend(spec.backend.name, seed=spec.backend.seed_simulator)
+    if spec.backend.cluster:
+        from qssm.backends.cluster import ClusterBackend
 
-        model, _ = checkpoint.load(spec.checkpoint)
-        circuits = [t.circuit for t in model_templates(model)]
-        widths = {c.num_qubits for c in circuits}
-        if len(widths) != 1:
-            raise QssmError(f"noise_aware layout needs templates of one width, got {sorted(widths)}; "
-                            'set [backend] layout = "default"')
-        if circuits[0].num_qubits <= backend.target.num_qubits:
-            layout_info = layout_report(backend.target, circuits, spec.backend.optimization_level,
-                                        spec.backend.seed_transpiler)
-            better = layout_info["noise_aware_success"] >= layout_info["default_success"]
-            layout_info["used"] = "noise_aware" if better else "default"
-            if better:
-                initial_layout = layout_info["noise_aware_layout"]
-    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler, initial_layout)
-    m = spec.mitigation
-    passthrough = {"resilience_level": m.resilience_level, "twirling": m.twirling,
-                   "dynamical_decoupling": m.dynamical_decoupling}
-    if m.resilience_level >= 0 or m.twirling or m.dynamical_decoupling:
-        if not isinstance(getattr(backend, "options", None), dict) or not backend.name.startswith("ibm:"):
-            raise QssmError(f"[mitigation] resilience_level, twirling and dynamical_decoupling are IBM runtime "
-                            f"options; {backend.name} does not take them: remove them or use an ibm: backend")
-        backend.options.update({k: v for k, v in passthrough.items() if k != "resilience_level" or v >= 0})
-    mitigation = None
-    if m.readout or m.zne:
-        from qssm.pipeline.mitigation import Mitigation
-
-        mitigation = Mitigation.from_spec(m, backend, shots)
-    runner = Runner(backend, options, spec.split.cutting, spec.split.max_overhead, dispatch, mitigation)
-    runner.layout_report = layout_info  # default vs noise-aware estimated success, or None
-    return runner
+        backend = ClusterBackend(backend, spec.backend.cluster)
+    return backend
 
 
 def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1) -> PipelineEvaluator:
-    """A PipelineEvaluator on a named backend with default compile options (for `qssm eval`)."""
-    runner = Runner(get_backend(name, seed=seed))
-    return PipelineEvaluator(runner, shots=shots, segment=segment)
+    """A PipelineEvaluator on a named backend with default stages (for `qssm eval` and `generate`)."""
+    from qssm.jobs.preflight import validate
+    from qssm.jobs.spec import BackendSpec
+
+    backend = get_backend(name, seed=seed)
+    spec = JobSpec(checkpoint="", backend=BackendSpec(name=name, shots=shots or 0))
+    validate(spec, backend)
+    return PipelineEvaluator(build_pipeline(spec, backend), shots=shots, segment=segment)
+
+
+def _model(spec: JobSpec):
+    model, _ = checkpoint.load(spec.checkpoint)
+    if not getattr(model.cfg, "quantum", False):
+        raise QssmError(f"{spec.checkpoint} is a classical baseline; run a quantum checkpoint on a backend")
+    return model
 
 
 @torch.no_grad()
-def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runner | None = None,
-                  progress: bool = True) -> dict:
-    model, record = checkpoint.load(spec.checkpoint)
-    if not getattr(model.cfg, "quantum", False):
-        raise QssmError(f"{spec.checkpoint} is a classical baseline; run a quantum checkpoint on a backend")
+def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pipeline | None = None,
+                  progress: bool = True, backend=None, tracker=None) -> dict:
+    from qssm.jobs.preflight import validate
+
+    model = _model(spec)
+    backend = backend or (pipeline.backend if pipeline is not None else None) or backend_for(spec)
+    if pipeline is None:
+        validate(spec, backend, model)
+        pipeline = build_pipeline(spec, backend, dispatch, model=model, tracker=tracker)
+    tracker = pipeline.tracker
     model = model.double()
     data = load_inputs(model, spec)
-    runner = runner or build_runner(spec, dispatch)
     shots = spec.backend.shots or None
     kind = model.cfg.kind
     started = time.perf_counter()
@@ -103,21 +79,19 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runne
     # QPU execution mode by the job's shape: a recurrence of several dependent round trips keeps a
     # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
     trips = model.cfg.n_layers if kind == "qmamba" else n_segments(data.inputs.shape[1], spec.split.segment)
-    if hasattr(runner.backend, "iterative"):
-        runner.backend.iterative = trips > 1
-    table_trips = 0
+    backend.set_mode("session" if trips > 1 else "batch")
     table = None
     if kind == "qmamba":
         # layer 1 depends on the token id only: measure it once for the vocabulary (one round trip)
-        table_eval = PipelineEvaluator(runner, shots=shots)
-        table = build_token_table(model, table_eval, backend=runner.backend.name)
-        table_trips = table_eval.round_trips
-    ev = PipelineEvaluator(runner, shots=shots, segment=spec.split.segment, token_table=table)
-    expected_trips = (model.cfg.n_layers - (table is not None)) if kind == "qmamba" else n_segments(
-        data.inputs.shape[1], spec.split.segment)
-    ev.progress = _progress(expected_trips, progress)
+        table = build_token_table(model, PipelineEvaluator(pipeline, shots=shots, counter="table_round_trips"),
+                                  backend=backend.name)
+    ev = PipelineEvaluator(pipeline, shots=shots, segment=spec.split.segment, token_table=table)
+    expected = (model.cfg.n_layers - (table is not None)) if kind == "qmamba" else trips
+    ev.progress = _progress(expected, progress)
 
+    start = time.perf_counter()
     exact_out = model(data.inputs)
+    tracker.time("exact_reference", time.perf_counter() - start)
     out = model(data.inputs, ev)
     ev.progress.close()
     wall = time.perf_counter() - started
@@ -129,8 +103,8 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runne
         "checkpoint": spec.checkpoint,
         "model": kind,
         "task": model.cfg.task["name"],
-        "backend": runner.backend.name,
-        "calibration": runner.backend.calibration,
+        "backend": backend.name,
+        "calibration": backend.calibration,
         "shots": shots or 0,
         "n_examples": len(data.targets),
         "T": int(data.inputs.shape[1]),
@@ -140,20 +114,15 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, runner: Runne
         "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
         "logit_error_max": float(err.max()),
         "logit_error_mean": float(err.mean()),
-        "round_trips": ev.round_trips,
-        "token_table_round_trips": table_trips,
-        "transpile_calls": runner.transpile_calls,
         "wall_seconds": wall,
-        **{f"pipeline_{k}": v for k, v in ev.stats.as_dict().items() if k not in ("round_trips", "seconds")},
-        "seconds_compile": runner.stats.seconds_compile,
-        "seconds_dispatch": runner.stats.seconds_dispatch,
-        "cost_usd": runner.stats.cost_usd,
-        "cut_batches": runner.stats.cut_batches,
+        **tracker.summary(),
     }
-    if runner.mitigation is not None:
-        report["mitigation"] = runner.mitigation.report_rows()
-    if getattr(runner, "layout_report", None):
-        report["layout_choice"] = runner.layout_report
+    from qssm.pipeline.mitigation import mitigation_report
+
+    if mitigation := mitigation_report(pipeline):
+        report["mitigation"] = mitigation
+    if getattr(pipeline, "layout_report", None):
+        report["layout_choice"] = pipeline.layout_report
     if out.dim() == 3:  # QMamba: error of every position's logits, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     if kind == "qmamba" and "depth" in data.meta:

@@ -16,7 +16,7 @@ logical circuit's interaction graph weights each pair by its number of two-qubit
    layout exists) is computed beside it for the report and is not a candidate, so a noise-aware
    result that beats it does so on its own.
 
-QMamba's and QLAM's templates share one width per model, so `build_runner` computes one layout
+QMamba's and QLAM's templates share one width per model, so `build_pipeline` computes one layout
 from all templates of that width together (their interaction counts summed, success averaged).
 """
 

@@ -8,6 +8,7 @@ segment of k tokens, each a set of prefix circuits (1..k steps) from the re-prep
 from __future__ import annotations
 
 import numpy as np
+from qiskit.quantum_info import SparsePauliOp
 
 from qssm.circuits.templates import memory_template, subcircuit_template
 from qssm.models.evaluator import QuantumCall
@@ -22,7 +23,9 @@ def dedupe(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def make_batch(template: Template, rows: np.ndarray, shots: int | None) -> CircuitBatch:
     uniq, inverse = dedupe(np.ascontiguousarray(rows, dtype=np.float64))
-    return CircuitBatch(template, uniq, inverse, shots)
+    return CircuitBatch((template.circuit,), uniq, tuple(SparsePauliOp(o) for o in template.observables), shots,
+                        meta={"template": template.name, "template_hash": template.hash}, template=template,
+                        inverse=inverse)
 
 
 def plan_call(call: QuantumCall, shots: int | None) -> CircuitBatch:

@@ -1,14 +1,14 @@
-"""Plain data passed between pipeline stages (DESIGN §2).
+"""Plain data passed between pipeline stages (docs/architecture.md, "Data").
 
-plan -> CircuitBatch (logical template + parameter rows + observables + shots)
-compile/split -> CompiledBatch (what a backend executes: ISA circuit, rows, mapped observables)
-dispatch -> BatchResult (expectation values, standard errors, metadata)
+plan -> CircuitBatch (a logical template, deduplicated parameter rows, observables, shots)
+every stage -> CircuitBatch (the same type: ISA circuits after compile, measured circuits after measure)
+dispatch -> BatchResult (values or raw counts), mapped back by each stage's post-processing
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -32,31 +32,60 @@ class Template:
 
 @dataclass(eq=False)
 class CircuitBatch:
-    """One template evaluated on many bindings. `inverse` maps the caller's rows to the
-    deduplicated `parameters` rows (values[inverse] restores the caller's order)."""
+    """The one batch type every stage maps: circuits evaluated on many parameter rows.
 
-    template: Template
-    parameters: np.ndarray  # (bindings, n_inputs) float64, unique rows
-    inverse: np.ndarray  # (caller rows,) int
-    shots: int | None  # None: exact expectation values
+    Two modes, told apart by `observables`:
+    - estimate: `observables` over circuits[0]'s qubits; the backend returns their values
+      (exact when `shots` is None);
+    - sample: no observables; every circuit carries its own measurements and the backend returns
+      each circuit's outcome histogram over its clbits, `shots` per row.
+    Circuit i binds `parameters[:, columns[i]]` (all columns in order where `columns` is empty or
+    holds None). `key` is a content hash of everything that determines the result, set by the
+    compile stage and kept up to date by every later stage; the job store keys on it."""
 
+    circuits: tuple[QuantumCircuit, ...]
+    parameters: np.ndarray  # (bindings, width) float64
+    observables: tuple[SparsePauliOp, ...] = ()
+    shots: int | None = None
+    columns: tuple[np.ndarray | None, ...] = ()
+    key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)  # template name, layout, metrics, cut / mitigation tags
+    template: Template | None = None  # the logical template it was planned from
+    inverse: np.ndarray | None = None  # caller rows -> unique rows (values[inverse] restores the order)
 
-@dataclass(eq=False)
-class CompiledBatch:
-    """What a backend executes: a circuit for its target with observables already mapped to the
-    circuit's qubits, many parameter rows. `key` is a content hash of everything that determines
-    the result, used for caching and the job store."""
+    @property
+    def sampled(self) -> bool:
+        return not self.observables
 
-    key: str
-    circuit: QuantumCircuit
-    parameters: np.ndarray  # (bindings, n_params)
-    observables: list[SparsePauliOp]  # each over circuit.num_qubits
-    shots: int | None
-    meta: dict[str, Any] = field(default_factory=dict)  # template name, layout, cut info, ...
+    @property
+    def circuit(self) -> QuantumCircuit:
+        return self.circuits[0]
+
+    def rows(self, i: int = 0) -> np.ndarray:
+        """The parameter rows circuit i binds, in its own parameter order."""
+        cols = self.columns[i] if i < len(self.columns) else None
+        return self.parameters if cols is None else self.parameters[:, cols]
+
+    @property
+    def executions(self) -> int:
+        """Circuit executions a backend runs for this batch (rows x circuits)."""
+        return len(self.parameters) * len(self.circuits)
+
+    def derive(self, **changes) -> CircuitBatch:
+        """A copy with some fields replaced (meta merged, not replaced)."""
+        meta = {**self.meta, **changes.pop("meta", {})}
+        return replace(self, meta=meta, **changes)
 
 
 @dataclass(eq=False)
 class BatchResult:
-    values: np.ndarray  # (bindings, n_observables)
-    stderr: np.ndarray  # same shape; zeros for exact
-    meta: dict[str, Any] = field(default_factory=dict)  # shots, job_ids, seconds, cost, backend
+    """What a batch gave back: values (estimate mode) or per-circuit outcome histograms (sample
+    mode: counts[i] is (bindings, 2**num_clbits), clbit k = bit k; float once readout-corrected)."""
+
+    values: np.ndarray | None = None  # (bindings, n_observables)
+    stderr: np.ndarray | None = None
+    counts: tuple[np.ndarray, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)  # shots, job_ids, seconds, cost_usd, backend
+
+
+Post = Callable[[list[BatchResult]], list[BatchResult]]

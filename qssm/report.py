@@ -19,25 +19,17 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from qssm.jobs.redact import redact  # noqa: E402
+from qssm.pipeline.tracker import LABELS  # noqa: E402
 
 SUMMARY_KEYS = [
     ("backend", "backend"), ("calibration", "calibration"), ("shots", "shots per circuit"),
     ("n_examples", "examples"), ("T", "sequence length"), ("accuracy", "accuracy"),
     ("exact_accuracy", "exact accuracy"), ("agreement", "agreement with exact"),
     ("logit_error_max", "max logit error"), ("logit_error_mean", "mean logit error"),
-    ("round_trips", "round trips"), ("token_table_round_trips", "token-table round trips"),
-    ("transpile_calls", "transpile calls"), ("pipeline_bindings", "distinct bindings"),
-    ("pipeline_requested_rows", "requested bindings"), ("pipeline_circuits_shots", "total circuit shots"),
-    ("cost_usd", "cost (USD)"), ("wall_seconds", "wall time (s)"),
+    ("wall_seconds", "wall time (s)"),
 ]
-
-
-COST_KEYS = [
-    ("round_trips", "round trips"), ("token_table_round_trips", "token-table round trips"),
-    ("pipeline_batches", "circuit batches"), ("pipeline_circuits_shots", "total circuit shots"),
-    ("submitted_batches", "batches submitted"), ("reused_batches", "batches reused from the store"),
-    ("retries", "transient faults retried"), ("cost_usd", "cost (USD)"), ("store_cost_usd", "recorded cost (USD)"),
-]
+# the run's tracker (pipeline/tracker.py) names its own totals
+COST_KEYS = list(LABELS.items())
 
 
 def _draw_layout(ax, lay: dict) -> None:
@@ -180,7 +172,8 @@ def render_html(r: dict) -> str:
     if r.get("mitigation"):
         m = r["mitigation"] if isinstance(r["mitigation"], list) else [r["mitigation"]]
         parts.append("<h2>Mitigation and its overhead</h2>" + _table(m, list(m[0].keys())))
-    cost = [(label, r[k]) for k, label in COST_KEYS if r.get(k) is not None]
+    cost = [(label, r[k]) for k, label in COST_KEYS if r.get(k)]
+    cost += [(f"seconds in {k}", v) for k, v in (r.get("seconds") or {}).items()]
     if cost:
         parts.append("<h2>Cost and round trips</h2><table>" + "".join(
             f"<tr><th>{html.escape(a)}</th><td>{_fmt(b)}</td></tr>" for a, b in cost) + "</table>")

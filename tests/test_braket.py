@@ -17,13 +17,15 @@ from qiskit.quantum_info import SparsePauliOp, Statevector
 from qssm.backends import devices
 from qssm.backends.base import Handle
 from qssm.backends.braket import BraketBackend
-from qssm.backends.sampling import measurement_groups
 from qssm.errors import QssmError
-from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-from qssm.pipeline.types import CircuitBatch, CompiledBatch, Template
+from qssm.jobs.preflight import validate
+from qssm.jobs.spec import BackendSpec, JobSpec
+from qssm.pipeline.measure import measurement_groups
+from qssm.pipeline.types import Template
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_aws import FakeAwsSession  # noqa: E402
+from prepared import Prepared  # noqa: E402
 
 LABELS = ("IIIZ", "IIZZ", "XIII", "IYIX", "ZIZI")
 
@@ -48,8 +50,8 @@ def ideal(t: Template, rows) -> np.ndarray:
                       for o in t.observables] for r in rows])
 
 
-def compiled(t, backend, rows, shots) -> CompiledBatch:
-    return compile_batch(CircuitBatch(t, rows, np.arange(len(rows)), shots), backend, CompileOptions(), CompileCache())
+def ideal_planned(t, p: Prepared) -> np.ndarray:
+    return ideal(t, p.planned.parameters)
 
 
 ROWS = np.random.default_rng(1).uniform(-3, 3, (4, 4))
@@ -58,17 +60,19 @@ ROWS = np.random.default_rng(1).uniform(-3, 3, (4, 4))
 def test_local_exact_equals_statevector():
     t = template()
     b = BraketBackend("braket:local")
-    assert b.target is None and b.exact_capable and b.deterministic
-    r = b.run([compiled(t, b, ROWS, None)])[0]
-    assert np.abs(r.values - ideal(t, ROWS)).max() < 1e-8
+    assert b.target is None and b.capabilities.exact and b.capabilities.deterministic
+    p = Prepared(t, b, ROWS, None)
+    r = p.run()
+    assert np.abs(r.values - ideal_planned(t, p)).max() < 1e-8
     assert not r.stderr.any()
 
 
 def test_local_shots_within_stderr():
     t = template()
     b = BraketBackend("braket:local")
-    r = b.run([compiled(t, b, ROWS, 3000)])[0]
-    ref = ideal(t, ROWS)
+    p = Prepared(t, b, ROWS, 3000)
+    r = p.run()
+    ref = ideal_planned(t, p)
     assert r.meta["measurement_groups"] == len(measurement_groups([SparsePauliOp(o) for o in LABELS])) >= 2 and r.meta["shots"] == 3000
     assert (np.abs(r.values - ref) < 4 * r.stderr + 1e-9).all()
 
@@ -77,7 +81,7 @@ def test_local_shots_within_stderr():
 def test_targets_native_gates_and_connectivity(device):
     t = template()
     b = BraketBackend(f"braket:local_dm:{device}")
-    cb = compiled(t, b, ROWS[:1], None)
+    cb = Prepared(t, b, ROWS[:1], None).batch
     native = set(devices.native_names(device))
     ops = set(cb.circuit.count_ops()) - {"barrier"}
     assert ops <= native, ops - native
@@ -93,20 +97,21 @@ def test_targets_native_gates_and_connectivity(device):
 def test_local_dm_noise_shrinks_values_and_shows_readout():
     t = template()
     b = BraketBackend("braket:local_dm")  # iqm_garnet
-    exact = b.run([compiled(t, b, ROWS, None)])[0].values
-    ref = ideal(t, ROWS)
+    p = Prepared(t, b, ROWS, None)
+    exact = p.run().values
+    ref = ideal_planned(t, p)
     big = np.abs(ref) > 0.2
     assert (np.abs(exact[big]) < np.abs(ref[big])).all()  # depolarizing + readout pull toward 0
     assert (np.abs(exact - ref) < 0.2).all()
-    sampled = b.run([compiled(t, b, ROWS, 4000)])[0]
+    sampled = Prepared(t, b, ROWS, 4000).run()
     assert (np.abs(sampled.values - exact) < 4 * sampled.stderr + 1e-9).all()
     # readout alone: an idle |0> qubit reads <Z> = 1 - 2 e_ro, below 1 by many standard errors
     qc = QuantumCircuit(1)
     qc.rz(ParameterVector("x", 1)[0], 0)
     idle = Template("idle", qc, ("Z",), "idle")
-    cb = compiled(idle, b, np.zeros((1, 1)), 20000)
-    r = b.run([cb])[0]
-    e_ro = devices.readout_errors("iqm_garnet", cb.meta["layout"])[0]
+    p = Prepared(idle, b, np.zeros((1, 1)), 20000)
+    r = p.run()
+    e_ro = devices.readout_errors("iqm_garnet", p.batch.meta["layout"])[0]
     assert 1 - r.values[0, 0] > 5 * r.stderr[0, 0]
     assert abs(r.values[0, 0] - (1 - 2 * e_ro)) < 4 * r.stderr[0, 0] + 1e-9
 
@@ -117,12 +122,14 @@ def test_qpu_through_fake_session(tmp_path, device, monkeypatch):
     region = devices.load_device(device)["deviceArn"].split(":")[3]
     t, rows, shots = template(), ROWS[:3], 800
     b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
-    assert not b.exact_capable and b.max_shots == devices.max_shots(device)
-    cb = compiled(t, b, rows, shots)
+    assert not b.capabilities.exact and b.capabilities.max_shots == devices.max_shots(device)
+    p = Prepared(t, b, rows, shots)
+    cb = p.batch
     est = b.estimate_cost([cb])
     handle = b.submit(cb)
     stored = json.loads(json.dumps(dataclasses.asdict(handle)))  # what the job store persists
-    groups = len(measurement_groups(cb.observables))
+    groups = len(measurement_groups(p.planned.observables))
+    assert len(cb.circuits) == groups
     tasks = groups if device == "iqm_garnet" else groups * len(rows)
     assert len(stored["job_ids"]) == tasks and all(a.startswith("arn:aws:braket:") for a in stored["job_ids"])
     created = b._aws_session.created
@@ -132,9 +139,9 @@ def test_qpu_through_fake_session(tmp_path, device, monkeypatch):
     other = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
     h2 = Handle(**stored)
     assert other.status(h2) == "done"
-    r = other.result(h2, cb)
+    r = p.values(other.result(h2, cb))
     assert r.meta["job_ids"] == stored["job_ids"] and r.meta["shots"] == shots
-    assert (np.abs(r.values - ideal(t, rows)) < 4 * r.stderr + 1e-9).all()
+    assert (np.abs(r.values - ideal_planned(t, p)) < 4 * r.stderr + 1e-9).all()
     price = devices.load_device(device)["pricing"]
     usd = tasks * price["per_task_usd"] + groups * len(rows) * shots * price["per_shot_usd"]
     assert est["tasks"] == tasks and est["usd"] == pytest.approx(usd) and r.meta["cost_usd"] == pytest.approx(usd)
@@ -144,17 +151,18 @@ def test_qpu_cancel_and_limits(tmp_path):
     session = FakeAwsSession(tmp_path, "eu-north-1", hold=True)
     b = BraketBackend("braket:arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet", aws_session=session)
     assert b.device == "iqm_garnet"
-    cb = compiled(template(), b, ROWS[:2], 100)
+    cb = Prepared(template(), b, ROWS[:2], 100).batch
     h = b.submit(cb)
     assert b.status(h) == "queued"
     b.cancel(h)
     assert b.status(h) == "cancelled"
     with pytest.raises(QssmError, match="without a result"):
         BraketBackend("braket:iqm_garnet", aws_session=session).result(h, cb)
-    with pytest.raises(QssmError, match="shotsRange"):
-        b.submit(dataclasses.replace(cb, shots=devices.max_shots("iqm_garnet") + 1))
+    too_many = devices.max_shots("iqm_garnet") + 1
+    with pytest.raises(QssmError, match=f"limit of {too_many - 1}"):
+        validate(JobSpec("", backend=BackendSpec(name=b.name, shots=too_many)), b)
     with pytest.raises(QssmError, match="shots > 0"):
-        b.submit(dataclasses.replace(cb, shots=None))
+        validate(JobSpec("", backend=BackendSpec(name=b.name, shots=0)), b)
     with pytest.raises(QssmError, match="unknown Braket device"):
         BraketBackend("braket:nowhere")
 
@@ -167,11 +175,12 @@ def test_missing_credentials_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     b = BraketBackend("braket:rigetti_ankaa3")
-    cb = compiled(template(), b, ROWS[:1], 10)
-    with pytest.raises(QssmError) as err:
-        b.submit(cb)
-    msg = str(err.value)
-    assert "\n" not in msg and "AWS_ACCESS_KEY_ID" in msg and "AWS_PROFILE" in msg
+    cb = Prepared(template(), b, ROWS[:1], 10).batch
+    for attempt in (lambda: b.submit(cb), lambda: validate(JobSpec("", backend=BackendSpec(name=b.name, shots=10)), b)):
+        with pytest.raises(QssmError) as err:  # refused at the preflight already, and at submission
+            attempt()
+        msg = str(err.value)
+        assert "\n" not in msg and "AWS_ACCESS_KEY_ID" in msg and "AWS_PROFILE" in msg
 
 
 def test_find_recovers_tasks_whose_arns_were_never_recorded(tmp_path):
@@ -181,11 +190,12 @@ def test_find_recovers_tasks_whose_arns_were_never_recorded(tmp_path):
     region = devices.load_device(device)["deviceArn"].split(":")[3]
     t, rows = template(), ROWS[:3]
     b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
-    cb = compiled(t, b, rows, 300)
+    p = Prepared(t, b, rows, 300)
+    cb = p.batch
     lost = b.submit(cb)  # the handle dies with the process
     metas = sorted(tmp_path.glob("*.meta.json"))
     assert len(metas) == len(lost.job_ids) >= 4
-    other_batch = compiled(template(seed=5), b, rows, 300)
+    other_batch = Prepared(template(seed=5), b, rows, 300).batch
     assert BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region)).find(other_batch) is None
     # the crash came mid-plan: the last task was never created
     last = tmp_path / (lost.job_ids[-1].rsplit("/", 1)[1] + ".meta.json")
@@ -194,5 +204,5 @@ def test_find_recovers_tasks_whose_arns_were_never_recorded(tmp_path):
     found = fresh.find(cb)
     assert found is not None and found.job_ids[:-1] == lost.job_ids[:-1] and found.job_ids[-1] != lost.job_ids[-1]
     assert len(fresh._aws_session.created) == 1  # only the missing task was created
-    r = fresh.result(found, cb)
-    assert (np.abs(r.values - ideal(t, rows)) < 4 * r.stderr + 1e-9).all()
+    r = p.values(fresh.result(found, cb))
+    assert (np.abs(r.values - ideal_planned(t, p)) < 4 * r.stderr + 1e-9).all()

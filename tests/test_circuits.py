@@ -145,7 +145,7 @@ def test_qlam_segment_handoff_is_exact_without_shots():
         ev = PipelineEvaluator(statevector_execute, segment=4)
         got = last_logits(model, x, ev)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
-    assert ev.round_trips == 2 and min(ev.stats.segment_purity) > 1 - 1e-9
+    assert ev.round_trips == 2 and min(ev.tracker.segment_purity) > 1 - 1e-9
 
 
 @pytest.mark.parametrize("T,B", [(4, 1), (16, 3), (37, 2)])
@@ -158,14 +158,14 @@ def test_qmamba_forward_takes_n_layers_round_trips(T, B):
         model(tokens, ev)
     assert ev.round_trips == model.cfg.n_layers
     # layer 1 inputs depend on the token only: at most vocab_size distinct bindings per template
-    assert ev.stats.bindings <= 4 * (min(model.cfg.vocab_size, B * T) + B * T)
-    assert ev.stats.requested_rows == 4 * model.cfg.n_layers * B * T
+    assert ev.tracker.totals["bindings"] <= 4 * (min(model.cfg.vocab_size, B * T) + B * T)
+    assert ev.tracker.totals["requested_rows"] == 4 * model.cfg.n_layers * B * T
 
     table = build_token_table(model, ExactEvaluator(), backend="exact")
     ev2 = PipelineEvaluator(_exact_execute, token_table=table)
     with torch.no_grad():
         torch.testing.assert_close(model(tokens, ev2), model(tokens), atol=1e-5, rtol=0)
-    assert ev2.round_trips == model.cfg.n_layers - 1 and ev2.stats.table_hits == 4
+    assert ev2.round_trips == model.cfg.n_layers - 1 and ev2.tracker.totals["table_hits"] == 4
 
 
 def _exact_execute(batches):

@@ -1,5 +1,5 @@
 """compile: transpile once per template and target, bind many; observables follow the layout;
-one-line errors for too-wide templates and too many shots; transpilation metrics."""
+one-line errors for too-wide templates and too many shots (the preflight); transpilation metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from qssm.backends.base import Backend
+from qssm.backends.base import Backend, Capabilities
 from qssm.errors import QssmError
 from qssm.pipeline.compile import CompileCache, CompileOptions, _columns, compile_batch
 from qssm.pipeline.metrics import circuit_metrics
@@ -33,10 +33,15 @@ class TargetBackend(Backend):
     """A backend stub: a fake device's target, limits and calibration; runs nothing."""
 
     def __init__(self, device: str | None, max_shots: int | None = 100_000, calibration: str = "cal-1"):
+        super().__init__()
         self.name = device or "logical"
         self.target = fake(device).target if device else None
         self.max_shots = max_shots
         self.calibration = calibration
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_shots=self.max_shots, max_qubits=None if self.target is None else self.target.num_qubits)
 
 
 def ring_template(n: int = 4, layers: int = 2, name: str = "ring", obs: tuple[str, ...] | None = None) -> Template:
@@ -61,7 +66,8 @@ def exact_values(t: Template, rows: np.ndarray) -> np.ndarray:
 
 
 def batch(t: Template, rows: np.ndarray, shots: int | None = 100) -> CircuitBatch:
-    return CircuitBatch(t, rows, np.arange(len(rows)), shots)
+    return CircuitBatch((t.circuit,), rows, tuple(SparsePauliOp(o) for o in t.observables), shots,
+                        meta={"template": t.name}, template=t, inverse=np.arange(len(rows)))
 
 
 ROWS = np.random.default_rng(0).uniform(-3, 3, (5, 4))
@@ -120,7 +126,7 @@ def test_observables_follow_the_layout(device):
     t = ring_template(obs=OBS)
     cb = compile_batch(batch(t, ROWS), TargetBackend(device), CompileOptions(), CompileCache())
     assert cb.meta["metrics"]["swaps"] > 0  # a K4 interaction graph needs routing on heavy-hex
-    evs = EstimatorV2().run([(cb.circuit, [cb.observables], cb.parameters[:, None, :])]).result()[0].data.evs
+    evs = EstimatorV2().run([(cb.circuit, [list(cb.observables)], cb.rows()[:, None, :])]).result()[0].data.evs
     np.testing.assert_allclose(evs, exact_values(t, ROWS), atol=1e-9)
 
 
@@ -147,7 +153,7 @@ def test_initial_layout_is_respected():
 def test_logical_backend_runs_the_template_as_is():
     t, cache = ring_template(obs=OBS), CompileCache()
     cb = compile_batch(batch(t, ROWS, None), TargetBackend(None), CompileOptions(), cache)
-    assert cache.transpile_calls == 0 and cb.circuit is t.circuit
+    assert cache.transpile_calls == 0 and cb.circuit is t.circuit and cb.key
     assert [o.paulis.to_labels()[0] for o in cb.observables] == list(OBS)
 
 
@@ -160,17 +166,43 @@ def test_too_wide_names_the_fix():
 
 
 def test_too_many_shots_names_the_limit():
+    from qssm.jobs.preflight import validate
+    from qssm.jobs.spec import BackendSpec, JobSpec
+
+    spec = JobSpec("", backend=BackendSpec(name="FakeFez", shots=5000))
     with pytest.raises(QssmError, match="limit of 1000 shots"):
-        compile_batch(batch(ring_template(), ROWS, shots=5000), TargetBackend("FakeFez", max_shots=1000),
-                      CompileOptions(), CompileCache())
+        validate(spec, TargetBackend("FakeFez", max_shots=1000))
+    validate(spec, TargetBackend("FakeFez", max_shots=5000))
 
 
 def test_parameter_columns():
     t = ring_template()
-    assert _columns(t, t.circuit.copy()) is None
+    assert _columns(t.circuit, t.circuit.copy(), t.name) is None
     dropped = t.circuit.assign_parameters({t.circuit.parameters[0]: 0.5})
     with pytest.raises(QssmError, match="changed its inputs"):
-        _columns(t, dropped)
+        _columns(t.circuit, dropped, t.name)
+
+
+def test_multi_circuit_batches_bind_their_own_columns():
+    """A batch of several circuits (cut subexperiments) binds each circuit's own row columns, on
+    the target as on the logical backend."""
+    x = ParameterVector("x", 4)
+    halves = []
+    for a, b in ((0, 1), (2, 3)):
+        qc = QuantumCircuit(2, 2)
+        qc.rx(x[a], 0)
+        qc.ry(x[b], 1)
+        qc.cz(0, 1)
+        qc.measure([0, 1], [0, 1])
+        halves.append(qc)
+    b = CircuitBatch(tuple(halves), ROWS, shots=100, columns=(np.array([0, 1]), np.array([2, 3])))
+    for backend in (TargetBackend("FakeFez"), TargetBackend(None)):
+        cb = compile_batch(b, backend, CompileOptions(), CompileCache())
+        for i, c in enumerate(cb.circuits):
+            names = [p.name for p in c.parameters]
+            assert cb.rows(i).shape == (len(ROWS), 2)
+            np.testing.assert_array_equal(cb.rows(i), ROWS[:, [int(n[2]) for n in names]])
+        assert cb.sampled and cb.key
 
 
 def test_metrics_sanity():

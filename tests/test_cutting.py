@@ -1,5 +1,5 @@
 """split: partitions from the interaction graph, cut plans within the overhead budget, cut
-reconstruction that converges to the uncut values (DESIGN §3), the cut decision and report."""
+reconstruction that converges to the uncut values, the cut decision and report."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
-from qiskit.transpiler import generate_preset_pass_manager
-from qiskit_aer.primitives import SamplerV2
-
+from qssm.backends.aer import AerBackend
 from qssm.errors import QssmError
-from qssm.pipeline.compile import CompileCache, CompileOptions
-from qssm.pipeline.cutting import (choose_partition, cut_experiments, cut_report, interaction_graph, plan_cut, run_cut,
+from qssm.pipeline.compile import Compile, CompileCache, CompileOptions, circuit_digest
+from qssm.pipeline.cutting import (CutSplit, choose_partition, cut_experiments, cut_report, interaction_graph, plan_cut,
                                    should_cut)
+from qssm.pipeline.measure import Measure
+from qssm.pipeline.plan import make_batch
+from qssm.pipeline.stages import Pipeline
 from qssm.pipeline.types import Template
 from test_compile import TargetBackend, exact_values, ring_template
 
@@ -78,46 +79,47 @@ def test_plan_overhead_and_budget():
 ROWS = np.random.default_rng(3).uniform(-3, 3, (2, 4))
 
 
+def cut_pipeline(backend, mode: str = "force", max_overhead: float = 100) -> Pipeline:
+    cache = CompileCache()
+    return Pipeline([CutSplit(backend, mode=mode, max_overhead=max_overhead, cache=cache),
+                     Compile(backend, cache=cache), Measure(backend)], backend.run, backend=backend)
+
+
 def test_cut_reconstruction_converges_to_uncut_values():
     """Within 3 standard errors at two shot counts; the error bar shrinks like 1/sqrt(shots); the
-    vectorized estimator equals the addon's reconstruct_expectation_values."""
+    subexperiments are one sampled batch that went through dispatch."""
     t = two_clusters(1)
-    plan = plan_cut(t.circuit, OBS, 2, 100)
     exact = exact_values(t, ROWS)
-    ex = cut_experiments(t.circuit, OBS, plan)
     errs = {}
     for shots, seed in ((500, 11), (4000, 20011)):
-        values, stderr = run_cut(t.circuit, OBS, ROWS, plan, SamplerV2(seed=seed), shots, experiments=ex,
-                                 check=shots == 500)
-        assert values.shape == stderr.shape == exact.shape and (stderr > 0).all()
-        assert (np.abs(values - exact) < 3 * stderr + 1e-9).all(), (values - exact) / stderr
-        errs[shots] = stderr.mean()
+        pipe = cut_pipeline(AerBackend(None, seed=seed))
+        sent = []
+        pipe.observe(lambda e: sent.extend(e.batches) if e.stage == "dispatch" else None)
+        [res] = pipe([make_batch(t, ROWS, shots)])
+        assert len(sent) == 1 and sent[0].sampled and len(sent[0].circuits) == cut_experiments(
+            t.circuit, OBS, plan_cut(t.circuit, OBS, 2, 100)).count
+        assert res.values.shape == res.stderr.shape == exact.shape and (res.stderr > 0).all()
+        assert (np.abs(res.values - exact) < 3 * res.stderr + 1e-9).all(), (res.values - exact) / res.stderr
+        errs[shots] = res.stderr.mean()
     assert errs[500] / errs[4000] == pytest.approx(math.sqrt(8), rel=0.25)
 
 
 def test_cut_subexperiments_transpiled_once_for_a_device():
-    """ISA subexperiments for FakeFez (mid-circuit measurements included), all rows bound by the
-    sampler: no per-row transpiles, same values."""
+    """ISA subexperiments for FakeFez (mid-circuit measurements included), transpiled once each,
+    all rows bound by the backend: a second round trip transpiles nothing, same values."""
     t = two_clusters(1)
-    plan = plan_cut(t.circuit, OBS, 2, 100)
-    pm = generate_preset_pass_manager(optimization_level=2, target=TargetBackend("FakeFez").target, seed_transpiler=0)
-    calls = []
-
-    def transpile(circuits):
-        calls.append(len(circuits))
-        return pm.run(circuits)
-
-    ex = cut_experiments(t.circuit, OBS, plan, transpile)
-    assert calls == [len(c) for c in ex.subexperiments.values()] and ex.count == sum(calls)
-    assert all(c.num_qubits == 156 for cs in ex.subexperiments.values() for c in cs)
-    values, stderr = run_cut(t.circuit, OBS, ROWS, plan, SamplerV2(seed=7), 2000, experiments=ex)
-    assert (np.abs(values - exact_values(t, ROWS)) < 4 * stderr + 1e-9).all()
-
-
-def test_run_cut_needs_shots():
-    t = two_clusters(1)
-    with pytest.raises(QssmError, match="shots"):
-        run_cut(t.circuit, OBS, ROWS, plan_cut(t.circuit, OBS, 2, 100), SamplerV2(), 0)
+    backend = AerBackend("fake_fez", seed=7, noise=False)
+    pipe = cut_pipeline(backend)
+    ex = cut_experiments(t.circuit, OBS, plan_cut(t.circuit, OBS, 2, 100))
+    distinct = len({circuit_digest(c) for cs in ex.subexperiments.values() for c in cs})  # some terms repeat
+    first, second = make_batch(t, ROWS, 2000), make_batch(t, ROWS[::-1] + 0.5, 2000)
+    [res] = pipe([first])
+    cache = pipe["compile"].cache
+    assert cache.transpile_calls == distinct
+    [again] = pipe([second])
+    assert cache.transpile_calls == distinct
+    for r, b in ((res, first), (again, second)):
+        assert (np.abs(r.values - exact_values(t, b.parameters)) < 4 * r.stderr + 1e-9).all()
 
 
 def test_should_cut_modes():

@@ -31,14 +31,28 @@ DRIVER = str(Path(__file__).parent / "job_driver.py")
 NO_SLEEP = RetryPolicy(attempts=12, sleep=lambda s: None, rng=random.Random(0))
 
 
-def spec(backend="ibm:fake_fez", shots=1000, n=4, **extra):
-    raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": n}, "backend": {"name": backend, "shots": shots}}
+def spec(backend="ibm:fake_fez", shots=1000, n=4, backend_seed=1, **extra):
+    raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": n},
+           "backend": {"name": backend, "shots": shots, "seed_simulator": backend_seed}}
     raw.update(extra)
     return parse_spec(raw, "test")
 
 
+def arrays(result) -> list:
+    """A stored result's arrays: values and standard errors, or each circuit's outcome histogram."""
+    return ([result.values, result.stderr] if result.values is not None else []) + list(result.counts)
+
+
 def results_by_key(store: JobStore, job_id: str) -> dict:
-    return {row[0]: store.batch(job_id, row[0]).result.values for row in store.batches(job_id)}
+    return {row[0]: arrays(store.batch(job_id, row[0]).result) for row in store.batches(job_id)}
+
+
+def assert_same_results(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert len(a[key]) == len(b[key])
+        for x, y in zip(a[key], b[key]):
+            np.testing.assert_array_equal(x, y)
 
 
 def two_qubit_template(labels: tuple[str, ...], name: str):
@@ -85,9 +99,7 @@ def kill_and_resume(tmp_path, kills: int, seed: int):
     assert p.wait(timeout=300) == 0, p.stderr.read()
     assert store.job(job_id)["status"] == "done"
     ref_results, results = results_by_key(ref_store, ref_id), results_by_key(store, job_id)
-    assert results.keys() == ref_results.keys()
-    for key in ref_results:
-        np.testing.assert_array_equal(results[key], ref_results[key])
+    assert_same_results(results, ref_results)
     assert store.job(job_id)["report"]["logit_error_mean"] == ref_store.job(ref_id)["report"]["logit_error_mean"]
     # the provider received exactly one submission per distinct batch
     assert fake_ibm.submissions(tmp_path / "ibm") == len(ref_results) == fake_ibm.submissions(tmp_path / "ref-ibm")
@@ -175,10 +187,7 @@ def test_transient_faults_are_all_recovered(tmp_path):
     report = run_job(flaky_store, flaky_id, backend=backend, policy=NO_SLEEP)
     assert backend.faults > 3 and report["retries"] == backend.faults
     assert flaky_store.job(flaky_id)["status"] == "done"
-    clean, flaky = results_by_key(clean_store, clean_id), results_by_key(flaky_store, flaky_id)
-    assert clean.keys() == flaky.keys()
-    for key in clean:
-        np.testing.assert_array_equal(flaky[key], clean[key])
+    assert_same_results(results_by_key(clean_store, clean_id), results_by_key(flaky_store, flaky_id))
 
 
 def test_permanent_fault_fails_the_job_and_keeps_finished_batches(tmp_path, capsys):
@@ -224,15 +233,35 @@ def test_deterministic_backend_reuses_identical_batches(tmp_path):
     assert report["submitted_batches"] == 0 and report["reused_batches"] == store.totals(second)["batches"] > 0
 
 
+def test_sampled_results_never_depend_on_what_else_the_store_ran(tmp_path):
+    """Sampled results depend on the job's seed: a seed-2 job after a seed-1 job in the same store
+    gets exactly what it gets in a fresh store, not the seed-1 samples (the outside test's hole)."""
+    shared = JobStore(tmp_path / "shared.sqlite")
+    for backend in ("exact", "aer"):
+        one = spec(backend, shots=300, n=2, backend_seed=1)
+        first, _ = create_job(shared, one)
+        run_job(shared, first)
+        second, _ = create_job(shared, spec(backend, shots=300, n=2, backend_seed=2))
+        report = run_job(shared, second)
+        assert report["reused_batches"] == 0
+        fresh = JobStore(tmp_path / f"fresh-{backend}.sqlite")
+        alone, _ = create_job(fresh, spec(backend, shots=300, n=2, backend_seed=2))
+        run_job(fresh, alone)
+        assert_same_results(results_by_key(shared, second), results_by_key(fresh, alone))
+        assert fresh.job(alone)["report"]["logit_error_max"] == shared.job(second)["report"]["logit_error_max"]
+        a, b = results_by_key(shared, first), results_by_key(shared, second)
+        assert any(not np.array_equal(x, y) for k in a for x, y in zip(a[k], b.get(k, a[k])) ) or a.keys() != b.keys()
+
+
 def test_budget_preflight_refuses_unless_yes(tmp_path, capsys):
     store = JobStore(tmp_path / "s.sqlite")
     s = spec("ibm:fake_fez", budget={"max_qpu_seconds": 1.0})
     from qssm.errors import QssmError
-    from qssm.jobs.cost import check_budget, preflight
+    from qssm.jobs.preflight import check_budget, estimate as price
     from qssm.jobs.run import backend_for
 
-    estimate = preflight(s, backend_for(s))
-    assert estimate["bindings"] > 0 and estimate["tasks"] >= 8
+    estimate = price(s, backend_for(s))
+    assert estimate["executions"] > 0 and estimate["tasks"] >= 8 and estimate["round_trips"] == 2
     real = dict(estimate, qpu_seconds=estimate["qpu_seconds_if_real"])  # as a real device would price it
     with pytest.raises(QssmError, match="budget.max_qpu_seconds"):
         check_budget(s, real)
@@ -419,20 +448,19 @@ def test_braket_qpu_job_retrieved_by_task_arn_from_another_process(tmp_path):
 def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
     """A batch over IBM's 10M executions per Sampler job is split over several jobs and stitched back."""
     import qssm.backends.ibm as ibm
-    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.types import CircuitBatch
+    from prepared import Prepared
 
     t = two_qubit_template(("IZ", "ZI", "XX"), "split-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (7, 2))
     backend = ibm.IBMBackend("fake_fez", seed=3)
-    batch = compile_batch(CircuitBatch(t, rows, np.arange(7), 400), backend, CompileOptions(), CompileCache())
-    whole = backend.run([batch])[0]
+    p = Prepared(t, backend, rows, 400)
+    whole = p.run()
     monkeypatch.setattr(ibm, "MAX_EXECUTIONS_PER_JOB", 3 * 400)  # 3 bindings per job
-    jobs = backend.pubs(batch)
-    assert len(jobs) > 1 and all(sum(len(p[1]) for p in job) <= 3 for job in jobs)
-    handle = backend.submit(batch)
+    jobs = backend.pubs(p.batch)
+    assert len(jobs) > 1 and all(sum(len(pub[1]) for pub in job) <= 3 for job in jobs)
+    handle = backend.submit(p.batch)
     assert len(handle.job_ids) == len(jobs)
-    split = backend.result(handle, batch)
+    split = p.values(backend.result(handle, p.batch))
     assert split.values.shape == whole.values.shape == (7, 3)
     assert (np.abs(split.values - whole.values) < 5 * np.hypot(split.stderr, whole.stderr) + 1e-9).all()
 
@@ -442,34 +470,36 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
     mitigation on a QPU; local testing mode runs it unmitigated): it must agree with the Sampler
     path within their standard errors, and the spec option reaches the backend."""
     import qssm.backends.ibm as ibm
-    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.inference import build_runner
-    from qssm.pipeline.types import CircuitBatch
+    from prepared import Prepared
+
+    from qssm.pipeline.build import build_pipeline
+    from qssm.pipeline.inference import backend_for
 
     t = two_qubit_template(("IZ", "ZI", "XX"), "est-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (5, 2))
-    runner = build_runner(spec(mitigation={"resilience_level": 1}))
-    backend = runner.backend
+    s = spec(mitigation={"resilience_level": 1})
+    backend = build_pipeline(s, backend_for(s)).backend
     assert isinstance(backend, ibm.IBMBackend) and backend.resilience_level == 1
-    batch = compile_batch(CircuitBatch(t, rows, np.arange(5), 4000), backend, CompileOptions(), CompileCache())
-    handle = backend.submit(batch)
+    assert backend.capabilities.native_estimator
+    p = Prepared(t, backend, rows, 4000)
+    assert not p.batch.sampled  # the measure stage left the observables to the runtime Estimator
+    handle = backend.submit(p.batch)
     assert handle.meta["primitive"] == "estimator"
-    est = backend.result(handle, batch)
+    est = backend.result(handle, p.batch)
     assert est.meta["primitive"] == "estimator" and est.stderr.max() > 0
-    backend.options["resilience_level"] = -1
-    samp = backend.run([batch])[0]
+    backend.runtime_options["resilience_level"] = -1
+    samp = Prepared(t, backend, rows, 4000).run()
     assert (np.abs(est.values - samp.values) < 5 * np.hypot(est.stderr, samp.stderr) + 1e-9).all()
 
 
 def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
     """The non-local code path (service.backend -> Session/Batch -> SamplerV2 -> job ids), with a
     service whose backend is a device snapshot: the runtime runs it in local mode, nothing else faked."""
+    from prepared import Prepared
     from qiskit_ibm_runtime import Batch, Session
 
     from qssm.backends.fake_devices import fake_backend
     from qssm.backends.ibm import IBMBackend
-    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.types import CircuitBatch
 
     class Service:
         def backend(self, name):
@@ -478,14 +508,14 @@ def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
 
     t = two_qubit_template(("IZ", "ZI"), "mode-test")
     rows = np.array([[0.3, -1.2], [2.0, 0.5]])
-    for iterative, mode in ((True, Session), (False, Batch)):
+    for shape, mode in (("session", Session), ("batch", Batch)):
         backend = IBMBackend("ibm_manila", seed=1, service=Service())
-        assert not backend.local and backend.name == "ibm:ibm_manila"
-        backend.iterative = iterative
-        batch = compile_batch(CircuitBatch(t, rows, np.arange(2), 2000), backend, CompileOptions(), CompileCache())
-        result = backend.run([batch])[0]
+        assert not backend.local and backend.name == "ibm:ibm_manila" and shape in backend.capabilities.modes
+        backend.set_mode(shape)
+        p = Prepared(t, backend, rows, 2000)
+        result = p.run()
         assert isinstance(backend._mode, mode)
-        ideal = np.array([[np.cos(r[0]), np.cos(r[1])] for r in rows])
+        ideal = np.array([[np.cos(r[0]), np.cos(r[1])] for r in p.planned.parameters])
         assert result.values.shape == (2, 2) and np.abs(result.values - ideal).max() < 0.25  # noisy device
         assert len(result.meta["job_ids"]) == 1
         backend.close()

@@ -13,12 +13,16 @@ from qiskit.quantum_info import SparsePauliOp, Statevector
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
 from qssm.backends.aer import AerBackend
-from qssm.backends.sampling import Group
 from qssm.errors import QssmError
-from qssm.jobs.spec import MitigationSpec, parse_spec
-from qssm.pipeline.mitigation import (Mitigation, extrapolation_weights, fold_two_qubit_gates, readout_corrector,
-                                      split_shots)
-from qssm.pipeline.types import CompiledBatch
+from qssm.jobs.spec import BackendSpec, JobSpec, MitigationSpec, parse_spec
+from qssm.pipeline.build import build_pipeline
+from qssm.pipeline.compile import Compile
+from qssm.pipeline.measure import Measure
+from qssm.pipeline.mitigation import (ZNE, Readout, correct_counts, extrapolation_weights, fold_two_qubit_gates,
+                                      mitigation_report, split_shots)
+from qssm.pipeline.plan import make_batch
+from qssm.pipeline.stages import Pipeline
+from qssm.pipeline.types import Template
 
 HAYSTACK = "checkpoints/qmamba-haystack.safetensors"
 READOUT = {0: (0.04, 0.10), 1: (0.08, 0.03), 2: (0.12, 0.06)}  # qubit: p(1|0), p(0|1)
@@ -29,13 +33,10 @@ class NoisyAer(AerBackend):
 
     def __init__(self, noise_model, seed=5):
         super().__init__(None, seed=seed)
-        self.noise_model = noise_model
-        self.deterministic = False
+        self._noise = noise_model
 
-    def _options(self, circuit, active):
-        opts = super()._options(circuit, active)
-        opts.update(method="density_matrix", noise_model=self.noise_model)
-        return opts
+    def noise_model(self, active):
+        return self._noise
 
 
 def readout_noise() -> NoiseModel:
@@ -62,9 +63,8 @@ def small_circuit(layers: int = 1) -> QuantumCircuit:
     return qc
 
 
-def batch(circuit, labels, rows, shots) -> CompiledBatch:
-    key = hashlib.sha256(f"{labels}{rows.tolist()}{shots}{circuit.size()}".encode()).hexdigest()
-    return CompiledBatch(key, circuit, rows, [SparsePauliOp(lab) for lab in labels], shots, {})
+def batch(circuit, labels, rows, shots):
+    return make_batch(Template("small", circuit, tuple(labels), f"small-{circuit.size()}-{labels}"), rows, shots)
 
 
 def ideal(circuit, labels, rows) -> np.ndarray:
@@ -74,14 +74,14 @@ def ideal(circuit, labels, rows) -> np.ndarray:
 
 def test_corrector_inverts_a_known_confusion_exactly():
     rng = np.random.default_rng(0)
-    true = rng.dirichlet(np.ones(8), size=3)  # 3 bindings over 3 bits
+    true = rng.dirichlet(np.ones(8), size=3)  # 3 bindings over 3 clbits
     measured = true.reshape(3, 2, 2, 2).copy()
-    for k, q in enumerate([0, 1, 2]):  # apply each qubit's confusion on its bit (bit k -> axis 3-k)
+    for k, q in enumerate([0, 1, 2]):  # apply each clbit's confusion on its bit (bit k -> axis 3-k)
         p10, p01 = READOUT[q]
         a = np.array([[1 - p10, p01], [p10, 1 - p01]])
         measured = np.moveaxis(np.tensordot(a, measured, axes=([1], [3 - k])), 0, 3 - k)
-    fix = readout_corrector({str(q): list(v) for q, v in READOUT.items()})  # JSON keys are strings
-    got = fix(Group(["Z", "Z", "Z"]), measured.reshape(3, 8))
+    inv = {k: np.linalg.inv(np.array([[1 - p10, p01], [p10, 1 - p01]])) for k, (p10, p01) in READOUT.items()}
+    got = correct_counts(measured.reshape(3, 8), inv, 3)
     assert np.allclose(got, true, atol=1e-12)
 
 
@@ -90,27 +90,25 @@ def test_readout_mitigation_removes_injected_readout_error():
     labels = ["IIZ", "IZI", "ZII", "IZZ", "XII"]
     rows = np.array([[0.3, 1.2, 2.5], [2.0, 0.1, 0.7], [1.0, 2.8, 0.0]])
     circuit = small_circuit()
-    exact = ideal(circuit, labels, rows)
     b = batch(circuit, labels, rows, 20_000)
+    exact = ideal(circuit, labels, b.parameters)
+    readout = Readout(backend)
+    mitigated = Pipeline([Compile(backend), Measure(backend), readout], backend.run, backend=backend)
     seen = []
-
-    def dispatch(batches):
-        seen.extend(batches)
-        return backend.run(batches)
-
-    mit = Mitigation.from_spec(MitigationSpec(readout=True), backend, 20_000)
-    [res] = mit.run([b], dispatch)
-    [raw] = backend.run([b])
+    mitigated.observe(lambda e: seen.extend(e.batches) if e.stage == "dispatch" else None)
+    [res] = mitigated([b])
+    [raw] = Pipeline([Compile(backend), Measure(backend)], backend.run, backend=backend)([b])
     tol = 4 * res.stderr + 1e-9
     assert (np.abs(res.values - exact) < tol).all(), (res.values - exact, tol)
     assert (np.abs(raw.values - exact) > 4 * raw.stderr).any()  # the injected error is visible unmitigated
-    assert len(seen) == 3 and {s.meta["template"] for s in seen[:2]} == {"readout_cal0", "readout_cal1"}
-    # calibrations are cached: a second wave on the same qubits dispatches only the batch
+    assert (res.stderr > raw.stderr).all()  # the correction's amplification and the calibration's noise
+    assert len(seen) == 2 and seen[1].meta["template"] == "readout_cal" and len(seen[1].circuits) == 2
+    # calibrations are cached: a second round trip on the same qubits dispatches only the batch
     seen.clear()
-    mit.run([b], dispatch)
-    assert len(seen) == 1 and seen[0].meta["readout"].keys() == {0, 1, 2}
-    rep = mit.report()
-    assert rep["readout"]["circuits"] == 2 and rep["readout"]["calibrated_qubits"] == 3
+    mitigated([b])
+    assert len(seen) == 1 and readout.report()["calibrated_qubits"] == 3
+    for q, (p10, p01) in READOUT.items():
+        assert readout.table[q] == pytest.approx((p10, p01), abs=0.01)
 
 
 def test_zne_richardson_extrapolates_depolarizing_decay():
@@ -118,21 +116,21 @@ def test_zne_richardson_extrapolates_depolarizing_decay():
     labels = ["IIZ", "IZI", "ZII", "ZZI"]
     rows = np.array([[0.4, 0.3, 0.2], [0.1, 0.5, 0.3]])
     circuit = small_circuit(layers=3)
-    exact = ideal(circuit, labels, rows)
-    spec = MitigationSpec(zne=True, zne_scales="1,3,5", extrapolation="richardson")
+    exact = ideal(circuit, labels, batch(circuit, labels, rows, None).parameters)  # planned rows: unique, sorted
+
+    def run(shots, zne):
+        stages = [Compile(backend)] + ([ZNE([1, 3, 5], "richardson")] if zne else []) + [Measure(backend)]
+        return Pipeline(stages, backend.run, backend=backend)([batch(circuit, labels, rows, shots)])[0]
+
     # exact noisy values: extrapolation removes most of the bias
-    [noisy] = backend.run([batch(circuit, labels, rows, None)])
-    [zne] = Mitigation.from_spec(spec, backend, None).run([batch(circuit, labels, rows, None)], backend.run)
+    noisy, zne = run(None, False), run(None, True)
     bias_raw, bias_zne = np.abs(noisy.values - exact), np.abs(zne.values - exact)
     assert bias_raw.min() > 0.01 and (bias_zne < 0.15 * bias_raw).all(), (bias_raw, bias_zne)
     # with shots at equal total: within stderr of the exact extrapolation, closer to ideal than unmitigated
-    mit = Mitigation.from_spec(spec, backend, 60_000)
-    [shot] = mit.run([batch(circuit, labels, rows, 60_000)], backend.run)
+    shot = run(60_000, True)
     assert (np.abs(shot.values - zne.values) < 4 * shot.stderr + 1e-9).all()
     assert np.abs(shot.values - exact).mean() < bias_raw.mean()
     assert shot.meta["shots"] == 60_000
-    rep = mit.report()["zne"]
-    assert rep["shot_multiplier"] == pytest.approx(1.0) and rep["circuit_multiplier"] == pytest.approx(3.0)
 
 
 def test_folding_and_weights():
@@ -144,9 +142,11 @@ def test_folding_and_weights():
         w = extrapolation_weights([1, 3, 5], method)
         assert w.sum() == pytest.approx(1.0) and (w * np.array([1, 3, 5])).sum() == pytest.approx(0.0, abs=1e-12)
     assert sum(split_shots(1000, extrapolation_weights([1, 3, 5], "richardson"))) == 1000
+    from qssm.jobs.preflight import validate
+
     with pytest.raises(QssmError, match="zne_scales"):
-        parse = MitigationSpec(zne=True, zne_scales="1,2")
-        Mitigation.from_spec(parse, NoisyAer(cz_noise(0.0)), 100)
+        validate(JobSpec("", backend=BackendSpec(name="aer", shots=100),
+                         mitigation=MitigationSpec(zne=True, zne_scales="1,2")), NoisyAer(cz_noise(0.0)))
 
 
 def test_noise_aware_layout_on_fake_fez():
@@ -167,29 +167,58 @@ def test_noise_aware_layout_on_fake_fez():
 
 
 def test_pipeline_with_mitigation_and_noise_aware_layout():
-    from qssm.pipeline.inference import build_runner, run_inference
+    from qssm.models import checkpoint
+    from qssm.pipeline.inference import backend_for, run_inference
 
     raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": 2, "T": 6},
            "backend": {"name": "aer:fake_fez", "shots": 300, "layout": "noise_aware"},
            "mitigation": {"readout": True, "zne": True, "zne_scales": "1,3"}}
     spec = parse_spec(raw)
+    backend = backend_for(spec)
+    pipe = build_pipeline(spec, backend, model=checkpoint.load(HAYSTACK)[0])
+    assert [s.name for s in pipe.stages] == ["split", "compile", "zne", "measure", "readout"]
     dispatched = []
-
-    def dispatch(batches):
-        dispatched.extend(batches)
-        return runner.backend.run(batches)
-
-    runner = build_runner(spec, dispatch)
-    info = runner.layout_report
+    pipe.observe(lambda e: dispatched.extend(e.batches) if e.stage == "dispatch" else None)
+    info = pipe.layout_report
     assert info["used"] in ("noise_aware", "default") and info["noise_aware_success"] > 0
-    r = run_inference(spec, runner=runner, progress=False)
+    r = run_inference(spec, pipeline=pipe, progress=False)
     assert r["round_trips"] == 1 and 0 <= r["accuracy"] <= 1
-    rep = runner.mitigation.report()
-    cal = [b for b in dispatched if b.meta["template"].startswith("readout_cal")]
-    assert len(cal) == rep["readout"]["circuits"] > 0  # calibration went through dispatch
-    assert rep["zne"]["shot_multiplier"] == pytest.approx(1.0) and rep["zne"]["circuit_multiplier"] == 2.0
+    rows = {row["setting"]: row for row in mitigation_report(pipe)}
+    cal = [b for b in dispatched if b.meta.get("template") == "readout_cal"]
+    assert sum(len(b.circuits) for b in cal) == r["calibration_circuits"] == rows["readout"]["circuits"] > 0
+    assert rows["zne"]["shot_multiplier"] == pytest.approx(1.0) and rows["zne"]["circuit_multiplier"] == 2.0
+    assert r["zne_circuits"] == sum(len(b.circuits) for b in dispatched if b.meta.get("zne_scale") == 3) > 0
+
+
+def test_mitigation_spec_errors_are_one_line():
+    from qssm.jobs.preflight import validate
+
+    raw = {"model": {"checkpoint": HAYSTACK}, "backend": {"name": "aer:fake_fez", "shots": 300}}
     with pytest.raises(QssmError, match="IBM runtime"):
-        build_runner(parse_spec({**raw, "mitigation": {"twirling": True}}))
+        validate(parse_spec({**raw, "mitigation": {"twirling": True}}), AerBackend("fake_fez"))
     with pytest.raises(QssmError, match="extrapolation"):
-        build_runner(parse_spec({**raw, "backend": {"name": "aer:fake_fez", "shots": 300},
-                                 "mitigation": {"zne": True, "extrapolation": "cubic"}}))
+        validate(parse_spec({**raw, "mitigation": {"zne": True, "extrapolation": "cubic"}}), AerBackend("fake_fez"))
+    with pytest.raises(QssmError, match="cut"):
+        validate(parse_spec({**raw, "mitigation": {"zne": True}, "split": {"cutting": "force"}}), AerBackend("fake_fez"))
+
+
+IDLE = Template("idle", QuantumCircuit(2), ("ZI", "IZ"), "idle-2")  # nothing runs: <Z> = 1 on both qubits
+
+
+@pytest.mark.parametrize("name", ["aer:fake_fez", "ibm:fake_fez", "braket:local_dm", "exact"])
+def test_readout_mitigation_on_every_sampling_backend(name):
+    """An idle qubit reads <Z> = 1 - 2 p(1|0): mitigation brings it back to 1.0 within 3 standard
+    errors on every backend that samples (Braket's density-matrix simulator included)."""
+    from qssm.backends.registry import get_backend
+
+    backend = get_backend(name, seed=3)
+    shots = 20_000
+    spec = JobSpec("", backend=BackendSpec(name=name, shots=shots, optimization_level=1),
+                   mitigation=MitigationSpec(readout=True))
+    plain = JobSpec("", backend=BackendSpec(name=name, shots=shots, optimization_level=1))
+    rows = np.zeros((1, 0))
+    [raw] = build_pipeline(plain, backend)([make_batch(IDLE, rows, shots)])
+    [mit] = build_pipeline(spec, backend)([make_batch(IDLE, rows, shots)])
+    assert (np.abs(mit.values - 1.0) <= 3 * mit.stderr + 1e-12).all(), (mit.values, mit.stderr)
+    if backend.target is not None:  # a device's readout error is visible without mitigation
+        assert (np.abs(raw.values - 1.0) > 3 * raw.stderr).any(), (raw.values, raw.stderr)

@@ -1,4 +1,4 @@
-"""End to end through plan -> compile -> dispatch -> recur on real backends (DESIGN §3)."""
+"""End to end through plan -> compile -> dispatch -> recur on real backends."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_transpile_calls_do_not_depend_on_length_or_batch():
         s = spec(HAYSTACK, "aer:fake_fez", shots=200, n=n, data={"T": T})
         r = run_inference(s, progress=False)
         counts.add(r["transpile_calls"])
-        assert r["round_trips"] == 1 and r["token_table_round_trips"] == 1
+        assert r["round_trips"] == 1 and r["table_round_trips"] == 1
     assert counts == {8}  # 4 sub-circuits x 2 layers, each transpiled once
 
 

@@ -110,11 +110,38 @@ def results(args) -> int:
 
     store = _store(args)
     j = store.job(args.id)
-    if j["status"] != "done":
+    report = j["report"]
+    if j["status"] != "done" and not (j["status"] == "cancelled" and report):
         hint = f"resume it with `qssm resume {args.id}`" if j["status"] in ("queued", "running") else j["error"] or ""
         raise QssmError(f"job {args.id} is {j['status']}, no results yet; {hint}".rstrip("; "))
-    print(json.dumps(j["report"]) if args.json else format_run(j["report"]))
+    if args.json:
+        if report.get("partial"):  # the finished batches' own results, as the store holds them
+            report = dict(report, results={b["key"]: _arrays(store.batch(args.id, b["key"]).result)
+                                           for b in report["finished_batches"]})
+        print(json.dumps(report))
+    elif report.get("partial"):
+        print(format_partial(report))
+    else:
+        print(format_run(report) + ("\n  (cancelled after its last batch finished)" if report.get("cancelled") else ""))
     return 0
+
+
+def _arrays(result) -> dict:
+    out = {"counts": [c.tolist() for c in result.counts]} if result.counts else {}
+    if result.values is not None:
+        out.update(values=result.values.tolist(), stderr=result.stderr.tolist())
+    return out
+
+
+def format_partial(r: dict) -> str:
+    """A cancelled job's partial result: the batches that finished before it stopped."""
+    lines = [f"job {r['job_id']} on {r['backend']}: CANCELLED, partial result "
+             f"({len(r['finished_batches'])} of {r['store_batches']} batches finished, "
+             f"{r['store_submissions']} provider submissions, ${r['store_cost_usd']:.2f} spent)"]
+    for b in r["finished_batches"]:
+        lines.append(f"  trip {b['round_trip']} #{b['position']:<3} {b['key'][:12]} {b['template'] or '-':<16} {b['shape']}")
+    lines.append(f"  their values and outcome counts: `qssm results {r['job_id']} --json`")
+    return "\n".join(lines)
 
 
 def cancel(args) -> int:

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-from qssm.backends.registry import is_simulator  # noqa: E402
+from qssm.backends.registry import get_backend, is_simulator  # noqa: E402
 
 
 def _with(spec, **backend):
@@ -44,18 +44,17 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     report["compile"] = compile_report(model, targets, options)
     sweep = []
-    backends = ["aer"] + ([spec.backend.name] if spec.backend.name not in ("aer", "exact")
-                          and is_simulator(spec.backend.name) else [])
-    for name in backends:
+    # the ideal reference and, if it is a simulator, the spec's own backend
+    for name in dict.fromkeys(["aer"] + ([spec.backend.name] if is_simulator(spec.backend.name) else [])):
         for s in shots:
             r = run_inference(_with(spec, name=name, shots=s), progress=False)
             p, n = r["accuracy"], r["n_examples"]
             sweep.append({"backend": name, "shots": s, "accuracy": p, "accuracy_stderr": math.sqrt(p * (1 - p) / n),
-                          "logit_error_mean": r["logit_error_mean"], "circuit_shots": r["pipeline_circuits_shots"]})
+                          "logit_error_mean": r["logit_error_mean"], "total_shots": r["total_shots"]})
     report["shots_sweep"] = sweep
-    noisy = []  # every target's noise at the sweep's largest shot count
+    noisy = []  # every simulated device's noise at the sweep's largest shot count
     for name in targets:
-        if not is_simulator(name) or name in ("aer", "exact"):
+        if not is_simulator(name) or get_backend(name).target is None:
             continue
         r = run_inference(_with(spec, name=name, shots=shots[-1]), progress=False)
         noisy.append({"backend": name, "shots": shots[-1], "accuracy": r["accuracy"],
@@ -69,15 +68,13 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
                 split = dataclasses.replace(spec.split, segment=k)
                 r = run_inference(dataclasses.replace(_with(spec, name="aer", shots=s), split=split), progress=False)
                 seg.append({"segment": k, "shots": s, "accuracy": r["accuracy"], "logit_error_mean": r["logit_error_mean"],
-                            "round_trips": r["round_trips"], "purity": r.get("pipeline_mean_segment_purity")})
+                            "round_trips": r["round_trips"], "purity": r.get("mean_segment_purity")})
         report["segment_sweep"] = seg
     return report
 
 
 def device_layouts(compile_rows: list[dict]) -> list[dict]:
     """Per target: the device coupling graph and the physical qubits each template landed on."""
-    from qssm.backends.registry import get_backend
-
     out = []
     for name in dict.fromkeys(r["target"] for r in compile_rows):
         target = get_backend(name).target

@@ -13,6 +13,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=int, help="override [backend] shots")
+    p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
     p.set_defaults(func=run)
@@ -21,7 +22,8 @@ def register(sub) -> None:
 def apply_overrides(spec, args):
     import dataclasses
 
-    changes = {k: v for k, v in (("name", args.backend), ("shots", args.shots)) if v is not None}
+    changes = {k: v for k, v in (("name", args.backend), ("shots", args.shots),
+                                 ("cluster", getattr(args, "cluster", None))) if v is not None}
     if changes:
         spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, **changes))
     return spec
@@ -34,7 +36,7 @@ def run(args) -> int:
     from qssm.errors import QssmError
 
     spec = apply_overrides(load_spec(args.spec), args)
-    if spec.backend.name.startswith(("ibm:", "braket:")) and not is_simulator(spec.backend.name):
+    if not is_simulator(spec.backend.name):
         raise QssmError(f"qssm run is a simulator dry run and {spec.backend.name} is a QPU: use `qssm submit "
                         f"{args.spec}` (cost preflight, durable job), or dry-run with --backend aer:fake_<device>")
     report = run_inference(spec, progress=not args.json)
@@ -53,16 +55,23 @@ def run(args) -> int:
 
 def format_run(r: dict) -> str:
     shots = f"{r['shots']} shots" if r["shots"] else "exact expectation values"
+    extras = [f"{r[k]} {label}" for k, label in (("cut_batches", "batches cut"), ("zne_circuits", "ZNE circuits"),
+                                                  ("calibration_circuits", "calibration circuits")) if r.get(k)]
+    seconds = r.get("seconds", {})
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1]) if v >= 0.05)
     lines = [
         f"{r['checkpoint']} ({r['model']}, {r['task']}) on {r['backend']}, {shots}",
         f"  accuracy        {r['accuracy']:.3f}   (exact {r['exact_accuracy']:.3f}, agreement {r['agreement']:.3f}) on {r['n_examples']} examples, T={r['T']}",
         f"  logit error     max {r['logit_error_max']:.2e}   mean {r['logit_error_mean']:.2e}",
-        f"  round trips     {r['round_trips']} (+{r['token_table_round_trips']} token table)   transpile calls {r['transpile_calls']}",
-        f"  bindings        {r['pipeline_bindings']} distinct of {r['pipeline_requested_rows']} requested, {r['pipeline_batches']} batches"
-        + (f", {r['pipeline_table_hits']} token-table hits" if r.get("pipeline_table_hits") else ""),
-        f"  circuit shots   {r['pipeline_circuits_shots']:,}",
-        f"  wall time       {r['wall_seconds']:.1f} s (compile {r['seconds_compile']:.1f} s, dispatch {r['seconds_dispatch']:.1f} s)",
+        f"  round trips     {r['round_trips']} (+{r['table_round_trips']} token table)   transpile calls {r['transpile_calls']}",
+        f"  bindings        {r['bindings']} distinct of {r['requested_rows']} requested, {r['batches']} batches"
+        + (f", {r['table_hits']} token-table hits" if r.get("table_hits") else ""),
+        f"  circuits        {r['executions']:,} executions, {r['total_shots']:,} shots" if r["shots"] else
+        f"  circuits        {r['executions']:,} executions",
+        f"  wall time       {r['wall_seconds']:.1f} s" + (f" ({stages})" if stages else ""),
     ]
-    if r.get("mean_segment_purity") is not None and r.get("pipeline_mean_segment_purity") is not None:
-        lines.append(f"  segment purity  {r['pipeline_mean_segment_purity']:.3f}")
+    if extras:
+        lines.insert(6, "  split/mitigate  " + ", ".join(extras))
+    if r.get("mean_segment_purity") is not None:
+        lines.append(f"  segment purity  {r['mean_segment_purity']:.3f}")
     return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""A job spec -> its pipeline: the stages the spec asks for, on one backend, with one tracker."""
+
+from __future__ import annotations
+
+from qssm.errors import QssmError
+from qssm.pipeline.compile import Compile, CompileCache, CompileOptions
+from qssm.pipeline.cutting import CutSplit
+from qssm.pipeline.measure import Measure
+from qssm.pipeline.mitigation import ZNE, Readout, parse_scales
+from qssm.pipeline.stages import Dispatch, Pipeline
+from qssm.pipeline.tracker import Tracker
+
+
+def noise_aware_layout(spec, backend, model) -> tuple[tuple[int, ...] | None, dict | None]:
+    """One layout for all templates (QMamba's and QLAM's templates share one width per model),
+    kept only if its estimated success beats the default layout's."""
+    from qssm.circuits.templates import model_templates
+    from qssm.pipeline.layout import layout_report
+
+    circuits = [t.circuit for t in model_templates(model)]
+    widths = {c.num_qubits for c in circuits}
+    if len(widths) != 1:
+        raise QssmError(f"noise_aware layout needs templates of one width, got {sorted(widths)}; "
+                        'set [backend] layout = "default"')
+    if backend.target is None or circuits[0].num_qubits > backend.target.num_qubits:
+        return None, None
+    info = layout_report(backend.target, circuits, spec.backend.optimization_level, spec.backend.seed_transpiler)
+    better = info["noise_aware_success"] >= info["default_success"]
+    info["used"] = "noise_aware" if better else "default"
+    return (tuple(info["noise_aware_layout"]) if better else None), info
+
+
+def runtime_options(spec) -> dict:
+    """The spec's runtime pass-throughs that are set ([mitigation] resilience_level, twirling, ...)."""
+    m = spec.mitigation
+    out = {}
+    if m.resilience_level >= 0:
+        out["resilience_level"] = m.resilience_level
+    if m.twirling:
+        out["twirling"] = True
+    if m.dynamical_decoupling:
+        out["dynamical_decoupling"] = True
+    return out
+
+
+def build_pipeline(spec, backend, dispatch: Dispatch | None = None, *, model=None, tracker: Tracker | None = None,
+                   initial_layout=None) -> Pipeline:
+    tracker = tracker or Tracker()
+    layout_info = None
+    if initial_layout is None and spec.backend.layout == "noise_aware" and model is not None:
+        initial_layout, layout_info = noise_aware_layout(spec, backend, model)
+    backend.configure(**runtime_options(spec))
+    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler, initial_layout)
+    cache = CompileCache(tracker)
+    stages = [CutSplit(backend, options, spec.split.cutting, spec.split.max_overhead, cache, tracker),
+              Compile(backend, options, cache)]
+    m = spec.mitigation
+    if m.zne:
+        stages.append(ZNE(parse_scales(m.zne_scales), m.extrapolation, tracker))
+    stages.append(Measure(backend))
+    if m.readout:
+        stages.append(Readout(backend, m.readout_shots, tracker))
+    pipeline = Pipeline(stages, dispatch or backend.run, tracker, backend)
+    pipeline.layout_report = layout_info  # default vs noise-aware estimated success, or None
+    return pipeline

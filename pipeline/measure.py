@@ -1,0 +1,168 @@
+"""measure: expectation values from samples (docs/architecture.md, "measure").
+
+For a sampled estimate-mode batch, every Pauli term is measured in the qubit-wise-commuting group
+that holds its basis: the stage replaces the batch's circuit by one measured circuit per group
+(basis changes in gates every IBM ISA target has: rz, sx), and its post-processing turns each
+group's outcome histogram back into expectation values with standard errors. Backends only ever
+sample measured circuits, so readout mitigation and any other transform that needs raw outcomes
+sees them the same way on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from qiskit import ClassicalRegister, QuantumCircuit
+from qiskit.quantum_info import SparsePauliOp
+
+from qssm.pipeline.stages import first, map_batches
+from qssm.pipeline.types import BatchResult, CircuitBatch
+
+
+@dataclass
+class Group:
+    basis: list[str]  # per qubit (index = qubit): "I", "X", "Y" or "Z"
+    members: list[tuple[int, int]] = field(default_factory=list)  # (observable, term) it estimates
+
+    @property
+    def support(self) -> list[int]:
+        return [q for q, p in enumerate(self.basis) if p != "I"]
+
+
+def _term_basis(label: str) -> list[str]:
+    return list(reversed(label))  # Qiskit labels put qubit 0 rightmost
+
+
+def measurement_groups(observables) -> list[Group]:
+    """Greedy qubit-wise-commuting grouping of every non-identity term (first fit)."""
+    groups: list[Group] = []
+    for i, obs in enumerate(observables):
+        for j, label in enumerate(obs.paulis.to_labels()):
+            basis = _term_basis(label)
+            if set(basis) == {"I"}:
+                continue
+            for g in groups:
+                if all(a == "I" or b == "I" or a == b for a, b in zip(g.basis, basis)):
+                    g.basis = [a if a != "I" else b for a, b in zip(g.basis, basis)]
+                    g.members.append((i, j))
+                    break
+            else:
+                groups.append(Group(basis, [(i, j)]))
+    return groups
+
+
+def with_measurement(circuit: QuantumCircuit, group: Group) -> QuantumCircuit:
+    """Rotate each support qubit's basis to Z (X: rz sx rz = H; Y: sx rz, mapping Y to Z) and
+    measure it into register "meas" (bit k = k-th support qubit)."""
+    qc = circuit.copy()
+    support = group.support
+    creg = ClassicalRegister(len(support), "meas")
+    qc.add_register(creg)
+    for q in support:
+        if group.basis[q] == "X":
+            qc.rz(math.pi / 2, q)
+            qc.sx(q)
+            qc.rz(math.pi / 2, q)
+        elif group.basis[q] == "Y":
+            qc.sx(q)
+            qc.rz(math.pi / 2, q)
+    for k, q in enumerate(support):
+        qc.measure(q, creg[k])
+    return qc
+
+
+def parity_masks(observables, groups: list[Group]) -> list[list[tuple[int, int, int, complex]]]:
+    """Per group: (observable, term, bit mask over the group's measured bits, coefficient)."""
+    out = []
+    for g in groups:
+        pos = {q: k for k, q in enumerate(g.support)}
+        rows = []
+        for i, j in g.members:
+            label = observables[i].paulis.to_labels()[j]
+            mask = sum(1 << pos[q] for q, p in enumerate(_term_basis(label)) if p != "I")
+            rows.append((i, j, mask, complex(observables[i].coeffs[j])))
+        out.append(rows)
+    return out
+
+
+def expectations(counts, observables, groups: list[Group], shots: int, readout: dict | None = None,
+                 readout_shots: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """counts[g]: (bindings, 2**width) outcome histograms of group g (bit k = k-th support qubit;
+    readout-corrected quasi-counts allowed). Returns (values, stderr), each (bindings, n_obs).
+    `readout` ({circuit qubit: [p(1|0), p(0|1)]}) widens the standard errors for the correction."""
+    n_bind = counts[0].shape[0] if len(counts) else 1
+    values = np.zeros((n_bind, len(observables)))
+    var = np.zeros((n_bind, len(observables)))
+    for i, obs in enumerate(observables):  # identity terms are exact
+        for j, label in enumerate(obs.paulis.to_labels()):
+            if set(label) == {"I"}:
+                values[:, i] += obs.coeffs[j].real
+    for g, (group, rows) in enumerate(zip(groups, parity_masks(observables, groups))):
+        probs = np.asarray(counts[g], dtype=np.float64) / shots
+        idx = np.arange(probs.shape[1])
+        for i, j, mask, coef in rows:
+            sign = 1.0 - 2.0 * (np.bitwise_count(idx & mask) & 1)  # bitwise_count is uint8
+            m = probs @ sign
+            values[:, i] += coef.real * m
+            term_var = np.clip(1 - m**2, 0, None) / shots
+            if readout:
+                term_var = readout_variance(m, [group.support[k] for k in range(len(group.support)) if mask >> k & 1],
+                                            readout, shots, readout_shots or shots)
+            var[:, i] += coef.real**2 * term_var
+    return values, np.sqrt(var)
+
+
+def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots: int, cal_shots: int) -> np.ndarray:
+    """Variance of a readout-corrected Pauli expectation m on `qubits` (first-order propagation):
+    the inverse divides the raw parity by b = prod_q (1 - p(1|0) - p(0|1)), and the calibration's
+    own shot noise adds var(p) (dm/dp)^2 per qubit:
+        var = (1 - (m b)^2) / (b^2 shots) + sum_q ((1+m)^2 var p10_q + (1-m)^2 var p01_q) / b_q^2."""
+    table = {int(q): v for q, v in readout.items()}
+    bq = {q: max(1.0 - sum(table.get(q, (0.0, 0.0))), 1e-3) for q in qubits}
+    b = float(np.prod(list(bq.values()))) if bq else 1.0
+    mc = np.clip(m, -1, 1)
+    var = (1 - np.clip(mc * b, -1, 1) ** 2) / (b**2 * max(shots, 1))
+    for q in qubits:
+        p10, p01 = table.get(q, (0.0, 0.0))
+        var = var + ((1 + mc) ** 2 * p10 * (1 - p10) + (1 - mc) ** 2 * p01 * (1 - p01)) / (max(cal_shots, 1) * bq[q]**2)
+    return var
+
+
+class Measure:
+    """The measure stage: sampled estimate-mode batches -> one measured circuit per group.
+    Backends with a native estimator (the IBM runtime Estimator's resilience levels) take
+    observables and shots themselves."""
+
+    name = "measure"
+
+    def __init__(self, backend=None):
+        self.native = bool(backend is not None and backend.capabilities.native_estimator)
+
+    def __call__(self, batches: list[CircuitBatch]):
+        return map_batches(batches, self._one)
+
+    def _one(self, batch: CircuitBatch):
+        if batch.sampled or batch.shots is None or self.native:
+            return [batch], first
+        groups = measurement_groups(batch.observables)
+        observables, shots = batch.observables, batch.shots
+        cols = batch.columns[0] if batch.columns else None
+        circuits = tuple(with_measurement(batch.circuit, g) for g in groups)
+        # every measured circuit is the batch's circuit plus a tail: simulators evolve the shared body once
+        child = batch.derive(circuits=circuits, observables=(), columns=(cols,) * len(circuits) if cols is not None
+                             else (), meta={"groups": len(groups), "shared_body": len(batch.circuit.data)})
+
+        def combine(results: list[BatchResult]) -> BatchResult:
+            r = results[0] if results else BatchResult(meta={})
+            values, stderr = expectations(r.counts, observables, groups, shots, r.meta.get("readout"),
+                                          r.meta.get("readout_shots", 0))
+            if not results:  # identity observables only: nothing was sent
+                values = np.broadcast_to(values, (len(batch.parameters), len(observables))).copy()
+                stderr = np.zeros_like(values)
+            meta = {k: v for k, v in r.meta.items() if k != "readout"}
+            meta["measurement_groups"] = len(groups)
+            return BatchResult(values, stderr, meta=meta)
+
+        return ([child] if circuits else []), combine
