@@ -31,4 +31,4 @@ if __name__ == "__main__":
     except QssmError as e:
         print(f"qssm: error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(report["logit_error_mean"])
+    print(report.get("logit_error_mean", "cancelled: partial result"))

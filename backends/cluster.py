@@ -1,0 +1,169 @@
+"""A simulator backend's batches on a Dask cluster (dask.distributed), for dry runs that outgrow one
+machine (docs/architecture.md, "Backends").
+
+    [backend]
+    name = "aer:fake_fez"
+    cluster = "local:4"              # a LocalCluster of 4 single-threaded worker processes
+    cluster = "tcp://10.0.0.5:8786"  # an existing scheduler (dask-jobqueue, Kubernetes, dask-ssh, ...)
+
+`ClusterBackend` wraps the simulator backend the spec names and keeps its name, target and
+capabilities, so batch keys, the job store and every result are the same as without a cluster.
+Submitting a batch ships it to the workers and returns at once; collecting gathers the pieces in
+order. Batches of a backend whose sampling is seeded per block of rows (`chunkable`) are split
+into row chunks at block boundaries, so one large batch spreads over every worker and still gives
+exactly the counts it gives whole. Workers only compute: the job store stays in this process, its
+single writer, and a killed dispatcher's futures die with it ("unknown": the dispatcher runs the
+batch again), as with any local simulator.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from functools import lru_cache
+
+import numpy as np
+
+from qssm.backends.base import Backend, Capabilities, Handle
+from qssm.backends.sampling import ROW_BLOCK
+from qssm.errors import QssmError
+from qssm.pipeline.types import BatchResult, CircuitBatch
+
+
+@lru_cache(maxsize=8)
+def _worker_backend(name: str, seed: int | None, options: tuple):
+    """One backend per worker process and configuration (device targets and noise models are
+    built once per worker, not per batch)."""
+    from qssm.backends.registry import get_backend
+
+    backend = get_backend(name, seed=seed)
+    backend.configure(**dict(options))
+    return backend
+
+
+def evaluate_on_worker(name: str, seed: int | None, options: tuple, batch: CircuitBatch) -> BatchResult:
+    return _worker_backend(name, seed, options).evaluate(batch)
+
+
+def chunks(batch: CircuitBatch, pieces: int) -> list[CircuitBatch]:
+    """The batch's rows in at most `pieces` chunks that start on ROW_BLOCK boundaries."""
+    n = len(batch.parameters)
+    blocks = math.ceil(n / ROW_BLOCK)
+    per = max(1, math.ceil(blocks / max(1, pieces))) * ROW_BLOCK
+    if n <= per:
+        return [batch]
+    return [batch.derive(parameters=batch.parameters[a:a + per], meta={"first_row": a}) for a in range(0, n, per)]
+
+
+def concatenate(parts: list[BatchResult]) -> BatchResult:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    values = None if first.values is None else np.concatenate([p.values for p in parts])
+    stderr = None if first.stderr is None else np.concatenate([p.stderr for p in parts])
+    counts = tuple(np.concatenate([p.counts[i] for p in parts]) for i in range(len(first.counts)))
+    return BatchResult(values, stderr, counts, dict(first.meta))
+
+
+class ClusterBackend(Backend):
+    def __init__(self, inner: Backend, address: str):
+        super().__init__()
+        if not inner.capabilities.simulator or not callable(getattr(inner, "evaluate", None)):
+            raise QssmError(f"[backend] cluster runs simulators; {inner.name} runs on its provider's hardware: "
+                            "remove cluster (or --cluster) for QPU jobs")
+        self.inner = inner
+        self.address = address
+        self.name, self.target, self.calibration = inner.name, inner.target, inner.calibration
+        self.runtime_options = inner.runtime_options
+        self._client = None
+        self._cluster = None
+        self._futures: dict[str, list] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def configure(self, **options) -> None:
+        self.inner.configure(**options)
+
+    def fingerprint(self) -> dict:
+        return self.inner.fingerprint()
+
+    def estimate_cost(self, batches):
+        return self.inner.estimate_cost(batches)
+
+    # -- the cluster ----------------------------------------------------------------------------------
+    def client(self):
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            kind, _, rest = self.address.partition(":")
+            if kind == "local":
+                try:
+                    workers = int(rest or 0) or None
+                except ValueError:
+                    raise QssmError(f'[backend] cluster = "{self.address}": use "local:N" (N workers) or a scheduler '
+                                    'address such as "tcp://host:8786"') from None
+                # one thread per worker: the simulators are single-threaded numpy/torch work
+                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self._client = Client(self._cluster)
+            else:
+                try:
+                    self._client = Client(self.address, timeout="20s")
+                except OSError as e:
+                    raise QssmError(f"cannot reach the Dask scheduler at {self.address} ({e}); start it or fix "
+                                    "[backend] cluster") from None
+        return self._client
+
+    @property
+    def workers(self) -> int:
+        return max(1, len(self.client().scheduler_info()["workers"]))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+        self.inner.close()
+
+    # -- the backend contract ---------------------------------------------------------------------------
+    def submit(self, batch: CircuitBatch) -> Handle:
+        client = self.client()
+        parts = chunks(batch, 2 * self.workers) if self.capabilities.chunkable else [batch]
+        options = tuple(sorted(self.inner.runtime_options.items()))
+        seed = getattr(self.inner, "seed", None)
+        futures = [client.submit(evaluate_on_worker, self.inner.name, seed, options, part, pure=False)
+                   for part in parts]
+        job = f"dask-{uuid.uuid4().hex[:12]}"
+        self._futures[job] = futures
+        return Handle(self.name, [job], {"chunks": len(parts)})
+
+    def status(self, handle: Handle) -> str:
+        futures = self._futures.get(handle.job_ids[0])
+        if futures is None:
+            return "unknown"  # submitted by a process that died: its futures died with it
+        states = {f.status for f in futures}
+        if states & {"error", "lost"}:
+            return "failed"
+        if "cancelled" in states:
+            return "cancelled"
+        return "done" if states == {"finished"} else "running"
+
+    def failure_reason(self, handle: Handle) -> str | None:
+        for f in self._futures.get(handle.job_ids[0], []):
+            if f.status == "error":
+                return f"{type(f.exception()).__name__}: {f.exception()}"
+        return None
+
+    def result(self, handle: Handle, batch: CircuitBatch) -> BatchResult:
+        futures = self._futures.pop(handle.job_ids[0], None)
+        if futures is None:
+            raise QssmError(f"cluster job {handle.job_ids[0]} is gone (another process); resubmit it")
+        return concatenate(self.client().gather(futures))
+
+    def cancel(self, handle: Handle) -> None:
+        for f in self._futures.pop(handle.job_ids[0], []):
+            f.cancel()

@@ -1,0 +1,81 @@
+"""Dry runs on a Dask cluster (a LocalCluster of 2 workers): the same results as one process, in
+order, with the job store as the single writer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_jobs import HAYSTACK, assert_same_results, results_by_key  # noqa: E402
+
+from qssm.backends.cluster import ClusterBackend, chunks  # noqa: E402
+from qssm.backends.registry import get_backend  # noqa: E402
+from qssm.backends.sampling import ROW_BLOCK  # noqa: E402
+from qssm.errors import QssmError  # noqa: E402
+from qssm.jobs.run import create_job, run_job  # noqa: E402
+from qssm.jobs.spec import parse_spec  # noqa: E402
+from qssm.jobs.store import JobStore  # noqa: E402
+from qssm.pipeline.inference import run_inference  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def spec(backend, shots, cluster="", n=24):
+    return parse_spec({"model": {"checkpoint": HAYSTACK}, "data": {"n": n},
+                       "backend": {"name": backend, "shots": shots, "cluster": cluster}}, "test")
+
+
+@pytest.mark.parametrize("backend,shots", [("exact", 500), ("aer:fake_fez", 300)])
+def test_cluster_gives_the_same_results_as_one_process(scheduler, backend, shots):
+    alone = run_inference(spec(backend, shots), progress=False)
+    spread = run_inference(spec(backend, shots, cluster=scheduler), progress=False)
+    for key in ("logit_error_max", "logit_error_mean", "accuracy", "dispatched_batches", "executions"):
+        assert spread[key] == alone[key], key
+
+
+def test_chunks_start_on_block_boundaries():
+    from qssm.pipeline.types import CircuitBatch
+
+    b = CircuitBatch((), np.zeros((3 * ROW_BLOCK + 5, 1)), shots=10, key="k")
+    parts = chunks(b, 4)
+    assert [p.meta.get("first_row", 0) % ROW_BLOCK for p in parts] == [0] * len(parts)
+    assert sum(len(p.parameters) for p in parts) == len(b.parameters) and len(parts) == 4
+    assert chunks(CircuitBatch((), np.zeros((5, 1))), 4)[0].parameters.shape == (5, 1)
+
+
+def test_job_store_stays_the_single_writer(scheduler, tmp_path):
+    """A job on the cluster: the store holds the same results as the job run in one process; a
+    dispatcher that lost its futures (killed) reruns the batch instead of waiting forever."""
+    stores = {}
+    for cluster in ("", scheduler):
+        store = JobStore(tmp_path / f"s{len(stores)}.sqlite")
+        job_id, _ = create_job(store, spec("exact", 400, cluster=cluster, n=8))
+        run_job(store, job_id)
+        stores[cluster] = results_by_key(store, job_id)
+    assert_same_results(stores[""], stores[scheduler])
+    from qssm.backends.base import Handle
+
+    fresh = ClusterBackend(get_backend("exact"), scheduler)
+    try:
+        assert fresh.status(Handle("exact", ["dask-from-a-dead-process"])) == "unknown"
+    finally:
+        fresh.close()
+
+
+def test_cluster_refuses_qpus_and_bad_addresses():
+    with pytest.raises(QssmError, match="simulators"):
+        ClusterBackend(get_backend("braket:iqm_garnet"), "local:2")
+    backend = ClusterBackend(get_backend("exact"), "local:two")
+    with pytest.raises(QssmError, match="local:N"):
+        backend.client()
