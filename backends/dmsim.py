@@ -42,6 +42,7 @@ value of its last measurement; no classical feed-forward).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -49,12 +50,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from qssm.backends.noise import Noise, paulis, ptm
+from qssm.backends.noise import RESET, Noise, apply_ptm, compose, error_ptm, paulis, ptm
 
 MAX_WIDTH = 5  # widest fused block considered (a 5-qubit PTM is 1024 x 1024)
 _H = np.array([[0.5, 0.5], [0, 0], [0, 0], [0.5, -0.5]])  # Pauli component -> P(true outcome t)
 _TRACE = np.array([1.0, 0, 0, 0])
-_RESET = np.outer([1.0, 0, 0, 1], _TRACE)  # rho -> |0><0| Tr(rho)
+
+
+def _one_blas_thread(fn):
+    """Compile-time numpy products are small (<= 1024 x 1024): BLAS threads only add
+    synchronization, and on a loaded 2-core machine they made them 10-20x slower."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ---- parameterized gates: per-row matrices in torch -------------------------------------------
@@ -129,18 +141,39 @@ _TORCH_FUNCS = {"sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "exp": tor
 
 
 def _angle(value, column: dict[str, int]):
-    """A float, or a function rows (B, P) -> (B,) for an expression of the circuit's Parameters."""
+    """A float, or a function rows (B, P) -> (B,) for an expression of the circuit's Parameters:
+    affine ones (all of qssm's: input + offset, scaled turns) as const + rows @ coefficients,
+    others through sympy.lambdify with torch functions."""
     from qiskit.circuit import ParameterExpression
 
     if not isinstance(value, ParameterExpression) or not value.parameters:
         return float(value)
+    params = sorted(value.parameters, key=lambda p: column[p.name])
+    cols = [column[p.name] for p in params]
+    slopes = [value.gradient(p) for p in params]
+    if all(isinstance(s, (int, float)) for s in slopes):
+        const = float(value.bind({p: 0 for p in params}))
+        return _Affine(const, tuple(cols), tuple(float(s) for s in slopes))
     import sympy
 
     expr = value.sympify()
-    symbols = sorted(expr.free_symbols, key=str)
-    cols = [column[str(s)] for s in symbols]
+    symbols = sorted(expr.free_symbols, key=lambda s: column[str(s)])
     fn = sympy.lambdify(symbols, expr, modules=[_TORCH_FUNCS, "math"])
-    return lambda rows: fn(*(rows[:, c] for c in cols))
+    sym_cols = [column[str(s)] for s in symbols]
+    return lambda rows: fn(*(rows[:, c] for c in sym_cols))
+
+
+@dataclass(frozen=True)
+class _Affine:
+    const: float
+    cols: tuple[int, ...]
+    slopes: tuple[float, ...]
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        out = rows[:, self.cols[0]] * self.slopes[0] + self.const
+        for c, s in zip(self.cols[1:], self.slopes[1:]):
+            out = out + rows[:, c] * s
+        return out
 
 
 # ---- circuit -> local operations ---------------------------------------------------------------
@@ -199,12 +232,10 @@ def _ops(circuit, noise: Noise, column: dict[str, int]) -> list[_Op]:
             ops.append(_Op("measure", qs, cs, confusion=noise.confusion(qs[0])))
             continue
         if hasattr(op, "_quantum_error"):  # an Aer QuantumChannelInstruction (noise passes insert them)
-            from qiskit.quantum_info import Kraus
-
-            ops.append(_Op("fixed", qs, factors=[ptm(Kraus(op._quantum_error.to_quantumchannel()).data)]))
+            ops.append(_Op("fixed", qs, factors=[error_ptm(op._quantum_error)]))
             continue
         if name == "reset":
-            ops.append(_Op("fixed", qs, factors=[_RESET]))
+            ops.append(_Op("fixed", qs, factors=[RESET]))
         elif name in ("delay", "id"):
             pass  # identity; Aer may attach noise to it
         elif getattr(op, "is_parameterized", lambda: False)():
@@ -309,9 +340,10 @@ def _phases(ops: list[_Op]) -> list[tuple[str, list[_Op]]]:
 
 def _block_cost(k: int) -> float:
     """Relative time of one k-qubit block on the state, per state entry: the product (4^k
-    multiply-adds) plus a pass over memory that costs about as much as 80 of them (6 qubits, 200
-    rows, 1 thread: ~45 / 50 / 75 / 120 us per row for k = 1..4; bench/noisy_sim.py)."""
-    return 4**k + 80
+    multiply-adds; a 4 x 4 product runs no faster than a 16 x 16 one) plus a pass over memory
+    worth about 32 of them. Measured on 6 qubits, 16 rows, 1 thread: 12 / 10 / 16 / 49 / 200 us
+    per row for k = 1..5."""
+    return 4 ** max(k, 2) + 32
 
 
 def _fuse(ops: list[_Op], width: int) -> list[tuple[tuple[int, ...], list[_Op]]]:
@@ -341,24 +373,10 @@ def _best_fusion(ops: list[_Op], n: int):
 # ---- PTMs on a few qubits, at compile time (numpy) ---------------------------------------------
 
 
-def _apply_np(states: np.ndarray, r: np.ndarray, positions, n: int) -> np.ndarray:
-    """Rows of `states` (N, 4^n), Pauli index sum_q p_q 4^q, with the PTM r applied on qubits
-    `positions` (r's qubit i is positions[i])."""
-    m = len(positions)
-    t = states.reshape((len(states),) + (4,) * n)  # axis 1 + (n-1-q) holds qubit q
-    axes = [1 + n - 1 - positions[i] for i in reversed(range(m))]
-    out = np.tensordot(t, r.reshape((4,) * (2 * m)), axes=(axes, list(range(m, 2 * m))))
-    return np.moveaxis(out, list(range(out.ndim - m, out.ndim)), axes).reshape(len(states), -1)
-
-
 def _block_ptm(block_ops: list[_Op], order: tuple[int, ...]) -> np.ndarray:
     """The PTM of a block's operations in local qubit order `order` (order[0] least significant)."""
-    k = len(order)
     pos = {q: i for i, q in enumerate(order)}
-    cols = np.eye(4**k)
-    for op in block_ops:  # rows are images of basis vectors: the transpose of the PTM
-        cols = _apply_np(cols, op.ptm, [pos[q] for q in op.qubits], k)
-    return cols.T
+    return compose([(op.ptm, [pos[q] for q in op.qubits]) for op in block_ops], len(order))
 
 
 # ---- runtime steps -------------------------------------------------------------------------------
@@ -482,8 +500,8 @@ class Program:
     steps: list[_Step]
     layout: tuple[int, ...]  # qubit on each axis after `steps`
     branches: list[int]  # clbit of each mid-circuit measurement (bit j of the branch index)
-    tail: list[_Op]  # the last fixed phase, folded into observables
-    readout_steps: list[_Step]  # the part of `tail` applied before the per-qubit readout
+    final: list[tuple[tuple[int, ...], np.ndarray]]  # the last fixed phase as fused (qubits, PTM)
+    readout_steps: list[_Step]  # the part of the last phase applied before the per-qubit readout
     readout: list[torch.Tensor]  # per axis after readout_steps: (4, 2) measured or (4,) traced
     readout_index: torch.Tensor  # flat (branch, terminal outcomes) -> clbit integer
     measured: bool
@@ -516,7 +534,7 @@ def _compile_ops(ops: list[_Op], n: int, num_clbits: int, parameters, *, dtype, 
         state = state[None]
         if phases and phases[0][0] == "fixed":  # the same for every row: apply it now
             for op in phases.pop(0)[1]:
-                state = _apply_np(state, op.ptm, op.qubits, n)
+                state = apply_ptm(state, op.ptm, op.qubits, n)
         init = tensor(state[0])
     tail = phases.pop()[1] if not body and phases and phases[-1][0] == "fixed" else []
     steps, layout, mids = _lower(phases, n, layout, tensor, torch_pauli)
@@ -525,7 +543,8 @@ def _compile_ops(ops: list[_Op], n: int, num_clbits: int, parameters, *, dtype, 
                                               torch_pauli)
     branches = list(prior_branches) + [op.clbits[0] for op in mids]
     readout, index = _readout(terminal, folded, readout_layout, branches, num_clbits)
-    return Program(n, num_clbits, list(parameters), dtype, device, init, steps, layout, branches, tail,
+    final = [(qs, _block_ptm(block, qs)) for qs, block in _best_fusion(tail, n)] if tail else []
+    return Program(n, num_clbits, list(parameters), dtype, device, init, steps, layout, branches, final,
                    readout_steps, [tensor(f) for f in readout], torch.as_tensor(index, device=device),
                    bool(branches or terminal))
 
@@ -564,6 +583,7 @@ def _with_noise_passes(circuit, noise: Noise):
     return circuit
 
 
+@_one_blas_thread
 def compile_circuit(circuit, noise: Noise | None = None, *, dtype=torch.float64, device=None) -> Program:
     """Compile a (compacted ISA) circuit once; rows of parameters bind `circuit.parameters`."""
     n = circuit.num_qubits
@@ -622,6 +642,7 @@ def _layout_perm(layout: tuple[int, ...]) -> list[int]:
     return [n - 1 - q for q in layout]
 
 
+@_one_blas_thread
 def _observable_matrix(program: Program, observables) -> torch.Tensor:
     """(4^n, K): Pauli coefficients of each observable, pulled back through the last fixed phase."""
     from qiskit.quantum_info import SparsePauliOp
@@ -637,8 +658,8 @@ def _observable_matrix(program: Program, observables) -> torch.Tensor:
                 raise ValueError(f"observable on {o.num_qubits} qubits for a {n}-qubit circuit")
             for label, c in o.to_list():
                 w[k, sum(code[p] * 4**q for q, p in enumerate(reversed(label)))] += c.real
-        for op in reversed(program.tail):  # Heisenberg picture: w <- R^T w
-            w = _apply_np(w, op.ptm.T, op.qubits, n)
+        for qubits, r in reversed(program.final):  # Heisenberg picture: w <- R^T w
+            w = apply_ptm(w, r.T, qubits, n)
         w = w.reshape((len(obs),) + (4,) * n).transpose([0] + [1 + a for a in _layout_perm(program.layout)])
         program.observables[key] = torch.as_tensor(w.reshape(len(obs), -1).T.copy(), dtype=program.dtype,
                                                    device=program.device)
@@ -718,6 +739,7 @@ def _first_terminal_measure(circuit) -> int:
     return first
 
 
+@_one_blas_thread
 def compile_many(circuits, noise: Noise | None = None, *, dtype=torch.float64, device=None) -> Shared:
     """Compile circuits that share their first instructions (e.g. one template with each
     measurement group's basis change and measurements): the common body is simulated once per
