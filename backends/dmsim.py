@@ -642,28 +642,32 @@ def _layout_perm(layout: tuple[int, ...]) -> list[int]:
     return [n - 1 - q for q in layout]
 
 
-@_one_blas_thread
 def _observable_matrix(program: Program, observables) -> torch.Tensor:
-    """(4^n, K): Pauli coefficients of each observable, pulled back through the last fixed phase."""
+    """(4^n, K): Pauli coefficients of each observable, pulled back through the last fixed phase
+    (cached per observables on the program)."""
     from qiskit.quantum_info import SparsePauliOp
 
     obs = [o if isinstance(o, SparsePauliOp) else SparsePauliOp(o) for o in observables]
     key = tuple(tuple((label, complex(c)) for label, c in o.to_list()) for o in obs)
     if key not in program.observables:
-        n = program.num_qubits
-        w = np.zeros((len(obs), 4**n))
-        code = {"I": 0, "X": 1, "Y": 2, "Z": 3}
-        for k, o in enumerate(obs):
-            if o.num_qubits != n:
-                raise ValueError(f"observable on {o.num_qubits} qubits for a {n}-qubit circuit")
-            for label, c in o.to_list():
-                w[k, sum(code[p] * 4**q for q, p in enumerate(reversed(label)))] += c.real
-        for qubits, r in reversed(program.final):  # Heisenberg picture: w <- R^T w
-            w = apply_ptm(w, r.T, qubits, n)
-        w = w.reshape((len(obs),) + (4,) * n).transpose([0] + [1 + a for a in _layout_perm(program.layout)])
-        program.observables[key] = torch.as_tensor(w.reshape(len(obs), -1).T.copy(), dtype=program.dtype,
-                                                   device=program.device)
+        program.observables[key] = _pull_back(program, obs)
     return program.observables[key]
+
+
+@_one_blas_thread
+def _pull_back(program: Program, observables) -> torch.Tensor:
+    n, k = program.num_qubits, len(observables)
+    w = np.zeros((k, 4**n))
+    code = {"I": 0, "X": 1, "Y": 2, "Z": 3}
+    for i, o in enumerate(observables):
+        if o.num_qubits != n:
+            raise ValueError(f"observable on {o.num_qubits} qubits for a {n}-qubit circuit")
+        for label, c in o.to_list():
+            w[i, sum(code[p] * 4**q for q, p in enumerate(reversed(label)))] += c.real
+    for qubits, r in reversed(program.final):  # Heisenberg picture: w <- R^T w
+        w = apply_ptm(w, r.T, qubits, n)
+    w = w.reshape((k,) + (4,) * n).transpose([0] + [1 + a for a in _layout_perm(program.layout)])
+    return torch.as_tensor(w.reshape(k, -1).T.copy(), dtype=program.dtype, device=program.device)
 
 
 def expectation_values(program: Program, params, observables) -> torch.Tensor:
