@@ -508,11 +508,18 @@ class Program:
     observables: dict = field(default_factory=dict)  # cache: observables -> (4^n, K)
 
 
+def _device(device) -> torch.device:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _compile_ops(ops: list[_Op], n: int, num_clbits: int, parameters, *, dtype, device, layout=None,
                  prior_branches=(), body=False) -> Program:
     """Lower operations (from |0..0> when layout is None, else continuing a state in `layout`).
     A `body` is continued by tails: every measurement branches and every phase is applied."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = _device(device)
     pauli_cache: dict[int, torch.Tensor] = {}
 
     def tensor(a):
@@ -598,6 +605,9 @@ def compile_circuit(circuit, noise: Noise | None = None, *, dtype=torch.float64,
 
 
 def _rows(program: Program, params) -> torch.Tensor:
+    if isinstance(params, torch.Tensor) and _device(params.device) != program.device:
+        raise ValueError(f"parameter rows are on {params.device} but the program on {program.device}; "
+                         f"compile with device={str(params.device)!r}")
     rows = torch.as_tensor(params, dtype=program.dtype, device=program.device)
     if rows.dim() == 1:
         rows = rows[None] if program.parameters else rows[:, None][:, :0]

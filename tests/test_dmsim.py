@@ -292,6 +292,31 @@ def test_aer_noise_rules():
     assert _within_shot_noise(want, _sampled(qc, model, 40_000, seed=1), 40_000)
 
 
+def test_delays_take_aer_relaxation_pass():
+    """A model from NoiseModel.from_backend carries Aer's relaxation pass for delays: the engine
+    runs it as Aer does (circuits with delays only), and the delays change the values."""
+    from qiskit_aer.noise import NoiseModel
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    model = NoiseModel.from_backend(FakeManilaV2())
+    qc = QuantumCircuit(5)
+    qc.x(0)
+    qc.sx(1)
+    qc.delay(2000, 0, unit="dt")
+    qc.delay(3, 1, unit="us")
+    qc.cx(0, 1)
+    obs = [SparsePauliOp.from_sparse_list([(p, [q], 1.0)], 5) for q in (0, 1) for p in "XYZ"]
+    noise = noise_from_aer(model, 5)
+    got = dmsim.expectation_values(dmsim.compile_circuit(qc, noise), np.zeros((1, 0)), obs).numpy()
+    assert np.abs(got - aer_values(qc, obs, np.zeros((1, 0)), model)).max() < AER_TOL
+    undelayed = qc.copy_empty_like()
+    for inst in qc.data:
+        if inst.operation.name != "delay":
+            undelayed.append(inst)
+    assert np.abs(dmsim.expectation_values(dmsim.compile_circuit(undelayed, noise), np.zeros((1, 0)), obs).numpy()
+                  - got).max() > 0.01
+
+
 def _cut_subexperiment():
     """A qiskit-addon-cutting subexperiment (one CZ cut) for FakeFez with a mid-circuit
     measurement whose qubit is used again, compacted onto its active qubits (registers kept)."""
@@ -450,6 +475,14 @@ def test_braket_snapshot_noise_matches_braket_dm(name):
 
 
 # ---- device discipline ------------------------------------------------------------------------------------
+
+
+def test_rows_must_be_on_the_programs_device():
+    qc = QuantumCircuit(1)
+    qc.rx(ParameterVector("x", 1)[0], 0)
+    program = dmsim.compile_circuit(qc, device="meta")
+    with pytest.raises(ValueError, match="compile with device='cpu'"):
+        dmsim.expectation_values(program, torch.zeros(2, 1), ["Z"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
