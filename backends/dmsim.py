@@ -502,7 +502,7 @@ class Program:
     branches: list[int]  # clbit of each mid-circuit measurement (bit j of the branch index)
     final: list[tuple[tuple[int, ...], np.ndarray]]  # the last fixed phase as fused (qubits, PTM)
     readout_steps: list[_Step]  # the part of the last phase applied before the per-qubit readout
-    readout: list[torch.Tensor]  # per axis after readout_steps: (4, 2) measured or (4,) traced
+    readout: list[torch.Tensor]  # per axis after readout_steps: (4, 2) measured or (4, 1) traced
     readout_index: torch.Tensor  # flat (branch, terminal outcomes) -> clbit integer
     measured: bool
     observables: dict = field(default_factory=dict)  # cache: observables -> (4^n, K)
@@ -566,7 +566,7 @@ def _readout(terminal: list[_Op], folded: dict[int, list[_Op]], layout, branches
             conf = by_qubit[q].confusion
             f = _H @ (conf if conf is not None else np.eye(2))  # (4, recorded)
         else:
-            f = _TRACE
+            f = _TRACE[:, None]
         for op in reversed(folded.get(q, [])):  # Heisenberg picture: f <- R^T f
             f = op.ptm.T @ f
         funcs.append(f)
@@ -692,26 +692,25 @@ def expectation_values(program: Program, params, observables) -> torch.Tensor:
                       for p in parts])
 
 
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX"  # Y, Z: rows and branches
+def _read(state: torch.Tensor, funcs: list[torch.Tensor]) -> torch.Tensor:
+    """(B, branches x outcomes): each qubit axis contracted with its functional (4, outcomes)."""
+    b = state.shape[0]
+    y = state.reshape(b * state.shape[1], -1, 1)  # (rows x branches, qubit axes, outcomes read so far)
+    for f in reversed(funcs):  # the last qubit axis each time: one small product per qubit
+        m, rest, o = y.shape
+        y = torch.einsum("mlqo,qp->mlpo", y.reshape(m, rest // 4, 4, o), f).reshape(m, rest // 4, -1)
+    return y.reshape(b, -1)  # branch, then the outcomes of each axis, axis 0 most significant
+
+
+def _to_clbits(program: Program, flat: torch.Tensor) -> torch.Tensor:
+    probs = flat.new_zeros((flat.shape[0], 2**program.num_clbits))
+    return probs.index_add(1, program.readout_index, flat)
 
 
 def _probabilities(program: Program, state: torch.Tensor) -> torch.Tensor:
     for step in program.readout_steps:
         state = step(state, None)
-    n, b = program.num_qubits, state.shape[0]
-    letters = _LETTERS
-    axes, outs, operands, spec = letters[:n], "", [], []
-    for i, f in enumerate(program.readout):
-        operands.append(f)
-        if f.dim() == 2:
-            out = letters[n + i]
-            spec.append(axes[i] + out)
-            outs += out
-        else:
-            spec.append(axes[i])
-    flat = torch.einsum(f"YZ{axes}," + ",".join(spec) + f"->YZ{outs}", state, *operands).reshape(b, -1)
-    probs = flat.new_zeros((b, 2**program.num_clbits))
-    return probs.index_add(1, program.readout_index, flat)
+    return _to_clbits(program, _read(state, program.readout))
 
 
 def outcome_probabilities(program: Program, params) -> torch.Tensor:
@@ -729,10 +728,56 @@ def outcome_probabilities(program: Program, params) -> torch.Tensor:
 
 @dataclass
 class Shared:
-    """Circuits with a common body: the body's program and each circuit's tail."""
+    """Circuits with a common body: the body's program and each circuit's tail. Tails that only
+    read the state (basis changes and measurements fold into per-qubit readouts) are read together
+    (`joint`)."""
 
     body: Program
     tails: list[Program]
+    joint: _JointReadout | None = None
+
+
+@dataclass
+class _JointReadout:
+    """The readouts of many tails at once: per qubit axis, every distinct functional of those tails
+    side by side, contracted with the state once; each tail then gathers its own entries.
+    Measurement groups repeat a few functionals per qubit (X, Y, Z bases), so QLAM's 729
+    tomography groups cost one contraction instead of 729."""
+
+    tails: list[int]  # which of Shared.tails
+    funcs: list[torch.Tensor]  # per axis: (4, columns)
+    gather: list[torch.Tensor]  # per tail: its flat readout entries in the joint output
+
+
+def _joint_readout(tails: list[Program], dtype, device, limit: int = 1 << 16) -> _JointReadout | None:
+    """A joint readout for the tails without steps of their own, if its output per row and branch
+    stays within `limit` entries."""
+    which = [i for i, t in enumerate(tails) if not t.steps and not t.readout_steps]
+    if len(which) < 2:
+        return None
+    n = tails[which[0]].num_qubits
+    columns: list[dict[bytes, tuple[int, np.ndarray]]] = [{} for _ in range(n)]  # per axis: func -> (offset, f)
+    for i in which:
+        for axis, f in enumerate(tails[i].readout):
+            f = f.cpu().numpy()
+            seen = columns[axis]
+            if f.tobytes() not in seen:
+                seen[f.tobytes()] = (sum(g.shape[1] for _, g in seen.values()), f)
+    widths = [sum(f.shape[1] for _, f in seen.values()) for seen in columns]
+    if math.prod(widths) > limit:
+        return None
+    strides = [math.prod(widths[a + 1:]) for a in range(n)]
+    gather = []
+    for i in which:
+        funcs = [f.cpu().numpy() for f in tails[i].readout]
+        grid = np.indices((2 ** len(tails[i].branches),) + tuple(f.shape[1] for f in funcs)).reshape(n + 1, -1)
+        index = grid[0] * math.prod(widths)
+        for axis, f in enumerate(funcs):
+            index = index + (columns[axis][f.tobytes()][0] + grid[1 + axis]) * strides[axis]
+        gather.append(torch.as_tensor(index, device=device))
+    stacked = [torch.as_tensor(np.concatenate([f for _, f in seen.values()], axis=1), dtype=dtype, device=device)
+               for seen in columns]
+    return _JointReadout(which, stacked, gather)
 
 
 def _key(circuit, inst) -> tuple:
@@ -784,7 +829,7 @@ def compile_many(circuits, noise: Noise | None = None, *, dtype=torch.float64, d
         ops = _ops(tail_circuit, noise, column)
         tails.append(_compile_ops(ops, n, c.num_clbits, c.parameters, dtype=dtype, device=device,
                                   layout=body.layout, prior_branches=body.branches))
-    return Shared(body, tails)
+    return Shared(body, tails, _joint_readout(tails, dtype, body.device))
 
 
 def outcome_probabilities_many(shared: Shared, params) -> list[torch.Tensor]:
@@ -792,10 +837,17 @@ def outcome_probabilities_many(shared: Shared, params) -> list[torch.Tensor]:
     rows = _rows(shared.body, params)
     body = shared.body
     ptms = [_prepare(body.steps, rows)] + [_prepare(t.steps, rows) for t in shared.tails]
+    joint = shared.joint
+    together = set(joint.tails) if joint is not None else set()
     out = []
     for p in _chunks(rows, body.num_qubits, max(len(t.branches) for t in shared.tails)):
         state = _run(body.steps, ptms[0], p, _initial(body, p.stop - p.start))
-        out.append([_probabilities(t, _run(t.steps, m, p, state)) for t, m in zip(shared.tails, ptms[1:])])
+        probs = {i: _probabilities(t, _run(t.steps, ptms[1 + i], p, state))
+                 for i, t in enumerate(shared.tails) if i not in together}
+        if joint is not None:
+            flat = _read(state, joint.funcs)
+            probs |= {i: _to_clbits(shared.tails[i], flat[:, g]) for i, g in zip(joint.tails, joint.gather)}
+        out.append([probs[i] for i in range(len(shared.tails))])
     return [torch.cat(per_tail) for per_tail in zip(*out)]
 
 
