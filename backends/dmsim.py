@@ -427,7 +427,7 @@ class _Step:
 def _contract(x: torch.Tensor, m: torch.Tensor, at: int, k: int) -> torch.Tensor:
     """M (d, d), or one per row (B, d, d), applied to qubit axes at .. at+k-1 of x. torch.einsum
     picks a good kernel wherever the axes are (a broadcast matmul is 10x slower in the middle)."""
-    y = x.reshape(x.shape[0], x.shape[1] * 4**at, 4**k, -1)
+    y = x.reshape(x.shape[0], x.shape[1] * 4**at, 4**k, 4 ** (x.dim() - 2 - at - k))
     y = torch.einsum("ij,bljr->blir" if m.dim() == 2 else "bij,bljr->blir", m, y)
     return y.reshape(x.shape)
 
@@ -608,6 +608,8 @@ def _rows(program: Program, params) -> torch.Tensor:
     if isinstance(params, torch.Tensor) and _device(params.device) != program.device:
         raise ValueError(f"parameter rows are on {params.device} but the program on {program.device}; "
                          f"compile with device={str(params.device)!r}")
+    if params is None:  # a circuit without parameters: one row
+        params = torch.zeros((1, 0), dtype=program.dtype, device=program.device)
     rows = torch.as_tensor(params, dtype=program.dtype, device=program.device)
     if rows.dim() == 1:
         rows = rows[None] if program.parameters else rows[:, None][:, :0]
@@ -695,11 +697,11 @@ def expectation_values(program: Program, params, observables) -> torch.Tensor:
 def _read(state: torch.Tensor, funcs: list[torch.Tensor]) -> torch.Tensor:
     """(B, branches x outcomes): each qubit axis contracted with its functional (4, outcomes)."""
     b = state.shape[0]
-    y = state.reshape(b * state.shape[1], -1, 1)  # (rows x branches, qubit axes, outcomes read so far)
+    y = state.reshape(b * state.shape[1], 4 ** len(funcs), 1)  # (rows x branches, qubit axes, outcomes so far)
     for f in reversed(funcs):  # the last qubit axis each time: one small product per qubit
         m, rest, o = y.shape
-        y = torch.einsum("mlqo,qp->mlpo", y.reshape(m, rest // 4, 4, o), f).reshape(m, rest // 4, -1)
-    return y.reshape(b, -1)  # branch, then the outcomes of each axis, axis 0 most significant
+        y = torch.einsum("mlqo,qp->mlpo", y.reshape(m, rest // 4, 4, o), f).reshape(m, rest // 4, f.shape[1] * o)
+    return y.reshape(b, state.shape[1] * y.shape[2])  # branch, then the outcomes of each axis, axis 0 most significant
 
 
 def _to_clbits(program: Program, flat: torch.Tensor) -> torch.Tensor:
