@@ -19,25 +19,33 @@ Compilation, once per circuit:
   * each instruction becomes a fixed channel (gate with numeric angles, its noise channel, reset,
     the noise Aer puts before a measurement), a parameterized gate (its matrix built per row in
     torch from the bound angles, then its PTM), or a measurement;
-  * instructions are scheduled in phases, taking as many fixed channels as the dependencies allow
+  * consecutive operations on the same qubits join (a gate and its noise channel, a qubit's run
+    of single-qubit gates around an input rotation): one pass over the state instead of several;
+  * operations are scheduled in phases, taking as many fixed channels as the dependencies allow
     before the next parameterized gate or mid-circuit measurement, so fixed stretches are long;
   * the first fixed phase acts on |0..0> for every row: it is applied once at compile time;
   * every other fixed phase is fused into blocks of at most w qubits (greedy, in circuit order),
     one PTM per block composed from the local channels (never a full-width SuperOp.compose); w is
-    chosen per phase by a cost model measured with bench/noisy_sim.py (`_block_cost`);
+    chosen per phase by a cost model measured on this machine (`_block_cost`);
   * the last fixed phase is folded into the observables (expectation values: one (B, 4^n) x
     (4^n, K) product) or, as far as it is single-qubit per qubit, into the readout;
   * the order of the state's qubit axes is planned at compile time: a block whose qubits sit on
     adjacent axes is applied where they are, any other moves its axes last (one copy); nothing
-    moves back;
-  * rows run in chunks whose state fits in the CPU's L2 cache; per-row gate PTMs are built once
-    per batch.
+    moves back.
+At run time, per-row gate PTMs are built once per batch and rows run in chunks whose state fits in
+the CPU's L2 cache. `compile_many` simulates the body that circuits share once per row, then each
+circuit's tail; tails that only read the state (a measurement group's basis change and
+measurements) are read together, one contraction for all of them.
 
 Measurements follow Aer (backends/noise.py): noise before the measurement, readout error on the
 recorded bit. A terminal measurement (nothing later touches its qubit or clbit) is read from the
 final state; a mid-circuit one splits each branch into the two recorded outcomes, each carrying
 sum_t P(recorded | t) Pi_t rho Pi_t, so the distribution over clbits is exact (a clbit holds the
 value of its last measurement; no classical feed-forward).
+
+Limits: a state is 4^n x 8 bytes per row and branch (6 qubits: 32 KB, 10 qubits: 8 MB), so this
+is for compacted circuits of up to ~10 qubits, like Aer's density matrix in backends/aer.py.
+Readout errors are per qubit (Aer's device models); correlated ones are refused.
 """
 
 from __future__ import annotations
