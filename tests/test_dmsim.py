@@ -105,6 +105,35 @@ def test_parameterized_gate_matrices(gate):
     assert np.abs(got - want).max() < 1e-12
 
 
+def test_parameter_expressions_affine_and_not():
+    """Angles that are affine in the inputs (ISA circuits) and that are not (sympy path), with
+    their gradients: against Qiskit's Statevector of the bound circuit."""
+    from qiskit.quantum_info import Statevector
+
+    x = ParameterVector("x", 3)
+    qc = QuantumCircuit(2)
+    qc.rx(2 * x[0] - x[2] / 3 + 0.4, 0)
+    qc.ry(x[1] * x[2], 1)
+    qc.cz(0, 1)
+    qc.rz(x[0].sin() + 1.0, 0)
+    qc.r(x[1], x[0] + 0.5, 1)
+    obs = ["ZI", "IZ", "XY", "YX"]
+    rows = torch.tensor(rows_for(qc, 3, seed=8), requires_grad=True)
+    got = dmsim.expectation_values(dmsim.compile_circuit(qc), rows, obs)
+    want = [[Statevector(qc.assign_parameters(r)).expectation_value(SparsePauliOp(o)).real for o in obs]
+            for r in rows.detach().numpy()]
+    assert np.abs(got.detach().numpy() - np.array(want)).max() < 1e-12
+    (grad,) = torch.autograd.grad(got.sum(), rows)
+    h = 1e-6
+    for j in range(3):
+        e = torch.zeros_like(rows)
+        e[:, j] = h
+        with torch.no_grad():
+            fd = (dmsim.expectation_values(dmsim.compile_circuit(qc), rows + e, obs).sum(1)
+                  - dmsim.expectation_values(dmsim.compile_circuit(qc), rows - e, obs).sum(1)) / (2 * h)
+        assert torch.allclose(grad[:, j], fd, atol=1e-7)
+
+
 # ---- exact values against Aer ------------------------------------------------------------------------
 
 
