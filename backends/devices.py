@@ -242,3 +242,40 @@ def estimate_cost(name: str, tasks: int, shots: int) -> float:
     """USD for `tasks` quantum tasks (a program set is one task) and `shots` shots in total."""
     price = load_device(name)["pricing"]
     return tasks * price["per_task_usd"] + shots * price["per_shot_usd"]
+
+
+# Braket gate names in device_noise's criteria -> the Qiskit instructions of ISA circuits for the device
+_QISKIT_NAMES = {"PRx": ["r"], "Rx": ["rx", "sx", "sxdg", "x"], "GPi": ["gpi"], "GPi2": ["gpi2"],
+                 "CZ": ["cz"], "ISwap": ["iswap"], "ZZ": ["rzz"]}
+
+
+def aer_noise_model(name: str, active_qubits: tuple[int, ...] | list[int]):
+    """The channels of `device_noise` as a qiskit-aer NoiseModel on the same compacted qubits, so
+    that Aer and backends/dmsim.py run Braket-snapshot noise: each Depolarizing(p) becomes the
+    Pauli error with the same probabilities (identity 1-p, every other Pauli p/(4^k-1)) after the
+    same native gates, each BitFlip(p) before a measurement a readout error flipping the recorded
+    bit with probability p (identical outcome statistics; a bit flip would also flip the
+    post-measurement state, which only a later gate on that qubit could tell)."""
+    import itertools
+
+    from braket.circuits.noises import BitFlip, Depolarizing, TwoQubitDepolarizing
+    from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
+
+    model = NoiseModel(basis_gates=native_names(name))
+    for instruction in device_noise(name, active_qubits).instructions:
+        noise, criteria = instruction.noise, instruction.criteria.to_dict()
+        qubit_sets = [q if isinstance(q, (tuple, list)) else (q,) for q in criteria["qubits"]]
+        if isinstance(noise, BitFlip):
+            p = noise.probability
+            for (q,) in qubit_sets:
+                model.add_readout_error(ReadoutError([[1 - p, p], [p, 1 - p]]), [q])
+        elif isinstance(noise, (Depolarizing, TwoQubitDepolarizing)):
+            k, p = noise.qubit_count, noise.probability
+            labels = ["".join(t) for t in itertools.product("IXYZ", repeat=k)]
+            error = pauli_error([(label, 1 - p if set(label) == {"I"} else p / (4**k - 1)) for label in labels])
+            gates = [g for braket_gate in criteria["gates"] for g in _QISKIT_NAMES[braket_gate]]
+            for qubits in qubit_sets:
+                model.add_quantum_error(error, gates, list(qubits), warnings=False)
+        else:
+            raise QssmError(f"no Aer equivalent for Braket noise {noise!r}")
+    return model
