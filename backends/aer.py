@@ -27,29 +27,38 @@ from qssm.pipeline.types import BatchResult, CircuitBatch
 DENSITY_MATRIX_MAX_QUBITS = 10
 
 
-@lru_cache(maxsize=None)
-def _device_errors(device: str) -> tuple[list, list]:
-    from qiskit_aer.noise.device.models import basic_device_gate_errors, basic_device_readout_errors
+def restricted_target(target, active: tuple[int, ...]):
+    """The device Target on `active` physical qubits only, renumbered 0..k-1 (same instruction and
+    qubit properties), so Aer's device-noise constructors do the work of a few qubits, not 156."""
+    from qiskit.transpiler import Target
 
-    target = fake_backend(device).target
-    return basic_device_gate_errors(target=target), basic_device_readout_errors(target=target)
+    pos = {p: i for i, p in enumerate(active)}
+    props = target.qubit_properties
+    small = Target(num_qubits=len(active), dt=target.dt,
+                   qubit_properties=[props[q] for q in active] if props is not None else None)
+    for name, by_qargs in target.items():
+        kept = {tuple(pos[q] for q in qargs): p for qargs, p in (by_qargs or {}).items()
+                if qargs is not None and set(qargs) <= pos.keys()}
+        if kept:
+            small.add_instruction(target.operation_from_name(name), kept, name=name)
+    return small
 
 
 @lru_cache(maxsize=256)
 def active_noise_model(device: str, active: tuple[int, ...]):
     """The device's gate (depolarizing + thermal relaxation) and readout errors on `active`
-    physical qubits, renumbered 0..k-1."""
+    physical qubits, renumbered 0..k-1: Aer's own device-model constructors on the restricted
+    target (the same values as the full-device model, without building it for every qubit)."""
     from qiskit_aer.noise import NoiseModel
+    from qiskit_aer.noise.device.models import basic_device_gate_errors, basic_device_readout_errors
 
-    pos = {p: i for i, p in enumerate(active)}
-    gates, readout = _device_errors(device)
-    nm = NoiseModel(basis_gates=list(fake_backend(device).target.operation_names))
-    for name, qubits, err in gates:
-        if set(qubits) <= pos.keys():
-            nm.add_quantum_error(err, name, [pos[q] for q in qubits])
-    for qubits, err in readout:
-        if set(qubits) <= pos.keys():
-            nm.add_readout_error(err, [pos[q] for q in qubits])
+    target = fake_backend(device).target
+    small = restricted_target(target, active)
+    nm = NoiseModel(basis_gates=list(target.operation_names))
+    for name, qubits, err in basic_device_gate_errors(target=small):
+        nm.add_quantum_error(err, name, list(qubits))
+    for qubits, err in basic_device_readout_errors(target=small):
+        nm.add_readout_error(err, list(qubits))
     return nm
 
 

@@ -47,7 +47,7 @@ class Capabilities:
     max_shots: int | None = None
     max_qubits: int | None = None
     max_executions_per_job: int | None = None  # circuits x shots per provider job (split above it)
-    chunkable: bool = False  # sampling seeded per block of rows: a batch split at block boundaries samples the same
+    chunkable: bool = False  # sampling seeded per row: a batch split into row chunks samples the same
 
 
 @dataclass

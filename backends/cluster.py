@@ -9,9 +9,9 @@ machine (docs/architecture.md, "Backends").
 `ClusterBackend` wraps the simulator backend the spec names and keeps its name, target and
 capabilities, so batch keys, the job store and every result are the same as without a cluster.
 Submitting a batch ships it to the workers and returns at once; collecting gathers the pieces in
-order. Batches of a backend whose sampling is seeded per block of rows (`chunkable`) are split
-into row chunks at block boundaries, so one large batch spreads over every worker and still gives
-exactly the counts it gives whole. Workers only compute: the job store stays in this process, its
+order. Batches of a backend whose sampling is seeded per row (`chunkable`, backends/sampling.py)
+are split into row chunks, so one large batch spreads over every worker and still gives exactly
+the counts it gives whole. Workers only compute: the job store stays in this process, its
 single writer, and a killed dispatcher's futures die with it ("unknown": the dispatcher runs the
 batch again), as with any local simulator.
 """
@@ -25,7 +25,6 @@ from functools import lru_cache
 import numpy as np
 
 from qssm.backends.base import Backend, Capabilities, Handle
-from qssm.backends.sampling import ROW_BLOCK
 from qssm.errors import QssmError
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
@@ -45,11 +44,13 @@ def evaluate_on_worker(name: str, seed: int | None, options: tuple, batch: Circu
     return _worker_backend(name, seed, options).evaluate(batch)
 
 
+MIN_CHUNK = 64  # rows: smaller chunks cost more in shipping than they gain in balance
+
+
 def chunks(batch: CircuitBatch, pieces: int) -> list[CircuitBatch]:
-    """The batch's rows in at most `pieces` chunks that start on ROW_BLOCK boundaries."""
+    """The batch's rows in at most `pieces` chunks of at least MIN_CHUNK rows."""
     n = len(batch.parameters)
-    blocks = math.ceil(n / ROW_BLOCK)
-    per = max(1, math.ceil(blocks / max(1, pieces))) * ROW_BLOCK
+    per = max(MIN_CHUNK, math.ceil(n / max(1, pieces)))
     if n <= per:
         return [batch]
     return [batch.derive(parameters=batch.parameters[a:a + per], meta={"first_row": a}) for a in range(0, n, per)]

@@ -870,10 +870,8 @@ def sample_counts(probs, shots: int, seed: int, *, first_row: int = 0) -> torch.
     Reproducible by row: row i draws from numpy's PCG64 seeded with SeedSequence((seed, first_row
     + i)), whatever else is in the batch, so a batch split into chunks (pass each chunk's first
     row index) gives the same counts as the whole batch."""
-    p = np.asarray(torch.as_tensor(probs).detach().to("cpu", torch.float64))
-    p = np.clip(p, 0.0, None)
-    p /= p.sum(axis=1, keepdims=True)
-    counts = np.stack([np.random.Generator(np.random.PCG64(np.random.SeedSequence((seed, first_row + i))))
-                       .multinomial(shots, row) for i, row in enumerate(p)]) if len(p) else np.zeros(p.shape, np.int64)
+    from qssm.backends.sampling import sample_counts as draw
+
+    counts = draw(torch.as_tensor(probs).detach().to("cpu", torch.float64).numpy(), shots, seed, first_row)
     device = probs.device if isinstance(probs, torch.Tensor) else "cpu"
-    return torch.as_tensor(counts.astype(np.int64), device=device)
+    return torch.as_tensor(counts, device=device)

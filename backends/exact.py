@@ -131,7 +131,7 @@ class ExactBackend(LocalBackend):
                 for i, measured, state in self._states(batch):
                     probs = outcome_probabilities(state.real**2 + state.imag**2, measured, batch.circuits[i].num_clbits)
                     first = batch.meta.get("first_row", 0) if len(probs) > 1 else 0  # a chunk of a larger batch
-                    counts.append(broadcast(sample_counts(probs, batch.shots, seed, stream=i, first_row=first),
+                    counts.append(broadcast(sample_counts(probs, batch.shots, [seed, i], first_row=first),
                                             len(batch.parameters)))
             return BatchResult(counts=tuple(counts), meta=meta)
         prog, _ = self._program(batch.circuit)

@@ -1,6 +1,8 @@
 """Backend names, one scheme for specs and the command line:
 
     exact                      torch statevector (the reference)
+    dm:<snapshot>              qssm's batched density-matrix engine with a device snapshot's noise
+                               (dm:fake_fez, dm:iqm_garnet: IBM or Braket snapshots)
     aer | aer:<snapshot>       qiskit-aer, ideal or with a device snapshot's noise (aer:fake_fez)
     ibm:<snapshot>             qiskit-ibm-runtime local testing mode (ibm:fake_fez)
     ibm:<device>               a real IBM QPU through the runtime service (ibm:ibm_kingston)
@@ -13,7 +15,7 @@ from __future__ import annotations
 from qssm.backends.base import Backend
 from qssm.errors import QssmError
 
-FORMS = "exact, aer, aer:fake_<device>, ibm:fake_<device>, ibm:<device>, braket:local, braket:local_dm, braket:<device or arn>"
+FORMS = "exact, dm:fake_<device>, dm:<braket device>, aer, aer:fake_<device>, ibm:fake_<device>, ibm:<device>, braket:local, braket:local_dm, braket:<device or arn>"
 
 
 def get_backend(name: str, *, seed: int | None = None) -> Backend:
@@ -22,6 +24,10 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
         from qssm.backends.exact import ExactBackend
 
         return ExactBackend(seed=seed)
+    if kind == "dm" and rest:
+        from qssm.backends.dm import DensityMatrixBackend
+
+        return DensityMatrixBackend(rest, seed=seed)
     if kind == "aer":
         from qssm.backends.aer import AerBackend
 
@@ -43,7 +49,7 @@ def is_simulator(name: str) -> bool:
     """Backends that cost nothing and run here: everything but real QPUs (known from the name alone,
     so asking needs no credentials). Unknown names get the unknown-backend error."""
     kind, _, rest = name.partition(":")
-    if not ((kind == "exact" and not rest) or kind == "aer" or (kind in ("ibm", "braket") and rest)):
+    if not ((kind == "exact" and not rest) or kind == "aer" or (kind in ("ibm", "braket", "dm") and rest)):
         raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
-    return kind in ("exact", "aer") or (kind == "ibm" and rest.startswith("fake_")) or (
+    return kind in ("exact", "aer", "dm") or (kind == "ibm" and rest.startswith("fake_")) or (
         kind == "braket" and rest.startswith("local"))

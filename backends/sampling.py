@@ -45,18 +45,16 @@ def broadcast(counts: np.ndarray, rows: int) -> np.ndarray:
     return np.repeat(counts.reshape(1, -1), rows, axis=0) if counts.shape[0] == 1 and rows != 1 else counts
 
 
-ROW_BLOCK = 256  # rows per independently seeded draw: a batch split at block boundaries samples the same
+def sample_counts(probs, shots: int, seed, first_row: int = 0) -> np.ndarray:
+    """(B, outcomes) int64 histograms of `shots` draws from each row's distribution.
 
-
-def sample_counts(probs: np.ndarray, shots: int, seed: int | None, stream: int = 0, first_row: int = 0) -> np.ndarray:
-    """Multinomial outcome histograms (bindings, outcomes) from exact probabilities. Rows are drawn in
-    blocks of ROW_BLOCK, each from its own generator seeded by (seed, stream, block index), so a
-    batch split into chunks at block boundaries (a cluster) gets exactly the counts it would get whole."""
+    Reproducible by row: row i draws from numpy's PCG64 seeded with SeedSequence((*seed, first_row
+    + i)), whatever else is in the batch, so a batch split into chunks (each passing its first row
+    index, e.g. on a cluster) gives exactly the counts of the whole batch."""
     p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None)
-    p = p / p.sum(axis=1, keepdims=True)
-    out = np.empty(p.shape, dtype=np.int64)
-    for start in range(0, len(p), ROW_BLOCK):
-        block = (first_row + start) // ROW_BLOCK
-        rng = np.random.default_rng(None if seed is None else [seed, stream, block])
-        out[start:start + ROW_BLOCK] = rng.multinomial(shots, p[start:start + ROW_BLOCK])
+    p /= p.sum(axis=1, keepdims=True)
+    base = tuple(np.atleast_1d(seed if seed is not None else 0).tolist())
+    out = np.zeros(p.shape, dtype=np.int64)
+    for i, row in enumerate(p):
+        out[i] = np.random.Generator(np.random.PCG64(np.random.SeedSequence((*base, first_row + i)))).multinomial(shots, row)
     return out

@@ -36,8 +36,8 @@ from qssm.backends import devices, dmsim  # noqa: E402
 from qssm.backends.aer import active_noise_model, compact  # noqa: E402
 from qssm.backends.fake_devices import fake_backend  # noqa: E402
 from qssm.backends.noise import noise_from_aer  # noqa: E402
-from qssm.backends.sampling import (bitarray_outcomes, expectations, measurement_groups, parity_masks,  # noqa: E402
-                                    with_measurement)
+from qssm.backends.sampling import bitarray_outcomes, histograms  # noqa: E402
+from qssm.pipeline.measure import expectations, measurement_groups, parity_masks, with_measurement  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,8 @@ class Case:
 
         pubs = [(with_measurement(self.circuit, g), rows, shots) for g in self.groups]
         res = SamplerV2(options=self._options(), seed=seed).run(pubs).result()
-        return expectations([bitarray_outcomes(r.data.meas) for r in res], self.observables, self.groups, shots)[0]
+        counts = [histograms(bitarray_outcomes(r.data.meas), len(g.support)) for r, g in zip(res, self.groups)]
+        return expectations(counts, self.observables, self.groups, shots)[0]
 
 
 def _rows(circuit, n: int, seed: int) -> np.ndarray:

@@ -15,7 +15,6 @@ from test_jobs import HAYSTACK, assert_same_results, results_by_key  # noqa: E40
 
 from qssm.backends.cluster import ClusterBackend, chunks  # noqa: E402
 from qssm.backends.registry import get_backend  # noqa: E402
-from qssm.backends.sampling import ROW_BLOCK  # noqa: E402
 from qssm.errors import QssmError  # noqa: E402
 from qssm.jobs.run import create_job, run_job  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
@@ -44,13 +43,13 @@ def test_cluster_gives_the_same_results_as_one_process(scheduler, backend, shots
         assert spread[key] == alone[key], key
 
 
-def test_chunks_start_on_block_boundaries():
+def test_chunks_cover_the_rows_in_order():
     from qssm.pipeline.types import CircuitBatch
 
-    b = CircuitBatch((), np.zeros((3 * ROW_BLOCK + 5, 1)), shots=10, key="k")
-    parts = chunks(b, 4)
-    assert [p.meta.get("first_row", 0) % ROW_BLOCK for p in parts] == [0] * len(parts)
-    assert sum(len(p.parameters) for p in parts) == len(b.parameters) and len(parts) == 4
+    rows = np.arange(1000.0)[:, None]
+    parts = chunks(CircuitBatch((), rows, shots=10, key="k"), 4)
+    assert len(parts) == 4 and [p.meta.get("first_row", 0) for p in parts] == [0, 250, 500, 750]
+    np.testing.assert_array_equal(np.concatenate([p.parameters for p in parts]), rows)
     assert chunks(CircuitBatch((), np.zeros((5, 1))), 4)[0].parameters.shape == (5, 1)
 
 

@@ -19,7 +19,8 @@ from qssm.backends import devices, dmsim
 from qssm.backends.aer import active_noise_model, compact
 from qssm.backends.fake_devices import fake_backend
 from qssm.backends.noise import noise_from_aer, ptm
-from qssm.backends.sampling import expectations, measurement_groups, parity_masks, with_measurement
+from qssm.backends.sampling import bitarray_outcomes, histograms
+from qssm.pipeline.measure import expectations, measurement_groups, parity_masks, with_measurement
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ("qmamba-haystack", "qlam-digits")
@@ -194,17 +195,10 @@ def test_shared_body_equals_separate_circuits_and_chunking_changes_nothing(monke
 # ---- sampling against Aer's SamplerV2 ------------------------------------------------------------------
 
 
-def _outcomes(counts: np.ndarray) -> np.ndarray:
-    """(rows, outcomes) histograms -> (rows, shots) outcome integers, for sampling.expectations."""
-    return np.stack([np.repeat(np.arange(len(c)), c) for c in counts])
-
-
 def test_sampled_values_agree_with_aer_sampler_within_shot_noise():
     """QLAM's 23 Paulis from its X, Y, Z measurement groups: engine counts (multinomial from the
     exact distribution) and Aer SamplerV2 counts give values within 4 standard errors."""
     from qiskit_aer.primitives import SamplerV2
-
-    from qssm.backends.sampling import bitarray_outcomes
 
     _, circuit, observables, active = compacted("qlam-digits", "fake_fez")[0]
     model = active_noise_model("fake_fez", active)
@@ -213,9 +207,9 @@ def test_sampled_values_agree_with_aer_sampler_within_shot_noise():
     rows, shots = rows_for(circuit, 3, seed=5), 4000
     probs = dmsim.outcome_probabilities_many(dmsim.compile_many(circuits, noise_from_aer(model, circuit.num_qubits)),
                                              rows)
-    ours = [_outcomes(dmsim.sample_counts(p, shots, seed=11 + g).numpy()) for g, p in enumerate(probs)]
+    ours = [dmsim.sample_counts(p, shots, seed=11 + g).numpy() for g, p in enumerate(probs)]
     res = SamplerV2(options=aer_options(model), seed=3).run([(c, rows, shots) for c in circuits]).result()
-    theirs = [bitarray_outcomes(r.data.meas) for r in res]
+    theirs = [histograms(bitarray_outcomes(r.data.meas), len(g.support)) for r, g in zip(res, groups)]
     v1, s1 = expectations(ours, observables, groups, shots)
     v2, s2 = expectations(theirs, observables, groups, shots)
     assert (np.abs(v1 - v2) <= 4 * np.hypot(s1, s2) + 1e-12).all()
@@ -390,9 +384,9 @@ def _cut_subexperiment():
     obs = ("IIIZ", "ZIII", "IIXX", "ZZII")
     plan = plan_cut(qc, obs, 2, 100)
     pm = generate_preset_pass_manager(optimization_level=1, target=fake_backend("fake_fez").target, seed_transpiler=0)
-    ex = cut_experiments(qc, obs, plan, pm.run)
+    ex = cut_experiments(qc, obs, plan)
     for circuits in ex.subexperiments.values():
-        for c in circuits:
+        for c in pm.run(circuits):
             data = [i for i in c.data if i.operation.name != "barrier"]
             reused = any(i.operation.name == "measure" and any(set(i.qubits) & set(j.qubits) for j in data[k + 1:])
                          for k, i in enumerate(data))
@@ -544,3 +538,23 @@ def test_cuda_matches_cpu():
     cpu = dmsim.expectation_values(dmsim.compile_circuit(circuit, noise), rows, observables)
     gpu = dmsim.expectation_values(dmsim.compile_circuit(circuit, noise, device="cuda"), rows.cuda(), observables)
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-12)
+
+
+def test_noise_on_the_restricted_target_equals_the_full_device_model():
+    """active_noise_model builds Aer's device errors on the active qubits' restricted Target: the
+    same QuantumErrors and ReadoutErrors as the full-device constructors, renumbered."""
+    from qiskit_aer.noise.device.models import basic_device_gate_errors, basic_device_readout_errors
+
+    from qssm.backends.aer import active_noise_model
+    from qssm.backends.fake_devices import fake_backend
+
+    active = (1, 3, 4)
+    pos = {p: i for i, p in enumerate(active)}
+    target = fake_backend("fake_manila").target
+    want = {(n, tuple(pos[q] for q in qs)): e for n, qs, e in basic_device_gate_errors(target=target)
+            if set(qs) <= pos.keys()}
+    nm = active_noise_model("fake_manila", active)
+    got = {(n, tuple(qs)): e for n, by in nm._local_quantum_errors.items() for qs, e in by.items()}
+    assert got.keys() == want.keys() and all(got[k] == want[k] for k in want)
+    ro = {pos[qs[0]]: e for qs, e in basic_device_readout_errors(target=target) if qs[0] in pos}
+    assert {qs[0]: e for qs, e in nm._local_readout_errors.items()} == ro

@@ -205,7 +205,7 @@ def test_mitigation_spec_errors_are_one_line():
 IDLE = Template("idle", QuantumCircuit(2), ("ZI", "IZ"), "idle-2")  # nothing runs: <Z> = 1 on both qubits
 
 
-@pytest.mark.parametrize("name", ["aer:fake_fez", "ibm:fake_fez", "braket:local_dm", "exact"])
+@pytest.mark.parametrize("name", ["dm:fake_fez", "aer:fake_fez", "ibm:fake_fez", "braket:local_dm", "dm:iqm_garnet", "exact"])
 def test_readout_mitigation_on_every_sampling_backend(name):
     """An idle qubit reads <Z> = 1 - 2 p(1|0): mitigation brings it back to 1.0 within 3 standard
     errors on every backend that samples (Braket's density-matrix simulator included)."""
