@@ -46,7 +46,7 @@ def raw_spec(spec: JobSpec) -> dict:
 
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
-            policy: RetryPolicy | None = None, log=None) -> dict:
+            policy: RetryPolicy | None = None, log=None, force: bool = False) -> dict:
     from qssm.pipeline.inference import build_runner, run_inference
 
     job = store.job(job_id)
@@ -54,7 +54,7 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
         return job["report"]
     if job["status"] == "cancelled":
         raise QssmError(f"job {job_id} was cancelled; submit the spec again to rerun it")
-    if not store.acquire(job_id):
+    if not store.acquire(job_id, force=force):
         raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; "
                         f"wait for it (qssm status {job_id}) instead of resuming it twice")
     try:

@@ -20,7 +20,7 @@ def kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "a file")
 
 
-def _stat(path: Path, what: str) -> os.stat_result | None:
+def stat_path(path: Path, what: str) -> os.stat_result | None:
     """None if the path does not exist; one-line errors for paths that cannot be looked at."""
     try:
         return path.stat()
@@ -37,7 +37,7 @@ def check_in_file(path: str | Path, what: str, hint: str) -> Path:
     if not str(path).strip():
         raise QssmError(f"{what} path is empty; {hint}")
     path = Path(path)
-    st = _stat(path, what)
+    st = stat_path(path, what)
     if st is None:
         raise QssmError(f"{what} {path} does not exist; {hint}")
     if not stat.S_ISREG(st.st_mode):
@@ -67,11 +67,11 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     if not str(path).strip():
         raise QssmError(f"{flag} is empty; give a directory to write into")
     path = Path(path)
-    st = _stat(path, flag)
+    st = stat_path(path, flag)
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise QssmError(f"{flag} {path} is {kind(st.st_mode)}, not a directory; give a directory to write into")
     base = path
-    while (st := _stat(base, flag)) is None:
+    while (st := stat_path(base, flag)) is None:
         if base.parent == base:  # even the root (or a deleted working directory) is missing
             raise QssmError(f"{flag} {path}: no existing directory above it; give a directory to write into")
         base = base.parent
