@@ -104,6 +104,25 @@ def test_baselines_have_comparable_parameter_counts():
     assert 0.8 < c["total"] / q["total"] < 1.25 and 0.5 < g["total"] / q["total"] < 2
 
 
+def test_fused_program_cache_survives_a_dtype_round_trip():
+    """After model.float().double() new weight tensors can land at freed addresses with the same
+    version: a cache keyed on storage returned other sub-circuits' programs (logit errors of 2.8)."""
+    from qssm.models import checkpoint
+    from qssm.models import evaluator as ev
+
+    model, _ = checkpoint.load("checkpoints/qmamba-haystack.safetensors")
+    x = test_set(model.cfg.task).inputs[:4]
+    for _ in range(10):
+        model = model.double()
+        with torch.no_grad():
+            model(x)  # fills the cache
+            model = model.float().double()  # in place: new storage for every weight
+            cached = model(x)
+            ev._PROGRAMS.clear()
+            fresh = model(x)
+        torch.testing.assert_close(cached, fresh, rtol=0, atol=1e-12)
+
+
 def test_generate_prefills_once(monkeypatch, capsys):
     """qssm generate pays for the prompt once: n_layers round trips, then n_layers per token."""
     import json
