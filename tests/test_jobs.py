@@ -615,3 +615,51 @@ def test_new_stores_are_marked_and_old_ones_adopted(tmp_path):
     assert adopted.job("j1")["status"] == "done"
     assert adopted.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
+
+# --- transient network faults, with the SDKs' own exception classes ------------------------------
+def _network_faults():
+    import http.client
+    import socket
+
+    import botocore.exceptions as boto
+    import requests.exceptions as req
+    import urllib3.exceptions as u3
+
+    url = "https://braket.us-east-1.amazonaws.com"
+    wrapped = RuntimeError("IBM Cloud API request failed")
+    wrapped.__cause__ = req.ConnectionError("Max retries exceeded with url: /jobs")
+    return [boto.EndpointConnectionError(endpoint_url=url), boto.ConnectTimeoutError(endpoint_url=url),
+            boto.ReadTimeoutError(endpoint_url=url), boto.ConnectionClosedError(endpoint_url=url),
+            req.ConnectionError("Connection refused"), req.ReadTimeout("read"), req.ChunkedEncodingError("eof"),
+            u3.NewConnectionError(None, "Failed to establish a new connection"),
+            u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+            u3.MaxRetryError(None, "/jobs"), socket.gaierror(-3, "Temporary failure in name resolution"),
+            http.client.RemoteDisconnected("closed"), http.client.IncompleteRead(b""), wrapped]
+
+
+@pytest.mark.parametrize("fault", _network_faults(), ids=lambda e: type(e).__name__)
+def test_network_faults_are_transient(fault):
+    from qssm.jobs.retry import is_transient
+
+    assert is_transient(fault)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise fault
+        return "ok"
+
+    assert call_with_retries(flaky, NO_SLEEP) == "ok" and len(calls) == 3
+
+
+def test_certificate_errors_are_not_retried():
+    import ssl
+
+    import requests.exceptions as req
+
+    from qssm.jobs.retry import is_transient
+
+    fault = req.SSLError("certificate verify failed")
+    fault.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate")
+    assert not is_transient(fault)
