@@ -99,8 +99,9 @@ def model_templates(model) -> list[Template]:
     A/B/C/Delta per layer; QLAM's one-step circuit and a prepared two-step segment."""
     import torch
 
+    dtype = next(model.parameters()).dtype  # float32 as trained, float64 after .double()
     if model.cfg.kind == "qmamba":
-        x = torch.zeros(1, model.cfg.d_model)
+        x = torch.zeros(1, model.cfg.d_model, dtype=dtype)
         return [subcircuit_template(c) for layer in model.layers for c in layer.calls(x)]
-    call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim))
+    call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim, dtype=dtype))
     return [memory_template(call, 1), memory_template(call, 2, prepared=True)]

@@ -48,6 +48,9 @@ def validate(spec: JobSpec, backend, model=None) -> None:
         raise QssmError(f"[mitigation] {', '.join(sorted(unknown))}: IBM runtime options that {backend.name} does not "
                         "take; remove them or use an ibm: backend")
     if model is not None:
+        from qssm.jobs.spec import check_spec_against_model
+
+        check_spec_against_model(spec, model.cfg)
         _check_widths(spec, backend, model)
     backend.check_credentials()
 

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.client
+import importlib
 import random
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -36,10 +41,42 @@ def status_code(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+@functools.lru_cache(maxsize=1)
+def network_errors() -> tuple[type, ...]:
+    """Exception classes of a dropped or refused connection, a DNS failure or a timeout, from the
+    standard library and the HTTP stacks under the IBM and AWS SDKs. Most of them are not
+    subclasses of the builtin ConnectionError / TimeoutError (requests' and botocore's own
+    hierarchies, socket.gaierror is a bare OSError), so they are listed here."""
+    found: list[type] = [TransientError, TimeoutError, ConnectionError, socket.gaierror, http.client.IncompleteRead]
+    for module, names in (
+        # botocore's ConnectionError covers EndpointConnectionError and ConnectTimeoutError
+        ("botocore.exceptions", ("ConnectionError", "ReadTimeoutError", "ConnectionClosedError")),
+        ("requests.exceptions", ("ConnectionError", "Timeout", "ChunkedEncodingError")),
+        ("urllib3.exceptions", ("ProtocolError", "TimeoutError", "NewConnectionError", "MaxRetryError")),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return tuple(found)
+
+
+def _chain(exc: BaseException):
+    """The exception and what caused it: SDKs wrap network errors in their own types."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, PermanentError):
         return False
-    if isinstance(exc, (TransientError, TimeoutError, ConnectionError)):
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc)):
+        return False  # a certificate problem does not go away by retrying (it travels as a ConnectionError)
+    if any(isinstance(e, network_errors()) for e in _chain(exc)):
         return True
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and response.get("Error", {}).get("Code") in TRANSIENT_CODES:

@@ -43,7 +43,7 @@ def raw_spec(spec: JobSpec) -> dict:
 
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
-            policy: RetryPolicy | None = None, log=None) -> dict:
+            policy: RetryPolicy | None = None, log=None, force: bool = False) -> dict:
     from qssm.pipeline.inference import run_inference
 
     job = store.job(job_id)
@@ -51,9 +51,9 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
         return job["report"]
     if job["status"] == "cancelled":
         raise QssmError(f"job {job_id} was cancelled; submit the spec again to rerun it")
-    if not store.acquire(job_id):
-        raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; "
-                        f"wait for it (qssm status {job_id}) instead of resuming it twice")
+    if not store.acquire(job_id, force=force):
+        raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; wait for it (qssm status "
+                        f"{job_id}), or take it over with `qssm resume {job_id} --force` if that process is gone")
     try:
         spec = store.job_spec(job_id)
         backend = backend or backend_for(spec)
@@ -114,16 +114,11 @@ def cancel_job(store: JobStore, job_id: str) -> int:
     if job["status"] in ("done", "failed", "cancelled"):
         raise QssmError(f"job {job_id} is already {job['status']}")
     spec = store.job_spec(job_id)
-    n = 0
-    in_flight = [r for r in store.batches(job_id) if r[3] == "submitted" and r[6]]
-    if in_flight:
-        import json
-
-        from qssm.backends.base import Handle
-
-        backend = backend_for(spec)
-        for row in in_flight:
-            backend.cancel(Handle(**json.loads(row[6])))
-            n += 1
+    # marked first: the worker checks it at every batch boundary and submits nothing more
     store.set_status(job_id, "cancelled", error="cancelled by user")
-    return n
+    in_flight = [store.parse_handle(job_id, r[0], r[6]) for r in store.batches(job_id) if r[3] == "submitted" and r[6]]
+    if in_flight:
+        backend = backend_for(spec)
+        for handle in in_flight:
+            backend.cancel(handle)
+    return len(in_flight)

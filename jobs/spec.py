@@ -36,12 +36,15 @@ Every mistake is a one-line QssmError naming the field and the fix.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qssm.errors import QssmError
+from qssm.models.tasks import MAX_T, MAX_TEST
+from qssm.paths import check_in_file, read_file
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,36 @@ class JobSpec:
 SECTIONS = {"data": DataSpec, "backend": BackendSpec, "split": SplitSpec,
             "mitigation": MitigationSpec, "budget": BudgetSpec}
 # classical shadows are not implemented yet: the spec refuses them rather than ignoring them
-CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli",)}
+CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli",),
+           ("backend", "layout"): ("default", "noise_aware"), ("mitigation", "extrapolation"): ("richardson", "linear")}
+MAX_SHOTS = 100_000_000
+SEED = (0, 2**63 - 1)
+# inclusive bounds of every number, with what a value means where that is not obvious; floats are
+# also refused when not finite (nan would slip past every comparison, a budget included)
+BOUNDS: dict[tuple[str, str], tuple[float, float | None, str]] = {
+    ("data", "n"): (1, MAX_TEST, " (the first n test examples)"),
+    ("data", "seed"): (*SEED, ""),
+    ("data", "T"): (0, MAX_T, " (0 = the trained length)"),
+    ("backend", "shots"): (0, MAX_SHOTS, " (0 = exact expectation values)"),
+    ("backend", "optimization_level"): (0, 3, ""),
+    ("backend", "seed_transpiler"): (*SEED, ""),
+    ("backend", "seed_simulator"): (*SEED, ""),
+    ("split", "max_overhead"): (0, None, ""),
+    ("split", "segment"): (0, MAX_T, " (QLAM tokens per segment, 0 = whole sequence)"),
+    ("mitigation", "readout_shots"): (0, MAX_SHOTS, " (0 = [backend] shots)"),
+    ("mitigation", "resilience_level"): (-1, 2, " (IBM runtime levels 0..2, -1 = unset)"),
+    ("budget", "max_cost_usd"): (0, None, " (0 = no limit)"),
+    ("budget", "max_qpu_seconds"): (0, None, " (0 = no limit)"),
+}
+
+
+def _bounded(where: str, name: str, key: str, value: float) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise QssmError(f"{where}: {name}.{key} must be a finite number, got {value}")
+    lo, hi, note = BOUNDS[name, key]
+    if value < lo or (hi is not None and value > hi):
+        span = f">= {lo}" if hi is None else f"{lo}..{hi}"
+        raise QssmError(f"{where}: {name}.{key} must be {span}{note}, got {value}")
 
 
 def _section(where: str, name: str, cls, raw: Any):
@@ -124,18 +156,20 @@ def _section(where: str, name: str, cls, raw: Any):
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not want:
-            raise QssmError(f"{where}: {name}.{key} must be {want.__name__}, got {value!r}")
-        if want in (int, float) and value < 0 and fields[key].default >= 0:  # negative defaults mean "unset"
-            raise QssmError(f"{where}: {name}.{key} must be >= 0, got {value}")
+            raise QssmError(f"{where}: {name}.{key} must be {want.__name__}, got {value!r:.80}")
+        if want in (int, float):
+            _bounded(where, name, key, value)
         if (name, key) in CHOICES and value not in CHOICES[name, key]:
-            raise QssmError(f"{where}: {name}.{key} must be one of {', '.join(CHOICES[name, key])}, got {value!r}")
+            raise QssmError(f"{where}: {name}.{key} must be one of {', '.join(CHOICES[name, key])}, got {value!r:.80}")
         values[key] = value
-    spec = cls(**values)
-    if name == "backend" and spec.optimization_level not in (0, 1, 2, 3):
-        raise QssmError(f"{where}: backend.optimization_level must be 0..3, got {spec.optimization_level}")
-    if name == "data" and spec.n < 1:
-        raise QssmError(f"{where}: data.n must be >= 1, got {spec.n}")
-    return spec
+    if "zne_scales" in values:  # a malformed list is refused here, not when mitigation starts
+        from qssm.pipeline.mitigation import parse_scales
+
+        try:
+            parse_scales(values["zne_scales"])
+        except QssmError as e:
+            raise QssmError(f"{where}: {e}") from None
+    return cls(**values)
 
 
 def parse_spec(raw: dict[str, Any], where: str = "spec", base: Path | None = None) -> JobSpec:
@@ -147,21 +181,45 @@ def parse_spec(raw: dict[str, Any], where: str = "spec", base: Path | None = Non
         raise QssmError(f'{where}: missing [model] checkpoint = "path/to/model.safetensors"')
     if set(model) - {"checkpoint"}:
         raise QssmError(f"{where}: unknown key(s) in [model]: {sorted(set(model) - {'checkpoint'})}")
+    if not model["checkpoint"].strip():
+        raise QssmError(f'{where}: checkpoint path is empty; fix [model] checkpoint = "path/to/model.safetensors"')
     ckpt = Path(model["checkpoint"])
     if not ckpt.is_absolute() and base is not None and not ckpt.exists() and (base / ckpt).exists():
         ckpt = base / ckpt
-    if not ckpt.is_file():
-        raise QssmError(f"{where}: checkpoint {model['checkpoint']} does not exist; fix [model] checkpoint")
+    check_in_file(ckpt, f"{where}: checkpoint", "fix [model] checkpoint")
     parts = {name: _section(where, name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
     return JobSpec(checkpoint=str(ckpt), source=where, **parts)
 
 
 def load_spec(path: str | Path) -> JobSpec:
+    data = read_file(path, "spec file", "see examples/ for job specs")
     path = Path(path)
-    if not path.is_file():
-        raise QssmError(f"spec file {path} does not exist; see examples/ for job specs")
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise QssmError(f"{path}: not valid TOML (not UTF-8 text); a job spec is a TOML file, see examples/") from None
+    except tomllib.TOMLDecodeError as e:
         raise QssmError(f"{path}: not valid TOML ({e})") from None
     return parse_spec(raw, str(path), base=path.parent.parent)
+
+
+def check_spec_against_model(spec: JobSpec, cfg) -> None:
+    """The checks that need the model's config: [data] n and T against its task, [split] segment
+    against its kind. Called once per job, before anything runs or is stored."""
+    from qssm.models.tasks import GENERATED, TASK_FIELDS, test_size
+
+    where, task = spec.source or "spec", cfg.task
+    name = task["name"]
+    if spec.data.T:
+        if name not in GENERATED:
+            raise QssmError(f"{where}: data.T sets the length of generated sequences, and {name} ({cfg.kind}) has "
+                            f"fixed-length inputs; remove [data] T")
+        lo = TASK_FIELDS[name]["T"][1]
+        if spec.data.T < lo:
+            raise QssmError(f"{where}: data.T must be 0 (the trained length) or {lo}..{MAX_T} for {name}, got {spec.data.T}")
+    if spec.split.segment and cfg.kind != "qlam":
+        raise QssmError(f"{where}: split.segment splits a QLAM memory into segments, and {spec.checkpoint} is a "
+                        f"{cfg.kind} model; remove [split] segment")
+    size = test_size(task)
+    if spec.data.n > size:
+        raise QssmError(f"{where}: data.n = {spec.data.n}, but {name} has {size} test examples; use n <= {size}")

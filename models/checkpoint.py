@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from qssm.errors import QssmError
 from qssm.models.config import ModelConfig, config_from_dict, config_to_json
 from qssm.models.registry import build_model
+from qssm.paths import check_in_file
 
 FORMAT = "qssm-checkpoint-1"
 
@@ -63,22 +64,35 @@ def _bad(path, e) -> str:
 
 def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Returns (model in eval mode, training record). Every failure is a one-line QssmError."""
-    path = Path(path)
-    if not path.is_file():
-        raise QssmError(f"checkpoint {path} does not exist; list shipped ones with `ls checkpoints/`")
+    path = check_in_file(path, "checkpoint", "list shipped ones with `ls checkpoints/`")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise QssmError(_bad(path, e)) from None
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
-        raise QssmError(f"checkpoint {path} is not a qssm checkpoint (format {meta.get('format')!r})")
+        raise QssmError(f"checkpoint {path} is not a qssm checkpoint (format {meta.get('format')!r:.60})")
+    odd = sorted(name for name, t in tensors.items() if t.dtype not in (torch.float32, torch.float64))
+    if odd:
+        raise QssmError(f"checkpoint {path} is not a qssm checkpoint: {odd[0]} is {tensors[odd[0]].dtype}, "
+                        f"qssm saves float32 or float64")
     if _digest(tensors) != meta.get("sha256"):
         raise QssmError(f"checkpoint {path} is corrupted (tensor checksum mismatch); re-download or retrain it")
     try:
         cfg: ModelConfig = config_from_dict(json.loads(meta["config"]))
-    except (KeyError, json.JSONDecodeError) as e:
-        raise QssmError(f"checkpoint {path} has no valid config ({e})") from None
+    except (KeyError, json.JSONDecodeError, RecursionError) as e:
+        raise QssmError(f"checkpoint {path} has no valid config ({e}); retrain it with `qssm train`") from None
+    except QssmError as e:
+        raise QssmError(f"checkpoint {path}: {e}; retrain it with `qssm train`") from None
+    try:
+        record = json.loads(meta.get("record", "{}"))
+    except (json.JSONDecodeError, RecursionError):
+        record = None
+    if not isinstance(record, dict):
+        raise QssmError(f"checkpoint {path} has no valid training record; retrain it with `qssm train`")
+    for name, t in tensors.items():  # nan/inf angles would reach Qiskit and the simulators
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise QssmError(f"checkpoint {path} has non-finite weights (nan or inf) in {name}; retrain it")
     model = build_model(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -95,4 +109,4 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
             )
     model.load_state_dict(tensors)
     model.eval()
-    return model, json.loads(meta.get("record", "{}"))
+    return model, record

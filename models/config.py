@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from qssm.errors import QssmError
+from qssm.models.tasks import check_task, task_shape
 
 ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cz", "cx")
@@ -19,7 +21,7 @@ ENTANGLERS = ("cz", "cx")
 
 @dataclass(frozen=True)
 class AnsatzConfig:
-    """A budgeted strongly entangling ansatz on `n_qubits` (DESIGN §1.1)."""
+    """A budgeted strongly entangling ansatz on `n_qubits`."""
 
     n_qubits: int
     n_params: int
@@ -116,17 +118,86 @@ def config_to_json(cfg: ModelConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
 
 
-def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+# Numeric config fields: (type, low, high). The bounds are checked before a model is built from
+# the config, so a bad one cannot allocate (embeddings, 2^n x 2^n unitaries) or loop for long first.
+LIMITS: dict[str, tuple[type, float, float]] = {
+    "vocab_size": (int, 1, 65536), "d_model": (int, 1, 1024), "n_layers": (int, 1, 64),
+    "n_qubits": (int, 1, 12), "q_budget": (int, 0, 100_000), "reupload": (int, 1, 64),
+    "alpha_init": (float, -1e3, 1e3), "input_dim": (int, 1, 4096), "n_classes": (int, 2, 65536),
+    "w_budget": (int, 0, 100_000), "n_heads": (int, 1, 256), "d_hidden": (int, 1, 4096), "n_out": (int, 1, 65536),
+}
+GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one of the two is 0
+
+
+def _check_field(kind: str, name: str, value: Any) -> None:
+    if name in ("kind", "task"):
+        return
+    if name == "quantum":
+        if type(value) is not bool:
+            raise QssmError(f"quantum must be true or false, got {value!r:.60}")
+    elif name == "rotations":
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 16 or any(r not in ROTATIONS for r in value):
+            raise QssmError(f"rotations must be a list of 1 to 16 gates from {ROTATIONS}, got {value!r:.60}")
+    elif name == "entangler":
+        if value not in ENTANGLERS:
+            raise QssmError(f"entangler must be one of {ENTANGLERS}, got {value!r:.60}")
+    else:
+        want, lo, hi = (GRU_LIMITS if kind == "gru" else {}).get(name) or LIMITS[name]
+        ok = type(value) is int or (want is float and type(value) is float)
+        if not ok:
+            raise QssmError(f"{name} must be {'a number' if want is float else 'an integer'}, got {value!r:.60}")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise QssmError(f"{name} must be {lo:g}..{hi:g}, got {value}")
+
+
+def _check_task_fit(cfg: ModelConfig) -> None:
+    """The model reads what its task produces: token ids below vocab_size, or feature rows of
+    input_dim, and has an output for every class."""
+    shape = task_shape(cfg.task)
+    tokens, features, classes = shape.get("tokens"), shape.get("features"), shape["classes"]
+    takes_tokens = cfg.kind == "qmamba" or (cfg.kind == "gru" and cfg.vocab_size > 0)
+    if takes_tokens and tokens is None:
+        raise QssmError(f"a {cfg.kind} model reads token ids, and task {cfg.task['name']} gives feature rows")
+    if not takes_tokens and features is None:
+        raise QssmError(f"a {cfg.kind} model reads feature rows, and task {cfg.task['name']} gives token ids")
+    if takes_tokens and cfg.vocab_size < tokens:
+        raise QssmError(f"vocab_size {cfg.vocab_size} is smaller than task {cfg.task['name']}'s {tokens} tokens")
+    if not takes_tokens and cfg.input_dim != features:
+        raise QssmError(f"input_dim {cfg.input_dim} does not match task {cfg.task['name']}'s rows of {features} features")
+    outputs = getattr(cfg, {"qmamba": "vocab_size", "qlam": "n_classes", "gru": "n_out"}[cfg.kind])
+    if outputs < classes:
+        raise QssmError(f"{cfg.kind} model has {outputs} outputs, and task {cfg.task['name']} has {classes} classes")
+
+
+def config_from_dict(d: Any) -> ModelConfig:
+    """A config from its JSON form, every field checked for type and range (one-line QssmError)."""
+    if not isinstance(d, dict):
+        raise QssmError(f"config must be a JSON object, got {type(d).__name__}")
     kind = d.get("kind")
     if kind not in CONFIG_KINDS:
-        raise QssmError(f"unknown model kind {kind!r}; expected one of {sorted(CONFIG_KINDS)}")
+        raise QssmError(f"unknown model kind {kind!r:.60}; expected one of {sorted(CONFIG_KINDS)}")
     cls = CONFIG_KINDS[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     unknown = set(d) - names
     if unknown:
         raise QssmError(f"unknown {kind} config fields {sorted(unknown)}; remove them or fix their names")
-    d = {k: tuple(v) if isinstance(v, list) and k == "rotations" else v for k, v in d.items()}
+    missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise QssmError(f"{kind} config is missing {missing}")
     try:
-        return cls(**d)
-    except TypeError as e:
+        for name, value in d.items():
+            _check_field(kind, name, value)
+        check_task(d.get("task", {}))
+    except QssmError as e:
         raise QssmError(f"invalid {kind} config: {e}") from None
+    d = {k: tuple(v) if k == "rotations" else float(v) if k == "alpha_init" else v for k, v in d.items()}
+    cfg = cls(**d)
+    if kind == "gru" and (cfg.vocab_size > 0) == (cfg.input_dim > 0):
+        raise QssmError("invalid gru config: exactly one of vocab_size (tokens) and input_dim (features) must be > 0")
+    try:
+        _check_task_fit(cfg)
+    except QssmError as e:
+        raise QssmError(f"invalid {kind} config: {e}") from None
+    return cfg

@@ -54,25 +54,26 @@ class Evaluator(Protocol):
         ...
 
 
-_PROGRAMS: OrderedDict[tuple, tuple[torch.Tensor, object]] = OrderedDict()
+_PROGRAMS: OrderedDict[tuple, object] = OrderedDict()
 
 
 def _program(call: QuantumCall):
     """compile_ops fuses the weight-only gates into unitaries. At inference the weights are fixed,
-    so the fused program is cached (keyed by the gate list and the weights' storage and version;
-    the cache holds the tensor so its storage cannot be reused by another): re-fusing was 6.6 ms
-    of an 8 ms QMamba layer call. Under autograd it is rebuilt every call, as gradients need."""
+    so the fused program is cached: re-fusing was 6.6 ms of an 8 ms QMamba layer call. The key is
+    the weights' values (a copy of a few hundred bytes, about a microsecond), not their storage: a
+    storage address and version can be reused by other weights after an in-place dtype round trip
+    (model.float().double()), and a cache keyed on them returned another sub-circuit's program.
+    Under autograd the program is rebuilt every call, as gradients need."""
     w = call.weights
     if torch.is_grad_enabled() and w.requires_grad:
         return compile_ops(list(call.ops), call.n_qubits, phi(w))
-    key = (call.ops, call.n_qubits, w.data_ptr(), w.storage_offset(), tuple(w.shape), tuple(w.stride()),
-           w.dtype, w._version)
+    key = (call.ops, call.n_qubits, w.dtype, tuple(w.shape), w.detach().cpu().numpy().tobytes())
     hit = _PROGRAMS.get(key)
     if hit is not None:
         _PROGRAMS.move_to_end(key)
-        return hit[1]
+        return hit
     prog = compile_ops(list(call.ops), call.n_qubits, phi(w))
-    _PROGRAMS[key] = (w, prog)
+    _PROGRAMS[key] = prog
     if len(_PROGRAMS) > 256:
         _PROGRAMS.popitem(last=False)
     return prog

@@ -1,6 +1,6 @@
 """QMamba: a selective SSM whose per-token parameters (A, B, C, Delta) come from quantum circuits.
 
-Per layer and token (DESIGN §1.1): angles_s = pi tanh(W_s x_t + b_s) encode x_t into four n-qubit
+Per layer and token: angles_s = pi tanh(W_s x_t + b_s) encode x_t into four n-qubit
 sub-circuits s in {A, B, C, Delta}; their <Z> readouts z_s set
     Delta_t = softplus(W_D z_Delta + b_D),  A_t = -exp(a_log + alpha z_A),
     B_t = W_B z_B,  C_t = W_C z_C,
@@ -153,11 +153,14 @@ class QMamba(nn.Module):
         evaluator: Evaluator | None = None,
         temperature: float = 0.0,
         seed: int = 0,
+        prefill: tuple[torch.Tensor, Cache] | None = None,
     ) -> torch.Tensor:
-        """Prefill in parallel form, then decode with the O(1) cache. temperature 0 is greedy."""
+        """Prefill in parallel form, then decode with the O(1) cache. temperature 0 is greedy.
+        `prefill`: the (logits, cache) of `forward(prompt, return_cache=True)` when the caller has
+        run it already (on a QPU a second prefill is paid for again)."""
         evaluator = evaluator or ExactEvaluator()
         gen = torch.Generator().manual_seed(seed)
-        logits, cache = self.forward(prompt, evaluator, return_cache=True)
+        logits, cache = prefill if prefill is not None else self.forward(prompt, evaluator, return_cache=True)
         last = logits[:, -1]
         out = []
         for _ in range(n_new):

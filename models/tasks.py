@@ -108,6 +108,67 @@ GENERATED = {"haystack": haystack, "pattern": pattern}
 IMAGES = {"digits": digits, "smnist": smnist}
 
 
+MAX_T = 4096  # tokens per sequence: the exact forward holds (n, T, d_model, n_qubits) float64 tensors
+MAX_TEST = 100_000
+_SEED = (int, 0, 2**32 - 1)
+# every key a task dict may hold besides "name": (type, low, high), (type,) or the allowed values
+TASK_FIELDS: dict[str, dict[str, tuple]] = {
+    "haystack": {"T": (int, 4, MAX_T), "n_values": (int, 1, 4096), "n_fillers": (int, 1, 65536),
+                 "distractors": (bool,), "n_test": (int, 1, MAX_TEST)},
+    "pattern": {"T": (int, 1, MAX_T), "n_symbols": (int, 1, 65536), "period": (int, 1, MAX_T),
+                "n_test": (int, 1, MAX_TEST)},
+    "digits": {"tokens": ("rows", "pixels"), "split_seed": _SEED},
+    "smnist": {"size": (28, 14), "split_seed": _SEED},
+}
+REQUIRED = {"haystack": ("T", "n_values", "n_fillers"), "pattern": ("T", "n_symbols", "period")}
+
+
+def check_task(task) -> None:
+    """A task dict from a checkpoint, checked before anything is generated or allocated from it."""
+    if not isinstance(task, dict):
+        raise QssmError(f"task must be a table like {{\"name\": \"haystack\", ...}}, got {task!r:.60}")
+    name = task.get("name")
+    if name not in TASK_FIELDS:
+        raise QssmError(f"unknown task {name!r:.60}; expected one of {sorted(TASK_FIELDS)}")
+    fields = TASK_FIELDS[name]
+    unknown = sorted(set(task) - set(fields) - {"name"})
+    if unknown:
+        raise QssmError(f"unknown {name} task keys {unknown}; valid: {', '.join(fields)}")
+    missing = [k for k in REQUIRED.get(name, ()) if k not in task]
+    if missing:
+        raise QssmError(f"{name} task is missing {missing}")
+    for key, value in task.items():
+        rule = fields.get(key)
+        if rule is None:
+            continue
+        if isinstance(rule[0], type):
+            kind = rule[0]
+            if type(value) is not kind:
+                raise QssmError(f"task {key} must be {kind.__name__}, got {value!r:.60}")
+            if kind is int and not rule[1] <= value <= rule[2]:
+                raise QssmError(f"task {key} must be {rule[1]}..{rule[2]}, got {value}")
+        elif value not in rule:
+            raise QssmError(f"task {key} must be one of {', '.join(map(str, rule))}, got {value!r:.60}")
+
+
+def task_shape(task: dict) -> dict:
+    """What a task feeds a model and asks of it: token vocabulary (or feature width) and classes."""
+    name = task["name"]
+    if name == "haystack":
+        return {"tokens": haystack_vocab(task), "classes": haystack_vocab(task)}
+    if name == "pattern":
+        return {"tokens": task["n_symbols"], "classes": task["n_symbols"]}
+    width = {"digits": 1 if task.get("tokens") == "pixels" else 8, "smnist": task.get("size", 28)}[name]
+    return {"features": width, "classes": 10}
+
+
+def test_size(task: dict) -> int:
+    """How many test examples a task has ([data] n takes the first n of them)."""
+    if task["name"] in GENERATED:
+        return task.get("n_test", 1000)
+    return len(test_set(task).targets)
+
+
 def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
     name = task.get("name")
     if name in GENERATED:
@@ -135,3 +196,4 @@ def train_batches(task: dict, batch_size: int, seed: int):
 
 
 test_set.__test__ = False  # a data function, not a pytest test
+test_size.__test__ = False

@@ -12,8 +12,15 @@ from qssm import __version__, commands
 from qssm.errors import QssmError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse prints its usage and exits on a bad argument; qssm's rule is one line and exit 2."""
+
+    def error(self, message: str):
+        raise QssmError(f"{message}; see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qssm", description="Run trained quantum sequence models (QMamba, QLAM) on simulators and QPUs.")
     parser.add_argument("--version", action="version", version=f"qssm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -23,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except QssmError as e:
         print(f"qssm: error: {e}", file=sys.stderr)

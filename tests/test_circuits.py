@@ -172,3 +172,59 @@ def _exact_execute(batches):
     """Fast exact executor for round-trip counting (torch on the gate lists via the templates'
     source calls is not available here, so use Statevector on distinct rows only)."""
     return statevector_execute(batches)
+
+
+@pytest.mark.parametrize("name", ["qmamba-haystack", "qlam-digits"])
+def test_model_templates_of_a_double_model(name):
+    from qssm.circuits.templates import model_templates
+
+    model, _ = checkpoint.load(f"checkpoints/{name}.safetensors")
+    assert [t.hash for t in model_templates(model.double())] == [t.hash for t in model_templates(model)]
+
+
+def _braket_expectation(label: str) -> str:
+    """A Qiskit Pauli label (qubit 0 rightmost) as a Braket result-type pragma."""
+    n = len(label)
+    factors = [f"{p.lower()}(q[{n - 1 - i}])" for i, p in enumerate(label) if p != "I"]
+    return "#pragma braket result expectation " + " @ ".join(factors)
+
+
+@pytest.mark.parametrize("name,which", [("qmamba-haystack", [0, 5]), ("qlam-digits", [0, 1])])
+def test_exported_qasm_runs_on_braket_as_written(tmp_path, name, which):
+    """`qssm export` programs run on Braket's LocalSimulator unchanged (no stdgates.inc, no cx), and
+    give the Qiskit template's expectation values; Qiskit reads them back with load_qasm."""
+    import json
+    import warnings
+
+    from braket.devices import LocalSimulator
+    from braket.ir.openqasm import Program
+    from qiskit.quantum_info import SparsePauliOp
+
+    from qssm.circuits.export import load_qasm
+    from qssm.circuits.templates import model_templates
+    from qssm.cli import main
+
+    assert main(["export", f"checkpoints/{name}.safetensors", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["templates"]
+    templates = model_templates(checkpoint.load(f"checkpoints/{name}.safetensors")[0])
+    rng = np.random.default_rng(7)
+    sim = LocalSimulator("braket_sv")
+    for i in which:
+        t, entry = templates[i], manifest[i]
+        text = (tmp_path / entry["qasm3"]).read_text()
+        assert "include" not in text and "cx " not in text
+        row = rng.uniform(-2, 2, len(t.circuit.parameters))  # Qiskit's parameter order = the inputs'
+        inputs = dict(zip(entry["qasm3_inputs"], row))
+        state = Statevector(t.circuit.assign_parameters(row))
+        want = [state.expectation_value(SparsePauliOp(o)).real for o in t.observables]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Braket warns that QPUs may not support every feature
+            counts = sim.run(Program(source=text, inputs=inputs), shots=20).result().measurement_counts
+            assert sum(counts.values()) == 20  # runs as written
+            program = text + "\n" + "\n".join(_braket_expectation(o) for o in t.observables)
+            got = sim.run(Program(source=program, inputs=inputs), shots=0).result().values
+        np.testing.assert_allclose(got, want, atol=1e-9)
+        loaded = load_qasm(text)
+        back = Statevector(loaded.assign_parameters({p: inputs[p.name] for p in loaded.parameters}))
+        np.testing.assert_allclose([back.expectation_value(SparsePauliOp(o)).real for o in t.observables], want,
+                                   atol=1e-9)

@@ -95,6 +95,8 @@ def kill_and_resume(tmp_path, kills: int, seed: int):
         p.send_signal(signal.SIGKILL)
         p.wait()
         states.append(store.totals(job_id)["done"])
+        job = store.job(job_id)
+        assert job["status"] != "running" or store.stalled(job)  # `qssm status` says so, not "running"
     p = driver(store.path, job_id, tmp_path / "ibm")
     assert p.wait(timeout=300) == 0, p.stderr.read()
     assert store.job(job_id)["status"] == "done"
@@ -287,7 +289,7 @@ MALFORMED = [
     ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "aer:fake_nowhere"\n', "unknown IBM device snapshot"),
     ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "ibm:fake_nowhere"\nshots = 100\n', "unknown IBM device snapshot"),
     ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = 7\n', "backend.name must be str"),
-    ('[model]\ncheckpoint = "{ck}"\n[backend]\nshots = -1\n', "backend.shots must be >= 0"),
+    ('[model]\ncheckpoint = "{ck}"\n[backend]\nshots = -1\n', "backend.shots must be 0..100000000"),
     ('[model]\ncheckpoint = "{ck}"\n[backend]\nshots = 1.5\n', "backend.shots must be int"),
     ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "aer:fake_fez"\nshots = 10000000\n', "exceed"),
     ('[model]\ncheckpoint = "{ck}"\n[backend]\nname = "ibm:fake_fez"\n', "shots > 0"),
@@ -296,7 +298,7 @@ MALFORMED = [
     ('[model]\ncheckpoint = "{ck}"\n[split]\ncutting = "sometimes"\n', "split.cutting must be one of"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\ntomography = "guess"\n', "split.tomography must be one of"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\ntomography = "shadows"\n', "split.tomography must be one of pauli"),
-    ('[model]\ncheckpoint = "{ck}"\n[split]\nsegment = -2\n', "split.segment must be >= 0"),
+    ('[model]\ncheckpoint = "{ck}"\n[split]\nsegment = -2\n', "split.segment must be 0..4096"),
     ('[model]\ncheckpoint = "{ck}"\n[split]\nmax_overhead = "lots"\n', "split.max_overhead must be float"),
     ('[model]\ncheckpoint = "{ck}"\n[mitigation]\nreadout = "yes"\n', "mitigation.readout must be bool"),
     ('[model]\ncheckpoint = "{ck}"\n[budget]\nmax_cost_usd = -5\n', "budget.max_cost_usd must be >= 0"),
@@ -519,3 +521,175 @@ def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
         assert result.values.shape == (2, 2) and np.abs(result.values - ideal).max() < 0.25  # noisy device
         assert len(result.meta["job_ids"]) == 1
         backend.close()
+
+
+# --- leases: a heartbeat with expiry, stalled jobs, --force ---------------------------------------
+def _leased_elsewhere(store, job_id, owner, age=0.0):
+    """The job as a crashed or live runner left it: running, owned by `owner`, heartbeat `age` s old."""
+    store.db.execute("UPDATE jobs SET status = 'running', owner = ?, heartbeat = ? WHERE id = ?",
+                     (owner, time.time() - age, job_id))
+
+
+def test_a_reused_pid_does_not_hold_a_job_forever(tmp_path, capsys):
+    """PID 1 is alive on this host, as a dead runner's PID is once another process reuses it: its
+    lease holds while the heartbeat is fresh, and is free once the heartbeat has expired."""
+    import socket
+
+    from qssm.jobs.store import LEASE_SECONDS
+
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("exact", shots=0, n=2))
+    path = str(store.path)
+    _leased_elsewhere(store, job_id, f"{socket.gethostname()}:1")
+    assert main(["resume", job_id, "--store", path, "--quiet"]) == 2
+    assert "being run by process" in capsys.readouterr().err
+    _leased_elsewhere(store, job_id, f"{socket.gethostname()}:1", age=LEASE_SECONDS + 1)
+    assert main(["status", job_id, "--store", path]) == 0
+    out = capsys.readouterr().out
+    assert "stalled" in out and f"qssm resume {job_id}" in out
+    assert main(["status", "--store", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["stalled"] is True
+    assert main(["resume", job_id, "--store", path, "--quiet"]) == 0
+    assert store.job(job_id)["status"] == "done" and not store.stalled(store.job(job_id))
+
+
+def test_resume_force_takes_over_a_live_looking_lease(tmp_path, capsys):
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("exact", shots=0, n=2))
+    _leased_elsewhere(store, job_id, "another-host:4242")
+    assert main(["resume", job_id, "--store", str(store.path), "--quiet"]) == 2
+    capsys.readouterr()
+    assert main(["resume", job_id, "--store", str(store.path), "--quiet", "--force"]) == 0
+    assert store.job(job_id)["status"] == "done"
+
+
+def test_a_runner_that_was_taken_over_stops():
+    import tempfile
+
+    from qssm.errors import QssmError
+
+    with tempfile.TemporaryDirectory() as d:
+        store = JobStore(Path(d) / "s.sqlite")
+        job_id = store.create_job({}, "exact")
+        assert store.acquire(job_id)
+        store.heartbeat(job_id)
+        assert JobStore(store.path).acquire(job_id, owner="another-host:1", force=True)
+        with pytest.raises(QssmError, match="taken over by another-host:1"):
+            store.heartbeat(job_id)
+        store.release(job_id)  # not ours any more: a no-op
+        assert store.job(job_id)["owner"] == "another-host:1"
+        store.close()
+
+
+def test_a_long_batch_keeps_its_lease(tmp_path, monkeypatch):
+    """A batch longer than the lease: the daemon heartbeat keeps the job from being taken over."""
+    import threading
+
+    import qssm.jobs.store as store_module
+    from qssm.backends.exact import ExactBackend
+
+    monkeypatch.setattr(store_module, "LEASE_SECONDS", 1.0)
+    started = threading.Event()
+
+    class Slow(ExactBackend):
+        def result(self, handle, batch=None):
+            if not started.is_set():
+                started.set()
+                time.sleep(3.0)
+            return super().result(handle, batch)
+
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("exact", shots=0, n=2))
+    errors = []
+    runner = threading.Thread(target=lambda: errors.append(run_job(JobStore(store.path), job_id, backend=Slow(seed=1))))
+    runner.start()
+    assert started.wait(60)
+    time.sleep(2.0)  # twice the lease, inside one batch
+    assert time.time() - store.job(job_id)["heartbeat"] < store_module.LEASE_SECONDS
+    assert not JobStore(store.path).acquire(job_id, owner="another-host:1")
+    runner.join(60)
+    assert store.job(job_id)["status"] == "done" and store.job(job_id)["owner"] is None
+
+
+def test_heartbeat_thread_renews_and_stops(tmp_path, monkeypatch):
+    import qssm.jobs.store as store_module
+
+    monkeypatch.setattr(store_module, "LEASE_SECONDS", 0.6)
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id = store.create_job({}, "exact")
+    assert store.acquire(job_id)
+    first = store.job(job_id)["heartbeat"]
+    time.sleep(0.5)
+    assert store.job(job_id)["heartbeat"] > first and store.owner(job_id) is not None
+    store.release(job_id)
+    last = store.job(job_id)["heartbeat"]
+    time.sleep(0.4)
+    assert store.job(job_id)["heartbeat"] == last and store.owner(job_id) is None
+
+
+# --- the store marks itself, and adopts stores written before the mark --------------------------
+def test_new_stores_are_marked_and_old_ones_adopted(tmp_path):
+    import sqlite3
+
+    from qssm.jobs.store import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
+
+    store = JobStore(tmp_path / "new.sqlite")
+    assert store.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    old = sqlite3.connect(tmp_path / "old.sqlite")  # as qssm wrote stores before the marker
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO jobs (id, created, status, backend, spec) VALUES ('j1', 1.0, 'done', 'exact', '{}')")
+    old.commit()
+    old.close()
+    adopted = JobStore(tmp_path / "old.sqlite", create=False)
+    assert adopted.job("j1")["status"] == "done"
+    assert adopted.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+# --- transient network faults, with the SDKs' own exception classes ------------------------------
+def _network_faults():
+    import http.client
+    import socket
+
+    import botocore.exceptions as boto
+    import requests.exceptions as req
+    import urllib3.exceptions as u3
+
+    url = "https://braket.us-east-1.amazonaws.com"
+    wrapped = RuntimeError("IBM Cloud API request failed")
+    wrapped.__cause__ = req.ConnectionError("Max retries exceeded with url: /jobs")
+    return [boto.EndpointConnectionError(endpoint_url=url), boto.ConnectTimeoutError(endpoint_url=url),
+            boto.ReadTimeoutError(endpoint_url=url), boto.ConnectionClosedError(endpoint_url=url),
+            req.ConnectionError("Connection refused"), req.ReadTimeout("read"), req.ChunkedEncodingError("eof"),
+            u3.NewConnectionError(None, "Failed to establish a new connection"),
+            u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+            u3.MaxRetryError(None, "/jobs"), socket.gaierror(-3, "Temporary failure in name resolution"),
+            http.client.RemoteDisconnected("closed"), http.client.IncompleteRead(b""), wrapped]
+
+
+@pytest.mark.parametrize("fault", _network_faults(), ids=lambda e: type(e).__name__)
+def test_network_faults_are_transient(fault):
+    from qssm.jobs.retry import is_transient
+
+    assert is_transient(fault)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise fault
+        return "ok"
+
+    assert call_with_retries(flaky, NO_SLEEP) == "ok" and len(calls) == 3
+
+
+def test_certificate_errors_are_not_retried():
+    import ssl
+
+    import requests.exceptions as req
+
+    from qssm.jobs.retry import is_transient
+
+    fault = req.SSLError("certificate verify failed")
+    fault.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate")
+    assert not is_transient(fault)

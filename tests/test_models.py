@@ -102,3 +102,49 @@ def test_baselines_have_comparable_parameter_counts():
     g = n_params(build_model(preset("gru-haystack").config))
     assert q["quantum"] > 0 and c["quantum"] == 0
     assert 0.8 < c["total"] / q["total"] < 1.25 and 0.5 < g["total"] / q["total"] < 2
+
+
+def test_fused_program_cache_survives_a_dtype_round_trip():
+    """After model.float().double() new weight tensors can land at freed addresses with the same
+    version: a cache keyed on storage returned other sub-circuits' programs (logit errors of 2.8)."""
+    from qssm.models import checkpoint
+    from qssm.models import evaluator as ev
+
+    model, _ = checkpoint.load("checkpoints/qmamba-haystack.safetensors")
+    x = test_set(model.cfg.task).inputs[:4]
+    for _ in range(10):
+        model = model.double()
+        with torch.no_grad():
+            model(x)  # fills the cache
+            model = model.float().double()  # in place: new storage for every weight
+            cached = model(x)
+            ev._PROGRAMS.clear()
+            fresh = model(x)
+        torch.testing.assert_close(cached, fresh, rtol=0, atol=1e-12)
+
+
+def test_generate_prefills_once(monkeypatch, capsys):
+    """qssm generate pays for the prompt once: n_layers round trips, then n_layers per token."""
+    import json
+
+    import qssm.pipeline.inference as inference
+    from qssm.cli import main
+    from qssm.models import checkpoint
+
+    trips = []
+    make = inference.evaluator_for
+
+    def counting(*args, **kwargs):
+        ev = make(*args, **kwargs)
+        evaluate = ev.evaluate
+        ev.evaluate = lambda calls: trips.append(len(calls)) or evaluate(calls)
+        return ev
+
+    monkeypatch.setattr(inference, "evaluator_for", counting)
+    ck = "checkpoints/qmamba-haystack.safetensors"
+    assert main(["generate", ck, "--prompt", "0,3,9,1", "-n", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert len(trips) == r["round_trips"] == 2 + 3 * 2
+    assert r["prefill_round_trips"] == 2 and r["round_trips_per_token"] == 2
+    model, _ = checkpoint.load(ck)
+    assert r["generated"] == model.double().generate(torch.tensor([[0, 3, 9, 1]]), 3)[0].tolist()

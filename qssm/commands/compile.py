@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+from qssm import args as types
 from qssm.jobs.spec import load_spec
 
 
 def register(sub) -> None:
     p = sub.add_parser("compile", help="transpilation report per target: depth, 2q gates, swaps, success, cuts")
     p.add_argument("spec", help="job spec (TOML)")
-    p.add_argument("--targets", help="comma-separated backends to compare (default: the spec's backend)")
+    p.add_argument("--targets", type=types.names, help="comma-separated backends to compare (default: the spec's backend)")
     p.add_argument("--no-cuts", action="store_true", help="skip the with-cuts columns")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -23,7 +24,7 @@ def run(args) -> int:
 
     spec = load_spec(args.spec)
     model, _ = checkpoint.load(spec.checkpoint)
-    targets = args.targets.split(",") if args.targets else [spec.backend.name]
+    targets = args.targets or [spec.backend.name]
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     rows = compile_report(model, targets, options, cuts=not args.no_cuts)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from qssm import args as types
 from qssm.models import checkpoint
 from qssm.models.tasks import TEST_SEED
 from qssm.models.train import evaluate
@@ -13,8 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
     p.add_argument("checkpoint")
     p.add_argument("--backend", default="exact", help="evaluator backend (default: exact)")
-    p.add_argument("--shots", type=int, default=None, help="shots per circuit (default: exact values)")
-    p.add_argument("--seed", type=int, default=TEST_SEED, help="test-data seed for generated tasks")
+    p.add_argument("--shots", type=types.shots, default=None, help="shots per circuit (default: exact values)")
+    p.add_argument("--seed", type=types.seed, default=TEST_SEED, help="test-data seed for generated tasks")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

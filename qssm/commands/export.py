@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qssm.circuits.export import export_model
 from qssm.models import checkpoint
+from qssm.paths import check_out_dir
 
 
 def register(sub) -> None:
@@ -14,6 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_out_dir(args.out)
     model, _ = checkpoint.load(args.checkpoint)
     for t in export_model(model, args.out):
         print(f"{t['name']:<14} {t['qubits']} qubits  {t['inputs']:>3} inputs  depth {t['depth']:>3}  {t['hash']}")

@@ -6,6 +6,7 @@ import json
 
 import torch
 
+from qssm import args as types
 from qssm.errors import QssmError
 
 
@@ -13,11 +14,11 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="generate tokens with a QMamba checkpoint (prefill + cached decode)")
     p.add_argument("checkpoint")
     p.add_argument("--prompt", required=True, help="comma-separated token ids, e.g. 3,9,9,0")
-    p.add_argument("-n", "--new", type=int, default=8, help="tokens to generate")
+    p.add_argument("-n", "--new", type=types.integer(1, 4096), default=8, help="tokens to generate")
     p.add_argument("--backend", default="exact")
-    p.add_argument("--shots", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shots", type=types.shots, default=None)
+    p.add_argument("--temperature", type=types.number(0.0, 100.0), default=0.0, help="0 is greedy")
+    p.add_argument("--seed", type=types.seed, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -41,10 +42,11 @@ def run(args) -> int:
     with torch.no_grad():
         logits, cache = model(tokens, ev, return_cache=True)
         prefill = ev.round_trips
-        out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed)
-    decode = (ev.round_trips - 2 * prefill) / max(args.new, 1)  # generate() prefills again
+        out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed,
+                             prefill=(logits, cache))
+    decode = (ev.round_trips - prefill) / args.new
     result = {"prompt": prompt, "generated": out[0].tolist(), "backend": args.backend,
-              "prefill_round_trips": prefill, "round_trips_per_token": decode,
+              "round_trips": ev.round_trips, "prefill_round_trips": prefill, "round_trips_per_token": decode,
               "naive_round_trips_per_token": model.cfg.n_layers * len(model.cfg.SUBCIRCUITS)}
     if args.json:
         print(json.dumps(result))

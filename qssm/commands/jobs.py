@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from qssm import args as types
 from qssm.errors import QssmError
 
 
-def _store(args):
+def _store(args, create: bool = False):
+    """Only `submit` creates a store; the other commands read one that exists (and say if it does not)."""
     from qssm.jobs.store import JobStore
 
-    return JobStore(args.store)
+    return JobStore(args.store, create=create)
 
 
 def register(sub) -> None:
@@ -26,19 +28,23 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="run in this process with progress and print the result")
     p.add_argument("--yes", action="store_true", help="submit even if the estimate exceeds the spec's budget")
     p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=int, help="override [backend] shots")
+    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--cluster", help='simulators only: batches on Dask, "local:N" or tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("status", "list jobs, or show one job and its batches", status)
-    p.add_argument("id", nargs="?", help="job id")
+    p.add_argument("id", nargs="?", type=types.job_id, help="job id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("results", "print a finished job's report", results)
-    p.add_argument("id", help="job id")
+    p.add_argument("id", type=types.job_id, help="job id")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("cancel", "cancel a job's in-flight provider jobs and mark it cancelled", cancel)
-    p.add_argument("id", help="job id")
+    p.add_argument("id", type=types.job_id, help="job id")
     p = add("resume", "continue a job from the store (after a crash, a reboot or a closed laptop)", resume)
-    p.add_argument("id", help="job id")
+    p.add_argument("id", type=types.job_id, help="job id")
     p.add_argument("--quiet", action="store_true", help="no progress (background workers)")
+    p.add_argument("--force", action="store_true",
+                   help="take the job over from a runner that still looks alive (its lease is fresh): use only "
+                        "when you know that runner is gone or stuck")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -48,7 +54,8 @@ def submit(args) -> int:
     from qssm.jobs.spec import load_spec
 
     spec = apply_overrides(load_spec(args.spec), args)
-    store = _store(args)
+    store = _store(args, create=True)
+    store.require_writable()
     job_id, estimate = create_job(store, spec, yes=args.yes)
     cost = f"estimated ${estimate['usd']:.2f}, {estimate['qpu_seconds']:.0f} QPU s, {int(estimate['tasks'])} tasks/jobs"
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
@@ -75,32 +82,41 @@ def _when(t) -> str:
 
 def status(args) -> int:
     store = _store(args)
-    if not args.id:
+    if args.id is None:
         jobs = store.jobs()
         if args.json:
-            print(json.dumps([{k: j[k] for k in ("id", "status", "backend", "created")} for j in jobs]))
+            print(json.dumps([{**{k: j[k] for k in ("id", "status", "backend", "created")},
+                               "stalled": store.stalled(j)} for j in jobs]))
             return 0
         if not jobs:
             print(f"no jobs in {store.path}")
-        for j in jobs:
+        stalled = [store.stalled(j) for j in jobs]
+        for j, stuck in zip(jobs, stalled):
             t = store.totals(j["id"])
-            print(f"{j['id']}  {j['status']:<9}  {j['backend']:<22} {t['done']}/{t['batches']} batches  {_when(j['created'])}")
+            state = "stalled" if stuck else j["status"]
+            print(f"{j['id']}  {state:<9}  {j['backend']:<22} {t['done']}/{t['batches']} batches  {_when(j['created'])}")
+        if any(stalled):
+            print("stalled jobs lost their runner (killed, rebooted); continue one with `qssm resume JOB_ID`")
         return 0
     j = store.job(args.id)
     t = store.totals(args.id)
+    stalled = store.stalled(j)
     if args.json:
-        print(json.dumps({"id": j["id"], "status": j["status"], "backend": j["backend"], "error": j["error"],
-                          "estimate": j["estimate"], **t, "runner": store.owner(args.id)}))
+        print(json.dumps({"id": j["id"], "status": j["status"], "stalled": stalled, "backend": j["backend"],
+                          "error": j["error"], "estimate": j["estimate"], **t, "runner": store.owner(args.id)}))
         return 0
-    print(f"job {j['id']}: {j['status']} on {j['backend']}  (created {_when(j['created'])}, updated {_when(j['updated'])})")
+    state = f"stalled ({j['status']}, no live runner)" if stalled else j["status"]
+    print(f"job {j['id']}: {state} on {j['backend']}  (created {_when(j['created'])}, updated {_when(j['updated'])})")
     if j["error"]:
         print(f"  error: {j['error']}")
     runner = store.owner(args.id)
     if runner:
         print(f"  running in {runner}")
+    if stalled:
+        print(f"  its runner stopped (killed, rebooted, or lost its lease); continue it with `qssm resume {j['id']}`")
     print(f"  batches {t['done']}/{t['batches']} done, {t['submissions']} submissions, ${t['cost_usd']:.2f} spent")
     for key, wave, pos, state, attempts, cost, handle, error in store.batches(args.id):
-        ids = ",".join(json.loads(handle)["job_ids"]) if handle else "-"
+        ids = ",".join(store.parse_handle(args.id, key, handle).job_ids) if handle else "-"
         print(f"  trip {wave} #{pos:<3} {key[:12]} {state:<9} {ids[:60]}" + (f"  {error}" if error else ""))
     return 0
 
@@ -147,7 +163,9 @@ def format_partial(r: dict) -> str:
 def cancel(args) -> int:
     from qssm.jobs.run import cancel_job
 
-    n = cancel_job(_store(args), args.id)
+    store = _store(args)
+    store.require_writable()  # before any provider job is cancelled
+    n = cancel_job(store, args.id)
     print(f"job {args.id} cancelled ({n} provider jobs cancelled)")
     return 0
 
@@ -156,7 +174,7 @@ def resume(args) -> int:
     from qssm.commands.run import format_run
     from qssm.jobs.run import run_job
 
-    report = run_job(_store(args), args.id, progress=not (args.quiet or args.json))
+    report = run_job(_store(args), args.id, progress=not (args.quiet or args.json), force=args.force)
     if args.json:
         print(json.dumps(report))
     elif not args.quiet:

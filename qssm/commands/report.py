@@ -11,15 +11,19 @@ import dataclasses
 import math
 from pathlib import Path
 
+from qssm import args as types
+from qssm.jobs.spec import MAX_SHOTS
+from qssm.models.tasks import MAX_T
+
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="write an HTML + JSON report for a job spec or a stored job")
     p.add_argument("source", help="job spec (TOML) or job id")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--targets", default="aer:fake_fez,aer:fake_torino,aer:fake_sherbrooke",
+    p.add_argument("--targets", type=types.names, default="aer:fake_fez,aer:fake_torino,aer:fake_sherbrooke",
                    help="targets for the transpilation section (comma-separated)")
-    p.add_argument("--shots", default="250,1000,4000", help="shot counts for the accuracy-against-shots sweep")
-    p.add_argument("--segments", default="2,4", help="QLAM segment lengths to sweep")
+    p.add_argument("--shots", type=types.integers(1, MAX_SHOTS), default="250,1000,4000", help="shot counts for the accuracy-against-shots sweep")
+    p.add_argument("--segments", type=types.integers(1, MAX_T), default="2,4", help="QLAM segment lengths to sweep")
     p.add_argument("--store", help="job store for a job id (default: $QSSM_STORE or the user data dir)")
     p.set_defaults(func=run)
 
@@ -40,9 +44,10 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
     from qssm.pipeline.inference import run_inference
 
     model, _ = checkpoint.load(spec.checkpoint)
-    report = dict(base) if base is not None else run_inference(spec)
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
-    report["compile"] = compile_report(model, targets, options)
+    rows = compile_report(model, targets, options)  # first: a bad target fails before the runs
+    report = dict(base) if base is not None else run_inference(spec)
+    report["compile"] = rows
     sweep = []
     # the ideal reference and, if it is a simulator, the spec's own backend
     for name in dict.fromkeys(["aer"] + ([spec.backend.name] if is_simulator(spec.backend.name) else [])):
@@ -88,8 +93,10 @@ def device_layouts(compile_rows: list[dict]) -> list[dict]:
 
 def run(args) -> int:
     from qssm.jobs.spec import load_spec
+    from qssm.paths import check_out_dir
     from qssm.report import write_report
 
+    check_out_dir(args.out)
     source = Path(args.source)
     base = None
     if source.suffix == ".toml" or source.exists():
@@ -98,14 +105,15 @@ def run(args) -> int:
         from qssm.errors import QssmError
         from qssm.jobs.store import JobStore
 
-        store = JobStore(args.store)
+        if not types.JOB_ID.fullmatch(args.source):
+            raise QssmError(f"{args.source!r:.60} is neither a spec file nor a job id; give a spec (TOML) or a "
+                            f"job id from `qssm status`")
+        store = JobStore(args.store, create=False)
         job = store.job(args.source)
         if job["status"] != "done":
             raise QssmError(f"job {args.source} is {job['status']}; report on it once `qssm status` says done")
         spec, base = store.job_spec(args.source), job["report"]
-    shots = [int(s) for s in args.shots.split(",") if s]
-    segments = [int(s) for s in args.segments.split(",") if s]
-    report = build_report(spec, args.targets.split(","), shots, segments, base)
+    report = build_report(spec, args.targets, args.shots, args.segments, base)
     write_report(report, Path(args.out))
     print(f"report written to {args.out}/report.html and {args.out}/report.json")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from qssm import args as types
 from qssm.jobs.spec import load_spec
 
 
@@ -12,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="dry-run a job spec on a simulator backend and score it against exact")
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=int, help="override [backend] shots")
+    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
     p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
@@ -35,6 +36,10 @@ def run(args) -> int:
     from qssm.backends.registry import is_simulator
     from qssm.errors import QssmError
 
+    from qssm.paths import check_out_dir
+
+    if args.out:
+        check_out_dir(args.out)  # before any work: a bad --out fails now, not after the run
     spec = apply_overrides(load_spec(args.spec), args)
     if not is_simulator(spec.backend.name):
         raise QssmError(f"qssm run is a simulator dry run and {spec.backend.name} is a QPU: use `qssm submit "

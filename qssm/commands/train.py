@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from qssm import args as types
 from qssm.models import checkpoint
 from qssm.models.registry import PRESETS, preset
 from qssm.models.train import train
+from qssm.paths import check_out_dir
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a preset model and write its checkpoint")
     p.add_argument("preset", choices=list(PRESETS), help="model preset")
     p.add_argument("--out", default="checkpoints", help="directory for <preset>.safetensors")
-    p.add_argument("--steps", type=int, help="override the preset's step count")
+    p.add_argument("--steps", type=types.integer(1, 10_000_000), help="override the preset's step count")
     p.add_argument("--baselines", action="store_true", help="also train the preset's classical baselines")
     p.add_argument("--json", action="store_true", help="print the training records as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    check_out_dir(args.out)
     names = [args.preset] + (list(preset(args.preset).baselines) if args.baselines else [])
     records = {}
     for name in names:

@@ -1,0 +1,75 @@
+"""argparse types for qssm's options: a bad value is refused while the command line is parsed, in
+one line that names the option and the range (qssm.cli turns argparse errors into QssmError)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+SEED_MAX = 2**63 - 1
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def _span(lo, hi) -> str:
+    return f">= {lo}" if hi is None else f"{lo}..{hi}"
+
+
+def integer(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {_span(lo, hi)}, got {text!r:.40}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {_span(lo, hi)}, got {value}")
+        return value
+
+    return parse
+
+
+def number(lo: float, hi: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {lo:g}..{hi:g}, got {text!r:.40}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"must be a finite number {lo:g}..{hi:g}, got {text!r:.40}")
+        return value
+
+    return parse
+
+
+def _items(text: str, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r:.60}")
+    return items
+
+
+def integers(lo: int, hi: int | None = None):
+    """A comma-separated list of integers, e.g. --shots 250,1000,4000."""
+    one = integer(lo, hi)
+    return lambda text: [one(s) for s in _items(text, f"integers {_span(lo, hi)}")]
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of names, e.g. --targets aer:fake_fez,aer:fake_torino."""
+    return _items(text, "names")
+
+
+def job_id(text: str) -> str:
+    if not JOB_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not a job id (ids look like 20261125-080300-a1b2c3; "
+                                         f"list them with `qssm status`)")
+    return text
+
+
+def shots(text: str) -> int:
+    from qssm.jobs.spec import MAX_SHOTS
+
+    return integer(0, MAX_SHOTS)(text)
+
+
+seed = integer(0, SEED_MAX)
