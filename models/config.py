@@ -15,6 +15,7 @@ from qssm.errors import QssmError
 
 ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cz", "cx")
+PATTERNS = ("ring", "chain")  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class AnsatzConfig:
     reupload: int = 1  # encoding repeated r times between ansatz blocks
     rotations: tuple[str, ...] = ("rz", "ry")  # cycled, one gate per qubit per rotation layer
     entangler: str = "cz"
+    pattern: str = "ring"
 
     def __post_init__(self) -> None:
         if self.n_qubits < 1:
@@ -36,6 +38,8 @@ class AnsatzConfig:
             raise QssmError(f"rotations must be a non-empty list from {ROTATIONS}, got {self.rotations}")
         if self.entangler not in ENTANGLERS:
             raise QssmError(f"entangler must be one of {ENTANGLERS}, got {self.entangler!r}")
+        if self.pattern not in PATTERNS:
+            raise QssmError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class QMambaConfig:
     reupload: int = 1
     rotations: tuple[str, ...] = ("rz", "ry")
     entangler: str = "cz"
+    pattern: str = "ring"  # entangler topology of every sub-circuit (see PATTERNS)
     alpha_init: float = 0.5
     quantum: bool = True  # False: the classical baseline (each circuit replaced by a classical map)
     task: dict[str, Any] = field(default_factory=dict)
@@ -56,13 +61,18 @@ class QMambaConfig:
     SUBCIRCUITS = ("A", "B", "C", "Delta")
     SPLIT = {"A": 2, "B": 1, "C": 1, "Delta": 1}
 
+    def __post_init__(self) -> None:
+        for sub in self.SUBCIRCUITS:  # a bad rotation, entangler or pattern fails at load, not at first use
+            self.ansatz(sub)
+
     @property
     def d_state(self) -> int:
         return self.n_qubits
 
     def ansatz(self, sub: str) -> AnsatzConfig:
         share = self.q_budget * self.SPLIT[sub] // sum(self.SPLIT.values())
-        return AnsatzConfig(self.n_qubits, share, self.reupload, tuple(self.rotations), self.entangler)
+        return AnsatzConfig(self.n_qubits, share, self.reupload, tuple(self.rotations), self.entangler,
+                            self.pattern)
 
 
 @dataclass(frozen=True)
@@ -73,13 +83,17 @@ class QLAMConfig:
     w_budget: int = 36  # trained parameters of the shared entangling block W(theta)
     rotations: tuple[str, ...] = ("rz", "ry")
     entangler: str = "cz"
+    pattern: str = "ring"  # entangler topology of the memory block W(theta) (see PATTERNS)
     n_heads: int = 8  # query-dependent readout heads
     quantum: bool = True
     task: dict[str, Any] = field(default_factory=dict)
     kind: str = "qlam"
 
+    def __post_init__(self) -> None:
+        self.memory_ansatz()
+
     def memory_ansatz(self) -> AnsatzConfig:
-        return AnsatzConfig(self.n_qubits, self.w_budget, 1, tuple(self.rotations), self.entangler)
+        return AnsatzConfig(self.n_qubits, self.w_budget, 1, tuple(self.rotations), self.entangler, self.pattern)
 
     def paulis(self) -> list[str]:
         """The fixed readout set: every X_i, Y_i, Z_i and neighbouring Z_i Z_{i+1} (Qiskit labels,

@@ -63,6 +63,8 @@ PRESETS: dict[str, Preset] = {
     "gru-haystack": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK), steps=800),
     "qlam-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS), steps=1500,
                           baselines=("rnn-digits", "gru-digits")),
+    # hardware-native memory: nearest-neighbour CZ chain, embeds without swaps in heavy-hex/square lattices
+    "qlam-digits-chain": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, pattern="chain"), steps=1500),
     "rnn-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, quantum=False), steps=1500),
     "gru-digits": Preset(GRUConfig(input_dim=8, n_out=10, d_hidden=16, task=DIGITS), steps=1500),
     "qlam-smnist": Preset(QLAMConfig(input_dim=14, n_classes=10, task=SMNIST), steps=1500),

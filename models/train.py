@@ -42,6 +42,7 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
     model.eval()
     record = {
         "steps": steps, "lr": p.lr, "batch_size": p.batch_size, "seed": p.seed,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
         "train_seconds": round(seconds, 1),
         "sequences_per_second": round(steps * p.batch_size / seconds, 1),
         "params": n_params(model),

@@ -102,3 +102,37 @@ def test_baselines_have_comparable_parameter_counts():
     g = n_params(build_model(preset("gru-haystack").config))
     assert q["quantum"] > 0 and c["quantum"] == 0
     assert 0.8 < c["total"] / q["total"] < 1.25 and 0.5 < g["total"] / q["total"] < 2
+
+
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_chain_pattern_is_nearest_neighbour(n):
+    """pattern="chain": every two-qubit gate acts on (i, i+1), n - 1 of them after each rotation
+    layer; QMamba's sub-circuits and QLAM's memory both take the pattern from their config."""
+    from qssm.models.ansatz import memory_step, reuploading_circuit
+    from qssm.models.config import AnsatzConfig, QLAMConfig
+
+    cfg = AnsatzConfig(n, 3 * n, pattern="chain")
+    for ops in (reuploading_circuit(cfg), memory_step(cfg)):
+        pairs = [op.qubits for op in ops if len(op.qubits) == 2]
+        assert pairs == [(i, i + 1) for i in range(n - 1)] * 3
+    ring = [op.qubits for op in memory_step(AnsatzConfig(n, 3 * n)) if len(op.qubits) == 2]
+    assert any(abs(a - b) != 1 for a, b in ring) or n == 2  # the default ring has long-range pairs
+    q = build_model(QMambaConfig(vocab_size=8, n_qubits=n, pattern="chain"))
+    for ops in q.layers[0].ops.values():
+        assert all(abs(op.qubits[1] - op.qubits[0]) == 1 for op in ops if len(op.qubits) == 2)
+    m = build_model(QLAMConfig(input_dim=4, n_classes=3, n_qubits=n, pattern="chain"))
+    assert all(op.qubits[1] - op.qubits[0] == 1 for op in m.ops if len(op.qubits) == 2)
+
+
+def test_pattern_defaults_to_ring_for_old_configs():
+    """Configs saved before the field existed (every shipped ring checkpoint) load as "ring"."""
+    import dataclasses
+
+    from qssm.errors import QssmError
+    from qssm.models.config import config_from_dict
+
+    d = dataclasses.asdict(preset("qlam-digits").config)
+    del d["pattern"]
+    assert config_from_dict(d).pattern == "ring"
+    with pytest.raises(QssmError, match="pattern"):
+        config_from_dict({**d, "pattern": "star"})
