@@ -52,6 +52,8 @@ class Preset:
 
 
 HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "distractors": True, "n_test": 1000}
+# trained on lengths drawn from 8..32 per batch; evaluated at 16 (reference), 32, 64 and 128
+HAYSTACK_VARLEN = {**HAYSTACK, "train_T": [8, 32]}
 DIGITS = {"name": "digits", "split_seed": 0}
 SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}
 _V = haystack_vocab(HAYSTACK)
@@ -61,6 +63,10 @@ PRESETS: dict[str, Preset] = {
                               baselines=("ssm-haystack", "gru-haystack")),
     "ssm-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK, quantum=False), steps=800),
     "gru-haystack": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK), steps=800),
+    "qmamba-haystack-varlen": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK_VARLEN), steps=800,
+                                     baselines=("ssm-haystack-varlen", "gru-haystack-varlen")),
+    "ssm-haystack-varlen": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK_VARLEN, quantum=False), steps=800),
+    "gru-haystack-varlen": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK_VARLEN), steps=800),
     "qlam-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS), steps=1500,
                           baselines=("rnn-digits", "gru-digits")),
     # hardware-native memory: nearest-neighbour CZ chain, embeds without swaps in heavy-hex/square lattices

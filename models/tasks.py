@@ -117,13 +117,27 @@ def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
     raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
 
 
+def train_length(task: dict, step: int, seed: int) -> int | None:
+    """The sequence length of training batch `step`: task["T"] (None) unless the task asks for
+    varied lengths with "train_T": [lo, hi], then drawn uniformly from lo..hi (inclusive) by a
+    generator of its own, so the data seeds stay those of fixed-length training."""
+    lengths = task.get("train_T")
+    if not lengths:
+        return None
+    lo, hi = int(lengths[0]), int(lengths[1])
+    if not 4 <= lo <= hi:
+        raise QssmError(f"train_T must be [lo, hi] with 4 <= lo <= hi, got {lengths}")
+    return int(np.random.default_rng([seed, step, 7]).integers(lo, hi + 1))
+
+
 def train_batches(task: dict, batch_size: int, seed: int):
-    """Endless training batches: fresh samples for generated tasks, shuffled epochs for images."""
+    """Endless training batches: fresh samples for generated tasks (one length per batch, see
+    train_length), shuffled epochs for images."""
     name = task["name"]
     if name in GENERATED:
         step = 0
         while True:
-            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step)
+            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step, train_length(task, step, seed))
             step += 1
     data = IMAGES[name](task, "train")
     gen = torch.Generator().manual_seed(seed)

@@ -62,23 +62,37 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float((logits.argmax(-1) == targets).float().mean())
 
 
+LENGTH_MULTIPLES = {"haystack": (1, 2, 4, 8), "pattern": (1, 2, 4, 8)}
+
+
+def _by_depth(correct: np.ndarray, depth: np.ndarray) -> dict[str, float]:
+    """Accuracy by needle depth quartile (depth 0 = needle at the start, far from the query)."""
+    bins = np.minimum((depth * 4).astype(int), 3)
+    return {f"{q / 4:.2f}-{(q + 1) / 4:.2f}": float(correct[bins == q].mean()) if (bins == q).any() else float("nan")
+            for q in range(4)}
+
+
 @torch.no_grad()
 def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: int = TEST_SEED,
              lengths: bool = True) -> dict:
-    """Test accuracy; for generated tasks also accuracy at 2x and 4x the trained length and by
-    needle depth (quartiles)."""
+    """Test accuracy; for generated tasks also accuracy at 1x, 2x, 4x and 8x the reference length
+    task["T"] (`by_length`), and for haystack by needle depth quartile, at T (`by_depth`) and at
+    every length (`by_depth_length`)."""
     task = cfg.task
     batch = test_set(task, seed)
     logits = predict(model, batch, evaluator)
     out = {"accuracy": accuracy(logits, batch.targets), "n_examples": len(batch.targets)}
     if task["name"] == "haystack":
-        correct = (logits.argmax(-1) == batch.targets).numpy()
-        bins = np.minimum((batch.meta["depth"] * 4).astype(int), 3)
-        out["by_depth"] = {f"{q / 4:.2f}-{(q + 1) / 4:.2f}": float(correct[bins == q].mean()) for q in range(4)}
-        if lengths:
-            out["by_length"] = {}
-            for mult in (1, 2, 4):
-                T = task["T"] * mult
-                b = test_set(task, seed, T=T) if mult > 1 else batch
-                out["by_length"][str(T)] = accuracy(predict(model, b, evaluator) if mult > 1 else logits, b.targets)
+        out["by_depth"] = _by_depth((logits.argmax(-1) == batch.targets).numpy(), batch.meta["depth"])
+    if task["name"] in LENGTH_MULTIPLES and lengths:
+        out["by_length"], depth = {}, {}
+        for mult in LENGTH_MULTIPLES[task["name"]]:
+            T = task["T"] * mult
+            b = test_set(task, seed, T=T) if mult > 1 else batch
+            lg = predict(model, b, evaluator) if mult > 1 else logits
+            out["by_length"][str(T)] = accuracy(lg, b.targets)
+            if "depth" in b.meta:
+                depth[str(T)] = _by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
+        if depth:
+            out["by_depth_length"] = depth
     return out

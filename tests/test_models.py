@@ -136,3 +136,28 @@ def test_pattern_defaults_to_ring_for_old_configs():
     assert config_from_dict(d).pattern == "ring"
     with pytest.raises(QssmError, match="pattern"):
         config_from_dict({**d, "pattern": "star"})
+
+
+def test_length_varied_training_batches():
+    """task["train_T"] = [lo, hi]: one length per batch, drawn from lo..hi, reproducible from the
+    seed; every batch is a valid haystack; the test split keeps the reference length T."""
+    from itertools import islice
+
+    from qssm.models.tasks import train_batches, train_length
+
+    task = preset("qmamba-haystack-varlen").config.task
+    lo, hi = task["train_T"]
+    first = list(islice(train_batches(task, 8, seed=0), 200))
+    lengths = [b.inputs.shape[1] for b in first]
+    assert min(lengths) == lo and max(lengths) == hi and len(set(lengths)) > 10
+    again = list(islice(train_batches(task, 8, seed=0), 200))
+    assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(first, again))
+    other = [b.inputs.shape[1] for b in islice(train_batches(task, 8, seed=1), 200)]
+    assert other != lengths
+    for b in first[:50]:
+        assert (b.inputs[:, -1] == 0).all() and ((b.inputs[:, :-1] == 0).sum(1) == 1).all()
+        assert b.meta["T"] == b.inputs.shape[1]
+    assert test_set(task).inputs.shape[1] == task["T"]
+    assert train_length(PRESETS["qmamba-haystack"].config.task, 5, 0) is None  # fixed length by default
+    with pytest.raises(Exception, match="train_T"):
+        train_length({**task, "train_T": [2, 8]}, 0, 0)
