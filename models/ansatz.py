@@ -90,13 +90,19 @@ def reuploading_circuit(cfg: AnsatzConfig) -> list[Op]:
 
 
 def memory_step(cfg: AnsatzConfig, first_input: int = 0) -> list[Op]:
-    """QLAM step W(theta) R(x_t): RY then RZ per qubit from 2n inputs, then the shared block."""
+    """QLAM step W(theta) R(x_t): RY then RZ per qubit from 2n inputs, then the shared block. With
+    cfg.reupload = r > 1 the step is (R_j(x_t), W_j) for j = 1..r: every upload reads its own 2n
+    inputs (2nr per step) and the weight budget is split over the r blocks as evenly as possible."""
     n = cfg.n_qubits
-    return (
-        encoding(n, "ry", first_input)
-        + encoding(n, "rz", first_input + n)
-        + ansatz_block(cfg, cfg.n_params, 0, 0)
-    )
+    ops: list[Op] = []
+    w, layer = 0, 0
+    for r in range(cfg.reupload):
+        share = cfg.n_params // cfg.reupload + (1 if r < cfg.n_params % cfg.reupload else 0)
+        first = first_input + 2 * n * r
+        ops += encoding(n, "ry", first) + encoding(n, "rz", first + n) + ansatz_block(cfg, share, w, layer)
+        w += share
+        layer += -(-share // n)
+    return ops
 
 
 def n_inputs(ops: list[Op]) -> int:

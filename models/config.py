@@ -15,7 +15,8 @@ from qssm.errors import QssmError
 
 ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cz", "cx")
-PATTERNS = ("ring", "chain")  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
+PATTERNS = ("ring", "chain")
+READOUTS = ("local", "pairs")  # QLAM Pauli readout sets (QLAMConfig.paulis)  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
 
 
 @dataclass(frozen=True)
@@ -84,20 +85,28 @@ class QLAMConfig:
     rotations: tuple[str, ...] = ("rz", "ry")
     entangler: str = "cz"
     pattern: str = "ring"  # entangler topology of the memory block W(theta) (see PATTERNS)
+    reupload: int = 1  # r uploads per step: (R_j(x_t) W_j) x r, 2n r input angles per token
     n_heads: int = 8  # query-dependent readout heads
+    pool_memory: bool = False  # the head also reads the memory readouts averaged over the sequence
+    w_init: float = 0.3  # std of the initial memory weights (angles pi tanh(w)); small = W near its CZ skeleton
+    readout: str = "local"  # Pauli set: "local" (X_i, Y_i, Z_i, Z_i Z_i+1) or "pairs" (+ all P_i Q_i+1)
     quantum: bool = True
     task: dict[str, Any] = field(default_factory=dict)
     kind: str = "qlam"
 
     def __post_init__(self) -> None:
         self.memory_ansatz()
+        if self.readout not in READOUTS:
+            raise QssmError(f"readout must be one of {READOUTS}, got {self.readout!r}")
 
     def memory_ansatz(self) -> AnsatzConfig:
-        return AnsatzConfig(self.n_qubits, self.w_budget, 1, tuple(self.rotations), self.entangler, self.pattern)
+        return AnsatzConfig(self.n_qubits, self.w_budget, self.reupload, tuple(self.rotations), self.entangler,
+                            self.pattern)
 
     def paulis(self) -> list[str]:
-        """The fixed readout set: every X_i, Y_i, Z_i and neighbouring Z_i Z_{i+1} (Qiskit labels,
-        qubit 0 rightmost)."""
+        """The fixed readout set (Qiskit labels, qubit 0 rightmost): every X_i, Y_i, Z_i and
+        neighbouring Z_i Z_{i+1}; readout "pairs" adds the other eight P_i Q_{i+1} of each
+        neighbouring pair (3n + 9(n-1) in all)."""
         n = self.n_qubits
         out = []
         for p in "XYZ":
@@ -105,6 +114,9 @@ class QLAMConfig:
                 out.append(_pauli_label(n, {i: p}))
         for i in range(n - 1):
             out.append(_pauli_label(n, {i: "Z", i + 1: "Z"}))
+        if self.readout == "pairs":
+            for i in range(n - 1):
+                out += [_pauli_label(n, {i: a, i + 1: b}) for a in "XYZ" for b in "XYZ" if a + b != "ZZ"]
         return out
 
 
@@ -118,8 +130,13 @@ class GRUConfig:
     input_dim: int = 0  # dense input (digits) when vocab_size == 0
     n_out: int = 0
     d_hidden: int = 32
+    cell: str = "gru"  # "gru" or "rnn" (a tanh RNN)
     task: dict[str, Any] = field(default_factory=dict)
     kind: str = "gru"
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("gru", "rnn"):
+            raise QssmError(f'cell must be "gru" or "rnn", got {self.cell!r}')
 
 
 CONFIG_KINDS = {"qmamba": QMambaConfig, "qlam": QLAMConfig, "gru": GRUConfig}

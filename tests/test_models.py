@@ -102,6 +102,12 @@ def test_baselines_have_comparable_parameter_counts():
     g = n_params(build_model(preset("gru-haystack").config))
     assert q["quantum"] > 0 and c["quantum"] == 0
     assert 0.8 < c["total"] / q["total"] < 1.25 and 0.5 < g["total"] / q["total"] < 2
+    # sMNIST: the classical memory, the RNN and the GRU within 3% of QLAM's parameter count
+    q = n_params(build_model(preset("qlam-smnist").config))
+    assert q["quantum"] > 0 and set(preset("qlam-smnist").baselines) == {"ssm-smnist", "rnn-smnist", "gru-smnist"}
+    for name in preset("qlam-smnist").baselines:
+        c = n_params(build_model(preset(name).config))
+        assert c["quantum"] == 0 and abs(c["total"] / q["total"] - 1) < 0.03, name
 
 
 @pytest.mark.parametrize("n", [2, 4, 6])
@@ -161,3 +167,37 @@ def test_length_varied_training_batches():
     assert train_length(PRESETS["qmamba-haystack"].config.task, 5, 0) is None  # fixed length by default
     with pytest.raises(Exception, match="train_T"):
         train_length({**task, "train_T": [2, 8]}, 0, 0)
+
+
+def test_qlam_options_shape_the_model():
+    """QLAM's reupload, readout, pool_memory and w_init options: input angles, Pauli set, head
+    width; a config without them (every shipped checkpoint) keeps the original model."""
+    from qssm.models.ansatz import n_inputs
+    from qssm.models.config import QLAMConfig
+
+    base = QLAMConfig(input_dim=14, n_classes=10)
+    assert len(base.paulis()) == 3 * 6 + 5
+    rich = QLAMConfig(input_dim=14, n_classes=10, reupload=2, readout="pairs", pool_memory=True, w_init=0.05)
+    paulis = rich.paulis()
+    assert len(paulis) == len(set(paulis)) == 3 * 6 + 9 * 5 and paulis[:23] == base.paulis()
+    torch.manual_seed(0)
+    model = build_model(rich)
+    assert n_inputs(list(model.ops)) == 2 * 6 * 2 and model.encode.out_features == 24
+    assert model.head.in_features == 2 * rich.n_heads + 2 * len(paulis)
+    assert model.w.abs().max() < 0.3
+    x = torch.rand(3, 5, 14)
+    assert model(x).shape == (3, 10)
+    classical = build_model(QLAMConfig(input_dim=14, n_classes=10, reupload=2, readout="pairs", quantum=False))
+    assert classical(x).shape == (3, 10)
+    assert build_model(base).head.in_features == 2 * 8 + 23
+
+
+def test_smnist_rows_per_token_layout():
+    from qssm.models.tasks import smnist
+
+    rows = smnist({"name": "smnist", "size": 14, "split_seed": 0}, "test")
+    pairs = smnist({"name": "smnist", "size": 14, "split_seed": 0, "rows_per_token": 2}, "test")
+    assert rows.inputs.shape == (1000, 14, 14) and pairs.inputs.shape == (1000, 7, 28)
+    torch.testing.assert_close(pairs.inputs[:, 3, 14:], rows.inputs[:, 7])  # token 3 = rows 6 and 7
+    assert torch.equal(pairs.targets, rows.targets)
+
