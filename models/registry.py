@@ -67,6 +67,11 @@ class Preset:
 HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "distractors": True, "n_test": 1000}
 # trained on lengths drawn from 8..32 per batch; evaluated at 16 (reference), 32, 64 and 128
 HAYSTACK_VARLEN = {**HAYSTACK, "train_T": [8, 32]}
+# pattern reproduction: a random 4-symbol pattern over 8 symbols repeated; predict the next symbol.
+# Trained on lengths 16..64 with the loss at every determined position (what greedy generation needs);
+# scored at the last position of length 16 (reference), 32, 64, 128
+PATTERN = {"name": "pattern", "T": 16, "period": 4, "n_symbols": 8, "n_test": 1000, "train_T": [16, 64],
+           "loss": "every_position"}
 DIGITS = {"name": "digits", "split_seed": 0}
 SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}  # 14x14 (2x2 means), one row of 14 pixels per token
 # sMNIST QLAM: 6 qubits, near-identity initial memory weights, 63 Paulis (every single-qubit Pauli and
@@ -84,6 +89,11 @@ PRESETS: dict[str, Preset] = {
                                      baselines=("ssm-haystack-varlen", "gru-haystack-varlen")),
     "ssm-haystack-varlen": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK_VARLEN, quantum=False), steps=800),
     "gru-haystack-varlen": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK_VARLEN), steps=800),
+    "qmamba-pattern": Preset(QMambaConfig(vocab_size=PATTERN["n_symbols"], task=PATTERN), steps=800,
+                             baselines=("ssm-pattern", "gru-pattern")),
+    "ssm-pattern": Preset(QMambaConfig(vocab_size=PATTERN["n_symbols"], task=PATTERN, quantum=False), steps=800),
+    "gru-pattern": Preset(GRUConfig(vocab_size=PATTERN["n_symbols"], n_out=PATTERN["n_symbols"], d_hidden=16,
+                                    task=PATTERN), steps=800),
     "qlam-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS), steps=1500,
                           baselines=("rnn-digits", "gru-digits")),
     # hardware-native memory: nearest-neighbour CZ chain, embeds without swaps in heavy-hex/square lattices

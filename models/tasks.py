@@ -56,14 +56,21 @@ def haystack(task: dict, n: int, seed: int, T: int | None = None) -> Batch:
 # ---- pattern reproduction ------------------------------------------------------------------
 
 
+IGNORE = -100  # per-position target that is not scored (cross_entropy's default ignore_index)
+
+
 def pattern(task: dict, n: int, seed: int, T: int | None = None) -> Batch:
-    """A random pattern of `period` symbols repeated to length T; predict the next symbol."""
+    """A random pattern of `period` symbols repeated to length T; predict the next symbol.
+    meta["next"] (B, T) is the next symbol at every position, IGNORE where it is not determined
+    yet (positions before the pattern has been seen once: t < period - 1)."""
     T = T or task["T"]
     rng = np.random.default_rng(seed)
     pat = rng.integers(0, task["n_symbols"], size=(n, task["period"]))
     reps = -(-(T + 1) // task["period"])
     seq = np.tile(pat, (1, reps))[:, : T + 1]
-    return Batch(torch.from_numpy(seq[:, :T]), torch.from_numpy(seq[:, T]), {"T": T})
+    nxt = seq[:, 1:].copy()
+    nxt[:, : task["period"] - 1] = IGNORE
+    return Batch(torch.from_numpy(seq[:, :T]), torch.from_numpy(seq[:, T]), {"T": T, "next": torch.from_numpy(nxt)})
 
 
 # ---- sequential images ---------------------------------------------------------------------

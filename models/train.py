@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from qssm.errors import QssmError
 from qssm.models.config import ModelConfig
 from qssm.models.evaluator import Evaluator
 from qssm.models.registry import Preset, build_model, last_logits, n_params
@@ -29,7 +30,7 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
     ema = None
     for step in bar:
         batch = next(batches)
-        loss = F.cross_entropy(last_logits(model, batch.inputs), batch.targets)
+        loss = batch_loss(model, batch, p.config.task)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -50,6 +51,18 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
         "metrics": evaluate(model, p.config),
     }
     return model, record
+
+
+def batch_loss(model, batch: Batch, task: dict) -> torch.Tensor:
+    """Cross-entropy at the last position (the prediction every task scores), or with
+    task["loss"] = "every_position" at every position whose next token is determined
+    (meta["next"], language-model style: what greedy generation needs)."""
+    if task.get("loss", "last") == "every_position":
+        if "next" not in batch.meta:
+            raise QssmError(f'task {task["name"]!r} has no per-position targets; use loss = "last"')
+        logits = model(batch.inputs)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.meta["next"].reshape(-1))
+    return F.cross_entropy(last_logits(model, batch.inputs), batch.targets)
 
 
 @torch.no_grad()

@@ -201,3 +201,54 @@ def test_smnist_rows_per_token_layout():
     torch.testing.assert_close(pairs.inputs[:, 3, 14:], rows.inputs[:, 7])  # token 3 = rows 6 and 7
     assert torch.equal(pairs.targets, rows.targets)
 
+
+def test_pattern_next_targets_and_every_position_loss():
+    """meta["next"] is the next symbol at each position (ignored until the pattern was seen once);
+    loss = "every_position" scores exactly those positions, its last one is the task's target."""
+    import torch.nn.functional as F
+
+    from qssm.models.tasks import IGNORE
+    from qssm.models.train import batch_loss
+
+    task = preset("qmamba-pattern").config.task
+    b = pattern(task, 6, seed=3, T=13)
+    nxt, p = b.meta["next"], task["period"]
+    assert nxt.shape == (6, 13) and (nxt[:, : p - 1] == IGNORE).all()
+    assert torch.equal(nxt[:, p - 1 : -1], b.inputs[:, p:]) and torch.equal(nxt[:, -1], b.targets)
+    model = tiny_qmamba()
+    b = pattern({**task, "n_symbols": 12}, 4, seed=1, T=9)
+    logits = model(b.inputs)
+    keep = b.meta["next"] != IGNORE
+    want = F.cross_entropy(logits[keep], b.meta["next"][keep])
+    torch.testing.assert_close(batch_loss(model, b, {**task, "loss": "every_position"}), want)
+    torch.testing.assert_close(batch_loss(model, b, {**task, "loss": "last"}), F.cross_entropy(logits[:, -1], b.targets))
+    with pytest.raises(Exception, match="per-position"):
+        batch_loss(model, haystack(PRESETS["qmamba-haystack"].config.task, 2, seed=0), {"name": "haystack",
+                                                                                       "loss": "every_position"})
+
+
+def test_pattern_checkpoint_continues_repeated_patterns():
+    """Greedy generation (parallel prefill, then the O(1) step cache) of the shipped qmamba-pattern
+    reproduces 20 random 4-symbol patterns for 20 tokens after a prompt of three repetitions."""
+    import numpy as np
+
+    from qssm.models import checkpoint
+
+    model, _ = checkpoint.load("checkpoints/qmamba-pattern.safetensors")
+    task = model.cfg.task
+    pats = np.random.default_rng(7).integers(0, task["n_symbols"], size=(20, task["period"]))
+    out = model.generate(torch.from_numpy(np.tile(pats, (1, 3))), 20)
+    assert (out.numpy() == np.tile(pats, (1, 5))[:, :20]).all()
+
+
+def test_generate_command_continues_a_pattern():
+    """`qssm generate CHECKPOINT --prompt ...` (exact backend, greedy) continues the pattern."""
+    import json
+    import subprocess
+    import sys
+
+    prompt = [5, 2, 7, 2] * 2
+    run = subprocess.run([sys.executable, "-m", "qssm.cli", "generate", "checkpoints/qmamba-pattern.safetensors",
+                          "--prompt", ",".join(map(str, prompt)), "-n", "12", "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["generated"] == ([5, 2, 7, 2] * 3)[:12]
