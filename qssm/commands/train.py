@@ -29,6 +29,7 @@ def run(args) -> int:
     for name in names:
         model, record = train(preset(name), steps=args.steps)
         record["preset"] = name
+        record["command"] = f"qssm train {name}" + (f" --steps {args.steps}" if args.steps else "")
         path = Path(args.out) / f"{name}.safetensors"
         checkpoint.save(model, path, record)
         records[name] = record
