@@ -26,9 +26,15 @@ import torch
 from qssm.backends.aer import active_noise_model, active_qubits, compact
 from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.sampling import broadcast, sample_counts
+from qssm.models.statevector import default_device
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
 MAX_QUBITS = 10  # a density matrix of 10 qubits is 8 MB per row
+DEVICE = default_device()  # CUDA when present
+
+
+def _rows(rows) -> torch.Tensor:
+    return torch.as_tensor(rows, dtype=torch.float64, device=DEVICE)
 
 
 class one_thread:
@@ -105,9 +111,9 @@ class DensityMatrixBackend(LocalBackend):
         key = (active, *(structure(c) for c in circuits))
         with torch.no_grad(), one_thread():
             if not batch.sampled:
-                program = self._cached(key, lambda: dmsim.compile_circuit(circuits[0], self.noise(active)))
-                rows = torch.as_tensor(batch.rows(), dtype=torch.float64) if circuits[0].num_parameters else None
-                values = dmsim.expectation_values(program, rows, observables).numpy()
+                program = self._cached(key, lambda: dmsim.compile_circuit(circuits[0], self.noise(active), device=DEVICE))
+                rows = _rows(batch.rows()) if circuits[0].num_parameters else None
+                values = dmsim.expectation_values(program, rows, observables).cpu().numpy()
                 return BatchResult(values, np.zeros_like(values), meta=meta)
             probs = self._probabilities(key, circuits, batch, active)
         seed = batch_seed(self.seed or 0, batch.key or "0" * 8)
@@ -120,12 +126,13 @@ class DensityMatrixBackend(LocalBackend):
         from qssm.backends import dmsim
 
         def rows(i):
-            return torch.as_tensor(batch.rows(i), dtype=torch.float64) if circuits[i].num_parameters else None
+            return _rows(batch.rows(i)) if circuits[i].num_parameters else None
 
         cols = {None if c is None else tuple(c) for c in batch.columns} if batch.columns else {None}
         same_inputs = len(cols) == 1 and all(list(c.parameters) == list(circuits[0].parameters) for c in circuits)
         if len(circuits) > 1 and same_inputs:  # measurement groups of one body: simulate it once per row
-            shared = self._cached(key, lambda: dmsim.compile_many(circuits, self.noise(active)))
-            return [p.numpy() for p in dmsim.outcome_probabilities_many(shared, rows(0))]
-        programs = self._cached(key, lambda: [dmsim.compile_circuit(c, self.noise(active)) for c in circuits])
-        return [dmsim.outcome_probabilities(p, rows(i)).numpy() for i, p in enumerate(programs)]
+            shared = self._cached(key, lambda: dmsim.compile_many(circuits, self.noise(active), device=DEVICE))
+            return [p.cpu().numpy() for p in dmsim.outcome_probabilities_many(shared, rows(0))]
+        programs = self._cached(key, lambda: [dmsim.compile_circuit(c, self.noise(active), device=DEVICE)
+                                              for c in circuits])
+        return [dmsim.outcome_probabilities(p, rows(i)).cpu().numpy() for i, p in enumerate(programs)]

@@ -19,7 +19,7 @@ from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.sampling import broadcast, sample_counts
 from qssm.errors import QssmError
 from qssm.models.ansatz import Op
-from qssm.models.statevector import compile_ops, pauli_expectations, run_ops, run_program
+from qssm.models.statevector import compile_ops, default_device, pauli_expectations, run_ops, run_program
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
 GATES = {"rx", "ry", "rz", "cx", "cz"}
@@ -60,19 +60,23 @@ def circuit_ops(circuit: QuantumCircuit) -> tuple[list[Op], torch.Tensor, dict[i
         else:
             ops.append(Op(name, qubits, "w", len(consts)))
             consts.append(float(angle))
-    return ops, torch.tensor(consts, dtype=torch.float64), measured
+    return ops, torch.tensor(consts, dtype=torch.float64, device=default_device()), measured
+
+
+def _rows(rows: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(rows, dtype=torch.float64, device=default_device())
 
 
 def outcome_probabilities(probs: torch.Tensor, measured: dict[int, int], num_clbits: int) -> np.ndarray:
     """(B, 2^n) basis-state probabilities -> (B, 2^num_clbits) over the clbits (clbit k = bit k)."""
     b, d = probs.shape
-    idx = torch.arange(d)
-    outcome = torch.zeros(d, dtype=torch.long)
+    idx = torch.arange(d, device=probs.device)
+    outcome = torch.zeros(d, dtype=torch.long, device=probs.device)
     for k, q in measured.items():
         outcome |= ((idx >> q) & 1) << k
-    out = torch.zeros(b, 2**num_clbits, dtype=probs.dtype)
+    out = torch.zeros(b, 2**num_clbits, dtype=probs.dtype, device=probs.device)
     out.index_add_(1, outcome, probs)
-    return out.numpy()
+    return out.cpu().numpy()
 
 
 class ExactBackend(LocalBackend):
@@ -105,7 +109,7 @@ class ExactBackend(LocalBackend):
             for i, circuit in enumerate(batch.circuits):
                 prog, measured = self._program(circuit)
                 rows = batch.rows(i)[:1] if circuit.num_parameters == 0 else batch.rows(i)
-                yield i, measured, run_program(prog, torch.as_tensor(rows, dtype=torch.float64))
+                yield i, measured, run_program(prog, _rows(rows))
             return
         first = batch.circuits[0]
         head = first.copy_empty_like()
@@ -113,14 +117,13 @@ class ExactBackend(LocalBackend):
             head.append(inst)
         prog, _ = self._program(head)
         rows = batch.rows(0)[:1] if head.num_parameters == 0 else batch.rows(0)
-        state = run_program(prog, torch.as_tensor(rows, dtype=torch.float64))
+        state = run_program(prog, _rows(rows))
         for i, circuit in enumerate(batch.circuits):
             tail = circuit.copy_empty_like()
             for inst in circuit.data[body:]:
                 tail.append(inst)
             ops, consts, measured = circuit_ops(tail)
-            yield i, measured, run_ops(ops, circuit.num_qubits, torch.zeros(len(state), 0, dtype=torch.float64),
-                                       consts, state)
+            yield i, measured, run_ops(ops, circuit.num_qubits, _rows(np.zeros((len(state), 0))), consts, state)
 
     def evaluate(self, batch: CircuitBatch) -> BatchResult:
         meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": []}
@@ -138,8 +141,8 @@ class ExactBackend(LocalBackend):
         labels = [o.paulis.to_labels() for o in batch.observables]
         flat = [lab for labs in labels for lab in labs]
         with torch.no_grad():
-            state = run_program(prog, torch.as_tensor(batch.rows(), dtype=torch.float64))
-            terms = pauli_expectations(state, flat).numpy()
+            state = run_program(prog, _rows(batch.rows()))
+            terms = pauli_expectations(state, flat).cpu().numpy()
         values = np.zeros((len(batch.parameters), len(labels)))
         k = 0
         for i, obs in enumerate(batch.observables):

@@ -63,9 +63,10 @@ def _program(call: QuantumCall):
     the weights' values (a copy of a few hundred bytes, about a microsecond), not their storage: a
     storage address and version can be reused by other weights after an in-place dtype round trip
     (model.float().double()), and a cache keyed on them returned another sub-circuit's program.
-    Under autograd the program is rebuilt every call, as gradients need."""
+    Under autograd the program is rebuilt every call, as gradients need; so it is for weights on an
+    accelerator, where reading their values for the key would cost a device-to-host copy per call."""
     w = call.weights
-    if torch.is_grad_enabled() and w.requires_grad:
+    if (torch.is_grad_enabled() and w.requires_grad) or w.device.type != "cpu":
         return compile_ops(list(call.ops), call.n_qubits, phi(w))
     key = (call.ops, call.n_qubits, w.dtype, tuple(w.shape), w.detach().cpu().numpy().tobytes())
     hit = _PROGRAMS.get(key)
@@ -96,7 +97,7 @@ class ExactEvaluator:
             out = self.expect(run_program(prog, flat), call)
             return out.reshape(*call.inputs.shape[:-1], out.shape[-1])
         b, t, _ = call.inputs.shape
-        state = zero_state(b, call.n_qubits, call.inputs.dtype)
+        state = zero_state(b, call.n_qubits, call.inputs.dtype, call.inputs.device)
         outs = []
         for i in range(t):
             state = run_program(prog, call.inputs[:, i], state)

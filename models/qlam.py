@@ -45,7 +45,7 @@ class QLAM(nn.Module):
         if self.cfg.quantum:
             return evaluator.evaluate([self.memory_call(x)])[0]
         angles = math.pi * torch.tanh(self.encode(x))
-        h = torch.zeros(x.shape[0], self.n_obs, dtype=x.dtype)
+        h = torch.zeros(x.shape[0], self.n_obs, dtype=x.dtype, device=x.device)
         out = []
         for t in range(x.shape[1]):
             h = self.cell(angles[:, t], h)

@@ -132,8 +132,8 @@ class QMamba(nn.Module):
 
     def empty_cache(self, batch: int) -> Cache:
         n, d = self.cfg.n_qubits, self.cfg.d_model
-        dtype = self.embed.weight.dtype
-        return Cache([torch.zeros(batch, d, n, dtype=dtype) for _ in self.layers])
+        w = self.embed.weight
+        return Cache([torch.zeros(batch, d, n, dtype=w.dtype, device=w.device) for _ in self.layers])
 
     def step(self, token: torch.Tensor, cache: Cache, evaluator: Evaluator | None = None):
         """token (B,) -> logits (B, V), updated cache; n_layers round trips of B bindings each."""

@@ -32,7 +32,7 @@ def scan_chunked(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """logA, Bx: (B, T, D, N). Returns all states (B, T, D, N) and the final state (B, D, N)."""
     b, t, d, n = logA.shape
-    h = torch.zeros(b, d, n, dtype=Bx.dtype) if h0 is None else h0
+    h = torch.zeros(b, d, n, dtype=Bx.dtype, device=Bx.device) if h0 is None else h0
     states = []
     for s in range(0, t, chunk):
         la = logA[:, s : s + chunk].permute(0, 2, 3, 1)  # (B, D, N, L)
@@ -56,7 +56,7 @@ def scan_sequential(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as scan_chunked, one token at a time (linear work)."""
     b, t, d, n = logA.shape
-    h = torch.zeros(b, d, n, dtype=Bx.dtype) if h0 is None else h0
+    h = torch.zeros(b, d, n, dtype=Bx.dtype, device=Bx.device) if h0 is None else h0
     decay = torch.exp(logA)
     states = []
     for i in range(t):

@@ -22,6 +22,11 @@ import torch
 from qssm.models.ansatz import Op
 
 
+def default_device() -> torch.device:
+    """Where the simulators run: CUDA when it is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def complex_dtype(real: torch.dtype) -> torch.dtype:
     return torch.complex128 if real == torch.float64 else torch.complex64
 
@@ -60,25 +65,26 @@ def apply_1q(state: torch.Tensor, mat: torch.Tensor, q: int, n: int) -> torch.Te
 
 
 @lru_cache(maxsize=None)
-def _bits(n: int) -> torch.Tensor:
-    idx = torch.arange(2**n)
-    return (idx[:, None] >> torch.arange(n)[None, :]) & 1  # (2^n, n), column q = bit of qubit q
+def _bits(n: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """(2^n, n), column q = bit of qubit q; one copy per device, so the hot path never moves it."""
+    idx = torch.arange(2**n, device=device)
+    return (idx[:, None] >> torch.arange(n, device=device)[None, :]) & 1
 
 
 def apply_2q(state: torch.Tensor, gate: str, qubits: tuple[int, int], n: int) -> torch.Tensor:
     a, b = qubits
-    bits = _bits(n)
+    bits = _bits(n, state.device)
     if gate == "cz":
         sign = 1 - 2 * (bits[:, a] & bits[:, b])
         return state * sign.to(state.dtype)
     if gate == "cx":  # control a, target b
-        perm = torch.arange(2**n) ^ (bits[:, a] << b)
+        perm = torch.arange(2**n, device=state.device) ^ (bits[:, a] << b)
         return state[:, perm]
     raise ValueError(f"unknown two-qubit gate {gate}")
 
 
-def zero_state(batch: int, n: int, dtype: torch.dtype) -> torch.Tensor:
-    state = torch.zeros(batch, 2**n, dtype=complex_dtype(dtype))
+def zero_state(batch: int, n: int, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    state = torch.zeros(batch, 2**n, dtype=complex_dtype(dtype), device=device)
     state[:, 0] = 1
     return state
 
@@ -93,7 +99,7 @@ def run_ops(
     """Reference simulator: apply `ops` gate by gate. inputs (B, n_in) are angles; weights are
     already re-mapped angles. Returns the (B, 2^n) final state."""
     if state is None:
-        state = zero_state(inputs.shape[0], n, inputs.dtype)
+        state = zero_state(inputs.shape[0], n, inputs.dtype, inputs.device)
     for op in ops:
         if len(op.qubits) == 2:
             state = apply_2q(state, op.gate, op.qubits, n)
@@ -118,9 +124,9 @@ def compile_ops(ops: list[Op], n: int, weights: torch.Tensor) -> Program:
 
     def flush() -> None:
         if run:
-            eye = torch.eye(2**n, dtype=complex_dtype(weights.dtype))
+            eye = torch.eye(2**n, dtype=complex_dtype(weights.dtype), device=weights.device)
             # rows of run_ops(eye) are U|j>; U itself is its transpose
-            u = run_ops(run, n, torch.zeros(2**n, 0, dtype=weights.dtype), weights, eye).T
+            u = run_ops(run, n, torch.zeros(2**n, 0, dtype=weights.dtype, device=weights.device), weights, eye).T
             steps.append(("U", u))
             run.clear()
 
@@ -146,7 +152,8 @@ def run_program(prog: Program, inputs: torch.Tensor, state: torch.Tensor | None 
         while k < len(steps) and steps[k][0] == "in" and steps[k][2] not in seen:
             seen.add(steps[k][2])
             k += 1
-        state = _product_state(steps[:k], inputs, n) if k > 1 else zero_state(inputs.shape[0], n, inputs.dtype)
+        state = _product_state(steps[:k], inputs, n) if k > 1 else zero_state(inputs.shape[0], n, inputs.dtype,
+                                                                                          inputs.device)
         steps = steps[k:] if k > 1 else steps
     i = 0
     while i < len(steps):
@@ -193,7 +200,8 @@ def _rotated_zero(gate: str, theta: torch.Tensor) -> torch.Tensor:
     if gate == "rx":
         return torch.complex(torch.stack([c, torch.zeros_like(s)], -1), torch.stack([torch.zeros_like(c), -s], -1))
     if gate == "ry":
-        return torch.complex(torch.stack([c, s], -1), torch.zeros(*theta.shape, 2, dtype=theta.dtype))
+        return torch.complex(torch.stack([c, s], -1), torch.zeros(*theta.shape, 2, dtype=theta.dtype,
+                                                                  device=theta.device))
     if gate == "rz":
         zero = torch.zeros_like(c)
         return torch.complex(torch.stack([c, zero], -1), torch.stack([-s, zero], -1))
@@ -209,7 +217,7 @@ def _product_state(encoding: list, inputs: torch.Tensor, n: int) -> torch.Tensor
             _, gate, _, idx = by_qubit[q]
             amp = _rotated_zero(gate, inputs[:, idx])  # R|0>, (B, 2)
         else:
-            amp = torch.zeros(inputs.shape[0], 2, dtype=complex_dtype(inputs.dtype))
+            amp = torch.zeros(inputs.shape[0], 2, dtype=complex_dtype(inputs.dtype), device=inputs.device)
             amp[:, 0] = 1
         state = amp if state is None else (amp[:, :, None] * state[:, None, :]).reshape(inputs.shape[0], -1)
     return state
@@ -218,7 +226,7 @@ def _product_state(encoding: list, inputs: torch.Tensor, n: int) -> torch.Tensor
 def z_expectations(state: torch.Tensor, n: int) -> torch.Tensor:
     """(B, 2^n) states -> (B, n) values <Z_q>."""
     probs = state.real**2 + state.imag**2
-    zsign = (1 - 2 * _bits(n)).to(probs.dtype)
+    zsign = (1 - 2 * _bits(n, probs.device)).to(probs.dtype)
     return probs @ zsign
 
 
@@ -244,7 +252,8 @@ def _pauli_tables(labels: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @lru_cache(maxsize=None)
-def _pauli_groups(labels: tuple[str, ...]) -> tuple[tuple[int, tuple[int, ...], torch.Tensor], ...]:
+def _pauli_groups(labels: tuple[str, ...], device: torch.device = torch.device("cpu")
+                  ) -> tuple[tuple[int, tuple[int, ...], torch.Tensor], ...]:
     """Qiskit Pauli labels (qubit 0 rightmost) grouped by their X part: P|j> = coef[j] |j ^ xmask>,
     so every Pauli of one group reads the same product conj(psi[j ^ xmask]) psi[j]. Returns
     (xmask, positions of the group's labels, coefficients (2^n, k) complex128) per group."""
@@ -260,7 +269,7 @@ def _pauli_groups(labels: tuple[str, ...]) -> tuple[tuple[int, tuple[int, ...], 
             n_y += p == "Y"
         parity = torch.tensor([bin(j & zymask).count("1") & 1 for j in range(2**n)])
         groups.setdefault(xmask, []).append((k, (1j**n_y) * (1 - 2 * parity).to(torch.complex128)))
-    return tuple((m, tuple(k for k, _ in g), torch.stack([c for _, c in g], 1)) for m, g in groups.items())
+    return tuple((m, tuple(k for k, _ in g), torch.stack([c for _, c in g], 1).to(device)) for m, g in groups.items())
 
 
 def _flip_bits(state: torch.Tensor, xmask: int, n: int) -> torch.Tensor:
@@ -279,7 +288,7 @@ def pauli_expectations(state: torch.Tensor, labels: list[str] | tuple[str, ...])
     labels = tuple(labels)
     n = len(labels[0])
     cols, order = [], []
-    for xmask, pos, coef in _pauli_groups(labels):
+    for xmask, pos, coef in _pauli_groups(labels, state.device):
         if xmask == 0:
             probs = state.real**2 + state.imag**2
             cols.append(probs @ coef.real.to(probs.dtype))
@@ -289,5 +298,5 @@ def pauli_expectations(state: torch.Tensor, labels: list[str] | tuple[str, ...])
         order += pos
     out = torch.cat(cols, dim=1)
     if order != sorted(order):
-        out = out[:, torch.argsort(torch.tensor(order))]
+        out = out[:, sorted(range(len(order)), key=order.__getitem__)]  # a list index: no tensor to move
     return out
