@@ -45,6 +45,22 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
     raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
 
 
+def device_coordinates(name: str) -> list[tuple[int, int]] | None:
+    """The device's real qubit coordinates (row, column) for drawing its lattice, where IBM
+    publishes them (qiskit-ibm-runtime's embeddings: heavy-hex Falcon, Eagle, Heron), else None."""
+    device = name.partition(":")[2]
+    if not device.startswith("fake_"):
+        return None
+    from qiskit_ibm_runtime.visualization.embeddings import Embedding
+
+    from qssm.backends.fake_devices import fake_backend
+
+    try:
+        return [tuple(c) for c in Embedding.from_backend(fake_backend(device)).coordinates]
+    except ValueError:  # a size whose coordinates IBM does not publish
+        return None
+
+
 def is_simulator(name: str) -> bool:
     """Backends that cost nothing and run here: everything but real QPUs (known from the name alone,
     so asking needs no credentials). Unknown names get the unknown-backend error."""

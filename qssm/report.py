@@ -33,16 +33,23 @@ COST_KEYS = list(LABELS.items())
 
 
 def _draw_layout(ax, lay: dict) -> None:
+    """The device graph at the device's real qubit coordinates where they are published (IBM
+    heavy-hex, the data of Qiskit's gate-map plots), a force-directed layout otherwise (Braket
+    lattices); the qubits the templates landed on in red."""
     import networkx as nx
 
     g = nx.Graph()
     g.add_nodes_from(range(lay["num_qubits"]))
     g.add_edges_from(tuple(e) for e in lay["edges"])
-    pos = nx.kamada_kawai_layout(g) if lay["num_qubits"] <= 200 else nx.spring_layout(g, seed=0)
+    if lay.get("coordinates"):
+        pos = {q: (c[1], -c[0]) for q, c in enumerate(lay["coordinates"])}  # (row, column) -> (x, y)
+    else:
+        pos = nx.kamada_kawai_layout(g) if lay["num_qubits"] <= 200 else nx.spring_layout(g, seed=0)
     used = set(lay["used"])
-    nx.draw_networkx_edges(g, pos, ax=ax, edge_color="#bbb", width=0.6)
+    nx.draw_networkx_edges(g, pos, ax=ax, edge_color="#bbb", width=0.8)
     nx.draw_networkx_nodes(g, pos, ax=ax, node_size=[40 if q in used else 12 for q in g.nodes],
                            node_color=["#d62728" if q in used else "#9aa" for q in g.nodes])
+    ax.set_aspect("equal")
     ax.set_axis_off()
 
 

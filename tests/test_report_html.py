@@ -45,3 +45,16 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert any("noisy" in t.lower() for t in titles)
     for section in ("Run", "Transpilation per target", "Accuracy against shots", "Cost and round trips"):
         assert section in headings, headings
+
+
+def test_device_graph_uses_the_devices_real_coordinates():
+    """Heavy-hex at IBM's published coordinates: every coupler joins grid neighbours (a scrambled
+    layout would not), and the used qubits are marked."""
+    from qssm.commands.report import device_layouts
+
+    [fez] = device_layouts([{"target": "dm:fake_fez", "layout": [3, 4, 5, 16]}])
+    coords = fez["coordinates"]
+    assert fez["num_qubits"] == len(coords) == 156 and fez["used"] == [3, 4, 5, 16]
+    assert all(abs(coords[a][0] - coords[b][0]) + abs(coords[a][1] - coords[b][1]) == 1 for a, b in fez["edges"])
+    [garnet] = device_layouts([{"target": "dm:iqm_garnet", "layout": [0, 1]}])
+    assert garnet["coordinates"] is None and garnet["num_qubits"] == 20  # drawn force-directed

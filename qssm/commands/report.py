@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-from qssm.backends.registry import get_backend, is_simulator  # noqa: E402
+from qssm.backends.registry import device_coordinates, get_backend, is_simulator  # noqa: E402
 
 
 def _with(spec, **backend):
@@ -87,7 +87,8 @@ def device_layouts(compile_rows: list[dict]) -> list[dict]:
             continue
         edges = sorted({tuple(sorted(e)) for e in target.build_coupling_map().get_edges()})
         used = sorted({q for r in compile_rows if r["target"] == name for q in (r.get("layout") or [])})
-        out.append({"target": name, "num_qubits": target.num_qubits, "edges": [list(e) for e in edges], "used": used})
+        out.append({"target": name, "num_qubits": target.num_qubits, "edges": [list(e) for e in edges], "used": used,
+                    "coordinates": device_coordinates(name)})
     return out
 
 
