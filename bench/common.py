@@ -11,6 +11,7 @@ import datetime as _dt
 import math
 import platform
 import statistics
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from qssm.models.evaluator import ExactEvaluator, QuantumCall, z_labels
-from qssm.models.statevector import _bits, compile_ops, phi, rotation_matrix
+from qssm.models.statevector import _bits, compile_ops, default_device, phi, rotation_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
@@ -93,8 +94,9 @@ def render(rows: list[Row], env: dict) -> str:
     body = [r.cells() for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [f"qssm bench  {env['date']}  {env['cpu']}  torch {env['torch']}, {env['threads']} thread(s) "
-           f"(torch.set_num_threads(1) for every measurement)  mode: {env['mode']}",
+    out = [f"qssm bench  {env['date']}  {env['cpu']}  torch {env['torch']} on {env.get('device', 'cpu')}, "
+           f"{env['threads']} thread(s) (torch.set_num_threads(1) for every measurement)  mode: {env['mode']}  "
+           f"load average at start {env.get('load_average')}",
            line(head), line(["-" * w for w in widths])]
     out += [line(c) for c in body]
     notes = [f"  {r.key}: {r.note}" for r in rows if r.note]
@@ -113,7 +115,8 @@ def environment(mode: str) -> dict:
         cpu = ""
     return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu or platform.processor(),
             "python": platform.python_version(), "torch": torch.__version__, "qiskit": qiskit.__version__,
-            "threads": torch.get_num_threads(), "mode": mode}
+            "threads": torch.get_num_threads(), "mode": mode, "device": str(default_device()),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def as_json(rows: list[Row], env: dict, settings: dict) -> dict:

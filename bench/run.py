@@ -11,6 +11,10 @@ Rows (the shipped QMamba checkpoint, checkpoints/qmamba-haystack.safetensors, th
   c  exact inference: the model's torch statevector path vs PennyLane TorchLayers (default.qubit)
      plugged into the same model, and qssm's circuit evaluation vs a hand-fused arithmetic floor.
   d  QPU round trips per prefill and per generated token vs one round trip per binding.
+  e  noisy dry runs on qssm's density-matrix engine (dm:): vs Aer's density matrix on the same
+     compacted circuits, noise, shots and bindings (aer:, one PUB per measured circuit and batch,
+     the strongest Aer usage); the Braket snapshot noise vs Braket's LocalSimulator("braket_dm");
+     the 200-image QLAM dry run; the demo job on 2 Dask workers vs 1 (warm LocalClusters).
 
 Timings are medians over >= 3 repeats; torch.set_num_threads(1) everywhere (2-core machine shared
 with other work: only ratios within one run mean anything).
@@ -54,11 +58,16 @@ class Settings:
     exact_repeats: int = 5
     trips_new_tokens: int = 16
     seed_transpiler: int = 7
+    dm_sequences: int = 16  # e1: QMamba sequences on dm: and aer:
+    dm_braket_sequences: int = 1  # e2: braket_dm runs ~10 bindings/s
+    dm_qlam_images: int = 200  # e3
+    dm_repeats: int = 3
+    cluster_sequences: int = 64  # e4: the demo job's n
 
 
 FULL = Settings("full")
 QUICK = Settings("quick", compile_sample=32, noisy_sequences=1, naive_bindings=3, exact_repeats=3,
-                 trips_new_tokens=4)
+                 trips_new_tokens=4, dm_sequences=2, dm_qlam_images=8, dm_repeats=1, cluster_sequences=8)
 
 
 def load_model(path=C.CHECKPOINT):
@@ -345,16 +354,96 @@ def rows_trips(model, s: Settings) -> list[C.Row]:
     return rows
 
 
+# ---- e: the density-matrix engine ---------------------------------------------------------
+
+
+def timed_run(spec, repeats: int) -> tuple[float, dict]:
+    """Median wall seconds of run_inference (after one warm-up: noise models, programs) and the last report."""
+    from qssm.pipeline.inference import run_inference
+
+    out = {}
+
+    def once():
+        out["r"] = run_inference(spec, progress=False)
+
+    return C.median(C.times(once, repeats)), out["r"]
+
+
+def demo_spec(ck: str, backend: str, n: int, shots: int, cluster: str = ""):
+    from qssm.jobs.spec import parse_spec
+
+    return parse_spec({"model": {"checkpoint": str(C.ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
+                       "backend": {"name": backend, "shots": shots, "cluster": cluster}})
+
+
+def rows_dm(s: Settings) -> list[C.Row]:
+    rows = []
+    # e1: the same job, same bindings, shots and noise, on the engine and on Aer
+    runs = {}
+    for be in ("dm:fake_fez", "aer:fake_fez"):
+        secs, r = timed_run(demo_spec("qmamba-haystack", be, s.dm_sequences, 2000), s.dm_repeats)
+        runs[be] = (secs / r["executions"], r)
+    (dm, rd), (aer, ra) = runs["dm:fake_fez"], runs["aer:fake_fez"]
+    assert rd["executions"] == ra["executions"]
+    rows.append(C.Row("e1", f"noisy dry run dm:fake_fez vs aer:fake_fez, QMamba n={s.dm_sequences}", dm, aer,
+                      "s/binding", aer / dm, "aer/dm", ">= 10", C.check(aer / dm, ">= 10"),
+                      f"{rd['executions']} bindings x 2000 shots each, end-to-end run_inference wall (exact "
+                      f"reference, plan, transpile included); logit error {rd['logit_error_mean']:.3f} (dm) vs "
+                      f"{ra['logit_error_mean']:.3f} (aer): the same noise", {"dm": rd, "aer": ra}))
+    # e2: Braket snapshot noise (IQM Garnet) on the engine vs Braket's own density-matrix simulator
+    runs = {}
+    for be in ("dm:iqm_garnet", "braket:local_dm"):
+        secs, r = timed_run(demo_spec("qmamba-haystack", be, s.dm_braket_sequences, 500), 1)
+        runs[be] = (secs / r["executions"], r)
+    (dm, rd), (bk, rb) = runs["dm:iqm_garnet"], runs["braket:local_dm"]
+    rows.append(C.Row("e2", f"Braket-noise dry run dm:iqm_garnet vs braket:local_dm, n={s.dm_braket_sequences}", dm, bk,
+                      "s/binding", bk / dm, "braket/dm", ">= 100", C.check(bk / dm, ">= 100"),
+                      f"{rd['executions']} bindings x 500 shots, the IQM Garnet snapshot's channels; logit error "
+                      f"{rd['logit_error_mean']:.3f} (dm) vs {rb['logit_error_mean']:.3f} (braket_dm)", {"dm": rd, "braket": rb}))
+    # e3: the 200-image QLAM dry run (4000 shots), and Aer on a slice of it for the ratio
+    secs, rq = timed_run(demo_spec("qlam-digits", "dm:fake_fez", s.dm_qlam_images, 4000), 1)
+    few = max(2, s.dm_qlam_images // 25)
+    aer_secs, ra = timed_run(demo_spec("qlam-digits", "aer:fake_fez", few, 4000), 1)
+    projected = aer_secs / ra["executions"] * rq["executions"]
+    rows.append(C.Row("e3", f"QLAM dry run, {s.dm_qlam_images} images, 4000 shots: dm:fake_fez vs aer:fake_fez", secs,
+                      projected, "s", projected / secs, "aer/dm", "dm < 60 s", secs < 60,
+                      f"aer measured on {few} images ({C.fmt_seconds(aer_secs)}) and scaled by bindings "
+                      f"({ra['executions']} -> {rq['executions']}); accuracy {rq['accuracy']:.3f} vs exact "
+                      f"{rq['exact_accuracy']:.3f}", {"dm": rq, "aer_slice": ra}))
+    rows += rows_cluster(s)
+    return rows
+
+
+def rows_cluster(s: Settings) -> list[C.Row]:
+    """The demo job on warm LocalClusters of 1 and 2 single-threaded workers (cluster start-up and
+    the workers' first imports excluded: a cluster is started once and serves many jobs)."""
+    from distributed import LocalCluster
+
+    secs, reports = {}, {}
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+            spec = demo_spec("qmamba-haystack", "dm:fake_fez", s.cluster_sequences, 2000, c.scheduler_address)
+            secs[workers], reports[workers] = timed_run(spec, s.dm_repeats)
+    r = reports[2]
+    parallel = r["seconds"].get("dispatch", 0.0)
+    return [C.Row("e4", f"demo job (QMamba n={s.cluster_sequences}, dm:fake_fez) on 2 Dask workers vs 1", secs[2],
+                  secs[1], "s", secs[1] / secs[2], "1 worker/2", ">= 1.6", C.check(secs[1] / secs[2], ">= 1.6"),
+                  f"warm LocalClusters, 1 thread per worker; of the 2-worker run's {secs[2]:.2f} s, "
+                  f"{parallel:.2f} s is dispatch (the part workers share), the rest runs in the dispatcher "
+                  f"(transpile, plan, recurrence, exact reference)", {"seconds": secs, "stages_2": r["seconds"]})]
+
+
 # ---- main -----------------------------------------------------------------------------------
 
 
-def run(s: Settings, which: str = "abcd") -> tuple[list[C.Row], dict]:
+def run(s: Settings, which: str = "abcde") -> tuple[list[C.Row], dict]:
     torch.set_num_threads(1)
     env = C.environment(s.mode)
     model = load_model()
     rows: list[C.Row] = []
     for key, fn in (("a", lambda: rows_compile(model, s)), ("b", lambda: rows_noisy(s)),
-                    ("c", lambda: rows_exact(model, s)), ("d", lambda: rows_trips(model, s))):
+                    ("c", lambda: rows_exact(model, s)), ("d", lambda: rows_trips(model, s)),
+                    ("e", lambda: rows_dm(s))):
         if key in which:
             start = time.perf_counter()
             rows += fn()
@@ -366,7 +455,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller samples (~2 minutes)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results.json"), help="output file")
-    ap.add_argument("--rows", default="abcd", help="subset of rows to run, e.g. 'ad'")
+    ap.add_argument("--rows", default="abcde", help="subset of rows to run, e.g. 'ad'")
     ap.add_argument("--noisy-backend", choices=("aer", "ibm"), default="aer", help="qssm backend kind for row b")
     args = ap.parse_args(argv)
     s = dataclasses.replace(QUICK if args.quick else FULL, noisy_backend=args.noisy_backend)

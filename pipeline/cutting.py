@@ -393,7 +393,18 @@ def should_cut(template, backend, mode: str, max_overhead: float, *, options=Non
         return False
     if template.circuit.num_qubits > target.num_qubits:
         return True
-    from qssm.pipeline.compile import CompileOptions
+    from qssm.pipeline.compile import CompileCache, CompileOptions
 
-    rep = cut_report(template, backend, options or CompileOptions(), max_overhead, cache=cache)
-    return bool(rep["within_budget"] and rep["cuts"] > 0 and rep["swaps_cut"] < (rep["swaps"] or 0))
+    options = options or CompileOptions()
+    cache = cache if cache is not None else CompileCache()
+    key = ("should_cut", template.hash, backend.name, backend.calibration, options, max_overhead)
+    if key not in cache.cut_decisions:
+        # cheapest test first: no swaps to remove, or no cut within budget, needs no routing of parts
+        swaps = cache.get(template, backend, options).metrics["swaps"]
+        cut = False
+        if swaps:
+            plan = partition_plan(template.circuit, template.observables, cut_width(template, backend))
+            if plan.n_cuts and within_budget(plan, max_overhead):
+                cut = cut_report(template, backend, options, max_overhead, cache=cache)["swaps_cut"] < swaps
+        cache.cut_decisions[key] = cut
+    return bool(cache.cut_decisions[key])

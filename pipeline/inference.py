@@ -62,10 +62,20 @@ def _model(spec: JobSpec):
 @torch.no_grad()
 def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pipeline | None = None,
                   progress: bool = True, backend=None, tracker=None) -> dict:
+    model = _model(spec)
+    owned = backend is None and pipeline is None  # created here: closed here (sessions, cluster clients)
+    backend = backend or (pipeline.backend if pipeline is not None else None) or backend_for(spec)
+    try:
+        return _run(spec, model, backend, dispatch, pipeline, progress, tracker)
+    finally:
+        if owned:
+            backend.close()
+
+
+@torch.no_grad()
+def _run(spec, model, backend, dispatch, pipeline, progress, tracker) -> dict:
     from qssm.jobs.preflight import validate
 
-    model = _model(spec)
-    backend = backend or (pipeline.backend if pipeline is not None else None) or backend_for(spec)
     if pipeline is None:
         validate(spec, backend, model)
         pipeline = build_pipeline(spec, backend, dispatch, model=model, tracker=tracker)

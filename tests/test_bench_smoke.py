@@ -89,3 +89,11 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     assert set(data) == {"environment", "settings", "rows"}
     assert data["settings"]["mode"] == "quick" and len(data["rows"]) == 4
     assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in data["rows"])
+
+
+@pytest.mark.slow
+def test_dm_rows():
+    """Row e at tiny sizes (braket_dm and two LocalClusters take most of a minute)."""
+    tiny = dataclasses.replace(TINY, dm_sequences=1, dm_braket_sequences=1, dm_qlam_images=4, dm_repeats=1,
+                               cluster_sequences=2)
+    _sane(R.rows_dm(tiny), ["e1", "e2", "e3", "e4"])
