@@ -15,8 +15,8 @@ from qssm.errors import QssmError
 
 ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cz", "cx")
-PATTERNS = ("ring", "chain")
-READOUTS = ("local", "pairs")  # QLAM Pauli readout sets (QLAMConfig.paulis)  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
+PATTERNS = ("ring", "chain")  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
+READOUTS = ("local", "pairs")  # QLAM Pauli readout sets (QLAMConfig.paulis)
 
 
 @dataclass(frozen=True)
