@@ -55,7 +55,12 @@ def entangler(cfg: AnsatzConfig, layer: int) -> list[Op]:
 
 def ansatz_block(cfg: AnsatzConfig, n_params: int, first_weight: int, first_layer: int) -> list[Op]:
     """Rotation layers (cycling cfg.rotations, one gate per qubit) each followed by an entangling
-    layer (cfg.pattern: shifting ring or nearest-neighbour chain), until `n_params` weights are spent; the last rotation layer may be partial."""
+    layer (cfg.pattern: shifting ring or nearest-neighbour chain), until `n_params` weights are
+    spent; the last rotation layer may be partial.
+
+    With the chain and the default RZ/RY cycle, the chain after an RY layer and the chain after the
+    next RZ layer meet across diagonal gates only (CZ commutes with RZ, CZ^2 = I), so a transpiler
+    cancels two of every three chains; the unitary, and so the model, is the same either way."""
     ops: list[Op] = []
     w, layer = first_weight, first_layer
     remaining = n_params

@@ -42,15 +42,23 @@ def last_logits(model: nn.Module, inputs: torch.Tensor, evaluator: Evaluator | N
     return out[:, -1] if out.dim() == 3 else out
 
 
+def n_params(model: nn.Module) -> dict[str, int]:
+    """Total trainable parameters and how many of them are quantum (circuit angles)."""
+    total = sum(p.numel() for p in model.parameters())
+    quantum = sum(p.numel() for name, p in model.named_parameters() if "qweights" in name or name == "w")
+    return {"total": total, "quantum": quantum}
+
+
 def equal_param_classical(cfg: QLAMConfig) -> QLAMConfig:
     """QLAM's classical baseline (quantum=False: the qubit memory replaced by a tanh RNN cell over
-    the same angles, read out the same way) with as many readout heads as keep its total parameter
-    count equal to the quantum model's: the cell's K x K recurrence costs more than the memory's
-    w_budget angles, so it pays with heads (each costs (input_dim + 1) K + 2 n_classes)."""
-    k = len(cfg.paulis())
-    cell = 2 * cfg.n_qubits * cfg.reupload * k + k * k + 2 * k
-    per_head = (cfg.input_dim + 1) * k + 2 * cfg.n_classes
-    heads = max(1, cfg.n_heads - round((cell - cfg.w_budget) / per_head))
+    the same angles, read out the same way) with the number of readout heads that brings its total
+    parameter count closest to the quantum model's: the cell's K x K recurrence costs more than the
+    memory's w_budget angles, so the baseline pays for it with heads. Counted on built models (the
+    global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        target = n_params(QLAM(cfg))["total"]
+        heads = min(range(1, cfg.n_heads + 1), key=lambda h: abs(
+            n_params(QLAM(dataclasses.replace(cfg, quantum=False, n_heads=h)))["total"] - target))
     return dataclasses.replace(cfg, quantum=False, n_heads=heads)
 
 
@@ -65,8 +73,10 @@ class Preset:
 
 
 HAYSTACK = {"name": "haystack", "T": 16, "n_values": 8, "n_fillers": 7, "distractors": True, "n_test": 1000}
-# trained on lengths drawn from 8..32 per batch; evaluated at 16 (reference), 32, 64 and 128
-HAYSTACK_VARLEN = {**HAYSTACK, "train_T": [8, 32]}
+# trained on lengths drawn from 8..64 per batch; evaluated at 16 (reference), 32, 64 and 128 (8x the
+# reference, 2x the longest training sequence). Lengths 8..32 extrapolate to 128 too, but not for every
+# seed (seed 0: 0.995, seed 1: 0.937 at T = 128); 8..64 gave 1.000 for seeds 0, 1 and 2
+HAYSTACK_VARLEN = {**HAYSTACK, "train_T": [8, 64]}
 # pattern reproduction: a random 4-symbol pattern over 8 symbols repeated; predict the next symbol.
 # Trained on lengths 16..64 with the loss at every determined position (what greedy generation needs);
 # scored at the last position of length 16 (reference), 32, 64, 128
@@ -111,10 +121,3 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise QssmError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def n_params(model: nn.Module) -> dict[str, int]:
-    """Total trainable parameters and how many of them are quantum (circuit angles)."""
-    total = sum(p.numel() for p in model.parameters())
-    quantum = sum(p.numel() for name, p in model.named_parameters() if "qweights" in name or name == "w")
-    return {"total": total, "quantum": quantum}
