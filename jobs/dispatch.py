@@ -46,10 +46,13 @@ class StoreDispatcher:
         self.wave = 0
         self.tracker = tracker or Tracker()  # reused_batches, provider_submissions, retries
 
-    def _call(self, fn):
+    def _call(self, fn, key: str | None = None):
         def note(attempt, exc):
             self.tracker.add(retries=1)
-            self.log(f"transient fault ({type(exc).__name__}: {str(exc)[:80]}); retry {attempt}")
+            text = f"transient fault ({type(exc).__name__}: {str(exc)[:80]}); retry {attempt} with backoff"
+            self.log(text)
+            if key is not None:  # `qssm status` shows it beside the batch until the batch is done
+                self.store.note(self.job_id, key, text)
 
         try:
             return call_with_retries(fn, self.policy, note)
@@ -116,7 +119,7 @@ class StoreDispatcher:
         if rec is not None and rec.status == "submitted" and rec.handle is not None:
             return rec.handle  # poll what a previous process submitted
         if rec is not None and rec.status == "claimed" and self.backend.capabilities.find_by_tag:
-            found = self._call(lambda: self.backend.find(batch))
+            found = self._call(lambda: self.backend.find(batch), batch.key)
             if found is not None:  # submitted before the crash, id never recorded: adopt it
                 self.store.record_handle(self.job_id, batch.key, found)
                 return found
@@ -131,7 +134,7 @@ class StoreDispatcher:
 
     def _submit(self, batch: CircuitBatch) -> Handle:
         """One provider submission, counted, its ids recorded before anything waits on them."""
-        handle = self._call(lambda: self.backend.submit(batch))
+        handle = self._call(lambda: self.backend.submit(batch), batch.key)
         self.tracker.add(provider_submissions=1)
         self.store.record_handle(self.job_id, batch.key, handle)
         return handle
@@ -139,7 +142,7 @@ class StoreDispatcher:
     def _collect(self, batch: CircuitBatch, handle: Handle, position: int, in_flight=()) -> BatchResult:
         delay = self.poll_seconds
         while True:
-            state = self._call(lambda: self.backend.status(handle))
+            state = self._call(lambda: self.backend.status(handle), batch.key)
             if state in ("queued", "running"):
                 self._stop_if_cancelled(in_flight or [handle])
             if state == "done":
@@ -157,7 +160,7 @@ class StoreDispatcher:
             time.sleep(delay)
             delay = min(delay * 1.5, 60.0)
         try:
-            result = self._call(lambda: self.backend.result(handle, batch))
+            result = self._call(lambda: self.backend.result(handle, batch), batch.key)
         except PermanentError as e:
             self.store.record_failure(self.job_id, batch.key, str(e))
             raise JobFailed(f"batch {batch.key[:12]} failed on {self.backend.name}: {e}") from None

@@ -528,6 +528,14 @@ class JobStore:
                        (redact(message), job_id, key))
 
     @_guarded
+    def note(self, job_id: str, key: str, message: str) -> None:
+        """A passing remark on a batch still under way (a transient fault being retried): `qssm status`
+        shows it beside the batch until its result is recorded."""
+        with self.transaction() as db:
+            db.execute("UPDATE batches SET error = ? WHERE job_id = ? AND key = ? AND status != 'done'",
+                       (redact(message), job_id, key))
+
+    @_guarded
     def unsubmit(self, job_id: str, key: str) -> None:
         """A local simulator's job died with its process: the batch may be submitted again."""
         with self.transaction() as db:

@@ -152,3 +152,38 @@ def test_braket_qpu_without_credentials_is_refused_before_anything_is_stored(tmp
     assert len(err.splitlines()) == 1 and "AWS_ACCESS_KEY_ID" in err
     assert store.read_bytes() == before and JobStore(store).jobs() == []
     assert not list(tmp_path.glob("*.log"))  # no worker was spawned
+
+
+def test_connectivity_faults_are_retried_and_shown_in_the_status(tmp_path, capsys):
+    """A dropped connection (botocore's EndpointConnectionError) is transient: retried with backoff,
+    and `qssm status` says so beside the batch while it is under way (the outside test's hole #7)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from qssm.backends.aer import AerBackend
+    from qssm.jobs.retry import RetryPolicy
+
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("aer", shots=200, n=2))
+    seen = []
+
+    class Unreachable(AerBackend):
+        faults = 0
+
+        def status(self, handle):
+            if self.faults < 2:
+                self.faults += 1
+                raise EndpointConnectionError(endpoint_url="https://braket.eu-north-1.amazonaws.com")
+            return super().status(handle)
+
+        def result(self, handle, batch):
+            if not seen:  # while the first batch is still under way: what does the status say?
+                main(["status", job_id, "--store", str(store.path)])
+                seen.append(capsys.readouterr().out)
+            return super().result(handle, batch)
+
+    report = run_job(store, job_id, backend=Unreachable(None, seed=1),
+                     policy=RetryPolicy(attempts=5, sleep=lambda s: None, rng=random.Random(0)))
+    assert report["retries"] == 2 and store.job(job_id)["status"] == "done"
+    assert "transient fault (EndpointConnectionError" in seen[0] and "retry 2 with backoff" in seen[0]
+    main(["status", job_id, "--store", str(store.path)])
+    assert "transient fault" not in capsys.readouterr().out  # a finished batch carries no note
