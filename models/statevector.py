@@ -230,45 +230,39 @@ def z_expectations(state: torch.Tensor, n: int) -> torch.Tensor:
     return probs @ zsign
 
 
+def _pauli_action(label: str) -> tuple[int, torch.Tensor]:
+    """A Qiskit Pauli label (qubit 0 rightmost) as P|j> = coef[j] |j ^ xmask>: (xmask, coef
+    (2^n,) complex128)."""
+    n = len(label)
+    xmask = zymask = n_y = 0
+    for q, p in enumerate(reversed(label)):
+        if p in "XY":
+            xmask |= 1 << q
+        if p in "YZ":
+            zymask |= 1 << q
+        n_y += p == "Y"
+    parity = torch.tensor([bin(j & zymask).count("1") & 1 for j in range(2**n)])
+    return xmask, (1j**n_y) * (1 - 2 * parity).to(torch.complex128)
+
+
 @lru_cache(maxsize=None)
 def _pauli_tables(labels: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """For Qiskit Pauli labels (qubit 0 rightmost): P|j> = coef[k, j] |perm[k, j]> (tomography's
-    linear inversion scatters with these)."""
-    n = len(labels[0])
-    idx = torch.arange(2**n)
-    perms, coefs = [], []
-    for label in labels:
-        xmask = zymask = n_y = 0
-        for q, p in enumerate(reversed(label)):
-            if p in "XY":
-                xmask |= 1 << q
-            if p in "YZ":
-                zymask |= 1 << q
-            n_y += p == "Y"
-        parity = torch.tensor([bin(j & zymask).count("1") & 1 for j in range(2**n)])
-        coefs.append((1j**n_y) * (1 - 2 * parity).to(torch.complex128))
-        perms.append(idx ^ xmask)
-    return torch.stack(perms), torch.stack(coefs)
+    """P|j> = coef[k, j] |perm[k, j]> for each label (tomography's linear inversion scatters with these)."""
+    idx = torch.arange(2 ** len(labels[0]))
+    actions = [_pauli_action(label) for label in labels]
+    return torch.stack([idx ^ m for m, _ in actions]), torch.stack([c for _, c in actions])
 
 
 @lru_cache(maxsize=None)
 def _pauli_groups(labels: tuple[str, ...], device: torch.device = torch.device("cpu")
                   ) -> tuple[tuple[int, tuple[int, ...], torch.Tensor], ...]:
-    """Qiskit Pauli labels (qubit 0 rightmost) grouped by their X part: P|j> = coef[j] |j ^ xmask>,
-    so every Pauli of one group reads the same product conj(psi[j ^ xmask]) psi[j]. Returns
-    (xmask, positions of the group's labels, coefficients (2^n, k) complex128) per group."""
-    n = len(labels[0])
+    """Qiskit Pauli labels grouped by their X part: every Pauli of one group reads the same product
+    conj(psi[j ^ xmask]) psi[j]. Returns (xmask, positions of the group's labels, coefficients
+    (2^n, k) complex128 on `device`) per group."""
     groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
     for k, label in enumerate(labels):
-        xmask = zymask = n_y = 0
-        for q, p in enumerate(reversed(label)):
-            if p in "XY":
-                xmask |= 1 << q
-            if p in "YZ":
-                zymask |= 1 << q
-            n_y += p == "Y"
-        parity = torch.tensor([bin(j & zymask).count("1") & 1 for j in range(2**n)])
-        groups.setdefault(xmask, []).append((k, (1j**n_y) * (1 - 2 * parity).to(torch.complex128)))
+        xmask, coef = _pauli_action(label)
+        groups.setdefault(xmask, []).append((k, coef))
     return tuple((m, tuple(k for k, _ in g), torch.stack([c for _, c in g], 1).to(device)) for m, g in groups.items())
 
 
