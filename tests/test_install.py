@@ -48,3 +48,9 @@ def test_wheel_installs_a_working_qssm(tmp_path):
                            "print(sorted(f.name for f in r.files('qssm.backends').joinpath('device_data').iterdir()))"],
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert "iqm_garnet.json" in data.stdout, data.stderr
+    # the main job from the installed command, in a clone (the spec and checkpoints are files of the clone)
+    p = subprocess.run([str(venv / "bin" / "qssm"), "run", "examples/demo.toml", "--out", str(tmp_path / "rep")],
+                       capture_output=True, text=True, env=env, cwd=src, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "on dm:fake_fez, 2000 shots" in p.stdout and "accuracy        1.000" in p.stdout, p.stdout
+    assert (tmp_path / "rep" / "report.html").stat().st_size > 1000
