@@ -26,7 +26,7 @@ import torch
 from qssm.backends.aer import active_noise_model, active_qubits, compact
 from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.sampling import broadcast, sample_counts
-from qssm.models.statevector import default_device
+from qssm.models.statevector import default_device, one_thread
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
 MAX_QUBITS = 10  # a density matrix of 10 qubits is 8 MB per row
@@ -35,18 +35,6 @@ DEVICE = default_device()  # CUDA when present
 
 def _rows(rows) -> torch.Tensor:
     return torch.as_tensor(rows, dtype=torch.float64, device=DEVICE)
-
-
-class one_thread:
-    """The engine's products are small and cache-sized: extra intra-op threads only add
-    synchronization (3x slower on a loaded 2-core machine). Scale out with a cluster instead."""
-
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.saved)
 
 
 def structure(circuit) -> int:

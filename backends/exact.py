@@ -19,7 +19,7 @@ from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.sampling import broadcast, sample_counts
 from qssm.errors import QssmError
 from qssm.models.ansatz import Op
-from qssm.models.statevector import compile_ops, default_device, pauli_expectations, run_ops, run_program
+from qssm.models.statevector import compile_ops, default_device, one_thread, pauli_expectations, run_ops, run_program
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
 GATES = {"rx", "ry", "rz", "cx", "cz"}
@@ -126,6 +126,10 @@ class ExactBackend(LocalBackend):
             yield i, measured, run_ops(ops, circuit.num_qubits, _rows(np.zeros((len(state), 0))), consts, state)
 
     def evaluate(self, batch: CircuitBatch) -> BatchResult:
+        with torch.no_grad(), one_thread():
+            return self._evaluate(batch)
+
+    def _evaluate(self, batch: CircuitBatch) -> BatchResult:
         meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": []}
         if batch.sampled:
             counts = []

