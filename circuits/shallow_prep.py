@@ -67,7 +67,7 @@ def hea_states(params: torch.Tensor, n: int, layers: int) -> torch.Tensor:
     return state
 
 
-def fit_hea(targets: np.ndarray, layers: int, steps: int = 400, restarts: int = 3, goal: float = 0.999,
+def fit_hea(targets: np.ndarray, layers: int, steps: int = 300, restarts: int = 3, goal: float = 0.995,
             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Angles preparing each target state (B, 2^n): maximise |<target|psi(p)>|^2 per row with Adam.
     Rows below `goal` after a run are fitted again from new random angles (up to `restarts` runs)

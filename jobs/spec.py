@@ -225,6 +225,10 @@ def parse_spec(raw: dict[str, Any], where: str = "spec", base: Path | None = Non
         ckpt = base / ckpt
     check_in_file(ckpt, f"{where}: checkpoint", "fix [model] checkpoint")
     parts = {name: _section(where, name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
+    split = parts["split"]
+    if split.segment and split.obp_steps and "auto" not in (split.segment, split.obp_steps):
+        raise QssmError(f"{where}: split.segment and split.obp_steps are two ways to shorten QLAM circuits; "
+                        f"set one of them (or both to \"auto\")")
     return JobSpec(checkpoint=str(ckpt), source=where, **parts)
 
 

@@ -61,7 +61,9 @@ def _model(spec: JobSpec):
 
 @torch.no_grad()
 def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pipeline | None = None,
-                  progress: bool = True, backend=None, tracker=None) -> dict:
+                  progress: bool = True, backend=None, tracker=None, inspect=None) -> dict:
+    """`inspect(evaluator)`, if given, sees the QLAM/QMamba evaluator before it runs (benchmarks
+    keep the hand-off estimates with it)."""
     from qssm.jobs.preflight import validate
 
     model = _model(spec)
@@ -95,6 +97,8 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pip
                            obp=obp)
     expected = (model.cfg.n_layers - (table is not None)) if kind == "qmamba" else trips
     ev.progress = _progress(expected, progress)
+    if inspect is not None:
+        inspect(ev)
 
     start = time.perf_counter()
     exact_out = model(data.inputs)

@@ -72,6 +72,7 @@ def pauli_coefficients(a) -> np.ndarray:
     return (out.real / d).numpy()
 
 
+@torch.no_grad()
 def step_unitaries(call: QuantumCall, first: int, steps: int) -> np.ndarray:
     """(B, d, d) unitary of memory steps [first, first + steps) for every sequence."""
     prog = _program(call)
@@ -89,6 +90,7 @@ def pauli_matrix(label: str) -> np.ndarray:
     return Pauli(label).to_matrix()
 
 
+@torch.no_grad()
 def backpropagate(call: QuantumCall, first: int, steps: int) -> np.ndarray:
     """(B, n_obs, 4^n - 1) Pauli coefficients of U^dag O U for every readout O, U = steps
     [first, first + steps) of each sequence."""
