@@ -28,6 +28,7 @@
     prep_layers = 12       # shallow: CZ-chain layers
     purify = true          # re-prepare the dominant eigenvector (false: the mixed estimate itself)
     mixture = 4            # purify = false: eigenvectors re-prepared per sequence
+    purify_readout = false # each segment's last readout from the purified estimate (segment = 1: every one)
     obp_steps = 0          # QLAM steps whose readout is back-propagated (no hand-off); "auto"
     obp_max_weight = 2     # OBP: Pauli terms kept up to this weight (0: any)
     obp_tol = 0.001        # OBP: and above this |coefficient|
@@ -88,6 +89,7 @@ class SplitSpec:
     prep_layers: int = 12
     purify: bool = True
     mixture: int = 4
+    purify_readout: bool = False
     obp_steps: int | str = 0  # or "auto"
     obp_max_weight: int = 2
     obp_tol: float = 0.001

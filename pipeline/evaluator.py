@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from qssm.models.evaluator import QuantumCall
+from qssm.models.statevector import pauli_expectations
 from qssm.pipeline.handoff import Handoff
 from qssm.pipeline.plan import plan_call, plan_segment
 from qssm.pipeline.shadows import basis_angles
@@ -92,7 +93,9 @@ class PipelineEvaluator:
         rng = np.random.default_rng(h.seed)
         for index, start in enumerate(range(0, t, k)):
             length = min(k, t - start)
-            handoff = start + length < t
+            last_segment = start + length >= t
+            # the last segment estimates its state too when its last readout is to be purified
+            handoff = not last_segment or (h.purify_readout and h.purify)
             bases = h.shadow_bases(index, n) if handoff else None
             extra = tomo if handoff and bases is None else ()
             shots = max(1, self.shots // rep) if self.shots else None  # a mixture keeps the shots per sequence
@@ -112,6 +115,10 @@ class PipelineEvaluator:
                 else:
                     rho = h.estimate(None, res.values[last.inverse].reshape(b * rep, len(bases), -1), bases, n, rep)
                 psi, weight = h.targets(rho, rng)
+                if h.purify_readout and h.purify:  # the segment's last readout from the purified state
+                    values[:, start + length - 1] = pauli_expectations(torch.as_tensor(psi), call.observables).numpy()
+                if last_segment:
+                    break
                 prep, fid = h.angles(psi)
                 rep = h.rep
                 self.tracker.segment_purity += weight.tolist()

@@ -40,6 +40,7 @@ class Handoff:
     purify: bool = True
     mixture: int = 4  # purify off: eigenvectors re-prepared per sequence
     seed: int = 0
+    purify_readout: bool = False  # each segment's last readout from the purified estimate, not the raw one
 
     def __post_init__(self) -> None:
         if self.tomography not in TOMOGRAPHY or self.prep not in PREPS:

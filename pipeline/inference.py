@@ -152,13 +152,13 @@ def split_levers(split):
     from qssm.pipeline.obp import OBP
 
     handoff = Handoff(split.tomography, split.prep, split.prep_layers, split.shadow_bases, split.shadow_groups,
-                      split.purify, split.mixture)
+                      split.purify, split.mixture, purify_readout=split.purify_readout)
     obp = OBP(split.obp_steps, split.obp_max_weight, split.obp_tol) if split.obp_steps else None
     return handoff, obp
 
 
 def _split_summary(split) -> dict:
-    keys = ["segment", "tomography", "prep", "purify", "obp_steps"]
+    keys = ["segment", "tomography", "prep", "purify", "purify_readout", "obp_steps"]
     out = {k: getattr(split, k) for k in keys}
     if split.prep == "shallow":
         out["prep_layers"] = split.prep_layers
