@@ -170,6 +170,51 @@ def frontier(rows: list[dict]) -> list[dict]:
     return out
 
 
+def noise_budget(targets=TARGETS) -> list[dict]:
+    """Per memory step and per hand-off preparation on each target: the error budget from the
+    target's calibration (the same numbers the noise models are built from): 1 - prod(1 - e) over
+    two-qubit gates, over one-qubit gates, and over the readout of the 6 measured qubits. Idle time
+    costs nothing in these noise models (circuits are not scheduled: relaxation acts during gates),
+    so the duration is shown beside them: a real device adds T1/T2 decay over it."""
+    import math as m
+
+    from qiskit.circuit import ParameterVector
+
+    from qssm.backends.registry import get_backend
+    from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
+    from qssm.circuits.stateprep import n_prep_params, prep_circuit
+    from qssm.models import checkpoint
+    from qssm.pipeline.compile import CompileOptions, compile_circuit
+    from qssm.pipeline.metrics import _props
+
+    circuits = {}
+    for ck in (RING, CHAIN):
+        model = checkpoint.load(ROOT / "checkpoints" / f"{ck}.safetensors")[0].double()
+        call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim, dtype=torch.float64))
+        from qssm.circuits.templates import memory_template
+
+        circuits[f"{ck} step"] = memory_template(call, 1).circuit
+    circuits["Moettoenen prep"] = prep_circuit(6, ParameterVector("p", n_prep_params(6)))
+    circuits["shallow prep (12 layers)"] = hea_circuit(6, 12, ParameterVector("p", n_hea_params(6, 12)))
+    out = []
+    for t in targets:
+        backend = get_backend(t)
+        for name, qc in circuits.items():
+            c = compile_circuit(qc, ("Z" * 6,), backend, CompileOptions(2, 7))
+            isa, index = c.circuit, {q: i for i, q in enumerate(c.circuit.qubits)}
+            logs = {"2q": 0.0, "1q": 0.0}
+            for inst in isa.data:
+                props = _props(backend.target, inst.operation.name, tuple(index[q] for q in inst.qubits))
+                if props is not None and props.error:
+                    logs["2q" if inst.operation.num_qubits == 2 else "1q"] += m.log1p(-props.error)
+            ro = sum(m.log1p(-(_props(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
+            out.append({"target": t, "circuit": name, "two_qubit": c.metrics["two_qubit"],
+                        "error_2q": 1 - m.exp(logs["2q"]), "error_1q": 1 - m.exp(logs["1q"]),
+                        "error_readout": 1 - m.exp(ro), "duration_us": c.metrics["duration_us"],
+                        "success_estimate": c.metrics["success_probability"]})
+    return out
+
+
 def render(rows: list[dict]) -> str:
     head = ("| lever | target | accuracy | exact | logit err | 2q/circuit | circuits/img | shots/img | QPU s/img |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -191,10 +236,20 @@ def main() -> None:
     ap.add_argument("--spot", action="store_true", help="also the aer: spot check")
     ap.add_argument("--render", action="store_true")
     ap.add_argument("--frontier", action="store_true", help="write pipeline/qlam_frontier.json from the results")
+    ap.add_argument("--budget", action="store_true", help="print the per-step noise budget per target")
     args = ap.parse_args()
     done = json.loads(OUT.read_text()) if OUT.exists() else []
     if args.render:
         print(render(done))
+        return
+    if args.budget:
+        rows = noise_budget()
+        (ROOT / "bench" / "qlam_noise_budget.json").write_text(json.dumps(rows, indent=1))
+        print("| target | circuit | 2q gates | 2q error | 1q error | readout error | duration us | est. success |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(f"| {r['target']} | {r['circuit']} | {r['two_qubit']} | {r['error_2q']:.3f} | {r['error_1q']:.3f} | "
+                  f"{r['error_readout']:.3f} | {r['duration_us']:.1f} | {r['success_estimate']:.3f} |")
         return
     if args.frontier:
         path = ROOT / "pipeline" / "qlam_frontier.json"

@@ -234,3 +234,44 @@ def test_compile_shows_the_auto_choice(tmp_path, capsys):
     assert main(["compile", str(path), "--no-cuts"]) == 0
     out = capsys.readouterr().out
     assert "split = auto on dm:fake_fez" in out and "why:" in out and "<-" in out
+
+
+def test_purified_readouts_are_exact_on_an_exact_backend():
+    r = run_inference(spec(CHAIN, n=4, split={"segment": 4, "purify_readout": True}), progress=False)
+    assert r["logit_error_max"] < 1e-6 and r["round_trips"] == 2
+
+
+def test_report_renders_the_frontier_section():
+    from qssm.report import pareto, render_html
+
+    rows = [{"target": t, "label": lab, "accuracy": a, "accuracy_stderr": 0.01, "exact_accuracy": 0.97,
+             "qpu_seconds_per_image": c, "shots_per_image": c * 1000}
+            for t in ("dm:fake_fez", "dm:iqm_garnet") for lab, a, c in (("none", 0.7, 20.0), ("seg2", 0.94, 120.0),
+                                                                         ("worse", 0.8, 300.0))]
+    assert [p["label"] for p in pareto(rows[:3])] == ["none", "seg2"]
+    html = render_html({"split_frontier": rows, "split_choice": [
+        {"target": "dm:fake_fez", "chosen": {"segment": 2, "obp_steps": 0}, "why": "because",
+         "candidates": [{"segment": 2, "obp_steps": 0, "predicted_accuracy": 0.94}]}]})
+    assert "accuracy against cost per target" in html and "data:image/png;base64" in html
+    assert "segment = auto on dm:fake_fez" in html
+
+
+def test_obp_agrees_with_qiskit_addon_obp():
+    """The exact 64 x 64 Heisenberg picture against the addon's slice-by-slice propagation (no
+    truncation) on one sequence's last memory step."""
+    from qiskit_addon_obp import backpropagate as addon_backpropagate
+
+    from qssm.pipeline.obp import backpropagate
+
+    model = checkpoint.load(RING)[0].double()
+    x = test_set(model.cfg.task, 10007).inputs[:1].double()
+    with torch.no_grad():
+        call = model.memory_call(x)
+    ours = backpropagate(call, 7, 1)[0]  # (n_obs, 4^n - 1)
+    step = memory_template(call, 1).circuit
+    bound = step.assign_parameters(call.inputs[0, 7].detach().numpy())
+    labels = tomography_paulis(6)
+    for k in (0, 9, 18):
+        op, _, _ = addon_backpropagate(SparsePauliOp(call.observables[k]), [bound])
+        ref = dict(zip(op.paulis.to_labels(), op.coeffs.real))
+        assert max(abs(c - ref.get(lab, 0.0)) for c, lab in zip(ours[k], labels)) < 1e-6  # the addon trims |c| < 1e-8
