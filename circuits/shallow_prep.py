@@ -72,8 +72,16 @@ def fit_hea(targets: np.ndarray, layers: int, steps: int = 300, restarts: int = 
     """Angles preparing each target state (B, 2^n): maximise |<target|psi(p)>|^2 per row with Adam.
     Rows below `goal` after a run are fitted again from new random angles (up to `restarts` runs)
     and keep their best. Returns (angles (B, n_hea_params), fidelities (B,))."""
-    with torch.enable_grad():  # callers run under no_grad (inference)
-        return _fit(targets, layers, steps, restarts, goal, seed)
+    # callers run under no_grad (inference); one thread: the result must be bit-identical when a
+    # resumed job recomputes it, or the next round trip's batch keys would miss the job store
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():
+            angles, fid = _fit(targets, layers, steps, restarts, goal, seed)
+    finally:
+        torch.set_num_threads(saved)
+    return np.round(angles, 12), fid
 
 
 def _fit(targets, layers, steps, restarts, goal, seed):

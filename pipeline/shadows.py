@@ -89,12 +89,23 @@ def basis_labels(bases: np.ndarray) -> tuple[str, ...]:
     return tuple(out)
 
 
-def fit_depolarized(values: np.ndarray, bases: np.ndarray, init: np.ndarray, steps: int = 300,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fit_depolarized(values: np.ndarray, bases: np.ndarray, init: np.ndarray, steps: int = 300
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Targeted estimation: what the next segment needs is one pure state, so fit
     rho = lam |psi><psi| + (1 - lam) I/d straight to the measured bases (least squares over every
     Z-string of every basis: <P>_rho = lam <P>_psi), starting from `init` (R, d). Returns psi (R, d)
     and lam (R,). Depolarizing noise only shrinks lam, so psi is the noiseless state's estimate."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-identical on resume (see circuits/shallow_prep.py fit_hea)
+    try:
+        return _fit_depolarized(values, bases, init, steps)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _fit_depolarized(values, bases, init, steps):
     import torch
 
     from qssm.models.statevector import pauli_expectations
@@ -118,4 +129,4 @@ def fit_depolarized(values: np.ndarray, bases: np.ndarray, init: np.ndarray, ste
         psi = psi / psi.norm(dim=1, keepdim=True)
         e = pauli_expectations(psi, labels)
         lam = ((y * e).sum(1) / (e * e).sum(1).clamp_min(1e-12)).clamp(0, 1)
-    return psi.numpy(), lam.numpy()
+    return np.round(psi.numpy(), 12), lam.numpy()
