@@ -149,7 +149,9 @@ def test_shallow_prep_segments_track_the_exact_run():
 def test_random_basis_handoffs_send_fewer_circuits(tomography, bases):
     split = {"segment": 4, "tomography": tomography, "shadow_bases": bases}
     r = run_inference(spec(RING, shots=4000, n=6, split=split), progress=False)
-    assert r["executions"] == 6 * (8 * 3 + bases)  # readout groups per prefix + one circuit per basis
+    # readout groups per prefix + one circuit per distinct random basis (repeats among the draws
+    # from 3^6 bases are sent once), against 729 bases per hand-off for Pauli tomography
+    assert 6 * (8 * 3 + 0.9 * bases) <= r["executions"] <= 6 * (8 * 3 + bases)
     if tomography == "fit":  # the fitted hand-off is as good as 729-basis tomography at this shot count
         assert r["logit_error_mean"] < 0.6 and r["agreement"] >= 5 / 6
 
