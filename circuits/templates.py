@@ -2,8 +2,10 @@
 
 A template is one quantum sub-circuit with its trained weights bound (phi(w) = pi tanh(w) applied)
 and its per-token inputs left as the ParameterVector "x". QLAM segment templates that start from a
-re-prepared state also carry the preparation angles as ParameterVector "p"; Qiskit sorts circuit
-parameters by name, so a parameter row is (p..., x...) in that order.
+re-prepared state also carry the preparation angles as ParameterVector "p" (Moettoenen's exact
+preparation, or the shallow chain ansatz of circuits/shallow_prep.py), and classical-shadow
+templates end in a per-qubit basis rotation with angles "v"; Qiskit sorts circuit parameters by
+name, so a parameter row is (p..., v..., x...) in that order.
 
 Templates are built from the same Op lists the torch simulator runs, so the two cannot disagree
 about which gate goes where; tests hold them equal to 1e-6.
@@ -19,6 +21,7 @@ from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 
+from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
 from qssm.circuits.stateprep import n_prep_params, prep_circuit
 from qssm.models.ansatz import Op, n_inputs
 from qssm.models.evaluator import QuantumCall
@@ -72,25 +75,46 @@ def subcircuit_template(call: QuantumCall) -> Template:
 
 
 def memory_template(
-    call: QuantumCall, steps: int, prepared: bool = False, observables: tuple[str, ...] | None = None
+    call: QuantumCall, steps: int, prepared: bool | str = False, observables: tuple[str, ...] | None = None,
+    basis: bool = False,
 ) -> Template:
     """QLAM: `steps` memory steps from |0..0> or from a prepared state; step j reads inputs
-    x[j*n_in .. (j+1)*n_in)."""
+    x[j*n_in .. (j+1)*n_in). `prepared`: False, True / "mottonen" (exact preparation) or "hea<L>"
+    (the shallow chain ansatz with L layers). `basis`: end in a per-qubit basis rotation RZ(v[2q+1])
+    RY(v[2q]) (classical shadows: every row picks its own Pauli basis, the circuit measures Z)."""
     obs = tuple(call.observables if observables is None else observables)
-    return _memory(call.name, call.ops, call.n_qubits, _weights_key(call), steps, prepared, obs)
+    kind = "mottonen" if prepared is True else (prepared or "")
+    return _memory(call.name, call.ops, call.n_qubits, _weights_key(call), steps, kind, obs, basis)
+
+
+def prep_kind_params(kind: str, n: int) -> int:
+    """Parameters of a preparation kind ("mottonen" or "hea<L>") on n qubits."""
+    if kind == "mottonen":
+        return n_prep_params(n)
+    return n_hea_params(n, int(kind[3:]))
+
+
+def _prep(kind: str, n: int) -> QuantumCircuit:
+    p = ParameterVector("p", prep_kind_params(kind, n))
+    return prep_circuit(n, p) if kind == "mottonen" else hea_circuit(n, int(kind[3:]), p)
 
 
 @lru_cache(maxsize=256)
-def _memory(name, ops, n, wbytes, steps, prepared, observables) -> Template:
+def _memory(name, ops, n, wbytes, steps, prep, observables, basis=False) -> Template:
     angles = phi_np(np.frombuffer(wbytes).copy())
     k = n_inputs(list(ops))
     x = ParameterVector("x", k * steps)
     qc = QuantumCircuit(n, name=f"{name}_k{steps}")
-    if prepared:
-        qc.compose(prep_circuit(n, ParameterVector("p", n_prep_params(n))), inplace=True)
+    if prep:
+        qc.compose(_prep(prep, n), inplace=True)
     for j in range(steps):
         append_ops(qc, ops, angles, x, j * k)
-    tag = f"{name}.k{steps}" + (".prep" if prepared else "")
+    if basis:
+        v = ParameterVector("v", 2 * n)
+        for q in range(n):
+            qc.rz(v[2 * q + 1], q)
+            qc.ry(v[2 * q], q)
+    tag = f"{name}.k{steps}" + {"": "", "mottonen": ".prep"}.get(prep, f".{prep}") + (".shadow" if basis else "")
     return Template(tag, qc, observables, template_hash(qc, observables))
 
 

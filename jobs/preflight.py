@@ -76,6 +76,13 @@ def estimate(spec: JobSpec, backend) -> dict:
     from qssm.pipeline.inference import run_inference
 
     planned: list[list] = []
+    if spec.split.auto:  # choose the split for the real target first: the exact plan must send what it will
+        from qssm.models import checkpoint
+        from qssm.pipeline.auto import resolve_split
+
+        model = checkpoint.load(spec.checkpoint)[0]
+        if model.cfg.kind == "qlam":
+            spec, _ = resolve_split(spec, model, backend)
     exact = ExactBackend(seed=spec.backend.seed_simulator)
     recorder = build_pipeline(_exact_spec(spec), exact)
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)

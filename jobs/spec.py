@@ -19,8 +19,20 @@
     [split]
     cutting = "auto"       # off | auto | force
     max_overhead = 1000.0  # sampling-overhead budget for gate cuts
-    segment = 0            # QLAM tokens per segment; 0 = whole sequence in one circuit
-    tomography = "pauli"   # how segment states are estimated: Pauli-basis tomography (3^n bases)
+    segment = 0            # QLAM tokens per segment; 0 = whole sequence in one circuit; "auto"
+    tomography = "pauli"   # hand-off state estimate: "pauli" (3^n bases) | "shadows" (random bases,
+                           # median of means) | "fit" (the same bases, a depolarized pure state fitted)
+    shadow_bases = 64      # shadows: random Pauli bases per sequence and hand-off
+    shadow_groups = 8      # shadows: median-of-means groups
+    prep = "mottonen"      # hand-off re-preparation: "mottonen" (exact) | "shallow" (fitted chain ansatz)
+    prep_layers = 12       # shallow: CZ-chain layers
+    purify = true          # re-prepare the dominant eigenvector (false: the mixed estimate itself)
+    mixture = 4            # purify = false: eigenvectors re-prepared per sequence
+    purify_readout = false # each segment's last readout from the purified estimate (segment = 1: every one)
+    obp_steps = 0          # QLAM steps whose readout is back-propagated (no hand-off); "auto"
+    obp_max_weight = 2     # OBP: Pauli terms kept up to this weight (0: any)
+    obp_tol = 0.001        # OBP: and above this |coefficient|
+    max_shots_per_image = 0  # budget of segment/obp "auto" (0: no limit)
 
     [mitigation]
     readout = false
@@ -69,8 +81,23 @@ class BackendSpec:
 class SplitSpec:
     cutting: str = "auto"
     max_overhead: float = 1000.0
-    segment: int = 0
+    segment: int | str = 0  # or "auto"
     tomography: str = "pauli"
+    shadow_bases: int = 64
+    shadow_groups: int = 8
+    prep: str = "mottonen"
+    prep_layers: int = 12
+    purify: bool = True
+    mixture: int = 4
+    purify_readout: bool = False
+    obp_steps: int | str = 0  # or "auto"
+    obp_max_weight: int = 2
+    obp_tol: float = 0.001
+    max_shots_per_image: int = 0
+
+    @property
+    def auto(self) -> bool:
+        return self.segment == "auto" or self.obp_steps == "auto"
 
 
 @dataclass(frozen=True)
@@ -110,10 +137,11 @@ class JobSpec:
 
 SECTIONS = {"data": DataSpec, "backend": BackendSpec, "split": SplitSpec,
             "mitigation": MitigationSpec, "budget": BudgetSpec}
-# classical shadows are not implemented yet: the spec refuses them rather than ignoring them
-CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli",),
+CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli", "shadows", "fit"),
+           ("split", "prep"): ("mottonen", "shallow"),
            ("backend", "layout"): ("default", "noise_aware"), ("mitigation", "extrapolation"): ("richardson", "linear")}
 MAX_SHOTS = 100_000_000
+AUTO = {("split", "segment"), ("split", "obp_steps")}  # these also take "auto" (pipeline/auto.py chooses)
 SEED = (0, 2**63 - 1)
 # inclusive bounds of every number, with what a value means where that is not obvious; floats are
 # also refused when not finite (nan would slip past every comparison, a budget included)
@@ -127,6 +155,14 @@ BOUNDS: dict[tuple[str, str], tuple[float, float | None, str]] = {
     ("backend", "seed_simulator"): (*SEED, ""),
     ("split", "max_overhead"): (0, None, ""),
     ("split", "segment"): (0, MAX_T, " (QLAM tokens per segment, 0 = whole sequence)"),
+    ("split", "shadow_bases"): (1, 729, " (random Pauli bases per hand-off)"),
+    ("split", "shadow_groups"): (1, 729, " (median-of-means groups)"),
+    ("split", "prep_layers"): (1, 64, " (CZ-chain layers of the shallow preparation)"),
+    ("split", "mixture"): (1, 64, " (eigenvectors per sequence when purify = false)"),
+    ("split", "obp_steps"): (0, MAX_T, " (QLAM steps back-propagated, 0 = none)"),
+    ("split", "obp_max_weight"): (0, 12, " (0 = any weight)"),
+    ("split", "obp_tol"): (0, 1, ""),
+    ("split", "max_shots_per_image"): (0, None, " (0 = no limit)"),
     ("mitigation", "readout_shots"): (0, MAX_SHOTS, " (0 = [backend] shots)"),
     ("mitigation", "resilience_level"): (-1, 2, " (IBM runtime levels 0..2, -1 = unset)"),
     ("budget", "max_cost_usd"): (0, None, " (0 = no limit)"),
@@ -153,6 +189,9 @@ def _section(where: str, name: str, cls, raw: Any):
     values = {}
     for key, value in raw.items():
         want = type(fields[key].default)
+        if (name, key) in AUTO and value == "auto":
+            values[key] = value
+            continue
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not want:
@@ -188,6 +227,10 @@ def parse_spec(raw: dict[str, Any], where: str = "spec", base: Path | None = Non
         ckpt = base / ckpt
     check_in_file(ckpt, f"{where}: checkpoint", "fix [model] checkpoint")
     parts = {name: _section(where, name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
+    split = parts["split"]
+    if split.segment and split.obp_steps and "auto" not in (split.segment, split.obp_steps):
+        raise QssmError(f"{where}: split.segment and split.obp_steps are two ways to shorten QLAM circuits; "
+                        f"set one of them (or both to \"auto\")")
     return JobSpec(checkpoint=str(ckpt), source=where, **parts)
 
 
@@ -217,9 +260,9 @@ def check_spec_against_model(spec: JobSpec, cfg) -> None:
         lo = TASK_FIELDS[name]["T"][1]
         if spec.data.T < lo:
             raise QssmError(f"{where}: data.T must be 0 (the trained length) or {lo}..{MAX_T} for {name}, got {spec.data.T}")
-    if spec.split.segment and cfg.kind != "qlam":
+    if (spec.split.segment or spec.split.obp_steps) and cfg.kind != "qlam":
         raise QssmError(f"{where}: split.segment splits a QLAM memory into segments, and {spec.checkpoint} is a "
-                        f"{cfg.kind} model; remove [split] segment")
+                        f"{cfg.kind} model; remove [split] segment and obp_steps")
     size = test_size(task)
     if spec.data.n > size:
         raise QssmError(f"{where}: data.n = {spec.data.n}, but {name} has {size} test examples; use n <= {size}")

@@ -15,10 +15,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from qssm.circuits.stateprep import prep_angles
 from qssm.models.evaluator import QuantumCall
+from qssm.models.statevector import pauli_expectations
+from qssm.pipeline.handoff import Handoff
 from qssm.pipeline.plan import plan_call, plan_segment
-from qssm.pipeline.tomography import dominant_pure_state, linear_inversion, tomography_paulis
+from qssm.pipeline.shadows import basis_angles
+from qssm.pipeline.tomography import tomography_paulis
 from qssm.pipeline.tracker import Tracker
 from qssm.pipeline.types import BatchResult, CircuitBatch
 
@@ -27,10 +29,15 @@ Execute = Callable[[list[CircuitBatch]], list[BatchResult]]
 
 class PipelineEvaluator:
     def __init__(self, execute: Execute, shots: int | None = None, segment: int = 0, token_table=None,
-                 tracker: Tracker | None = None, counter: str = "round_trips"):
+                 tracker: Tracker | None = None, counter: str = "round_trips", handoff: Handoff | None = None,
+                 obp=None):
         self.execute = execute
         self.shots = shots or None
         self.segment = segment
+        self.handoff = handoff or Handoff()
+        self.obp = obp  # pipeline.obp.OBP or None: readouts of the last steps back-propagated
+        self.keep_states = False  # keep each hand-off's estimate (benchmarks compare it to the exact state)
+        self.handoff_states: list[dict] = []
         self.token_table = token_table  # pipeline.token_table.TokenTable or None
         self.tracker = tracker or getattr(execute, "tracker", None) or Tracker()
         self.counter = counter  # the tracker total its round trips add to ("table_round_trips" for a token table)
@@ -71,29 +78,64 @@ class PipelineEvaluator:
         return torch.as_tensor(res.values[batch.inverse], dtype=dtype).reshape(shape)
 
     def _sequential(self, call: QuantumCall) -> torch.Tensor:
-        """QLAM memory: one round trip per segment; the state is estimated by tomography at the end
-        of each segment, projected to its dominant pure state and re-prepared."""
+        """QLAM memory: one round trip per segment; the state at the end of a segment is estimated
+        (tomography or classical shadows), purified or not, and re-prepared by the next segment's
+        circuits (pipeline/handoff.py)."""
+        if self.obp is not None and self.obp.steps:
+            return self._backpropagated(call)
         b, t, _ = call.inputs.shape
         k = self.segment or t
-        n_obs = len(call.observables)
+        n, n_obs, h = call.n_qubits, len(call.observables), self.handoff
         values = np.zeros((b, t, n_obs))
         errors = np.zeros((b, t, n_obs))
-        prep = None
-        tomo = tomography_paulis(call.n_qubits)
-        for start in range(0, t, k):
+        prep, rep = None, 1
+        tomo = tomography_paulis(n)
+        rng = np.random.default_rng(h.seed)
+        for index, start in enumerate(range(0, t, k)):
             length = min(k, t - start)
-            handoff = start + length < t
-            batches = plan_segment(call, start, length, prep, self.shots, tomo if handoff else ())
+            last_segment = start + length >= t
+            # the last segment estimates its state too when its last readout is to be purified
+            handoff = not last_segment or (h.purify_readout and h.purify)
+            bases = h.shadow_bases(index, n) if handoff else None
+            extra = tomo if handoff and bases is None else ()
+            shots = max(1, self.shots // rep) if self.shots else None  # a mixture keeps the shots per sequence
+            batches = plan_segment(call, start, length, prep, shots, extra, h.prep_kind, rep,
+                                   None if bases is None else basis_angles(bases))
             results = self._round_trip(batches)
-            for j, (batch, res) in enumerate(zip(batches, results)):
-                values[:, start + j] = res.values[batch.inverse][:, :n_obs]
-                errors[:, start + j] = res.stderr[batch.inverse][:, :n_obs]
+            for j in range(length):
+                batch, res = batches[j], results[j]
+                v = res.values[batch.inverse][:, :n_obs].reshape(b, rep, n_obs)
+                e = res.stderr[batch.inverse][:, :n_obs].reshape(b, rep, n_obs)
+                values[:, start + j] = v.mean(1)
+                errors[:, start + j] = np.sqrt((e**2).mean(1) / rep)
             if handoff:
                 last, res = batches[-1], results[-1]
-                rho = linear_inversion(res.values[last.inverse][:, n_obs:], call.n_qubits)
-                psi, weight = dominant_pure_state(rho)
+                if bases is None:
+                    rho = h.estimate(res.values[last.inverse][:, n_obs:], None, None, n, rep)
+                else:
+                    rho = h.estimate(None, res.values[last.inverse].reshape(b * rep, len(bases), -1), bases, n, rep)
+                psi, weight = h.targets(rho, rng)
+                if h.purify_readout and h.purify:  # the segment's last readout from the purified state
+                    values[:, start + length - 1] = pauli_expectations(torch.as_tensor(psi), call.observables).numpy()
+                if last_segment:
+                    break
+                prep, fid = h.angles(psi)
+                rep = h.rep
                 self.tracker.segment_purity += weight.tolist()
-                prep = prep_angles(psi)
+                self.tracker.prep_fidelity += fid.tolist()
+                if self.keep_states:
+                    self.handoff_states.append({"token": start + length, "rho": rho, "targets": psi, "fidelity": fid})
+        self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
+        return torch.as_tensor(values, dtype=call.inputs.dtype)
+
+    def _backpropagated(self, call: QuantumCall) -> torch.Tensor:
+        """QLAM memory without a hand-off: the device runs prefixes of at most T - s steps, and
+        the readouts of prefix k > T - s are measured on prefix k - s as back-propagated Pauli sums
+        (pipeline/obp.py). One round trip."""
+        from qssm.pipeline.obp import plan_backpropagated
+
+        batches, combine = plan_backpropagated(call, self.obp, self.shots, self.tracker)
+        values, errors = combine(self._round_trip(batches))
         self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
         return torch.as_tensor(values, dtype=call.inputs.dtype)
 

@@ -61,19 +61,21 @@ def _model(spec: JobSpec):
 
 @torch.no_grad()
 def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pipeline | None = None,
-                  progress: bool = True, backend=None, tracker=None) -> dict:
+                  progress: bool = True, backend=None, tracker=None, inspect=None) -> dict:
+    """`inspect(evaluator)`, if given, sees the QLAM/QMamba evaluator before it runs (benchmarks
+    keep the hand-off estimates with it)."""
     model = _model(spec)
     owned = backend is None and pipeline is None  # created here: closed here (sessions, cluster clients)
     backend = backend or (pipeline.backend if pipeline is not None else None) or backend_for(spec)
     try:
-        return _run(spec, model, backend, dispatch, pipeline, progress, tracker)
+        return _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect)
     finally:
         if owned:
             backend.close()
 
 
 @torch.no_grad()
-def _run(spec, model, backend, dispatch, pipeline, progress, tracker) -> dict:
+def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -> dict:
     from qssm.jobs.preflight import validate
 
     if pipeline is None:
@@ -88,6 +90,11 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker) -> dict:
 
     # QPU execution mode by the job's shape: a recurrence of several dependent round trips keeps a
     # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
+    choice = None
+    if kind == "qlam" and spec.split.auto:  # segment / obp_steps = "auto": chosen per target (pipeline/auto.py)
+        from qssm.pipeline.auto import resolve_split
+
+        spec, choice = resolve_split(spec, model, backend)
     trips = model.cfg.n_layers if kind == "qmamba" else n_segments(data.inputs.shape[1], spec.split.segment)
     backend.set_mode("session" if trips > 1 else "batch")
     table = None
@@ -95,9 +102,13 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker) -> dict:
         # layer 1 depends on the token id only: measure it once for the vocabulary (one round trip)
         table = build_token_table(model, PipelineEvaluator(pipeline, shots=shots, counter="table_round_trips"),
                                   backend=backend.name)
-    ev = PipelineEvaluator(pipeline, shots=shots, segment=spec.split.segment, token_table=table)
+    handoff, obp = split_levers(spec.split)
+    ev = PipelineEvaluator(pipeline, shots=shots, segment=spec.split.segment, token_table=table, handoff=handoff,
+                           obp=obp)
     expected = (model.cfg.n_layers - (table is not None)) if kind == "qmamba" else trips
     ev.progress = _progress(expected, progress)
+    if inspect is not None:
+        inspect(ev)
 
     start = time.perf_counter()
     exact_out = model(data.inputs)
@@ -119,6 +130,8 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker) -> dict:
         "n_examples": len(data.targets),
         "T": int(data.inputs.shape[1]),
         "segment": spec.split.segment if kind == "qlam" else None,
+        **({"split": _split_summary(spec.split)} if kind == "qlam" else {}),
+        **({"split_choice": choice} if choice else {}),
         "accuracy": _acc(last, data.targets),
         "exact_accuracy": _acc(exact_last, data.targets),
         "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
@@ -141,6 +154,27 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker) -> dict:
         report["accuracy_by_depth"] = {f"q{q + 1}": float(correct[bins == q].mean()) if (bins == q).any() else None
                                        for q in range(4)}
     return report
+
+
+def split_levers(split):
+    """[split] -> the QLAM hand-off (pipeline/handoff.py) and back-propagation (pipeline/obp.py) settings."""
+    from qssm.pipeline.handoff import Handoff
+    from qssm.pipeline.obp import OBP
+
+    handoff = Handoff(split.tomography, split.prep, split.prep_layers, split.shadow_bases, split.shadow_groups,
+                      split.purify, split.mixture, purify_readout=split.purify_readout)
+    obp = OBP(split.obp_steps, split.obp_max_weight, split.obp_tol) if split.obp_steps else None
+    return handoff, obp
+
+
+def _split_summary(split) -> dict:
+    keys = ["segment", "tomography", "prep", "purify", "purify_readout", "obp_steps"]
+    out = {k: getattr(split, k) for k in keys}
+    if split.prep == "shallow":
+        out["prep_layers"] = split.prep_layers
+    if split.tomography == "shadows":
+        out["shadow_bases"] = split.shadow_bases
+    return out
 
 
 def _acc(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -41,17 +41,30 @@ def plan_segment(
     prep: np.ndarray | None,
     shots: int | None,
     extra_final: tuple[str, ...] = (),
+    prep_kind: str = "mottonen",
+    rep: int = 1,
+    shadow: np.ndarray | None = None,
 ) -> list[CircuitBatch]:
     """QLAM tokens [start, start+length): prefix circuits of 1..length steps, each binding
     (prep angles, inputs of the steps so far) per sequence. The last prefix also measures
-    `extra_final` (tomography observables for the state hand-off to the next segment)."""
-    inputs = call.inputs.detach().double().numpy()
+    `extra_final` (tomography observables for the state hand-off to the next segment); with
+    `shadow` ((M, 2n) basis angles) one more batch measures the segment's final state in each of
+    the M bases (pipeline/shadows.py). `rep` > 1: `prep` holds rep rows per sequence (a mixture,
+    pipeline/handoff.py) and every sequence's inputs are repeated to match."""
+    inputs = np.repeat(call.inputs.detach().double().numpy(), rep, axis=0)
     b = inputs.shape[0]
     batches = []
     for j in range(1, length + 1):
         obs = tuple(call.observables) + (extra_final if j == length else ())
-        template = memory_template(call, j, prepared=prep is not None, observables=obs)
+        template = memory_template(call, j, prepared=prep_kind if prep is not None else False, observables=obs)
         steps = inputs[:, start : start + j].reshape(b, -1)
         rows = steps if prep is None else np.concatenate([prep, steps], axis=1)
         batches.append(make_batch(template, rows, shots))
+    if shadow is not None:
+        from qssm.pipeline.handoff import shadow_rows
+        from qssm.pipeline.shadows import zstrings
+
+        template = memory_template(call, length, prepared=prep_kind if prep is not None else False,
+                                   observables=zstrings(call.n_qubits), basis=True)
+        batches.append(make_batch(template, shadow_rows(rows, 0 if prep is None else prep.shape[1], shadow), shots))
     return batches

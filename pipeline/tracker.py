@@ -20,6 +20,7 @@ LABELS = {
     "cut_subexperiments": "cut subexperiments",
     "zne_circuits": "ZNE folded circuits",
     "calibration_circuits": "readout calibration circuits",
+    "obp_terms": "back-propagated Pauli terms measured",
     "dispatched_batches": "batches dispatched",
     "executions": "circuit executions",
     "total_shots": "total shots",
@@ -38,6 +39,8 @@ class Tracker:
     seconds: Counter = field(default_factory=Counter)  # wall seconds per stage (and "dispatch", "model")
     job_ids: list[str] = field(default_factory=list)
     segment_purity: list[float] = field(default_factory=list)  # kept eigenvalue per QLAM hand-off
+    prep_fidelity: list[float] = field(default_factory=list)  # fidelity of each re-preparation to its target
+    obp_truncation: list[float] = field(default_factory=list)  # largest dropped |coefficient| sum per OBP plan
 
     def add(self, **counts: float) -> None:
         for k, v in counts.items():
@@ -63,4 +66,9 @@ class Tracker:
         out["seconds"] = {k: round(v, 4) for k, v in self.seconds.items()}
         if self.segment_purity:
             out["mean_segment_purity"] = float(np.mean(self.segment_purity))
+        if self.prep_fidelity:
+            out["mean_prep_fidelity"] = float(np.mean(self.prep_fidelity))
+            out["min_prep_fidelity"] = float(np.min(self.prep_fidelity))
+        if self.obp_truncation:
+            out["obp_truncation_bound"] = float(np.max(self.obp_truncation))
         return out

@@ -2,7 +2,8 @@
 
 Sections render from whatever the report dict holds: a run summary (`qssm run`), transpilation per
 target (`compile`), accuracy against shots (`shots_sweep`), QLAM error against segment length
-(`segment_sweep`), logit error against token position, accuracy by needle depth.
+(`segment_sweep`), QLAM accuracy against cost per target with its frontier (`split_frontier`, and
+the `split_choice` of segment = "auto"), logit error against token position, accuracy by needle depth.
 """
 
 from __future__ import annotations
@@ -85,6 +86,50 @@ def _figure(draw, title: str) -> str:
     return f'<figure><img class="plot" alt="{html.escape(title)}" src="data:image/png;base64,{data}"></figure>'
 
 
+def pareto(points: list[dict], cost: str = "qpu_seconds_per_image") -> list[dict]:
+    """The accuracy-against-cost frontier: points no other point beats on both."""
+    out, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p[cost], -p["accuracy"])):
+        if p["accuracy"] > best:
+            out.append(p)
+            best = p["accuracy"]
+    return out
+
+
+def _frontier_section(rows: list[dict], choice) -> str:
+    cols = [c for c in ("target", "label", "accuracy", "accuracy_stderr", "logit_error_mean", "max_two_qubit",
+                        "circuits_per_image", "shots_per_image", "qpu_seconds_per_image", "success_estimate")
+            if any(c in row for row in rows)]
+    html_parts = ["<h2>QLAM: accuracy against cost per target</h2>" + _table(rows, cols)]
+    targets = list(dict.fromkeys(row["target"] for row in rows))
+
+    def plot(ax):
+        for i, t in enumerate(targets):
+            sel = [row for row in rows if row["target"] == t]
+            color = f"C{i}"
+            ax.errorbar([row["qpu_seconds_per_image"] for row in sel], [row["accuracy"] for row in sel],
+                        yerr=[row.get("accuracy_stderr", 0) for row in sel], fmt="o", color=color, alpha=0.5,
+                        capsize=2)
+            front = pareto(sel)
+            ax.plot([row["qpu_seconds_per_image"] for row in front], [row["accuracy"] for row in front], "-",
+                    color=color, label=f"{t} frontier")
+        exact = [row["exact_accuracy"] for row in rows if "exact_accuracy" in row]
+        if exact:
+            ax.axhline(max(exact), color="k", ls="--", lw=0.8, label="exact")
+        ax.set_xscale("log")
+        ax.set_xlabel("estimated QPU seconds per image")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+
+    html_parts.append(_figure(plot, "Accuracy against cost: every lever, and the frontier per target"))
+    for c in choice or []:
+        html_parts.append(f"<h3>segment = auto on {html.escape(c['target'])}: segment {c['chosen']['segment']}, "
+                          f"obp_steps {c['chosen']['obp_steps']}</h3><p>{html.escape(c['why'])}</p>"
+                          + _table(c["candidates"], list(c["candidates"][0].keys())))
+    return "".join(html_parts)
+
+
 def render_html(r: dict) -> str:
     parts = [f"<h1>qssm report: {html.escape(str(r.get('checkpoint', r.get('title', ''))))}</h1>"]
     summary = [(label, r[k]) for k, label in SUMMARY_KEYS if k in r]
@@ -157,6 +202,8 @@ def render_html(r: dict) -> str:
             ax.legend(fontsize=7)
 
         parts.append(_figure(seg_plot, "Logit error against segment length"))
+    if r.get("split_frontier"):
+        parts.append(_frontier_section(r["split_frontier"], r.get("split_choice")))
     if r.get("logit_error_by_position"):
         err = r["logit_error_by_position"]
 

@@ -27,9 +27,10 @@ def run(args) -> int:
     targets = args.targets or [spec.backend.name]
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     rows = compile_report(model, targets, options, cuts=not args.no_cuts)
+    choices = split_choices(spec, model, targets, options)
     if args.json:
         print(json.dumps({"checkpoint": spec.checkpoint, "optimization_level": options.optimization_level,
-                          "targets": targets, "templates": rows}))
+                          "targets": targets, "templates": rows, **({"split_choice": choices} if choices else {})}))
         return 0
     print(f"{spec.checkpoint}: {len(rows) // len(targets)} templates, optimization level {options.optimization_level}")
     head = f"{'target':<22}{'template':<16}{'depth':>6}{'2q':>6}{'swaps':>6}{'dur us':>8}{'P(success)':>11}{'cuts':>6}{'overhead':>10}{'depth cut':>10}{'swaps cut':>10}"
@@ -38,7 +39,29 @@ def run(args) -> int:
         print(f"{r['target']:<22}{r['template']:<16}{r['depth']:>6}{r['two_qubit']:>6}{_s(r.get('swaps')):>6}"
               f"{_s(r.get('duration_us'), '.1f'):>8}{r['success_probability']:>11.3f}{_s(r.get('cuts')):>6}"
               f"{_s(r.get('sampling_overhead'), '.3g'):>10}{_s(r.get('depth_cut')):>10}{_s(r.get('swaps_cut')):>10}")
+    for c in choices:
+        print_choice(c)
     return 0
+
+
+def split_choices(spec, model, targets, options) -> list[dict]:
+    """QLAM with [split] segment / obp_steps = "auto": the choice per target (pipeline/auto.py)."""
+    if model.cfg.kind != "qlam" or not spec.split.auto:
+        return []
+    from qssm.backends.registry import get_backend
+    from qssm.pipeline.auto import split_choice
+
+    return [split_choice(spec, model, get_backend(t), options=options) for t in targets]
+
+
+def print_choice(c: dict) -> None:
+    print(f"\nsplit = auto on {c['target']}: segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}")
+    print(f"  {'segment':>8}{'obp':>5}{'2q max':>8}{'P(success)':>12}{'predicted':>11}{'circuits/img':>14}{'shots/img':>12}")
+    for r in c["candidates"]:
+        mark = " <-" if (r["segment"], r["obp_steps"]) == (c["chosen"]["segment"], c["chosen"]["obp_steps"]) else ""
+        print(f"  {r['segment']:>8}{r['obp_steps']:>5}{r['max_two_qubit']:>8}{r['success_estimate']:>12.3f}"
+              f"{r['predicted_accuracy']:>11.3f}{r['circuits_per_image']:>14,}{r['shots_per_image']:>12,}{mark}")
+    print(f"  why: {c['why']}")
 
 
 def _s(v, fmt: str = "") -> str:

@@ -75,7 +75,25 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
                 seg.append({"segment": k, "shots": s, "accuracy": r["accuracy"], "logit_error_mean": r["logit_error_mean"],
                             "round_trips": r["round_trips"], "purity": r.get("mean_segment_purity")})
         report["segment_sweep"] = seg
+        report["split_frontier"] = measured_frontier(spec.checkpoint)
+        if spec.split.auto:
+            from qssm.pipeline.auto import split_choice
+
+            report["split_choice"] = [split_choice(spec, model, get_backend(t), options=options) for t in targets
+                                      if get_backend(t).target is not None]
     return report
+
+
+def measured_frontier(checkpoint_path: str) -> list[dict]:
+    """The shipped measurements (bench/qlam_split.py -> pipeline/qlam_frontier.json) for every QLAM
+    checkpoint, as the report's accuracy-against-cost section: this model's levers beside the others."""
+    import json
+
+    from qssm.pipeline.auto import FRONTIER
+
+    if not FRONTIER.exists():
+        return []
+    return json.loads(FRONTIER.read_text())
 
 
 def device_layouts(compile_rows: list[dict]) -> list[dict]:

@@ -77,6 +77,13 @@ def format_run(r: dict) -> str:
     ]
     if extras:
         lines.insert(6, "  split/mitigate  " + ", ".join(extras))
+    if r.get("split_choice"):
+        c = r["split_choice"]
+        lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")
     if r.get("mean_segment_purity") is not None:
         lines.append(f"  segment purity  {r['mean_segment_purity']:.3f}")
+    if r.get("mean_prep_fidelity") is not None:
+        lines.append(f"  prep fidelity   mean {r['mean_prep_fidelity']:.4f}   min {r['min_prep_fidelity']:.4f}")
+    if r.get("obp_truncation_bound") is not None:
+        lines.append(f"  OBP             {r['obp_terms']} Pauli terms measured, truncation bound {r['obp_truncation_bound']:.3g}")
     return "\n".join(lines)
