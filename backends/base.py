@@ -19,7 +19,7 @@ and collects a provider job that another process submitted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from qiskit.transpiler import Target
 
@@ -121,6 +121,12 @@ class Backend:
     def run(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]
         return [self.result(h, b) for h, b in zip(handles, batches)]
+
+    def map(self, fn: Callable[[Backend, Any], Any], items: list) -> list:
+        """[fn(backend, item) for item in items], in order, wherever this backend computes: here in
+        this process; a cluster backend spreads the items over its workers (the compile stage's
+        transpiles use it). `fn` must be a module-level function."""
+        return [fn(self, item) for item in items]
 
 
 class LocalBackend(Backend):

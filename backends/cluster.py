@@ -44,6 +44,10 @@ def evaluate_on_worker(name: str, seed: int | None, options: tuple, batch: Circu
     return _worker_backend(name, seed, options).evaluate(batch)
 
 
+def call_on_worker(name: str, seed: int | None, options: tuple, fn, item):
+    return fn(_worker_backend(name, seed, options), item)
+
+
 MIN_CHUNK = 64  # rows: smaller chunks cost more in shipping than they gain in balance
 
 
@@ -131,13 +135,21 @@ class ClusterBackend(Backend):
         self.inner.close()
 
     # -- the backend contract ---------------------------------------------------------------------------
+    def _worker_key(self) -> tuple:
+        """What a worker needs to rebuild the inner backend (_worker_backend's cache key)."""
+        return self.inner.name, getattr(self.inner, "seed", None), tuple(sorted(self.inner.runtime_options.items()))
+
+    def map(self, fn, items: list) -> list:
+        if len(items) < 2:
+            return super().map(fn, items)
+        client = self.client()
+        futures = [client.submit(call_on_worker, *self._worker_key(), fn, item, pure=False) for item in items]
+        return client.gather(futures)
+
     def submit(self, batch: CircuitBatch) -> Handle:
         client = self.client()
         parts = chunks(batch, 2 * self.workers) if self.capabilities.chunkable else [batch]
-        options = tuple(sorted(self.inner.runtime_options.items()))
-        seed = getattr(self.inner, "seed", None)
-        futures = [client.submit(evaluate_on_worker, self.inner.name, seed, options, part, pure=False)
-                   for part in parts]
+        futures = [client.submit(evaluate_on_worker, *self._worker_key(), part, pure=False) for part in parts]
         job = f"dask-{uuid.uuid4().hex[:12]}"
         self._futures[job] = futures
         return Handle(self.name, [job], {"chunks": len(parts)})

@@ -3,6 +3,7 @@ whole test sets (at least 200 examples per cell).
 
     python bench/dry_runs.py [--checkpoints a,b] [--backends dm:fake_fez,...] [--shots 500,2000,8000]
                              [--n 200] [--json bench/dry_runs.json]
+    python bench/dry_runs.py --render   # the README table from the JSON
 
 Prints accuracy with its standard error (and exact accuracy on the same examples), agreement with
 the exact predictions, mean logit error against exact, and wall time per run: the README's table.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 
 import torch
@@ -27,6 +29,22 @@ CHECKPOINTS = "qmamba-haystack,qmamba-haystack-varlen,qlam-digits,qlam-digits-ch
 BACKENDS = "dm:fake_fez,dm:fake_torino,dm:fake_sherbrooke,dm:iqm_garnet,dm:rigetti_ankaa3,dm:ionq_forte"
 
 
+def render(rows: list[dict]) -> str:
+    """One markdown row per checkpoint x backend: accuracy +- s.e. and logit error at each shot count."""
+    shots = sorted({r["shots"] for r in rows})
+    head = "| checkpoint | backend | exact | " + " | ".join(f"acc @ {s}" for s in shots) + " | " + \
+        " | ".join(f"logit err @ {s}" for s in shots) + " |"
+    lines = [head, "|" + " --- |" * (3 + 2 * len(shots))]
+    cells = {(r["checkpoint"], r["backend"], r["shots"]): r for r in rows}
+    for name, backend in dict.fromkeys((r["checkpoint"], r["backend"]) for r in rows):
+        got = [cells.get((name, backend, s)) for s in shots]
+        exact = next(r["exact_accuracy"] for r in got if r)
+        acc = [f"{r['accuracy']:.3f} ± {r['accuracy_stderr']:.3f}" if r else "refused" for r in got]
+        err = [f"{r['logit_error_mean']:.2f}" if r else "" for r in got]
+        lines.append(f"| {name} | {backend} | {exact:.3f} | " + " | ".join(acc) + " | " + " | ".join(err) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoints", default=CHECKPOINTS)
@@ -34,9 +52,14 @@ def main() -> None:
     ap.add_argument("--shots", default="500,2000,8000")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--json", default="bench/dry_runs.json")
+    ap.add_argument("--render", action="store_true")
     args = ap.parse_args()
+    if args.render:
+        print(render(json.load(open(args.json))))
+        return
     torch.set_num_threads(1)
-    rows = []
+    # cells already measured stay in the file; a cell measured again replaces its old row
+    rows = json.load(open(args.json)) if os.path.exists(args.json) else []
     print(f"{'checkpoint':<24}{'backend':<22}{'shots':>6}{'n':>5}{'acc':>7}{'±':>6}{'exact':>7}{'agree':>7}"
           f"{'logit err':>10}{'seconds':>9}")
     for name in args.checkpoints.split(","):
@@ -55,6 +78,7 @@ def main() -> None:
                        "accuracy_stderr": math.sqrt(p * (1 - p) / n), "exact_accuracy": r["exact_accuracy"],
                        "agreement": r["agreement"], "logit_error_mean": r["logit_error_mean"],
                        "seconds": time.perf_counter() - start}
+                rows = [r for r in rows if (r["checkpoint"], r["backend"], r["shots"]) != (name, backend, shots)]
                 rows.append(row)
                 print(f"{name:<24}{backend:<22}{shots:>6}{n:>5}{p:>7.3f}{row['accuracy_stderr']:>6.3f}"
                       f"{row['exact_accuracy']:>7.3f}{row['agreement']:>7.3f}{row['logit_error_mean']:>10.3f}"

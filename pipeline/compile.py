@@ -144,14 +144,35 @@ class CompileCache:
     def _get(self, content: str, circuit, observables, name, backend, options) -> Compiled:
         key = (content, backend.name, backend.calibration, options)
         if key not in self._compiled:
-            compiled = compile_circuit(circuit, observables, backend, options, name)
-            if backend.target is not None:
-                self.transpile_calls += 1
-                self.transpile_seconds += compiled.seconds
-                if self.tracker is not None:
-                    self.tracker.add(transpile_calls=1)
-            self._compiled[key] = compiled
+            self._store(key, compile_circuit(circuit, observables, backend, options, name), backend)
         return self._compiled[key]
+
+    def _store(self, key: tuple, compiled: Compiled, backend) -> None:
+        if backend.target is not None:
+            self.transpile_calls += 1
+            self.transpile_seconds += compiled.seconds
+            if self.tracker is not None:
+                self.tracker.add(transpile_calls=1)
+        self._compiled[key] = compiled
+
+    def prefetch(self, templates: list[Template], backend, options: CompileOptions) -> None:
+        """Transpile the templates not compiled yet in one `backend.map`: side by side on a cluster's
+        workers (the same seeded transpiler, so the same ISA circuits), in turn anywhere else."""
+        todo: dict[tuple, Template] = {}
+        for t in templates:
+            key = (t.hash, backend.name, backend.calibration, options)
+            if key not in self._compiled:
+                todo.setdefault(key, t)
+        if len(todo) < 2 or backend.target is None:
+            return
+        jobs = [(t.circuit, t.observables, options, t.name) for t in todo.values()]
+        for key, compiled in zip(todo, backend.map(_compile_job, jobs)):
+            self._store(key, compiled, backend)
+
+
+def _compile_job(backend, job) -> Compiled:
+    circuit, observables, options, name = job
+    return compile_circuit(circuit, observables, backend, options, name)
 
 
 def batch_key(batch: CircuitBatch, backend, options: CompileOptions, digests: list[str]) -> str:
@@ -210,4 +231,5 @@ class Compile:
         self.cache = cache or CompileCache()
 
     def __call__(self, batches: list[CircuitBatch]):
+        self.cache.prefetch([b.template for b in batches if b.template is not None], self.backend, self.options)
         return map_batches(batches, lambda b: ([compile_batch(b, self.backend, self.options, self.cache)], first))

@@ -281,6 +281,8 @@ class CutSplit:
     def __call__(self, batches):
         from qssm.pipeline.stages import map_batches
 
+        if self.mode != "off":  # the cut decision reads each template's transpilation: all at once
+            self.cache.prefetch([b.template for b in batches if b.template is not None], self.backend, self.options)
         return map_batches(batches, self._one)
 
     def _experiments(self, t) -> tuple[CutPlan, CutExperiments]:

@@ -78,3 +78,27 @@ def test_cluster_refuses_qpus_and_bad_addresses():
     backend = ClusterBackend(get_backend("exact"), "local:two")
     with pytest.raises(QssmError, match="local:N"):
         backend.client()
+
+
+def test_templates_transpile_on_the_workers_to_the_same_isa_circuits(scheduler):
+    """CompileCache.prefetch through a cluster backend: the workers' seeded transpiles give the same
+    ISA circuits (digests), columns and layouts as this process, and count as transpiles here."""
+    from qssm.circuits.templates import model_templates
+    from qssm.models import checkpoint
+    from qssm.pipeline.compile import CompileCache, CompileOptions
+    from qssm.pipeline.tracker import Tracker
+
+    model = checkpoint.load(HAYSTACK)[0]
+    templates = list(model_templates(model))[:4]
+    options = CompileOptions(2, 7)
+    local_backend = get_backend("dm:fake_fez")
+    remote = ClusterBackend(get_backend("dm:fake_fez"), scheduler)
+    here, there = CompileCache(), CompileCache(Tracker())
+    there.prefetch(templates, remote, options)
+    assert there.transpile_calls == len(templates) and there.tracker.totals["transpile_calls"] == len(templates)
+    for t in templates:
+        a, b = here.get(t, local_backend, options), there.get(t, remote, options)
+        assert (a.digest, a.layout) == (b.digest, b.layout)
+        assert (a.columns is None and b.columns is None) or list(a.columns) == list(b.columns)
+    assert there.transpile_calls == len(templates)  # every template came from the workers
+    remote.close()
