@@ -56,11 +56,11 @@ def split_choices(spec, model, targets, options) -> list[dict]:
 
 def print_choice(c: dict) -> None:
     print(f"\nsplit = auto on {c['target']}: segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}")
-    print(f"  {'segment':>8}{'obp':>5}{'2q max':>8}{'P(success)':>12}{'predicted':>11}{'circuits/img':>14}{'shots/img':>12}")
+    print(f"  {'segment':>8}{'obp':>5}{'2q max':>8}{'P(success)':>12}{'predicted':>11}{'circuits/img':>14}{'shots/img':>12}  predicted from")
     for r in c["candidates"]:
         mark = " <-" if (r["segment"], r["obp_steps"]) == (c["chosen"]["segment"], c["chosen"]["obp_steps"]) else ""
         print(f"  {r['segment']:>8}{r['obp_steps']:>5}{r['max_two_qubit']:>8}{r['success_estimate']:>12.3f}"
-              f"{r['predicted_accuracy']:>11.3f}{r['circuits_per_image']:>14,}{r['shots_per_image']:>12,}{mark}")
+              f"{r['predicted_accuracy']:>11.3f}{r['circuits_per_image']:>14,}{r['shots_per_image']:>12,}  {r['basis']}{mark}")
     print(f"  why: {c['why']}")
 
 
