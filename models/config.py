@@ -163,6 +163,35 @@ LIMITS: dict[str, tuple[type, float, float]] = {
 GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one of the two is 0
 
 
+# A noise-tuned checkpoint's record["noise_tuning"] (models/registry.py NoiseTuning, every field):
+# (type, low, high) for numbers, (str,) for the device name (checked against the known devices).
+NOISE_TUNING_LIMITS: dict[str, tuple] = {
+    "device": (str,), "steps": (int, 1, 10_000_000), "lr": (float, 0.0, 1.0), "batch_size": (int, 1, 100_000),
+    "shots": (int, 0, 100_000_000), "w_noisy": (float, 0.0, 1e3), "w_exact": (float, 0.0, 1e3),
+    "w_consistency": (float, 0.0, 1e3), "seed": (int, 0, 2**63 - 1), "n_eval": (int, 0, 100_000),
+}
+
+
+def check_noise_tuning(d: Any) -> None:
+    """record["noise_tuning"] of a checkpoint: a table of NOISE_TUNING_LIMITS' fields, each checked."""
+    if not isinstance(d, dict):
+        raise QssmError(f"noise_tuning must be a table, got {d!r:.60}")
+    unknown = sorted(set(d) - set(NOISE_TUNING_LIMITS))
+    if unknown:
+        raise QssmError(f"unknown noise_tuning fields {unknown}")
+    for name, value in d.items():
+        rule = NOISE_TUNING_LIMITS[name]
+        if rule[0] is str:
+            if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.replace("_", "").isalnum():
+                raise QssmError(f"noise_tuning device must be a device name like fake_fez, got {value!r:.60}")
+            continue
+        want, lo, hi = rule
+        if not (type(value) is int or (want is float and type(value) is float)):
+            raise QssmError(f"noise_tuning {name} must be {'a number' if want is float else 'an integer'}, got {value!r:.60}")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise QssmError(f"noise_tuning {name} must be {lo:g}..{hi:g}, got {value}")
+
+
 def _check_field(kind: str, name: str, value: Any) -> None:
     if name in ("kind", "task"):
         return

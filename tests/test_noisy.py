@@ -164,3 +164,13 @@ def test_train_noise_cli_writes_a_loadable_checkpoint(tmp_path):
     assert record["noise_tuning"]["steps"] == 1
     with torch.no_grad():
         assert last_logits(model, test_set(model.cfg.task).inputs[:2]).shape == (2, model.cfg.vocab_size)
+
+
+def test_every_noise_tuning_field_is_validated():
+    """The checkpoint validator's table covers every NoiseTuning field, and the defaults pass it."""
+    import dataclasses
+
+    from qssm.models.config import NOISE_TUNING_LIMITS, check_noise_tuning
+
+    assert {f.name for f in dataclasses.fields(NoiseTuning)} == set(NOISE_TUNING_LIMITS)
+    check_noise_tuning(dataclasses.asdict(NoiseTuning()))
