@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from qssm.errors import QssmError
 from qssm.models.config import ModelConfig
-from qssm.models.evaluator import Evaluator
+from qssm.models.evaluator import Evaluator, ExactEvaluator
 from qssm.models.registry import NoiseTuning, Preset, build_model, last_logits, n_params
 from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
 
@@ -67,6 +67,10 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
 
     torch.set_num_threads(1)
     torch.manual_seed(tuning.seed)
+    if tuning.readout_norm and tuning.readout_norm != getattr(model.cfg, "readout_norm", tuning.readout_norm):
+        model = with_readout_norm(model, tuning.readout_norm, tuning.seed)
+    elif tuning.readout_norm and model.cfg.kind != "qlam":
+        raise QssmError(f"readout_norm applies to QLAM memories, not to a {model.cfg.kind} model")
     cfg = model.cfg
     model.train()
     noisy = NoisyEvaluator(tuning.device, shots=tuning.shots, seed=tuning.seed)
@@ -101,6 +105,23 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
         "noisy_metrics": evaluate_noisy(model, cfg, tuning.device, tuning.n_eval),
     }
     return model, record
+
+
+@torch.no_grad()
+def with_readout_norm(model, norm: str, seed: int = 0):
+    """The same QLAM with cfg.readout_norm = norm: every trained tensor kept, the new per-Pauli
+    gains set to the mean RMS of the exact readouts over a training batch, so the normalized
+    readouts start at the scale the head was trained on."""
+    cfg = dataclasses.replace(model.cfg, readout_norm=norm)
+    new = build_model(cfg)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or set(missing) - {"readout_gain"}:
+        raise QssmError(f"cannot switch readout_norm: missing {missing}, unexpected {unexpected}")
+    if norm == "rms":
+        x = next(train_batches(cfg.task, 256, 2_000 + seed)).inputs
+        m = model.memory(x, ExactEvaluator())
+        new.readout_gain.fill_(float(m.pow(2).mean(-1).add(1e-4).sqrt().mean()))
+    return new
 
 
 def noisy_loss(model, batch: Batch, task: dict, noisy, tuning: NoiseTuning) -> dict[str, torch.Tensor]:

@@ -174,3 +174,25 @@ def test_every_noise_tuning_field_is_validated():
 
     assert {f.name for f in dataclasses.fields(NoiseTuning)} == set(NOISE_TUNING_LIMITS)
     check_noise_tuning(dataclasses.asdict(NoiseTuning()))
+
+
+def test_readout_norm_switch_keeps_the_exact_model_and_runs_through_the_pipeline(tmp_path):
+    """with_readout_norm (QLAM readout_norm = "rms", gains at the readouts' mean RMS) keeps the
+    exact test accuracy within a point, saves and loads, and the pipeline's exact backend gives the
+    torch forward's logits."""
+    from qssm.jobs.spec import parse_spec
+    from qssm.models.train import accuracy, predict, with_readout_norm
+    from qssm.pipeline.inference import run_inference
+
+    model, _ = checkpoint.load(CHAIN)
+    normed = with_readout_norm(model, "rms")
+    assert normed.cfg.readout_norm == "rms" and model.cfg.readout_norm == "none"
+    batch = test_set(model.cfg.task)
+    assert abs(accuracy(predict(normed, batch), batch.targets) - accuracy(predict(model, batch), batch.targets)) <= 0.01
+    path = tmp_path / "normed.safetensors"
+    checkpoint.save(normed, path, {})
+    loaded, _ = checkpoint.load(path)
+    assert torch.equal(loaded.readout_gain, normed.readout_gain)
+    r = run_inference(parse_spec({"model": {"checkpoint": str(path)}, "data": {"n": 4}, "backend": {"name": "exact"}}),
+                      progress=False)
+    assert r["logit_error_max"] < 1e-6
