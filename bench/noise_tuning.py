@@ -6,7 +6,9 @@
 Each checkpoint runs as `qssm run` would (run_inference: transpile for the device, measure stage,
 dm:<device> with `shots` per circuit, QMamba's token table) on n test examples, per data seed and
 simulator (shot) seed, scored against the exact forward: accuracy, exact accuracy, mean |noisy -
-exact| logit at the last position (`logit_error_mean`). The logit error scales with the logits,
+exact| logit at the last position (`logit_error_mean`). `accuracy_se` is the binomial standard
+error over the distinct test examples, sqrt(p (1 - p) / (n x data seeds)) (the simulator seeds
+rerun the same examples, so they are not counted as more examples). The logit error scales with the logits,
 so `relative` divides it by the logits' own spread (mean |exact logit - its row mean|): a model
 that only shrank its logits would keep its relative error.
 """
@@ -85,12 +87,14 @@ def main() -> None:
                         runs.append(r)
                 summary = {k: float(np.mean([r[k] for r in runs])) for k in
                            ("accuracy", "exact_accuracy", "logit_error_mean", "relative", "spread")}
+                for k in ("accuracy", "exact_accuracy"):
+                    summary[f"{k}_se"] = float(np.sqrt(summary[k] * (1 - summary[k]) / (n * len(data_seeds))))
                 summary["logit_error_sd"] = float(np.std([r["logit_error_mean"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
                 row = {"checkpoint": name, "base": base, "tuned": name == tuned, "device": device, "n": n,
                        "data_seeds": data_seeds, "runs": runs, **summary,
                        "train": {k: record.get(k) for k in ("command", "train_seconds")}}
                 out["rows"].append(row)
-                print(f"{name:34} {device:16} n={n} x{len(runs)} acc {summary['accuracy']:.3f} exact "
+                print(f"{name:34} {device:16} n={n} x{len(runs)} acc {summary['accuracy']:.3f}±{summary['accuracy_se']:.3f} exact "
                       f"{summary['exact_accuracy']:.3f} logit err {summary['logit_error_mean']:.3f} "
                       f"(sd {summary['logit_error_sd']:.3f}) relative {summary['relative']:.3f}", flush=True)
     rows = {(r["checkpoint"], r["device"]): r for r in out["rows"]}
