@@ -29,15 +29,33 @@ from qssm.models.statevector import phi
 from qssm.pipeline.types import Template
 
 
-def append_ops(qc: QuantumCircuit, ops: tuple[Op, ...], angles: np.ndarray, x, first_input: int = 0) -> None:
-    """Append a gate list: inputs bind x[first_input + index], weights use the re-mapped `angles`."""
+def append_ops(qc: QuantumCircuit, ops: tuple[Op, ...], angles, x, first_input: int = 0) -> None:
+    """Append a gate list: inputs bind x[first_input + index], weights use the re-mapped `angles`
+    (numbers, or a ParameterVector "w" standing for phi(w) in trainable templates)."""
+    free = isinstance(angles, ParameterVector)
     for op in ops:
         if op.src == "in":
             getattr(qc, op.gate)(x[first_input + op.index], *op.qubits)
         elif op.src == "w":
-            getattr(qc, op.gate)(float(angles[op.index]), *op.qubits)
+            getattr(qc, op.gate)(angles[op.index] if free else float(angles[op.index]), *op.qubits)
         else:
             getattr(qc, op.gate)(*op.qubits)
+
+
+@lru_cache(maxsize=256)
+def trainable_circuit(name: str, ops: tuple[Op, ...], n: int, n_w: int, steps: int = 0) -> QuantumCircuit:
+    """A sub-circuit with its weights left free, for training against a device's noise
+    (models/noisy.py): ParameterVector "w" (the re-mapped angles phi(w), n_w of them) and inputs
+    "x". steps = 0: a stateless sub-circuit reading x[0..n_in); steps = k >= 1: k QLAM memory
+    steps from |0..0>, step j reading x[j*n_in ..). Qiskit orders parameters by name: a row is
+    (phi(w)..., x...). The same gate list as the bound templates, so binding w gives their circuit."""
+    w = ParameterVector("w", n_w)
+    k = n_inputs(list(ops))
+    x = ParameterVector("x", k * max(steps, 1))
+    qc = QuantumCircuit(n, name=(name.replace(".", "_") + (f"_k{steps}" if steps else "")))
+    for j in range(max(steps, 1)):
+        append_ops(qc, ops, w, x, j * k)
+    return qc
 
 
 def template_hash(circuit: QuantumCircuit, observables: tuple[str, ...]) -> str:

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from qssm.errors import QssmError
-from qssm.models.config import ModelConfig, config_from_dict, config_to_json
+from qssm.models.config import ModelConfig, check_noise_tuning, config_from_dict, config_to_json
 from qssm.models.registry import build_model
 from qssm.paths import check_in_file
 
@@ -90,6 +90,11 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
         record = None
     if not isinstance(record, dict):
         raise QssmError(f"checkpoint {path} has no valid training record; retrain it with `qssm train`")
+    if "noise_tuning" in record:
+        try:
+            check_noise_tuning(record["noise_tuning"])
+        except QssmError as e:
+            raise QssmError(f"checkpoint {path}: {e}; retrain it with `qssm train PRESET --noise DEVICE`") from None
     for name, t in tensors.items():  # nan/inf angles would reach Qiskit and the simulators
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise QssmError(f"checkpoint {path} has non-finite weights (nan or inf) in {name}; retrain it")

@@ -19,8 +19,10 @@ ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cz", "cx")
 PATTERNS = ("ring", "chain")  # entangler topology: shifting ring, or nearest-neighbour chain i -- i+1
 READOUTS = ("local", "pairs")  # QLAM Pauli readout sets (QLAMConfig.paulis)
+READOUT_NORMS = ("none", "rms")  # QLAM memory readouts as measured, or divided by their RMS per step
 CELLS = ("gru", "rnn")  # GRU baseline cells
-CHOICES = {"entangler": ENTANGLERS, "pattern": PATTERNS, "readout": READOUTS, "cell": CELLS}
+CHOICES = {"entangler": ENTANGLERS, "pattern": PATTERNS, "readout": READOUTS, "cell": CELLS,
+           "readout_norm": READOUT_NORMS}
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ class QLAMConfig:
     pool_memory: bool = False  # the head also reads the memory readouts averaged over the sequence
     w_init: float = 0.3  # std of the initial memory weights (angles pi tanh(w)); small = W near its CZ skeleton
     readout: str = "local"  # Pauli set: "local" (X_i, Y_i, Z_i, Z_i Z_i+1) or "pairs" (+ all P_i Q_i+1)
+    # "rms": each step's readouts divided by their root mean square, times learned per-Pauli gains
+    # (a per-example post-measurement normalization: a noise that shrinks every readout of a step by
+    # the same factor leaves the logits unchanged)
+    readout_norm: str = "none"
     quantum: bool = True
     task: dict[str, Any] = field(default_factory=dict)
     kind: str = "qlam"
@@ -102,6 +108,8 @@ class QLAMConfig:
         self.memory_ansatz()
         if self.readout not in READOUTS:
             raise QssmError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.readout_norm not in READOUT_NORMS:
+            raise QssmError(f"readout_norm must be one of {READOUT_NORMS}, got {self.readout_norm!r}")
 
     def memory_ansatz(self) -> AnsatzConfig:
         return AnsatzConfig(self.n_qubits, self.w_budget, self.reupload, tuple(self.rotations), self.entangler,
@@ -161,6 +169,40 @@ LIMITS: dict[str, tuple[type, float, float]] = {
     "w_init": (float, 0.0, 10.0),
 }
 GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one of the two is 0
+
+
+# A noise-tuned checkpoint's record["noise_tuning"] (models/registry.py NoiseTuning, every field):
+# (type, low, high) for numbers, (str,) for the device name (checked against the known devices).
+NOISE_TUNING_LIMITS: dict[str, tuple] = {
+    "device": (str,), "steps": (int, 1, 10_000_000), "lr": (float, 0.0, 1.0), "batch_size": (int, 1, 100_000),
+    "shots": (int, 0, 100_000_000), "w_noisy": (float, 0.0, 1e3), "w_exact": (float, 0.0, 1e3),
+    "w_consistency": (float, 0.0, 1e3), "seed": (int, 0, 2**63 - 1), "n_eval": (int, 0, 100_000),
+    "readout_norm": ("", *READOUT_NORMS),
+}
+
+
+def check_noise_tuning(d: Any) -> None:
+    """record["noise_tuning"] of a checkpoint: a table of NOISE_TUNING_LIMITS' fields, each checked."""
+    if not isinstance(d, dict):
+        raise QssmError(f"noise_tuning must be a table, got {d!r:.60}")
+    unknown = sorted(set(d) - set(NOISE_TUNING_LIMITS))
+    if unknown:
+        raise QssmError(f"unknown noise_tuning fields {unknown}")
+    for name, value in d.items():
+        rule = NOISE_TUNING_LIMITS[name]
+        if not isinstance(rule[0], type):
+            if value not in rule:
+                raise QssmError(f"noise_tuning {name} must be one of {rule}, got {value!r:.60}")
+            continue
+        if rule[0] is str:
+            if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.replace("_", "").isalnum():
+                raise QssmError(f"noise_tuning device must be a device name like fake_fez, got {value!r:.60}")
+            continue
+        want, lo, hi = rule
+        if not (type(value) is int or (want is float and type(value) is float)):
+            raise QssmError(f"noise_tuning {name} must be {'a number' if want is float else 'an integer'}, got {value!r:.60}")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise QssmError(f"noise_tuning {name} must be {lo:g}..{hi:g}, got {value}")
 
 
 def _check_field(kind: str, name: str, value: Any) -> None:

@@ -32,6 +32,8 @@ class QLAM(nn.Module):
             self.w = nn.Parameter(cfg.w_init * torch.randn(cfg.w_budget))
         else:  # classical baseline: a tanh RNN with a K-dimensional state in place of the qubits
             self.cell = nn.RNNCell(2 * n * cfg.reupload, k)
+        if cfg.readout_norm == "rms":
+            self.readout_gain = nn.Parameter(torch.ones(k))
         self.query = nn.Linear(cfg.input_dim, cfg.n_heads * k)
         self.head = nn.Linear(2 * cfg.n_heads + k * (2 if cfg.pool_memory else 1), cfg.n_classes)
 
@@ -41,16 +43,22 @@ class QLAM(nn.Module):
                            tuple(self.cfg.paulis()), sequential=True)
 
     def memory(self, x: torch.Tensor, evaluator: Evaluator) -> torch.Tensor:
-        """(B, T, input_dim) -> readouts m (B, T, K), one per step."""
+        """(B, T, input_dim) -> readouts m (B, T, K), one per step (normalized per cfg.readout_norm)."""
         if self.cfg.quantum:
-            return evaluator.evaluate([self.memory_call(x)])[0]
+            return self.normalize(evaluator.evaluate([self.memory_call(x)])[0])
         angles = math.pi * torch.tanh(self.encode(x))
         h = torch.zeros(x.shape[0], self.n_obs, dtype=x.dtype, device=x.device)
         out = []
         for t in range(x.shape[1]):
             h = self.cell(angles[:, t], h)
             out.append(h)
-        return torch.stack(out, 1)
+        return self.normalize(torch.stack(out, 1))
+
+    def normalize(self, m: torch.Tensor) -> torch.Tensor:
+        """readout_norm "rms": m_t / sqrt(mean_k m_tk^2 + 1e-4) * gain_k, per example and step."""
+        if self.cfg.readout_norm != "rms":
+            return m
+        return m / (m.pow(2).mean(-1, keepdim=True) + 1e-4).sqrt() * self.readout_gain
 
     def classify(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -11,8 +12,8 @@ from tqdm import tqdm
 
 from qssm.errors import QssmError
 from qssm.models.config import ModelConfig
-from qssm.models.evaluator import Evaluator
-from qssm.models.registry import Preset, build_model, last_logits, n_params
+from qssm.models.evaluator import Evaluator, ExactEvaluator
+from qssm.models.registry import NoiseTuning, Preset, build_model, last_logits, n_params
 from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
 
 
@@ -51,6 +52,110 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
         "metrics": evaluate(model, p.config),
     }
     return model, record
+
+
+def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool = True,
+                   log_every: int = 10) -> tuple[torch.nn.Module, dict]:
+    """Fine-tune a trained model against `tuning.device`'s noise (registry.NoiseTuning): every step
+    runs the batch through the NoisyEvaluator (differentiable noisy density-matrix simulation of the
+    device's ISA circuits, shot noise injected) and through the exact simulator, and descends
+        w_noisy CE(noisy) + w_exact CE(exact) + w_consistency mean((noisy - exact)^2)
+    on the scored logits (the last position, or every determined one for every_position tasks).
+    Adam at a constant rate, gradients clipped to 1, training batches from seed 1_000 + seed (not
+    the base run's), one thread."""
+    from qssm.models.noisy import NoisyEvaluator
+
+    torch.set_num_threads(1)
+    torch.manual_seed(tuning.seed)
+    if tuning.readout_norm and tuning.readout_norm != getattr(model.cfg, "readout_norm", tuning.readout_norm):
+        model = with_readout_norm(model, tuning.readout_norm, tuning.seed)
+    elif tuning.readout_norm and model.cfg.kind != "qlam":
+        raise QssmError(f"readout_norm applies to QLAM memories, not to a {model.cfg.kind} model")
+    cfg = model.cfg
+    model.train()
+    noisy = NoisyEvaluator(tuning.device, shots=tuning.shots, seed=tuning.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=tuning.lr)
+    batches = train_batches(cfg.task, tuning.batch_size, 1_000 + tuning.seed)
+    start = time.perf_counter()
+    bar = tqdm(range(tuning.steps), desc=f"noise-tune {cfg.kind} on {tuning.device}", disable=not progress,
+               dynamic_ncols=True)
+    ema = None
+    for step in bar:
+        batch = next(batches)
+        parts = noisy_loss(model, batch, cfg.task, noisy, tuning)
+        loss = parts["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        vals = {k: v.item() for k, v in parts.items()}
+        ema = vals if ema is None else {k: 0.9 * ema[k] + 0.1 * v for k, v in vals.items()}
+        if step % log_every == 0:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()})
+    seconds = time.perf_counter() - start
+    model.eval()
+    record = {
+        "noise_tuning": dataclasses.asdict(tuning),
+        "steps": tuning.steps, "lr": tuning.lr, "batch_size": tuning.batch_size, "seed": tuning.seed,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "train_seconds": round(seconds, 1),
+        "params": n_params(model),
+        "final_loss": {k: round(v, 4) for k, v in (ema or {}).items()},
+        "metrics": evaluate(model, cfg),
+        "noisy_metrics": evaluate_noisy(model, cfg, tuning.device, tuning.n_eval),
+    }
+    return model, record
+
+
+@torch.no_grad()
+def with_readout_norm(model, norm: str, seed: int = 0):
+    """The same QLAM with cfg.readout_norm = norm: every trained tensor kept, the new per-Pauli
+    gains set to the mean RMS of the exact readouts over a training batch, so the normalized
+    readouts start at the scale the head was trained on."""
+    cfg = dataclasses.replace(model.cfg, readout_norm=norm)
+    new = build_model(cfg)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or set(missing) - {"readout_gain"}:
+        raise QssmError(f"cannot switch readout_norm: missing {missing}, unexpected {unexpected}")
+    if norm == "rms":
+        x = next(train_batches(cfg.task, 256, 2_000 + seed)).inputs
+        m = model.memory(x, ExactEvaluator())
+        new.readout_gain.fill_(float(m.pow(2).mean(-1).add(1e-4).sqrt().mean()))
+    return new
+
+
+def noisy_loss(model, batch: Batch, task: dict, noisy, tuning: NoiseTuning) -> dict[str, torch.Tensor]:
+    every = task.get("loss", "last") == "every_position"
+    targets = batch.meta["next"].reshape(-1) if every else batch.targets
+
+    def scored(out):
+        if every:
+            return out.reshape(-1, out.shape[-1])
+        return out[:, -1] if out.dim() == 3 else out
+
+    exact = scored(model(batch.inputs))
+    noisy_out = scored(model(batch.inputs, noisy))
+    keep = targets != -100
+    parts = {"ce_noisy": F.cross_entropy(noisy_out, targets), "ce_exact": F.cross_entropy(exact, targets),
+             "consistency": ((noisy_out - exact)[keep] ** 2).mean()}
+    parts["loss"] = (tuning.w_noisy * parts["ce_noisy"] + tuning.w_exact * parts["ce_exact"]
+                     + tuning.w_consistency * parts["consistency"])
+    return parts
+
+
+@torch.no_grad()
+def evaluate_noisy(model, cfg: ModelConfig, device: str, n: int = 200, shots: int = 0, seed: int = TEST_SEED) -> dict:
+    """The NoisyEvaluator's view of the first n test examples (exact noisy means when shots = 0):
+    accuracy, exact accuracy and the mean |noisy - exact| logit at the scored position."""
+    from qssm.models.noisy import NoisyEvaluator
+
+    batch = test_set(cfg.task, seed)
+    inputs, targets = batch.inputs[:n], batch.targets[:n]
+    ev = NoisyEvaluator(device, shots=shots)
+    noisy = torch.cat([last_logits(model, inputs[i:i + 50], ev) for i in range(0, len(targets), 50)])
+    exact = predict(model, Batch(inputs, targets, {}))
+    return {"device": device, "n_examples": len(targets), "shots": shots, "accuracy": accuracy(noisy, targets),
+            "exact_accuracy": accuracy(exact, targets), "logit_error_mean": float((noisy - exact).abs().mean())}
 
 
 def batch_loss(model, batch: Batch, task: dict) -> torch.Tensor:
