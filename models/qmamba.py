@@ -75,9 +75,7 @@ class QMambaLayer(nn.Module):
     def selective(self, x: torch.Tensor, z: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Discretized (logAbar, Bbar x), each (..., D, N), from inputs and circuit readouts."""
         delta = F.softplus(self.to_delta(z["Delta"]))  # (..., D)
-        # exp(a_log + alpha z_A) with alpha a scalar: exp(a_log) (D, N) times exp(alpha z_A) (..., N),
-        # 1/D of the exponentials of the broadcast form (the recurrence's largest elementwise cost)
-        a = -(torch.exp(self.a_log) * torch.exp(self.alpha * z["A"])[..., None, :])  # (..., D, N)
+        a = -torch.exp(self.a_log + self.alpha * z["A"][..., None, :])  # (..., D, N)
         b = self.to_b(z["B"])  # (..., N)
         log_abar = delta[..., None] * a
         bx = (delta * x)[..., None] * b[..., None, :]  # one (..., D, N) product instead of two
