@@ -64,7 +64,7 @@ def serial(r: dict, wall: float) -> float:
 
 
 def measure(images: int) -> dict:
-    from distributed import LocalCluster
+    from qssm.backends.cluster import local_cluster
 
     out = {"images": images}
     run(spec(2))  # warm-up: noise models, programs, imports
@@ -73,7 +73,7 @@ def measure(images: int) -> dict:
     out["local"] = {"wall": wall, "dispatch": r["seconds"]["dispatch"], "serial": serial(r, wall), "fixed": fixed,
                     "executions": r["executions"]}
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        with local_cluster(workers) as c:
             s = spec(images, cluster=c.scheduler_address)
             run(dataclasses.replace(s, data=dataclasses.replace(s.data, n=2)))  # warm the workers
             walls, reports = [], []

@@ -24,9 +24,9 @@ from qssm.pipeline.inference import run_inference  # noqa: E402
 
 @pytest.fixture(scope="module")
 def scheduler():
-    from distributed import LocalCluster
+    from qssm.backends.cluster import local_cluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with local_cluster(2) as cluster:
         yield cluster.scheduler_address
 
 
