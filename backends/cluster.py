@@ -44,6 +44,11 @@ def evaluate_on_worker(name: str, seed: int | None, options: tuple, batch: Circu
     return _worker_backend(name, seed, options).evaluate(batch)
 
 
+def evaluate_rows_on_worker(name: str, seed: int | None, options: tuple, body: CircuitBatch, rows: np.ndarray,
+                            first_row: int) -> BatchResult:
+    return _worker_backend(name, seed, options).evaluate(body.derive(parameters=rows, meta={"first_row": first_row}))
+
+
 def call_on_worker(name: str, seed: int | None, options: tuple, fn, item):
     return fn(_worker_backend(name, seed, options), item)
 
@@ -162,7 +167,14 @@ class ClusterBackend(Backend):
     def submit(self, batch: CircuitBatch) -> Handle:
         client = self.client()
         parts = chunks(batch, 2 * self.workers) if self.capabilities.chunkable else [batch]
-        futures = [client.submit(evaluate_on_worker, *self._worker_key(), part, pure=False) for part in parts]
+        if len(parts) == 1:
+            futures = [client.submit(evaluate_on_worker, *self._worker_key(), batch, pure=False)]
+        else:
+            # the circuits once per worker, only the rows per chunk: pickling a QLAM batch's ISA
+            # circuits once per chunk cost more than simulating the chunk (8 s of 14 for 100 images)
+            body = client.scatter(batch.derive(parameters=batch.parameters[:0]), broadcast=True, hash=False)
+            futures = [client.submit(evaluate_rows_on_worker, *self._worker_key(), body, part.parameters,
+                                     part.meta["first_row"], pure=False) for part in parts]
         job = f"dask-{uuid.uuid4().hex[:12]}"
         self._futures[job] = futures
         return Handle(self.name, [job], {"chunks": len(parts)})
