@@ -133,10 +133,6 @@ class AerBackend(LocalBackend):
         active = tuple(sorted(set().union(*(active_qubits(c) for c in batch.circuits))))
         small = [compact(c, active=active)[0] for c in batch.circuits]
         opts = self._options(active)
-        if any(mid_circuit_measurement(c) for c in small):
-            # cut subexperiments measure mid-circuit, which makes Aer simulate shot by shot; shot
-            # branching splits the state at each measurement instead (same distribution)
-            opts.update(shot_branching_enable=True, shot_branching_sampling_enable=True)
         sampler = SamplerV2(options={"backend_options": opts}, seed=batch_seed(self.seed, batch.key))
         pubs = [(c, batch.rows(i) if c.num_parameters else None, batch.shots) for i, c in enumerate(small)]
         res = sampler.run(pubs).result()
@@ -147,14 +143,3 @@ class AerBackend(LocalBackend):
     def _meta(self, batch, opts) -> dict:
         return {"backend": self.name, "shots": batch.shots or 0, "method": opts["method"], "job_ids": []}
 
-
-def mid_circuit_measurement(circuit) -> bool:
-    """A measurement followed by another operation on its qubit."""
-    measured: set = set()
-    for inst in circuit.data:
-        qubits = set(inst.qubits)
-        if inst.operation.name == "measure":
-            measured |= qubits
-        elif qubits & measured and inst.operation.name != "barrier":
-            return True
-    return False
