@@ -95,5 +95,5 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
 def test_dm_rows():
     """Row e at tiny sizes (braket_dm and two LocalClusters take most of a minute)."""
     tiny = dataclasses.replace(TINY, dm_sequences=1, dm_braket_sequences=1, dm_qlam_images=4, dm_repeats=1,
-                               cluster_sequences=2)
-    _sane(R.rows_dm(tiny), ["e1", "e2", "e3", "e4"])
+                               cluster_sequences=2, cluster_large=4)
+    _sane(R.rows_dm(tiny), ["e1", "e2", "e3", "e4", "e5"])
