@@ -195,7 +195,8 @@ def _section(where: str, name: str, cls, raw: Any):
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not want:
-            raise QssmError(f"{where}: {name}.{key} must be {want.__name__}, got {value!r:.80}")
+            kind = f'{want.__name__} or "auto"' if (name, key) in AUTO else want.__name__
+            raise QssmError(f"{where}: {name}.{key} must be {kind}, got {value!r:.80}")
         if want in (int, float):
             _bounded(where, name, key, value)
         if (name, key) in CHOICES and value not in CHOICES[name, key]:
@@ -249,7 +250,7 @@ def load_spec(path: str | Path) -> JobSpec:
 def check_spec_against_model(spec: JobSpec, cfg) -> None:
     """The checks that need the model's config: [data] n and T against its task, [split] segment
     against its kind. Called once per job, before anything runs or is stored."""
-    from qssm.models.tasks import GENERATED, TASK_FIELDS, test_size
+    from qssm.models.tasks import GENERATED, TASK_FIELDS, test_set, test_size
 
     where, task = spec.source or "spec", cfg.task
     name = task["name"]
@@ -261,8 +262,15 @@ def check_spec_against_model(spec: JobSpec, cfg) -> None:
         if spec.data.T < lo:
             raise QssmError(f"{where}: data.T must be 0 (the trained length) or {lo}..{MAX_T} for {name}, got {spec.data.T}")
     if (spec.split.segment or spec.split.obp_steps) and cfg.kind != "qlam":
-        raise QssmError(f"{where}: split.segment splits a QLAM memory into segments, and {spec.checkpoint} is a "
-                        f"{cfg.kind} model; remove [split] segment and obp_steps")
+        key = "segment" if spec.split.segment else "obp_steps"
+        raise QssmError(f"{where}: split.{key} shortens a QLAM memory's circuits, and {spec.checkpoint} is a "
+                        f"{cfg.kind} model; remove [split] {key}")
+    steps = spec.split.obp_steps
+    if cfg.kind == "qlam" and isinstance(steps, int) and steps:
+        length = spec.data.T or task.get("T") or test_set(task).inputs.shape[1]
+        if steps >= length:
+            raise QssmError(f"{where}: split.obp_steps = {steps} back-propagates through every one of the "
+                            f"{length} memory steps, leaving nothing to run; use 1..{length - 1}")
     size = test_size(task)
     if spec.data.n > size:
         raise QssmError(f"{where}: data.n = {spec.data.n}, but {name} has {size} test examples; use n <= {size}")

@@ -269,6 +269,7 @@ CASES = [
     ("spec-layout", SUBMIT, "backend.layout must be one of default, noise_aware", spec('[backend]\nlayout = "random"\n')),
     ("spec-segment-negative", SUBMIT, "split.segment must be 0..4096", spec("[split]\nsegment = -1\n")),
     ("spec-segment-huge", SUBMIT, "split.segment must be 0..4096", spec("[split]\nsegment = 100000\n")),
+    ("spec-segment-word", SUBMIT, 'split.segment must be int or "auto"', spec('[split]\nsegment = "autox"\n')),
     ("spec-overhead-negative", SUBMIT, "split.max_overhead must be >= 0", spec("[split]\nmax_overhead = -1.0\n")),
     ("spec-cutting", SUBMIT, "split.cutting must be one of", spec('[split]\ncutting = "always"\n')),
     ("spec-cutting-int", SUBMIT, "split.cutting must be str", spec("[split]\ncutting = 3\n")),
@@ -566,6 +567,8 @@ def test_the_table_is_large():
 @pytest.mark.parametrize("ck,raw,needle", [
     (QLAM, {"data": {"T": 16}}, "fixed-length inputs"),
     (HAYSTACK, {"split": {"segment": 4}}, "remove [split] segment"),
+    (HAYSTACK, {"split": {"obp_steps": "auto"}}, "remove [split] obp_steps"),
+    (QLAM, {"split": {"obp_steps": 8}}, "use 1..7"),
     (HAYSTACK, {"data": {"n": 5000}}, "haystack has 1000 test examples"),
     (QLAM, {"data": {"n": 400}}, "digits has 359 test examples"),
     (HAYSTACK, {"data": {"T": 3}}, "data.T must be 0 (the trained length) or 4..4096"),
