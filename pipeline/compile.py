@@ -141,8 +141,12 @@ class CompileCache:
         """A circuit without a template (cut subexperiments): keyed by its own digest."""
         return self._get(circuit_digest(circuit), circuit, (), circuit.name, backend, options)
 
+    @staticmethod
+    def _key(content: str, backend, options: CompileOptions) -> tuple:
+        return content, backend.name, backend.calibration, options
+
     def _get(self, content: str, circuit, observables, name, backend, options) -> Compiled:
-        key = (content, backend.name, backend.calibration, options)
+        key = self._key(content, backend, options)
         if key not in self._compiled:
             self._store(key, compile_circuit(circuit, observables, backend, options, name), backend)
         return self._compiled[key]
@@ -160,7 +164,7 @@ class CompileCache:
         workers (the same seeded transpiler, so the same ISA circuits), in turn anywhere else."""
         todo: dict[tuple, Template] = {}
         for t in templates:
-            key = (t.hash, backend.name, backend.calibration, options)
+            key = self._key(t.hash, backend, options)
             if key not in self._compiled:
                 todo.setdefault(key, t)
         if len(todo) < 2 or backend.target is None:
