@@ -242,10 +242,9 @@ def z_expectations(state: torch.Tensor, n: int) -> torch.Tensor:
     return probs @ zsign
 
 
-def _pauli_action(label: str) -> tuple[int, torch.Tensor]:
-    """A Qiskit Pauli label (qubit 0 rightmost) as P|j> = coef[j] |j ^ xmask>: (xmask, coef
-    (2^n,) complex128)."""
-    n = len(label)
+def pauli_masks(label: str) -> tuple[int, int, int]:
+    """A Qiskit Pauli label (qubit 0 rightmost) as (X-or-Y mask, Y-or-Z mask, number of Ys):
+    P|j> = i^n_y (-1)^popcount(j & zymask) |j ^ xmask>."""
     xmask = zymask = n_y = 0
     for q, p in enumerate(reversed(label)):
         if p in "XY":
@@ -253,6 +252,14 @@ def _pauli_action(label: str) -> tuple[int, torch.Tensor]:
         if p in "YZ":
             zymask |= 1 << q
         n_y += p == "Y"
+    return xmask, zymask, n_y
+
+
+def _pauli_action(label: str) -> tuple[int, torch.Tensor]:
+    """A Qiskit Pauli label (qubit 0 rightmost) as P|j> = coef[j] |j ^ xmask>: (xmask, coef
+    (2^n,) complex128)."""
+    n = len(label)
+    xmask, zymask, n_y = pauli_masks(label)
     parity = torch.tensor([bin(j & zymask).count("1") & 1 for j in range(2**n)])
     return xmask, (1j**n_y) * (1 - 2 * parity).to(torch.complex128)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from qssm.models.evaluator import QuantumCall, _program
-from qssm.models.statevector import run_program
+from qssm.models.statevector import pauli_masks, run_program
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.tomography import tomography_paulis
 
@@ -41,14 +41,8 @@ class OBP:
 def _tables(n: int):
     """Per tomography Pauli: X mask, Z-or-Y mask, i^(number of Y), weight; the sign matrix S[z, j]."""
     labels = tomography_paulis(n)
-    x = np.zeros(len(labels), dtype=np.int64)
-    zy = np.zeros(len(labels), dtype=np.int64)
-    ny = np.zeros(len(labels), dtype=np.int64)
-    for k, label in enumerate(labels):
-        for q, p in enumerate(reversed(label)):
-            x[k] |= (p in "XY") << q
-            zy[k] |= (p in "YZ") << q
-            ny[k] += p == "Y"
+    masks = np.array([pauli_masks(label) for label in labels], dtype=np.int64)
+    x, zy, ny = (np.ascontiguousarray(c) for c in masks.T)
     d = 2**n
     j = np.arange(d)
     sign = 1.0 - 2.0 * (np.bitwise_count(j[:, None] & j[None, :]) & 1)  # symmetric
