@@ -57,14 +57,10 @@ class _Structure:
 
 
 def _sign_matrices(observables, groups) -> tuple[list[np.ndarray], np.ndarray]:
-    from qssm.pipeline.measure import parity_masks
+    from qssm.pipeline.measure import identity_constants, parity_masks
 
     k = len(observables)
-    constant = np.zeros(k)
-    for i, obs in enumerate(observables):
-        for j, label in enumerate(obs.paulis.to_labels()):
-            if set(label) == {"I"}:
-                constant[i] += obs.coeffs[j].real
+    constant = identity_constants(observables)
     mats = []
     for g, rows in zip(groups, parity_masks(observables, groups)):
         idx = np.arange(2 ** len(g.support))

@@ -87,18 +87,20 @@ def parity_masks(observables, groups: list[Group]) -> list[list[tuple[int, int, 
     return out
 
 
+def identity_constants(observables) -> np.ndarray:
+    """Each observable's identity coefficient: the exact part no measurement needs."""
+    return np.array([sum(obs.coeffs[j].real for j, label in enumerate(obs.paulis.to_labels()) if set(label) == {"I"})
+                     for obs in observables], dtype=np.float64)
+
+
 def expectations(counts, observables, groups: list[Group], shots: int, readout: dict | None = None,
                  readout_shots: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """counts[g]: (bindings, 2**width) outcome histograms of group g (bit k = k-th support qubit;
     readout-corrected quasi-counts allowed). Returns (values, stderr), each (bindings, n_obs).
     `readout` ({circuit qubit: [p(1|0), p(0|1)]}) widens the standard errors for the correction."""
     n_bind = counts[0].shape[0] if len(counts) else 1
-    values = np.zeros((n_bind, len(observables)))
+    values = np.zeros((n_bind, len(observables))) + identity_constants(observables)  # identity terms are exact
     var = np.zeros((n_bind, len(observables)))
-    for i, obs in enumerate(observables):  # identity terms are exact
-        for j, label in enumerate(obs.paulis.to_labels()):
-            if set(label) == {"I"}:
-                values[:, i] += obs.coeffs[j].real
     for g, (group, rows) in enumerate(zip(groups, parity_masks(observables, groups))):
         probs = np.asarray(counts[g], dtype=np.float64) / shots
         idx = np.arange(probs.shape[1])
