@@ -177,7 +177,8 @@ NOISE_TUNING_LIMITS: dict[str, tuple] = {
     "device": (str,), "steps": (int, 1, 10_000_000), "lr": (float, 0.0, 1.0), "batch_size": (int, 1, 100_000),
     "shots": (int, 0, 100_000_000), "w_noisy": (float, 0.0, 1e3), "w_exact": (float, 0.0, 1e3),
     "w_consistency": (float, 0.0, 1e3), "seed": (int, 0, 2**63 - 1), "n_eval": (int, 0, 100_000),
-    "readout_norm": ("", *READOUT_NORMS),
+    "readout_norm": ("", *READOUT_NORMS), "target": ("labels", "teacher"),
+    "tune": ("all", "readout"),
 }
 
 

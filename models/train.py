@@ -13,7 +13,7 @@ from tqdm import tqdm
 from qssm.errors import QssmError
 from qssm.models.config import ModelConfig
 from qssm.models.evaluator import Evaluator, ExactEvaluator
-from qssm.models.registry import NoiseTuning, Preset, build_model, last_logits, n_params
+from qssm.models.registry import NoiseTuning, Preset, build_model, last_logits, n_params, tuned_parameters
 from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
 
 
@@ -59,14 +59,14 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
     """Fine-tune a trained model against `tuning.device`'s noise (registry.NoiseTuning): every step
     runs the batch through the NoisyEvaluator (differentiable noisy density-matrix simulation of the
     device's ISA circuits, shot noise injected) and through the exact simulator, and descends
-        w_noisy CE(noisy) + w_exact CE(exact) + w_consistency mean((noisy - exact)^2)
-    on the scored logits (the last position, or every determined one for every_position tasks).
-    Adam at a constant rate, gradients clipped to 1, training batches from seed 1_000 + seed (not
-    the base run's), one thread."""
+    `noisy_loss` on the scored logits (the last position, or every determined one for
+    every_position tasks). Adam at a constant rate, gradients clipped to 1, training batches from
+    seed 1_000 + seed (not the base run's), one thread."""
     from qssm.models.noisy import NoisyEvaluator
 
     torch.set_num_threads(1)
     torch.manual_seed(tuning.seed)
+    teacher = frozen_copy(model) if tuning.target == "teacher" else None
     if tuning.readout_norm and tuning.readout_norm != getattr(model.cfg, "readout_norm", tuning.readout_norm):
         model = with_readout_norm(model, tuning.readout_norm, tuning.seed)
     elif tuning.readout_norm and model.cfg.kind != "qlam":
@@ -74,7 +74,10 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
     cfg = model.cfg
     model.train()
     noisy = NoisyEvaluator(tuning.device, shots=tuning.shots, seed=tuning.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=tuning.lr)
+    params = tuned_parameters(model, tuning.tune)
+    for p in set(model.parameters()) - set(params):
+        p.requires_grad_(False)  # frozen for the tuning only: the saved checkpoint trains as usual
+    opt = torch.optim.Adam(params, lr=tuning.lr)
     batches = train_batches(cfg.task, tuning.batch_size, 1_000 + tuning.seed)
     start = time.perf_counter()
     bar = tqdm(range(tuning.steps), desc=f"noise-tune {cfg.kind} on {tuning.device}", disable=not progress,
@@ -82,7 +85,7 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
     ema = None
     for step in bar:
         batch = next(batches)
-        parts = noisy_loss(model, batch, cfg.task, noisy, tuning)
+        parts = noisy_loss(model, batch, cfg.task, noisy, tuning, teacher)
         loss = parts["loss"]
         opt.zero_grad()
         loss.backward()
@@ -94,6 +97,7 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
             bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()})
     seconds = time.perf_counter() - start
     model.eval()
+    model.requires_grad_(True)
     record = {
         "noise_tuning": dataclasses.asdict(tuning),
         "steps": tuning.steps, "lr": tuning.lr, "batch_size": tuning.batch_size, "seed": tuning.seed,
@@ -124,7 +128,22 @@ def with_readout_norm(model, norm: str, seed: int = 0):
     return new
 
 
-def noisy_loss(model, batch: Batch, task: dict, noisy, tuning: NoiseTuning) -> dict[str, torch.Tensor]:
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as it is now, in eval mode with no gradients: the teacher of target = "teacher"."""
+    import copy
+
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def noisy_loss(model, batch: Batch, task: dict, noisy, tuning: NoiseTuning,
+               teacher: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """target "labels":  w_noisy CE(noisy) + w_exact CE(exact) + w_consistency mean (noisy - exact)^2;
+    target "teacher": w_noisy mean (noisy - t)^2 + w_exact mean (exact - t)^2 + w_consistency ...,
+    with t the starting model's exact logits (distillation: the tuned model keeps the function the
+    base learned instead of refitting the training labels, whose loss is already near zero)."""
     every = task.get("loss", "last") == "every_position"
     targets = batch.meta["next"].reshape(-1) if every else batch.targets
 
@@ -136,11 +155,22 @@ def noisy_loss(model, batch: Batch, task: dict, noisy, tuning: NoiseTuning) -> d
     exact = scored(model(batch.inputs))
     noisy_out = scored(model(batch.inputs, noisy))
     keep = targets != -100
-    parts = {"ce_noisy": F.cross_entropy(noisy_out, targets), "ce_exact": F.cross_entropy(exact, targets),
-             "consistency": ((noisy_out - exact)[keep] ** 2).mean()}
-    parts["loss"] = (tuning.w_noisy * parts["ce_noisy"] + tuning.w_exact * parts["ce_exact"]
-                     + tuning.w_consistency * parts["consistency"])
-    return parts
+
+    def squared(a, b):
+        return ((a - b)[keep] ** 2).mean()
+
+    if tuning.target == "teacher":
+        if teacher is None:
+            raise QssmError('target = "teacher" needs the starting model as teacher')
+        with torch.no_grad():
+            ref = scored(teacher(batch.inputs))
+        names, noisy_term, exact_term = ("noisy_teacher", "exact_teacher"), squared(noisy_out, ref), squared(exact, ref)
+    else:
+        names = ("ce_noisy", "ce_exact")
+        noisy_term, exact_term = F.cross_entropy(noisy_out, targets), F.cross_entropy(exact, targets)
+    consistency = squared(noisy_out, exact)
+    loss = tuning.w_noisy * noisy_term + tuning.w_exact * exact_term + tuning.w_consistency * consistency
+    return {names[0]: noisy_term, names[1]: exact_term, "consistency": consistency, "loss": loss}
 
 
 @torch.no_grad()

@@ -153,6 +153,50 @@ def test_a_short_fine_tuning_lowers_the_noisy_loss():
     assert record["noise_tuning"]["device"] == "fake_fez" and record["noisy_metrics"]["n_examples"] == 8
 
 
+def test_teacher_target_starts_at_the_base_and_tuning_lowers_its_loss():
+    """target = "teacher": before any step the exact logits equal the teacher's (the exact term is
+    0), a few steps lower the loss on a fixed batch, and the tuned model still agrees with the
+    base's predictions on that batch (distillation keeps the function)."""
+    from qssm.models.train import finetune_noisy, frozen_copy, noisy_loss
+
+    model, _ = checkpoint.load(HAYSTACK)
+    base = frozen_copy(model)
+    tuning = NoiseTuning(steps=5, batch_size=8, shots=0, lr=3e-3, n_eval=8, target="teacher")
+    batch = next(train_batches(model.cfg.task, 16, 777))
+    ev = NoisyEvaluator("fake_fez")
+
+    def parts(m):
+        with torch.no_grad():
+            return {k: float(v) for k, v in noisy_loss(m, batch, m.cfg.task, ev, tuning, base).items()}
+
+    before = parts(model)
+    assert before["exact_teacher"] == 0.0 and before["noisy_teacher"] > 0.01
+    tuned, record = finetune_noisy(model, tuning, progress=False)
+    after = parts(tuned)
+    assert after["loss"] < 0.8 * before["loss"]
+    with torch.no_grad():
+        agree = last_logits(tuned, batch.inputs).argmax(-1) == last_logits(base, batch.inputs).argmax(-1)
+    assert bool(agree.all())
+    assert record["noise_tuning"]["target"] == "teacher" and set(record["final_loss"]) == set(after)
+
+
+def test_readout_tuning_moves_only_the_readout():
+    """tune = "readout" keeps the circuit, encoder and query weights bit for bit, moves the rms
+    gains and the head, and leaves every parameter trainable again afterwards."""
+    from qssm.models.train import finetune_noisy
+
+    model, _ = checkpoint.load(CHAIN)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuning = NoiseTuning(steps=2, batch_size=4, shots=0, lr=1e-2, n_eval=4, readout_norm="rms",
+                         target="teacher", tune="readout")
+    tuned, _ = finetune_noisy(model, tuning, progress=False)
+    after = tuned.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"head.weight", "head.bias"}
+    assert not torch.allclose(after["readout_gain"], torch.full_like(after["readout_gain"], float(after["readout_gain"][0])))
+    assert all(p.requires_grad for p in tuned.parameters())
+
+
 def test_train_noise_cli_writes_a_loadable_checkpoint(tmp_path):
     from qssm.cli import main
 
