@@ -240,3 +240,19 @@ def test_readout_norm_switch_keeps_the_exact_model_and_runs_through_the_pipeline
     r = run_inference(parse_spec({"model": {"checkpoint": str(path)}, "data": {"n": 4}, "backend": {"name": "exact"}}),
                       progress=False)
     assert r["logit_error_max"] < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["qlam-digits-chain", "qmamba-haystack-varlen"])
+def test_shipped_noise_tuned_checkpoint_retrains(preset, tmp_path):
+    """`qssm train PRESET --noise fake_fez` from the shipped base reproduces the shipped noise-tuned
+    checkpoint: exact test accuracy within 2 points, noisy logit error within 20%."""
+    from qssm.cli import main
+
+    assert main(["train", preset, "--noise", "fake_fez", "--out", str(tmp_path), "--json"]) == 0
+    name = f"{preset}-noisy-fez.safetensors"
+    _, fresh = checkpoint.load(tmp_path / name)
+    _, shipped = checkpoint.load(f"checkpoints/{name}")
+    assert abs(fresh["metrics"]["accuracy"] - shipped["metrics"]["accuracy"]) <= 0.02
+    new, old = fresh["noisy_metrics"]["logit_error_mean"], shipped["noisy_metrics"]["logit_error_mean"]
+    assert abs(new - old) <= 0.2 * old
