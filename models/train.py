@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
@@ -130,8 +131,6 @@ def with_readout_norm(model, norm: str, seed: int = 0):
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """The model as it is now, in eval mode with no gradients: the teacher of target = "teacher"."""
-    import copy
-
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
