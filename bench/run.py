@@ -439,13 +439,13 @@ def rows_cluster(s: Settings) -> list[C.Row]:
                 spec = demo_spec("qmamba-haystack", "dm:fake_fez", n, 2000, c.scheduler_address)
                 secs[workers, n], reports[workers, n] = timed_run(spec, s.dm_repeats)
     rows = []
-    for key, n in (("e4", sizes[0]), ("e5", sizes[1])):
+    # e4 carries the goal (the demo job as shipped); e5 shows how the ratio grows with the job
+    for key, n, what, goal in (("e4", sizes[0], "demo job", ">= 1.6"), ("e5", sizes[1], "the demo job at", "")):
         one, two = secs[1, n], secs[2, n]
         r = reports[2, n]
-        what = "demo job" if n == sizes[0] else "the demo job at"
         rows.append(C.Row(key, f"{what} QMamba n={n}, dm:fake_fez, on 2 Dask workers vs 1", two, one, "s", one / two,
-                          "1 worker/2", ">= 1.6" if key == "e4" else "", C.check(one / two, ">= 1.6") if key == "e4"
-                          else None, f"warm LocalClusters, 1 thread per worker; of the 2-worker run's {two:.2f} s, "
+                          "1 worker/2", goal, C.check(one / two, goal) if goal else None,
+                          f"warm LocalClusters, 1 thread per worker; of the 2-worker run's {two:.2f} s, "
                           f"{r['seconds'].get('dispatch', 0.0):.2f} s is dispatch and {r['seconds'].get('split', 0.0):.2f} s "
                           "transpiling (both on the workers), the rest runs in the dispatcher (plan, recurrence, "
                           "exact reference)", {"seconds": {f"{w}": secs[w, n] for w in (1, 2)}, "stages_2": r["seconds"]}))

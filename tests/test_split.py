@@ -220,8 +220,9 @@ def _auto_on(target, frontier):
     return measured[choice["chosen"]["segment"], choice["chosen"]["obp_steps"]], list(measured.values())
 
 
-def _on_frontier(got, rows):
-    """No measured split is both as cheap and better by more than two standard errors."""
+def _dominating(got, rows):
+    """The measured splits both as cheap as `got` and better by more than two standard errors (none:
+    `got` is on the frontier)."""
     return [r for r in rows if r["shots_per_image"] <= got["shots_per_image"]
             and r["accuracy"] > got["accuracy"] + 2 * max(r["accuracy_stderr"], got["accuracy_stderr"])]
 
@@ -231,7 +232,7 @@ def test_auto_picks_a_frontier_point_on_each_target(target):
     """With the shipped frontier (the target's own measurements included), the split chosen is on the
     target's measured accuracy-cost frontier."""
     got, rows = _auto_on(target, lambda points, t: points)
-    assert not _on_frontier(got, rows), got
+    assert not _dominating(got, rows), got
 
 
 @pytest.mark.parametrize("target", [
@@ -244,7 +245,7 @@ def test_auto_predicts_an_unmeasured_target_from_the_others(target):
     """Leave the target's own measurements out: predicted from the other targets' through the
     transpilation estimate, the choice is still on the target's measured frontier."""
     got, rows = _auto_on(target, lambda points, t: [r for r in points if r["target"] != t])
-    assert not _on_frontier(got, rows), got
+    assert not _dominating(got, rows), got
 
 
 def test_compile_shows_the_auto_choice(tmp_path, capsys):
