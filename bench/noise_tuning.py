@@ -103,11 +103,17 @@ def main() -> None:
         for device in args.devices.split(","):
             b, t = rows[(base, device)], rows[(tuned, device)]
             drop = 1 - t["logit_error_mean"] / b["logit_error_mean"]
+            # correct examples per (data seed, simulator seed), tuned minus base: the same examples and shots
+            paired = [round(rt["accuracy"] * n) - round(rb["accuracy"] * n)
+                      for rt, rb, n in ((rt, rb, rb["n_examples"]) for rt, rb in zip(t["runs"], b["runs"]))]
+            se = float(np.std(paired, ddof=1) / np.sqrt(len(paired))) if len(paired) > 1 else 0.0
             out.setdefault("change", {})[f"{tuned}@{device}"] = {
                 "logit_error_reduction": drop, "relative_reduction": 1 - t["relative"] / b["relative"],
-                "accuracy_change": t["accuracy"] - b["accuracy"], "exact_accuracy_change": t["exact_accuracy"] - b["exact_accuracy"]}
+                "accuracy_change": t["accuracy"] - b["accuracy"], "exact_accuracy_change": t["exact_accuracy"] - b["exact_accuracy"],
+                "paired_correct_examples": paired, "paired_mean": float(np.mean(paired)), "paired_se": se}
             print(f"{tuned} on {device}: logit error -{100 * drop:.1f}% (relative -{100 * (1 - t['relative'] / b['relative']):.1f}%), "
-                  f"accuracy {t['accuracy'] - b['accuracy']:+.3f}, exact {t['exact_accuracy'] - b['exact_accuracy']:+.3f}")
+                  f"accuracy {t['accuracy'] - b['accuracy']:+.3f} ({np.mean(paired):+.2f} ± {se:.2f} examples per run, paired), "
+                  f"exact {t['exact_accuracy'] - b['exact_accuracy']:+.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, sort_keys=True))
 

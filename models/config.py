@@ -174,7 +174,7 @@ GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one
 # A noise-tuned checkpoint's record["noise_tuning"] (models/registry.py NoiseTuning, every field):
 # (type, low, high) for numbers, (str,) for the device name (checked against the known devices).
 NOISE_TUNING_LIMITS: dict[str, tuple] = {
-    "device": (str,), "steps": (int, 1, 10_000_000), "lr": (float, 0.0, 1.0), "batch_size": (int, 1, 100_000),
+    "device": (str,), "steps": (int, 0, 10_000_000), "lr": (float, 0.0, 1.0), "batch_size": (int, 1, 100_000),
     "shots": (int, 0, 100_000_000), "w_noisy": (float, 0.0, 1e3), "w_exact": (float, 0.0, 1e3),
     "w_consistency": (float, 0.0, 1e3), "seed": (int, 0, 2**63 - 1), "n_eval": (int, 0, 100_000),
     "readout_norm": ("", *READOUT_NORMS), "target": ("labels", "teacher"),

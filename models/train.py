@@ -62,11 +62,13 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
     device's ISA circuits, shot noise injected) and through the exact simulator, and descends
     `noisy_loss` on the scored logits (the last position, or every determined one for
     every_position tasks). Adam at a constant rate, gradients clipped to 1, training batches from
-    seed 1_000 + seed (not the base run's), one thread."""
+    seed 1_000 + seed (not the base run's), one thread. With steps = 0 only the readout_norm switch
+    applies (QLAM's recipe) and the record still measures the result on the device."""
     from qssm.models.noisy import NoisyEvaluator
 
     torch.set_num_threads(1)
     torch.manual_seed(tuning.seed)
+    start = time.perf_counter()
     teacher = frozen_copy(model) if tuning.target == "teacher" else None
     if tuning.readout_norm and tuning.readout_norm != getattr(model.cfg, "readout_norm", tuning.readout_norm):
         model = with_readout_norm(model, tuning.readout_norm, tuning.seed)
@@ -80,8 +82,7 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
         p.requires_grad_(False)  # frozen for the tuning only: the saved checkpoint trains as usual
     opt = torch.optim.Adam(params, lr=tuning.lr)
     batches = train_batches(cfg.task, tuning.batch_size, 1_000 + tuning.seed)
-    start = time.perf_counter()
-    bar = tqdm(range(tuning.steps), desc=f"noise-tune {cfg.kind} on {tuning.device}", disable=not progress,
+    bar = tqdm(range(tuning.steps), desc=f"noise-tune {cfg.kind} on {tuning.device}", disable=not progress or not tuning.steps,
                dynamic_ncols=True)
     ema = None
     for step in bar:

@@ -210,6 +210,25 @@ def test_train_noise_cli_writes_a_loadable_checkpoint(tmp_path):
         assert last_logits(model, test_set(model.cfg.task).inputs[:2]).shape == (2, model.cfg.vocab_size)
 
 
+def test_qlam_recipe_adds_only_the_normalization_and_meets_the_noise_floors(tmp_path):
+    """`qssm train qlam-digits-chain --noise fake_fez` (steps = 0): every tensor of the base is kept
+    bit for bit and only the rms gains are new; on fake_fez's noise (exact noisy means, the first 200
+    test images) the logit error is at least 30% below the base's and the accuracy is not lower."""
+    from qssm.cli import main
+    from qssm.models.train import evaluate_noisy
+
+    assert main(["train", "qlam-digits-chain", "--noise", "fake_fez", "--out", str(tmp_path), "--json"]) == 0
+    tuned, record = checkpoint.load(tmp_path / "qlam-digits-chain-noisy-fez.safetensors")
+    base, _ = checkpoint.load(CHAIN)
+    kept, new = base.state_dict(), tuned.state_dict()
+    assert set(new) - set(kept) == {"readout_gain"} and all(torch.equal(kept[k], new[k]) for k in kept)
+    assert record["noise_tuning"]["steps"] == 0 and record["noise_tuning"]["readout_norm"] == "rms"
+    before, after = evaluate_noisy(base, base.cfg, "fake_fez"), record["noisy_metrics"]
+    assert after["n_examples"] == before["n_examples"] == 200
+    assert after["logit_error_mean"] <= 0.7 * before["logit_error_mean"]
+    assert after["accuracy"] >= before["accuracy"]
+
+
 def test_every_noise_tuning_field_is_validated():
     """The checkpoint validator's table covers every NoiseTuning field, and the defaults pass it."""
     import dataclasses
