@@ -82,8 +82,8 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
         p.requires_grad_(False)  # frozen for the tuning only: the saved checkpoint trains as usual
     opt = torch.optim.Adam(params, lr=tuning.lr)
     batches = train_batches(cfg.task, tuning.batch_size, 1_000 + tuning.seed)
-    bar = tqdm(range(tuning.steps), desc=f"noise-tune {cfg.kind} on {tuning.device}", disable=not progress or not tuning.steps,
-               dynamic_ncols=True)
+    bar = tqdm(range(tuning.steps), desc=f"noise-tune {cfg.kind} on {tuning.device}",
+               disable=not progress or not tuning.steps, dynamic_ncols=True)
     ema = None
     for step in bar:
         batch = next(batches)
