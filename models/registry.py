@@ -111,6 +111,9 @@ PRESETS: dict[str, Preset] = {
     "rnn-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, quantum=False), steps=1500),
     "gru-digits": Preset(GRUConfig(input_dim=8, n_out=10, d_hidden=16, task=DIGITS), steps=1500),
     "qlam-smnist": Preset(_QLAM_SMNIST, steps=1500, baselines=("ssm-smnist", "rnn-smnist", "gru-smnist")),
+    # the same memory with the hardware-native CZ chain: no swaps on heavy-hex, so it survives Heron's noise
+    "qlam-smnist-chain": Preset(dataclasses.replace(_QLAM_SMNIST, pattern="chain"), steps=1500,
+                                baselines=("ssm-smnist", "rnn-smnist", "gru-smnist")),
     "ssm-smnist": Preset(equal_param_classical(_QLAM_SMNIST), steps=1500),
     "rnn-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=120, cell="rnn", task=SMNIST), steps=1500),
     "gru-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=70, task=SMNIST), steps=1500),

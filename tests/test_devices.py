@@ -28,7 +28,8 @@ class CPUTensors(TorchFunctionMode):
         return out
 
 
-@pytest.mark.parametrize("name", ["qmamba-haystack", "qlam-digits", "qlam-digits-chain", "qlam-smnist"])
+@pytest.mark.parametrize("name", ["qmamba-haystack", "qlam-digits", "qlam-digits-chain", "qlam-smnist",
+                                  "qlam-smnist-chain"])
 def test_forward_allocates_nothing_on_the_cpu(name):
     model, _ = checkpoint.load(f"checkpoints/{name}.safetensors")
     x = test_set(model.cfg.task).inputs[:3]

@@ -229,6 +229,22 @@ def test_qlam_recipe_adds_only_the_normalization_and_meets_the_noise_floors(tmp_
     assert after["accuracy"] >= before["accuracy"]
 
 
+def test_chain_smnist_survives_fake_fez_where_the_ring_collapses():
+    """The sMNIST QLAM with the hardware-native CZ chain memory keeps its accuracy under fake_fez's
+    noise (exact noisy means, the first 24 test images), where the same model with the CZ ring,
+    whose steps need swaps on heavy-hex, collapses."""
+    from qssm.models.train import evaluate_noisy
+
+    scores = {}
+    for name in ("qlam-smnist", "qlam-smnist-chain"):
+        model, _ = checkpoint.load(f"checkpoints/{name}.safetensors")
+        scores[name] = evaluate_noisy(model, model.cfg, "fake_fez", 24)
+    ring, chain = scores["qlam-smnist"], scores["qlam-smnist-chain"]
+    assert chain["exact_accuracy"] >= 0.85 and chain["accuracy"] >= chain["exact_accuracy"] - 0.1
+    assert ring["exact_accuracy"] >= 0.85 and ring["accuracy"] <= chain["accuracy"] - 0.3
+    assert chain["logit_error_mean"] < 0.5 * ring["logit_error_mean"]
+
+
 def test_every_noise_tuning_field_is_validated():
     """The checkpoint validator's table covers every NoiseTuning field, and the defaults pass it."""
     import dataclasses
