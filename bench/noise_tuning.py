@@ -104,8 +104,8 @@ def main() -> None:
             b, t = rows[(base, device)], rows[(tuned, device)]
             drop = 1 - t["logit_error_mean"] / b["logit_error_mean"]
             # correct examples per (data seed, simulator seed), tuned minus base: the same examples and shots
-            paired = [round(rt["accuracy"] * n) - round(rb["accuracy"] * n)
-                      for rt, rb, n in ((rt, rb, rb["n_examples"]) for rt, rb in zip(t["runs"], b["runs"]))]
+            paired = [round(rt["accuracy"] * rb["n_examples"]) - round(rb["accuracy"] * rb["n_examples"])
+                      for rt, rb in zip(t["runs"], b["runs"])]
             se = float(np.std(paired, ddof=1) / np.sqrt(len(paired))) if len(paired) > 1 else 0.0
             out.setdefault("change", {})[f"{tuned}@{device}"] = {
                 "logit_error_reduction": drop, "relative_reduction": 1 - t["relative"] / b["relative"],

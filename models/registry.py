@@ -88,6 +88,7 @@ SMNIST = {"name": "smnist", "size": 14, "split_seed": 0}  # 14x14 (2x2 means), o
 # every P_i Q_i+1 of neighbours), memory readouts also pooled over the sequence, 32 query heads
 _QLAM_SMNIST = QLAMConfig(input_dim=14, n_classes=10, task=SMNIST, n_heads=32, readout="pairs", pool_memory=True,
                           w_init=0.05)
+_SMNIST_BASELINES = ("ssm-smnist", "rnn-smnist", "gru-smnist")  # equal parameter counts (test_models)
 _V = haystack_vocab(HAYSTACK)
 
 PRESETS: dict[str, Preset] = {
@@ -110,10 +111,10 @@ PRESETS: dict[str, Preset] = {
     "qlam-digits-chain": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, pattern="chain"), steps=1500),
     "rnn-digits": Preset(QLAMConfig(input_dim=8, n_classes=10, task=DIGITS, quantum=False), steps=1500),
     "gru-digits": Preset(GRUConfig(input_dim=8, n_out=10, d_hidden=16, task=DIGITS), steps=1500),
-    "qlam-smnist": Preset(_QLAM_SMNIST, steps=1500, baselines=("ssm-smnist", "rnn-smnist", "gru-smnist")),
+    "qlam-smnist": Preset(_QLAM_SMNIST, steps=1500, baselines=_SMNIST_BASELINES),
     # the same memory with the hardware-native CZ chain: no swaps on heavy-hex, so it survives Heron's noise
     "qlam-smnist-chain": Preset(dataclasses.replace(_QLAM_SMNIST, pattern="chain"), steps=1500,
-                                baselines=("ssm-smnist", "rnn-smnist", "gru-smnist")),
+                                baselines=_SMNIST_BASELINES),
     "ssm-smnist": Preset(equal_param_classical(_QLAM_SMNIST), steps=1500),
     "rnn-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=120, cell="rnn", task=SMNIST), steps=1500),
     "gru-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=70, task=SMNIST), steps=1500),
