@@ -22,7 +22,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend, max_shots
 from qssm.backends.sampling import broadcast, histograms, register_outcomes
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 DENSITY_MATRIX_MAX_QUBITS = 10
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from qiskit.transpiler import Target
 
 from qssm.errors import QssmError
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 
 def batch_seed(seed: int | None, key: str) -> int | None:

@@ -40,7 +40,7 @@ from qssm.backends import devices
 from qssm.backends.base import Backend, Capabilities, Handle
 from qssm.backends.sampling import broadcast, histograms
 from qssm.errors import QssmError
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 DEFAULT_DM_DEVICE = "iqm_garnet"
 DEFAULT_S3 = "amazon-braket-qssm/tasks"  # bucket/prefix when QSSM_BRAKET_S3 is unset

@@ -26,7 +26,7 @@ import numpy as np
 
 from qssm.backends.base import Backend, Capabilities, Handle
 from qssm.errors import QssmError
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 
 @lru_cache(maxsize=8)

@@ -27,7 +27,7 @@ from qssm.backends.aer import active_noise_model, active_qubits, compact
 from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.sampling import broadcast, sample_counts
 from qssm.models.statevector import default_device, one_thread
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 MAX_QUBITS = 10  # a density matrix of 10 qubits is 8 MB per row
 DEVICE = default_device()  # CUDA when present

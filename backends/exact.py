@@ -20,7 +20,7 @@ from qssm.backends.sampling import broadcast, sample_counts
 from qssm.errors import QssmError
 from qssm.models.ansatz import Op
 from qssm.models.statevector import compile_ops, default_device, one_thread, pauli_expectations, run_ops, run_program
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 GATES = {"rx", "ry", "rz", "cx", "cz"}
 FIXED = {"sx": ("rx", math.pi / 2), "x": ("rx", math.pi)}  # equal up to a global phase

@@ -36,7 +36,7 @@ from qssm.backends.base import Backend, Capabilities, Handle, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend
 from qssm.backends.sampling import broadcast, histograms, register_outcomes
 from qssm.errors import QssmError
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 MAX_EXECUTIONS_PER_JOB = 10_000_000  # circuits x shots per Sampler job (IBM job limits)
 REP_DELAY_S = 250e-6  # default repetition delay of IBM devices
@@ -58,7 +58,7 @@ def connect_service():
                                         token=token, instance=os.environ.get("QISKIT_IBM_INSTANCE"))
         return QiskitRuntimeService()
     except Exception as e:  # noqa: BLE001 - the SDK raises several types for missing/invalid accounts
-        from qssm.jobs.redact import redact
+        from qssm.redact import redact
 
         raise QssmError("no IBM Quantum credentials: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save an "
                         f"account with QiskitRuntimeService.save_account ({redact(str(e)).splitlines()[0][:120]})") from None

@@ -51,7 +51,7 @@ def spec(images: int, backend: str = "dm:fake_fez", shots: int = 2000, cluster: 
 
 
 def run(s) -> tuple[float, dict]:
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     start = time.perf_counter()
     r = run_inference(s, progress=False)

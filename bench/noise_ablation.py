@@ -2,7 +2,7 @@
 
     python bench/noise_ablation.py qmamba-haystack-varlen [--variants a,b,...] [--json bench/noise_ablation.json]
 
-Every variant fine-tunes the base checkpoint with models/train.py `finetune_noisy` (the preset's
+Every variant fine-tunes the base checkpoint with pipeline/noisy_train.py `finetune_noisy` (the preset's
 NoiseTuning with some fields changed) and is then measured through the real pipeline
 (`run_inference` on dm:<device>, 4000 shots, the first 200 test examples, simulator seed 1), like
 bench/noise_tuning.py. One training process at a time, one thread.
@@ -63,7 +63,7 @@ class Normalized:
 
 def pipeline(path: str, device: str, n: int = 200, shots: int = 4000) -> dict:
     from qssm.jobs.spec import parse_spec
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     spec = parse_spec({"model": {"checkpoint": path}, "data": {"n": n},
                        "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": 1}})
@@ -73,7 +73,7 @@ def pipeline(path: str, device: str, n: int = 200, shots: int = 4000) -> dict:
 
 @torch.no_grad()
 def normalization_row(model, device: str, n: int = 200) -> dict:
-    from qssm.models.noisy import NoisyEvaluator
+    from qssm.pipeline.noisy import NoisyEvaluator
     from qssm.models.registry import last_logits
     from qssm.models.tasks import test_set
     from qssm.models.train import accuracy
@@ -99,7 +99,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from qssm.models import checkpoint
     from qssm.models.registry import noise_tuning
-    from qssm.models.train import finetune_noisy
+    from qssm.pipeline.noisy_train import finetune_noisy
 
     base_path = ROOT / "checkpoints" / f"{args.preset}.safetensors"
     out = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}

@@ -191,7 +191,7 @@ def braket_garnet(bindings: int, repeats: int) -> tuple[list[Row], dict]:
     from qssm.backends.braket import BraketBackend
     from qssm.circuits.templates import model_templates
     from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.types import CircuitBatch
+    from qssm.types import CircuitBatch
 
     template = model_templates(_model("qmamba-haystack"))[0]
     backend = BraketBackend("braket:local_dm:iqm_garnet")

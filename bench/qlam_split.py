@@ -110,7 +110,7 @@ def run_row(name: str, target: str, n: int, shots: int) -> dict:
     from qssm.jobs.spec import parse_spec
     from qssm.models import checkpoint
     from qssm.pipeline.build import build_pipeline
-    from qssm.pipeline.inference import backend_for, load_inputs, run_inference
+    from qssm.app.inference import backend_for, load_inputs, run_inference
 
     ck, split, mitigation, label = ROWS[name]
     spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
@@ -146,7 +146,7 @@ def frontier(rows: list[dict]) -> list[dict]:
     from qssm.backends.registry import get_backend
     from qssm.jobs.spec import parse_spec
     from qssm.models import checkpoint
-    from qssm.pipeline.auto import transpile_estimate
+    from qssm.app.auto import transpile_estimate
     from qssm.pipeline.compile import CompileCache, CompileOptions
 
     out, caches = [], {}
@@ -156,7 +156,7 @@ def frontier(rows: list[dict]) -> list[dict]:
         spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{r['checkpoint']}.safetensors")},
                            "split": r["split"]})
         model = checkpoint.load(spec.checkpoint)[0].double()
-        from qssm.pipeline.inference import load_inputs
+        from qssm.app.inference import load_inputs
 
         call = model.memory_call(load_inputs(model, dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=2))).inputs)
         choice = {"segment": spec.split.segment, "obp_steps": spec.split.obp_steps}
@@ -235,7 +235,7 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--spot", action="store_true", help="also the aer: spot check")
     ap.add_argument("--render", action="store_true")
-    ap.add_argument("--frontier", action="store_true", help="write pipeline/qlam_frontier.json from the results")
+    ap.add_argument("--frontier", action="store_true", help="write qssm/app/qlam_frontier.json from the results")
     ap.add_argument("--budget", action="store_true", help="print the per-step noise budget per target")
     args = ap.parse_args()
     done = json.loads(OUT.read_text()) if OUT.exists() else []
@@ -252,7 +252,7 @@ def main() -> None:
                   f"{r['error_readout']:.3f} | {r['duration_us']:.1f} | {r['success_estimate']:.3f} |")
         return
     if args.frontier:
-        path = ROOT / "pipeline" / "qlam_frontier.json"
+        path = ROOT / "qssm" / "app" / "qlam_frontier.json"
         path.write_text(json.dumps(frontier(done), indent=1))
         print(f"wrote {path}")
         return

@@ -174,7 +174,7 @@ def qssm_noisy(backend: str, n_seqs: int, shots: int, seed: int):
     """One run_inference through the pipeline; returns (seconds, dispatch recorder, report, pipeline)."""
     from qssm.jobs.spec import parse_spec
     from qssm.pipeline.build import build_pipeline
-    from qssm.pipeline.inference import backend_for, run_inference
+    from qssm.app.inference import backend_for, run_inference
 
     spec = parse_spec({"model": {"checkpoint": str(C.CHECKPOINT)}, "data": {"n": n_seqs},
                        "backend": {"name": backend, "shots": shots, "seed_transpiler": seed}})
@@ -269,7 +269,7 @@ def rows_noisy(s: Settings) -> list[C.Row]:
 
 @torch.no_grad()
 def rows_exact(model, s: Settings) -> list[C.Row]:
-    from qssm.pipeline.inference import evaluator_for
+    from qssm.app.inference import evaluator_for
 
     tokens = test_set(model.cfg.task).inputs[: s.exact_batch]
     B, T = tokens.shape
@@ -317,7 +317,7 @@ def rows_exact(model, s: Settings) -> list[C.Row]:
 @torch.no_grad()
 def count_trips(model, prompt: torch.Tensor, n_new: int, token_table: bool) -> dict:
     from qssm.pipeline.evaluator import PipelineEvaluator
-    from qssm.pipeline.inference import evaluator_for
+    from qssm.app.inference import evaluator_for
     from qssm.pipeline.token_table import build_token_table
 
     ev = evaluator_for("exact")  # an exact pipeline: counting only
@@ -362,7 +362,7 @@ def rows_trips(model, s: Settings) -> list[C.Row]:
 
 def timed_run(spec, repeats: int) -> tuple[float, dict]:
     """Median wall seconds of run_inference (after one warm-up: noise models, programs) and the last report."""
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     out = {"dispatch": []}
 

@@ -26,7 +26,7 @@ from qssm.circuits.stateprep import n_prep_params, prep_circuit
 from qssm.models.ansatz import Op, n_inputs
 from qssm.models.evaluator import QuantumCall
 from qssm.models.statevector import phi
-from qssm.pipeline.types import Template
+from qssm.types import Template
 
 
 def append_ops(qc: QuantumCircuit, ops: tuple[Op, ...], angles, x, first_input: int = 0) -> None:

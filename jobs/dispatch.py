@@ -23,7 +23,7 @@ from qssm.errors import QssmError
 from qssm.jobs.retry import PermanentError, RetryPolicy, call_with_retries
 from qssm.jobs.store import BatchRecord, JobStore
 from qssm.pipeline.tracker import Tracker
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 
 class JobFailed(QssmError):

@@ -41,9 +41,9 @@ import numpy as np
 
 from qssm.backends.base import Handle
 from qssm.errors import QssmError
-from qssm.jobs.redact import redact
+from qssm.redact import redact
 from qssm.paths import kind, stat_path
-from qssm.pipeline.types import BatchResult
+from qssm.types import BatchResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

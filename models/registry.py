@@ -124,7 +124,7 @@ PRESETS: dict[str, Preset] = {
 @dataclass(frozen=True)
 class NoiseTuning:
     """Noise-aware fine-tuning of a trained checkpoint against a device's noise (`qssm train
-    PRESET --noise DEVICE`, models/train.py `finetune_noisy`). The loss per batch (`noisy_loss`) is
+    PRESET --noise DEVICE`, pipeline/noisy_train.py `finetune_noisy`). The loss per batch (`noisy_loss`) is
         w_noisy CE(noisy logits) + w_exact CE(exact logits) + w_consistency mean (noisy - exact)^2
     against the training labels (target "labels"), or with each CE replaced by the squared distance
     to the starting model's exact logits (target "teacher": distillation), with the noisy logits

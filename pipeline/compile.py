@@ -27,7 +27,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qssm.errors import QssmError
 from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout
 from qssm.pipeline.stages import first, map_batches
-from qssm.pipeline.types import CircuitBatch, Template
+from qssm.types import CircuitBatch, Template
 
 KEY_VERSION = b"qssm-batch-v2"
 

@@ -294,7 +294,7 @@ class CutSplit:
 
     def _one(self, batch):
         from qssm.pipeline.stages import first
-        from qssm.pipeline.types import BatchResult
+        from qssm.types import BatchResult
 
         t = batch.template
         if t is None or self.mode == "off" or not should_cut(t, self.backend, self.mode, self.max_overhead,

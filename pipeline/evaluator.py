@@ -22,7 +22,7 @@ from qssm.pipeline.plan import plan_call, plan_segment
 from qssm.pipeline.shadows import basis_angles
 from qssm.pipeline.tomography import tomography_paulis
 from qssm.pipeline.tracker import Tracker
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 Execute = Callable[[list[CircuitBatch]], list[BatchResult]]
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit
-from qiskit.quantum_info import SparsePauliOp
 
 from qssm.pipeline.stages import first, map_batches
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch
 
 
 @dataclass

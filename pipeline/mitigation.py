@@ -28,8 +28,8 @@ import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit
 
 from qssm.errors import QssmError
-from qssm.pipeline.stages import first, map_batches
-from qssm.pipeline.types import BatchResult, CircuitBatch
+from qssm.pipeline.stages import map_batches
+from qssm.types import BatchResult, CircuitBatch
 
 SELF_INVERSE_2Q = frozenset({"cz", "ecr", "cx", "cy", "swap", "ch"})
 EXTRAPOLATIONS = ("richardson", "linear")

@@ -12,7 +12,7 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qssm.circuits.templates import memory_template, subcircuit_template
 from qssm.models.evaluator import QuantumCall
-from qssm.pipeline.types import CircuitBatch, Template
+from qssm.types import CircuitBatch, Template
 
 
 def dedupe(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from qssm.pipeline.tracker import Tracker
-from qssm.pipeline.types import BatchResult, CircuitBatch, Post
+from qssm.types import BatchResult, CircuitBatch, Post
 
 Dispatch = Callable[[list[CircuitBatch]], list[BatchResult]]
 Combine = Callable[[list[BatchResult]], BatchResult]

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from qssm.jobs.redact import redact  # noqa: E402
+from qssm.redact import redact  # noqa: E402
 from qssm.pipeline.tracker import LABELS  # noqa: E402
 
 SUMMARY_KEYS = [

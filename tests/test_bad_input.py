@@ -43,7 +43,7 @@ UNREADABLE = Path("/proc/sys/vm/compact_memory")  # write-only, even for root
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A store holding a finished job and a queued one (exact backend, 2 sequences: seconds)."""
-    from qssm.jobs.run import create_job, run_job
+    from qssm.app.durable import create_job, run_job
     from qssm.jobs.spec import parse_spec
 
     d = tmp_path_factory.mktemp("world")

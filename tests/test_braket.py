@@ -18,10 +18,10 @@ from qssm.backends import devices
 from qssm.backends.base import Handle
 from qssm.backends.braket import BraketBackend
 from qssm.errors import QssmError
-from qssm.jobs.preflight import validate
+from qssm.app.preflight import validate
 from qssm.jobs.spec import BackendSpec, JobSpec
 from qssm.pipeline.measure import measurement_groups
-from qssm.pipeline.types import Template
+from qssm.types import Template
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_aws import FakeAwsSession  # noqa: E402

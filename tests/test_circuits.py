@@ -23,7 +23,7 @@ from qssm.models.statevector import pauli_expectations
 from qssm.models.tasks import test_set
 from qssm.pipeline.evaluator import PipelineEvaluator
 from qssm.pipeline.token_table import build_token_table
-from qssm.pipeline.types import BatchResult
+from qssm.types import BatchResult
 
 
 def statevector_execute(batches):

@@ -16,10 +16,10 @@ from test_jobs import HAYSTACK, assert_same_results, results_by_key  # noqa: E40
 from qssm.backends.cluster import ClusterBackend, chunks  # noqa: E402
 from qssm.backends.registry import get_backend  # noqa: E402
 from qssm.errors import QssmError  # noqa: E402
-from qssm.jobs.run import create_job, run_job  # noqa: E402
+from qssm.app.durable import create_job, run_job  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
-from qssm.pipeline.inference import run_inference  # noqa: E402
+from qssm.app.inference import run_inference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_cluster_gives_the_same_results_as_one_process(scheduler, backend, shots
 
 
 def test_chunks_cover_the_rows_in_order():
-    from qssm.pipeline.types import CircuitBatch
+    from qssm.types import CircuitBatch
 
     rows = np.arange(1000.0)[:, None]
     parts = chunks(CircuitBatch((), rows, shots=10, key="k"), 4)

@@ -17,7 +17,7 @@ from qssm.backends.base import Backend, Capabilities
 from qssm.errors import QssmError
 from qssm.pipeline.compile import CompileCache, CompileOptions, _columns, compile_batch
 from qssm.pipeline.metrics import circuit_metrics
-from qssm.pipeline.types import CircuitBatch, Template
+from qssm.types import CircuitBatch, Template
 
 OBS = ("IIIZ", "IIZI", "IZII", "ZIII", "XXII", "IYZI")
 
@@ -166,7 +166,7 @@ def test_too_wide_names_the_fix():
 
 
 def test_too_many_shots_names_the_limit():
-    from qssm.jobs.preflight import validate
+    from qssm.app.preflight import validate
     from qssm.jobs.spec import BackendSpec, JobSpec
 
     spec = JobSpec("", backend=BackendSpec(name="FakeFez", shots=5000))

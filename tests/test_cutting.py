@@ -17,7 +17,7 @@ from qssm.pipeline.cutting import (CutSplit, choose_partition, cut_experiments, 
 from qssm.pipeline.measure import Measure
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.stages import Pipeline
-from qssm.pipeline.types import Template
+from qssm.types import Template
 from test_compile import TargetBackend, exact_values, ring_template
 
 OBS = ("IIIZ", "IIZI", "IZII", "ZIII", "ZZII", "IIXX", "XIIZ")

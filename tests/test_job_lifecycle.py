@@ -21,7 +21,7 @@ import fake_ibm  # noqa: E402
 from test_jobs import DRIVER, HAYSTACK, assert_same_results, results_by_key, spec  # noqa: E402
 
 from qssm.cli import main  # noqa: E402
-from qssm.jobs.run import cancel_job, create_job, run_job  # noqa: E402
+from qssm.app.durable import cancel_job, create_job, run_job  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
 from qssm.models import checkpoint  # noqa: E402

@@ -21,7 +21,7 @@ import fake_ibm  # noqa: E402
 from qssm.backends.aer import AerBackend  # noqa: E402
 from qssm.cli import main  # noqa: E402
 from qssm.jobs.retry import PermanentError, RetryPolicy, TransientError, call_with_retries  # noqa: E402
-from qssm.jobs.run import create_job, run_job  # noqa: E402
+from qssm.app.durable import create_job, run_job  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
 
@@ -60,7 +60,7 @@ def two_qubit_template(labels: tuple[str, ...], name: str):
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
 
-    from qssm.pipeline.types import Template
+    from qssm.types import Template
 
     x = ParameterVector("x", 2)
     qc = QuantumCircuit(2)
@@ -259,8 +259,8 @@ def test_budget_preflight_refuses_unless_yes(tmp_path, capsys):
     store = JobStore(tmp_path / "s.sqlite")
     s = spec("ibm:fake_fez", budget={"max_qpu_seconds": 1.0})
     from qssm.errors import QssmError
-    from qssm.jobs.preflight import check_budget, estimate as price
-    from qssm.jobs.run import backend_for
+    from qssm.app.preflight import check_budget, estimate as price
+    from qssm.app.durable import backend_for
 
     estimate = price(s, backend_for(s))
     assert estimate["executions"] > 0 and estimate["tasks"] >= 8 and estimate["round_trips"] == 2
@@ -479,7 +479,7 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
     from prepared import Prepared
 
     from qssm.pipeline.build import build_pipeline
-    from qssm.pipeline.inference import backend_for
+    from qssm.app.inference import backend_for
 
     t = two_qubit_template(("IZ", "ZI", "XX"), "est-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (5, 2))

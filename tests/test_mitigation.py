@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 
 import networkx as nx
 import numpy as np
@@ -22,7 +21,7 @@ from qssm.pipeline.mitigation import (ZNE, Readout, correct_counts, extrapolatio
                                       mitigation_report, split_shots)
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.stages import Pipeline
-from qssm.pipeline.types import Template
+from qssm.types import Template
 
 HAYSTACK = "checkpoints/qmamba-haystack.safetensors"
 READOUT = {0: (0.04, 0.10), 1: (0.08, 0.03), 2: (0.12, 0.06)}  # qubit: p(1|0), p(0|1)
@@ -142,7 +141,7 @@ def test_folding_and_weights():
         w = extrapolation_weights([1, 3, 5], method)
         assert w.sum() == pytest.approx(1.0) and (w * np.array([1, 3, 5])).sum() == pytest.approx(0.0, abs=1e-12)
     assert sum(split_shots(1000, extrapolation_weights([1, 3, 5], "richardson"))) == 1000
-    from qssm.jobs.preflight import validate
+    from qssm.app.preflight import validate
 
     with pytest.raises(QssmError, match="zne_scales"):
         validate(JobSpec("", backend=BackendSpec(name="aer", shots=100),
@@ -168,7 +167,7 @@ def test_noise_aware_layout_on_fake_fez():
 
 def test_pipeline_with_mitigation_and_noise_aware_layout():
     from qssm.models import checkpoint
-    from qssm.pipeline.inference import backend_for, run_inference
+    from qssm.app.inference import backend_for, run_inference
 
     raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": 2, "T": 6},
            "backend": {"name": "aer:fake_fez", "shots": 300, "layout": "noise_aware"},
@@ -191,7 +190,7 @@ def test_pipeline_with_mitigation_and_noise_aware_layout():
 
 
 def test_mitigation_spec_errors_are_one_line():
-    from qssm.jobs.preflight import validate
+    from qssm.app.preflight import validate
 
     raw = {"model": {"checkpoint": HAYSTACK}, "backend": {"name": "aer:fake_fez", "shots": 300}}
     with pytest.raises(QssmError, match="IBM runtime"):

@@ -277,7 +277,7 @@ def test_generate_prefills_once(monkeypatch, capsys):
     """qssm generate pays for the prompt once: n_layers round trips, then n_layers per token."""
     import json
 
-    import qssm.pipeline.inference as inference
+    import qssm.app.inference as inference
     from qssm.cli import main
     from qssm.models import checkpoint
 

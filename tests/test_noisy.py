@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qssm.models import checkpoint
-from qssm.models.noisy import NoisyEvaluator
+from qssm.pipeline.noisy import NoisyEvaluator
 from qssm.models.registry import NoiseTuning, last_logits
 from qssm.models.tasks import test_set, train_batches
 
@@ -46,7 +46,7 @@ def _dm_values(ev: NoisyEvaluator, call, steps: int, weights: torch.Tensor, x: n
     from qssm.backends.dm import structure
     from qssm.models.statevector import phi
     from qssm.pipeline.measure import expectations, with_measurement
-    from qssm.pipeline.types import CircuitBatch
+    from qssm.types import CircuitBatch
 
     s = ev.structure(call, steps)
     angles = phi(weights.double()).detach().numpy()
@@ -135,7 +135,7 @@ def test_shot_noise_is_sampled_with_the_exact_gradient():
 def test_a_short_fine_tuning_lowers_the_noisy_loss():
     """Five steps of noise-aware fine-tuning lower the loss (noisy CE + exact CE + consistency,
     exact noisy means) on a fixed batch of the training distribution."""
-    from qssm.models.train import finetune_noisy, noisy_loss
+    from qssm.pipeline.noisy_train import finetune_noisy, noisy_loss
 
     model, _ = checkpoint.load(HAYSTACK)
     tuning = NoiseTuning(steps=5, batch_size=8, shots=0, lr=3e-3, n_eval=8)
@@ -157,7 +157,8 @@ def test_teacher_target_starts_at_the_base_and_tuning_lowers_its_loss():
     """target = "teacher": before any step the exact logits equal the teacher's (the exact term is
     0), a few steps lower the loss on a fixed batch, and the tuned model still agrees with the
     base's predictions on that batch (distillation keeps the function)."""
-    from qssm.models.train import finetune_noisy, frozen_copy, noisy_loss
+    from qssm.models.train import frozen_copy
+    from qssm.pipeline.noisy_train import finetune_noisy, noisy_loss
 
     model, _ = checkpoint.load(HAYSTACK)
     base = frozen_copy(model)
@@ -183,7 +184,7 @@ def test_teacher_target_starts_at_the_base_and_tuning_lowers_its_loss():
 def test_readout_tuning_moves_only_the_readout():
     """tune = "readout" keeps the circuit, encoder and query weights bit for bit, moves the rms
     gains and the head, and leaves every parameter trainable again afterwards."""
-    from qssm.models.train import finetune_noisy
+    from qssm.pipeline.noisy_train import finetune_noisy
 
     model, _ = checkpoint.load(CHAIN)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -215,7 +216,7 @@ def test_qlam_recipe_adds_only_the_normalization_and_meets_the_noise_floors(tmp_
     bit for bit and only the rms gains are new; on fake_fez's noise (exact noisy means, the first 200
     test images) the logit error is at least 30% below the base's and the accuracy is not lower."""
     from qssm.cli import main
-    from qssm.models.train import evaluate_noisy
+    from qssm.pipeline.noisy_train import evaluate_noisy
 
     assert main(["train", "qlam-digits-chain", "--noise", "fake_fez", "--out", str(tmp_path), "--json"]) == 0
     tuned, record = checkpoint.load(tmp_path / "qlam-digits-chain-noisy-fez.safetensors")
@@ -233,7 +234,7 @@ def test_chain_smnist_survives_fake_fez_where_the_ring_collapses():
     """The sMNIST QLAM with the hardware-native CZ chain memory keeps its accuracy under fake_fez's
     noise (exact noisy means, the first 24 test images), where the same model with the CZ ring,
     whose steps need swaps on heavy-hex, collapses."""
-    from qssm.models.train import evaluate_noisy
+    from qssm.pipeline.noisy_train import evaluate_noisy
 
     scores = {}
     for name in ("qlam-smnist", "qlam-smnist-chain"):
@@ -261,7 +262,7 @@ def test_readout_norm_switch_keeps_the_exact_model_and_runs_through_the_pipeline
     torch forward's logits."""
     from qssm.jobs.spec import parse_spec
     from qssm.models.train import accuracy, predict, with_readout_norm
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     model, _ = checkpoint.load(CHAIN)
     normed = with_readout_norm(model, "rms")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from qssm.jobs.spec import parse_spec
-from qssm.pipeline.inference import run_inference, shot_band
+from qssm.app.inference import run_inference, shot_band
 
 HAYSTACK = "checkpoints/qmamba-haystack.safetensors"
 DIGITS = "checkpoints/qlam-digits.safetensors"

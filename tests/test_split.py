@@ -23,10 +23,9 @@ from qssm.models.statevector import pauli_expectations, run_program
 from qssm.models.tasks import test_set
 from qssm.pipeline.compile import CompileOptions, compile_circuit
 from qssm.pipeline.handoff import Handoff
-from qssm.pipeline.inference import run_inference
+from qssm.app.inference import run_inference
 from qssm.pipeline.obp import pauli_coefficients
-from qssm.pipeline.shadows import (basis_angles, basis_labels, fit_depolarized, pauli_estimates, random_bases,
-                                   zstrings)
+from qssm.pipeline.shadows import (basis_angles, basis_labels, fit_depolarized, pauli_estimates, random_bases)
 from qssm.pipeline.tomography import tomography_paulis
 
 RING, CHAIN = "checkpoints/qlam-digits.safetensors", "checkpoints/qlam-digits-chain.safetensors"
@@ -175,7 +174,7 @@ def test_pauli_coefficients_match_qiskit():
 # -- segment = "auto" ---------------------------------------------------------------------------------
 def test_choose_respects_budget_and_prefers_cheaper_within_noise():
     from qssm.errors import QssmError
-    from qssm.pipeline.auto import choose, predict
+    from qssm.app.auto import choose, predict
 
     rows = [{"segment": 0, "predicted_accuracy": 0.90, "shots_per_image": 100},
             {"segment": 2, "predicted_accuracy": 0.905, "shots_per_image": 500},
@@ -189,7 +188,7 @@ def test_choose_respects_budget_and_prefers_cheaper_within_noise():
 
 
 def _frontier():
-    from qssm.pipeline.auto import FRONTIER
+    from qssm.app.auto import FRONTIER
 
     if not FRONTIER.exists():
         pytest.skip("no measured frontier (bench/qlam_split.py --frontier)")
@@ -202,7 +201,7 @@ BASE = {"prep": "shallow", "tomography": "fit", "shadow_bases": 32}
 def _auto_on(target, frontier):
     """split_choice on `target` among the splits measured there (ring checkpoint, spec hand-off
     BASE); returns the measured row of the choice and every measured row."""
-    from qssm.pipeline import auto
+    from qssm.app import auto
 
     points = _frontier()
     measured = {(r["split"].get("segment", 0), r["split"].get("obp_steps", 0)): r for r in points

@@ -20,7 +20,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from qssm.models import checkpoint
     from qssm.pipeline.compile import CompileOptions
-    from qssm.pipeline.compile_report import compile_report
+    from qssm.app.compile_report import compile_report
 
     spec = load_spec(args.spec)
     model, _ = checkpoint.load(spec.checkpoint)
@@ -49,7 +49,7 @@ def split_choices(spec, model, targets, options) -> list[dict]:
     if model.cfg.kind != "qlam" or not spec.split.auto:
         return []
     from qssm.backends.registry import get_backend
-    from qssm.pipeline.auto import split_choice
+    from qssm.app.auto import split_choice
 
     return [split_choice(spec, model, get_backend(t), options=options) for t in targets]
 

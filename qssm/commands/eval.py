@@ -25,7 +25,7 @@ def make_evaluator(name: str, shots: int | None = None):
         from qssm.models.evaluator import ExactEvaluator
 
         return ExactEvaluator()
-    from qssm.pipeline.inference import evaluator_for
+    from qssm.app.inference import evaluator_for
 
     return evaluator_for(name, shots=shots)
 

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from qssm.models import checkpoint
-    from qssm.pipeline.inference import evaluator_for
+    from qssm.app.inference import evaluator_for
 
     model, _ = checkpoint.load(args.checkpoint)
     if model.cfg.kind != "qmamba":

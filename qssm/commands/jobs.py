@@ -50,7 +50,7 @@ def register(sub) -> None:
 
 def submit(args) -> int:
     from qssm.commands.run import apply_overrides, format_run
-    from qssm.jobs.run import create_job, run_job, spawn_worker
+    from qssm.app.durable import create_job, run_job, spawn_worker
     from qssm.jobs.spec import load_spec
 
     spec = apply_overrides(load_spec(args.spec), args)
@@ -161,7 +161,7 @@ def format_partial(r: dict) -> str:
 
 
 def cancel(args) -> int:
-    from qssm.jobs.run import cancel_job
+    from qssm.app.durable import cancel_job
 
     store = _store(args)
     store.require_writable()  # before any provider job is cancelled
@@ -172,7 +172,7 @@ def cancel(args) -> int:
 
 def resume(args) -> int:
     from qssm.commands.run import format_run
-    from qssm.jobs.run import run_job
+    from qssm.app.durable import run_job
 
     report = run_job(_store(args), args.id, progress=not (args.quiet or args.json), force=args.force)
     if args.json:

@@ -40,8 +40,8 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
     and its backend joins the shot sweep only if it is a simulator."""
     from qssm.models import checkpoint
     from qssm.pipeline.compile import CompileOptions
-    from qssm.pipeline.compile_report import compile_report
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.compile_report import compile_report
+    from qssm.app.inference import run_inference
 
     model, _ = checkpoint.load(spec.checkpoint)
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
@@ -77,7 +77,7 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
         report["segment_sweep"] = seg
         report["split_frontier"] = measured_frontier(spec.checkpoint)
         if spec.split.auto:
-            from qssm.pipeline.auto import split_choice
+            from qssm.app.auto import split_choice
 
             report["split_choice"] = [split_choice(spec, model, get_backend(t), options=options) for t in targets
                                       if get_backend(t).target is not None]
@@ -85,11 +85,11 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
 
 
 def measured_frontier(checkpoint_path: str) -> list[dict]:
-    """The shipped measurements (bench/qlam_split.py -> pipeline/qlam_frontier.json) for every QLAM
+    """The shipped measurements (bench/qlam_split.py -> qssm/app/qlam_frontier.json) for every QLAM
     checkpoint, as the report's accuracy-against-cost section: this model's levers beside the others."""
     import json
 
-    from qssm.pipeline.auto import FRONTIER
+    from qssm.app.auto import FRONTIER
 
     if not FRONTIER.exists():
         return []

@@ -31,7 +31,7 @@ def apply_overrides(spec, args):
 
 
 def run(args) -> int:
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     from qssm.backends.registry import is_simulator
     from qssm.errors import QssmError

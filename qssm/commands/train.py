@@ -1,7 +1,7 @@
 """qssm train PRESET: train a model (and its baselines) and write a checkpoint.
 
 qssm train PRESET --noise DEVICE fine-tunes the preset's trained checkpoint against DEVICE's noise
-(models/train.py `finetune_noisy`) and writes <preset>-noisy-<device>.safetensors."""
+(pipeline/noisy_train.py `finetune_noisy`) and writes <preset>-noisy-<device>.safetensors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from qssm import args as types
 from qssm.errors import QssmError
 from qssm.models import checkpoint
 from qssm.models.registry import PRESETS, noise_tuning, noisy_name, preset
-from qssm.models.train import finetune_noisy, train
+from qssm.models.train import train
+from qssm.pipeline.noisy_train import finetune_noisy
 from qssm.paths import check_out_dir
 
 

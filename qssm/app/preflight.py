@@ -73,12 +73,12 @@ def estimate(spec: JobSpec, backend) -> dict:
     """What the job will send and cost (module docstring)."""
     from qssm.backends.exact import ExactBackend
     from qssm.pipeline.build import build_pipeline
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     planned: list[list] = []
     if spec.split.auto:  # choose the split for the real target first: the exact plan must send what it will
         from qssm.models import checkpoint
-        from qssm.pipeline.auto import resolve_split
+        from qssm.app.auto import resolve_split
 
         model = checkpoint.load(spec.checkpoint)[0]
         if model.cfg.kind == "qlam":

@@ -43,7 +43,7 @@ def backend_for(spec: JobSpec):
 
 def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1) -> PipelineEvaluator:
     """A PipelineEvaluator on a named backend with default stages (for `qssm eval` and `generate`)."""
-    from qssm.jobs.preflight import validate
+    from qssm.app.preflight import validate
     from qssm.jobs.spec import BackendSpec
 
     backend = get_backend(name, seed=seed)
@@ -76,7 +76,7 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pip
 
 @torch.no_grad()
 def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -> dict:
-    from qssm.jobs.preflight import validate
+    from qssm.app.preflight import validate
 
     if pipeline is None:
         validate(spec, backend, model)
@@ -92,7 +92,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
     choice = None
     if kind == "qlam" and spec.split.auto:  # segment / obp_steps = "auto": chosen per target (pipeline/auto.py)
-        from qssm.pipeline.auto import resolve_split
+        from qssm.app.auto import resolve_split
 
         spec, choice = resolve_split(spec, model, backend)
     trips = model.cfg.n_layers if kind == "qmamba" else n_segments(data.inputs.shape[1], spec.split.segment)

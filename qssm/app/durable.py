@@ -16,11 +16,11 @@ from pathlib import Path
 from qssm.backends.base import Backend
 from qssm.errors import QssmError
 from qssm.jobs.dispatch import JobCancelled, JobFailed, StoreDispatcher
-from qssm.jobs.preflight import preflight
+from qssm.app.preflight import preflight
 from qssm.jobs.retry import PermanentError, RetryPolicy
 from qssm.jobs.spec import JobSpec
 from qssm.jobs.store import JobStore
-from qssm.pipeline.inference import backend_for
+from qssm.app.inference import backend_for
 from qssm.pipeline.tracker import Tracker
 
 
@@ -44,7 +44,7 @@ def raw_spec(spec: JobSpec) -> dict:
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
             policy: RetryPolicy | None = None, log=None, force: bool = False) -> dict:
-    from qssm.pipeline.inference import run_inference
+    from qssm.app.inference import run_inference
 
     job = store.job(job_id)
     if job["status"] == "done":

@@ -4,7 +4,7 @@ a target within the shot budget (docs/architecture.md, "QLAM segments").
 For every candidate (one circuit; segments of 1, 2, 4 tokens with the spec's hand-off; OBP of 1 or
 2 steps) the deepest circuit of a round trip is transpiled for the target and its estimated success
 probability S taken (pipeline/metrics.py: the product of (1 - error) over gates and readout). The
-measured frontier (bench/qlam_split.py, shipped as pipeline/qlam_frontier.json) gives accuracy:
+measured frontier (bench/qlam_split.py, shipped as qssm/app/qlam_frontier.json) gives accuracy:
 - measured on this target with this split: the measurement itself;
 - else measured with this split on other targets: a monotone (isotonic) fit of accuracy against S
   over those, anchored at (0, chance) and (1, exact). Per split, because S of the deepest circuit
@@ -46,7 +46,7 @@ def candidates(split, t: int) -> list[dict]:
 def _deepest_templates(call, split, choice: dict, t: int):
     """The deepest circuit of each kind of round trip the choice sends."""
     from qssm.circuits.templates import memory_template
-    from qssm.pipeline.inference import split_levers
+    from qssm.app.inference import split_levers
 
     k, s = choice["segment"], choice["obp_steps"]
     if s:
@@ -140,7 +140,7 @@ def split_choice(spec, model, backend, frontier: list[dict] | None = None, optio
     import torch
 
     from qssm.pipeline.compile import CompileCache, CompileOptions
-    from qssm.pipeline.inference import load_inputs
+    from qssm.app.inference import load_inputs
 
     if model.cfg.kind != "qlam":
         raise QssmError("[split] segment / obp_steps = \"auto\" apply to QLAM models only")
