@@ -18,6 +18,13 @@ from functools import lru_cache
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import Target
+from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise.device.models import (
+    basic_device_gate_errors,
+    basic_device_readout_errors,
+)
+from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
 from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend, max_shots
@@ -30,8 +37,6 @@ DENSITY_MATRIX_MAX_QUBITS = 10
 def restricted_target(target, active: tuple[int, ...]):
     """The device Target on `active` physical qubits only, renumbered 0..k-1 (same instruction and
     qubit properties), so Aer's device-noise constructors do the work of a few qubits, not 156."""
-    from qiskit.transpiler import Target
-
     pos = {p: i for i, p in enumerate(active)}
     props = target.qubit_properties
     small = Target(num_qubits=len(active), dt=target.dt,
@@ -49,9 +54,6 @@ def active_noise_model(device: str, active: tuple[int, ...]):
     """The device's gate (depolarizing + thermal relaxation) and readout errors on `active`
     physical qubits, renumbered 0..k-1: Aer's own device-model constructors on the restricted
     target (the same values as the full-device model, without building it for every qubit)."""
-    from qiskit_aer.noise import NoiseModel
-    from qiskit_aer.noise.device.models import basic_device_gate_errors, basic_device_readout_errors
-
     target = fake_backend(device).target
     small = restricted_target(target, active)
     nm = NoiseModel(basis_gates=list(target.operation_names))
@@ -118,8 +120,6 @@ class AerBackend(LocalBackend):
         return opts
 
     def evaluate(self, batch: CircuitBatch) -> BatchResult:
-        from qiskit_aer.primitives import EstimatorV2, SamplerV2
-
         if not batch.sampled:
             circuit, observables, active = compact(batch.circuit, batch.observables)
             opts = self._options(active)

@@ -18,6 +18,7 @@ and collects a provider job that another process submitted.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -143,8 +144,6 @@ class LocalBackend(Backend):
         raise NotImplementedError
 
     def submit(self, batch: CircuitBatch) -> Handle:
-        import uuid
-
         job = f"{self.prefix}-{uuid.uuid4().hex[:12]}"
         self._jobs[job] = self.evaluate(batch)
         return Handle(self.name, [job])

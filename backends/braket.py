@@ -27,16 +27,23 @@ already mapped them to the device's native gates and connectivity.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
+import warnings
 from pathlib import Path
 
+import boto3
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.circuit.equivalence_library import SessionEquivalenceLibrary
 from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import PassManager
+from qiskit.transpiler.passes import BasisTranslator
 
 from qssm.backends import devices
+from qssm.backends.aer import active_qubits, compact
 from qssm.backends.base import Backend, Capabilities, Handle
 from qssm.backends.sampling import broadcast, histograms
 from qssm.errors import QssmError
@@ -56,8 +63,6 @@ def param_names(circuit: QuantumCircuit) -> list[str]:
 
 def convert(circuit: QuantumCircuit, qubit_labels=None, verbatim: bool = False):
     """Qiskit -> Braket with the provider's converter; measurements kept, parameters free."""
-    import warnings
-
     from qiskit_braket_provider.providers.adapter import to_braket
 
     with warnings.catch_warnings():  # barriers are dropped on purpose
@@ -68,10 +73,6 @@ def convert(circuit: QuantumCircuit, qubit_labels=None, verbatim: bool = False):
 
 def translate(circuit: QuantumCircuit, basis: list[str]) -> QuantumCircuit:
     """Basis-change gates of a measurement group (rz, sx) into the device's native gates."""
-    from qiskit.circuit.equivalence_library import SessionEquivalenceLibrary
-    from qiskit.transpiler import PassManager
-    from qiskit.transpiler.passes import BasisTranslator
-
     if {inst.operation.name for inst in circuit.data} <= set(basis) | {"measure", "barrier"}:
         return circuit
     return PassManager([BasisTranslator(SessionEquivalenceLibrary, basis + ["measure", "barrier"])]).run(circuit)
@@ -185,8 +186,6 @@ class BraketBackend(Backend):
 
     # -- local simulators --------------------------------------------------------------------------
     def evaluate(self, batch: CircuitBatch) -> BatchResult:
-        from qssm.backends.aer import active_qubits, compact
-
         start = time.perf_counter()
         circuits, observables = list(batch.circuits), list(batch.observables)
         active = tuple(range(circuits[0].num_qubits))
@@ -240,7 +239,6 @@ class BraketBackend(Backend):
     def session(self):
         if self._aws_session is None:
             self.check_credentials()
-            import boto3
             from braket.aws import AwsSession
             from braket.aws.aws_device import AwsDevice
 
@@ -269,7 +267,6 @@ class BraketBackend(Backend):
         last week, matched by the batch tag. Missing tasks of a partly created plan are created."""
         if self.mode != "qpu":
             return None
-        import datetime as dt
 
         client = self.session().braket_client
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from qssm.backends.base import Backend, Capabilities, Handle
+from qssm.backends.registry import get_backend
 from qssm.errors import QssmError
 from qssm.types import BatchResult, CircuitBatch
 
@@ -33,8 +34,6 @@ from qssm.types import BatchResult, CircuitBatch
 def _worker_backend(name: str, seed: int | None, options: tuple):
     """One backend per worker process and configuration (device targets and noise models are
     built once per worker, not per batch)."""
-    from qssm.backends.registry import get_backend
-
     backend = get_backend(name, seed=seed)
     backend.configure(**dict(options))
     return backend

@@ -21,10 +21,28 @@ Physical qubit i of a target is the i-th smallest device qubit label (IQM counts
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from functools import lru_cache
 from pathlib import Path
+
+from qiskit.circuit import Measure, Parameter
+from qiskit.circuit.library import (
+    CZGate,
+    RGate,
+    RXGate,
+    RZGate,
+    RZZGate,
+    SXdgGate,
+    SXGate,
+    XGate,
+    iSwapGate,
+)
+from qiskit.transpiler import InstructionProperties, Target
+from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
+from qiskit_ionq import add_equivalences
+from qiskit_ionq.ionq_gates import GPI2Gate, GPIGate
 
 from qssm.errors import QssmError
 
@@ -126,18 +144,12 @@ def errors(name: str) -> dict:
 
 @lru_cache(maxsize=1)
 def _ionq_gates():
-    from qiskit_ionq import add_equivalences
-    from qiskit_ionq.ionq_gates import GPI2Gate, GPIGate
-
     add_equivalences()  # once per process: session equivalences GPI/GPI2/ZZ <-> standard gates
     return GPIGate, GPI2Gate
 
 
 def native_gates(name: str) -> tuple[list, list, list[str]]:
     """(1q Qiskit gates with error, 1q virtual gates, 2q Qiskit gates) for the device."""
-    from qiskit.circuit import Parameter
-    from qiskit.circuit.library import CZGate, RGate, RZGate, RZZGate, SXdgGate, SXGate, XGate, iSwapGate
-
     kind = provider(name)
     if kind == "iqm":
         return [RGate(Parameter("theta"), Parameter("phi"))], [], [CZGate()]
@@ -152,9 +164,6 @@ def native_gates(name: str) -> tuple[list, list, list[str]]:
 @lru_cache(maxsize=None)
 def device_target(name: str):
     """A Qiskit Target: native gates with errors and durations, readout errors on measure."""
-    from qiskit.circuit import Measure
-    from qiskit.transpiler import InstructionProperties, Target
-
     name = short_name(name)
     doc = load_device(name)
     err = errors(name)
@@ -184,8 +193,6 @@ def native_names(name: str) -> list[str]:
 
 def to_braket_names(circuit):
     """Rigetti: sx / sxdg / x back to rx at its fixed native angles (other devices: unchanged)."""
-    from qiskit.circuit.library import RXGate
-
     if not any(inst.operation.name in _RX_SUBSTITUTES for inst in circuit.data):
         return circuit
     out = circuit.copy_empty_like()
@@ -256,10 +263,7 @@ def aer_noise_model(name: str, active_qubits: tuple[int, ...] | list[int]):
     same native gates, each BitFlip(p) before a measurement a readout error flipping the recorded
     bit with probability p (identical outcome statistics; a bit flip would also flip the
     post-measurement state, which only a later gate on that qubit could tell)."""
-    import itertools
-
     from braket.circuits.noises import BitFlip, Depolarizing, TwoQubitDepolarizing
-    from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
 
     model = NoiseModel(basis_gates=native_names(name))
     for instruction in device_noise(name, active_qubits).instructions:

@@ -23,9 +23,13 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from qssm.backends import devices, dmsim
 from qssm.backends.aer import active_noise_model, active_qubits, compact
 from qssm.backends.base import Capabilities, LocalBackend, batch_seed
+from qssm.backends.fake_devices import calibration, fake_backend, max_shots
+from qssm.backends.noise import noise_from_aer
 from qssm.backends.sampling import broadcast, sample_counts
+from qssm.errors import QssmError
 from qssm.models.statevector import default_device, one_thread
 from qssm.types import BatchResult, CircuitBatch
 
@@ -51,15 +55,11 @@ class DensityMatrixBackend(LocalBackend):
         super().__init__()
         self.seed = seed
         if device.startswith("fake_"):
-            from qssm.backends.fake_devices import calibration, fake_backend, max_shots
-
             fake = fake_backend(device)
             self.device, self.target, self.calibration = device, fake.target, calibration(fake)
             self.max_shots = max_shots(fake) or 100_000
             self._noise_model = lambda active: active_noise_model(device, active)
         else:
-            from qssm.backends import devices
-
             self.device = devices.short_name(device)
             self.target, self.calibration = devices.device_target(self.device), devices.calibration(self.device)
             self.max_shots = devices.max_shots(self.device)
@@ -72,8 +72,6 @@ class DensityMatrixBackend(LocalBackend):
         return Capabilities(max_shots=self.max_shots, max_qubits=self.target.num_qubits, chunkable=True)
 
     def noise(self, active: tuple[int, ...]):
-        from qssm.backends.noise import noise_from_aer
-
         return noise_from_aer(self._noise_model(active), len(active))
 
     def _cached(self, key: tuple, build):
@@ -85,9 +83,6 @@ class DensityMatrixBackend(LocalBackend):
         return self._programs[key]
 
     def evaluate(self, batch: CircuitBatch) -> BatchResult:
-        from qssm.backends import dmsim
-        from qssm.errors import QssmError
-
         meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": [], "method": "qssm density matrix"}
         circuits = list(batch.circuits)
         active = tuple(sorted(set().union(*(active_qubits(c, batch.observables) for c in circuits))))
@@ -111,8 +106,6 @@ class DensityMatrixBackend(LocalBackend):
         return BatchResult(counts=counts, meta=meta)
 
     def _probabilities(self, key, circuits, batch: CircuitBatch, active) -> list[np.ndarray]:
-        from qssm.backends import dmsim
-
         def rows(i):
             return _rows(batch.rows(i)) if circuits[i].num_parameters else None
 

@@ -56,9 +56,14 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import sympy
 import torch
+from qiskit.circuit import ParameterExpression
+from qiskit.quantum_info import Operator, SparsePauliOp
+from threadpoolctl import threadpool_limits
 
 from qssm.backends.noise import RESET, Noise, apply_ptm, compose, error_ptm, paulis, ptm
+from qssm.backends.sampling import sample_counts as draw
 
 MAX_WIDTH = 5  # widest fused block considered (a 5-qubit PTM is 1024 x 1024)
 _H = np.array([[0.5, 0.5], [0, 0], [0, 0], [0.5, -0.5]])  # Pauli component -> P(true outcome t)
@@ -70,8 +75,6 @@ def _one_blas_thread(fn):
     synchronization, and on a loaded 2-core machine they made them 10-20x slower."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from threadpoolctl import threadpool_limits
-
         with threadpool_limits(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
     return wrapper
@@ -152,8 +155,6 @@ def _angle(value, column: dict[str, int]):
     """A float, or a function rows (B, P) -> (B,) for an expression of the circuit's Parameters:
     affine ones (all of qssm's: input + offset, scaled turns) as const + rows @ coefficients,
     others through sympy.lambdify with torch functions."""
-    from qiskit.circuit import ParameterExpression
-
     if not isinstance(value, ParameterExpression) or not value.parameters:
         return float(value)
     params = sorted(value.parameters, key=lambda p: column[p.name])
@@ -162,7 +163,6 @@ def _angle(value, column: dict[str, int]):
     if all(isinstance(s, (int, float)) for s in slopes):
         const = float(value.bind({p: 0 for p in params}))
         return _Affine(const, tuple(cols), tuple(float(s) for s in slopes))
-    import sympy
 
     expr = value.sympify()
     symbols = sorted(expr.free_symbols, key=lambda s: column[str(s)])
@@ -208,8 +208,6 @@ _GATE_PTMS: dict[tuple, np.ndarray] = {}  # (name, angles) -> PTM: ISA circuits 
 
 
 def _gate_ptm(op) -> np.ndarray:
-    from qiskit.quantum_info import Operator
-
     try:
         key = (op.name, tuple(float(p) for p in op.params))
     except (TypeError, ValueError):  # e.g. a UnitaryGate's matrix parameter
@@ -665,8 +663,6 @@ def _layout_perm(layout: tuple[int, ...]) -> list[int]:
 def _observable_matrix(program: Program, observables) -> torch.Tensor:
     """(4^n, K): Pauli coefficients of each observable, pulled back through the last fixed phase
     (cached per observables on the program)."""
-    from qiskit.quantum_info import SparsePauliOp
-
     obs = [o if isinstance(o, SparsePauliOp) else SparsePauliOp(o) for o in observables]
     key = tuple(tuple((label, complex(c)) for label, c in o.to_list()) for o in obs)
     if key not in program.observables:
@@ -870,8 +866,6 @@ def sample_counts(probs, shots: int, seed: int, *, first_row: int = 0) -> torch.
     Reproducible by row: row i draws from numpy's PCG64 seeded with SeedSequence((seed, first_row
     + i)), whatever else is in the batch, so a batch split into chunks (pass each chunk's first
     row index) gives the same counts as the whole batch."""
-    from qssm.backends.sampling import sample_counts as draw
-
     counts = draw(torch.as_tensor(probs).detach().to("cpu", torch.float64).numpy(), shots, seed, first_row)
     device = probs.device if isinstance(probs, torch.Tensor) else "cpu"
     return torch.as_tensor(counts, device=device)

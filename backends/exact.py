@@ -19,7 +19,14 @@ from qssm.backends.base import Capabilities, LocalBackend, batch_seed
 from qssm.backends.sampling import broadcast, sample_counts
 from qssm.errors import QssmError
 from qssm.models.ansatz import Op
-from qssm.models.statevector import compile_ops, default_device, one_thread, pauli_expectations, run_ops, run_program
+from qssm.models.statevector import (
+    compile_ops,
+    default_device,
+    one_thread,
+    pauli_expectations,
+    run_ops,
+    run_program,
+)
 from qssm.types import BatchResult, CircuitBatch
 
 GATES = {"rx", "ry", "rz", "cx", "cz"}

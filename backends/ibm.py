@@ -31,11 +31,19 @@ import time
 import warnings
 
 import numpy as np
+from qiskit_aer import AerSimulator
 
+from qssm.backends.aer import (
+    DENSITY_MATRIX_MAX_QUBITS,
+    active_noise_model,
+    active_qubits,
+    compact,
+)
 from qssm.backends.base import Backend, Capabilities, Handle, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend
 from qssm.backends.sampling import broadcast, histograms, register_outcomes
 from qssm.errors import QssmError
+from qssm.redact import redact
 from qssm.types import BatchResult, CircuitBatch
 
 MAX_EXECUTIONS_PER_JOB = 10_000_000  # circuits x shots per Sampler job (IBM job limits)
@@ -58,7 +66,6 @@ def connect_service():
                                         token=token, instance=os.environ.get("QISKIT_IBM_INSTANCE"))
         return QiskitRuntimeService()
     except Exception as e:  # noqa: BLE001 - the SDK raises several types for missing/invalid accounts
-        from qssm.redact import redact
 
         raise QssmError("no IBM Quantum credentials: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save an "
                         f"account with QiskitRuntimeService.save_account ({redact(str(e)).splitlines()[0][:120]})") from None
@@ -84,7 +91,9 @@ class IBMBackend(Backend):
         self.local = device.startswith("fake_")
         self.device_name = device
         if self.local:  # runtime local testing mode: the primitive runs Aer on the snapshot's noise
-            from qiskit_ibm_runtime.fake_provider.local_service import QiskitRuntimeLocalService
+            from qiskit_ibm_runtime.fake_provider.local_service import (
+                QiskitRuntimeLocalService,
+            )
 
             self.device = fake_backend(device)
             self.service = service or QiskitRuntimeLocalService()
@@ -114,10 +123,6 @@ class IBMBackend(Backend):
 
     # -- execution mode ---------------------------------------------------------------------------
     def _local_simulator(self, active: tuple[int, ...]):
-        from qiskit_aer import AerSimulator
-
-        from qssm.backends.aer import DENSITY_MATRIX_MAX_QUBITS, active_noise_model
-
         method = "density_matrix" if len(active) <= DENSITY_MATRIX_MAX_QUBITS else "statevector"
         return AerSimulator(method=method, noise_model=active_noise_model(self.device_name, active))
 
@@ -158,7 +163,6 @@ class IBMBackend(Backend):
         active qubits (one noise model for the batch)."""
         if not self.local:
             return list(batch.circuits), list(batch.observables), None
-        from qssm.backends.aer import active_qubits, compact
 
         active = tuple(sorted(set().union(*(active_qubits(c, batch.observables) for c in batch.circuits))))
         small = [compact(c, batch.observables, active) for c in batch.circuits]

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
+from qiskit.quantum_info import Operator
 
 _SIGMA = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=complex)
 
@@ -71,8 +72,6 @@ def compose(ops, n: int) -> np.ndarray:
 
 
 def _instruction_ptm(op) -> np.ndarray:
-    from qiskit.quantum_info import Operator
-
     if op.name == "reset":
         return RESET
     if op.name == "kraus":

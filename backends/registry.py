@@ -12,7 +12,13 @@
 
 from __future__ import annotations
 
+from qssm.backends.aer import AerBackend
 from qssm.backends.base import Backend
+from qssm.backends.braket import BraketBackend
+from qssm.backends.dm import DensityMatrixBackend
+from qssm.backends.exact import ExactBackend
+from qssm.backends.fake_devices import fake_backend
+from qssm.backends.ibm import IBMBackend
 from qssm.errors import QssmError
 
 FORMS = "exact, dm:fake_<device>, dm:<braket device>, aer, aer:fake_<device>, ibm:fake_<device>, ibm:<device>, braket:local, braket:local_dm, braket:<device or arn>"
@@ -21,26 +27,16 @@ FORMS = "exact, dm:fake_<device>, dm:<braket device>, aer, aer:fake_<device>, ib
 def get_backend(name: str, *, seed: int | None = None) -> Backend:
     kind, _, rest = name.partition(":")
     if kind == "exact" and not rest:
-        from qssm.backends.exact import ExactBackend
-
         return ExactBackend(seed=seed)
     if kind == "dm" and rest:
-        from qssm.backends.dm import DensityMatrixBackend
-
         return DensityMatrixBackend(rest, seed=seed)
     if kind == "aer":
-        from qssm.backends.aer import AerBackend
-
         if rest and not rest.startswith("fake_"):
             raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez")
         return AerBackend(rest or None, seed=seed)
     if kind == "ibm" and rest:
-        from qssm.backends.ibm import IBMBackend
-
         return IBMBackend(rest, seed=seed)
     if kind == "braket" and rest:
-        from qssm.backends.braket import BraketBackend
-
         return BraketBackend(name, seed=seed)
     raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
 
@@ -53,7 +49,6 @@ def device_coordinates(name: str) -> list[tuple[int, int]] | None:
         return None
     from qiskit_ibm_runtime.visualization.embeddings import Embedding
 
-    from qssm.backends.fake_devices import fake_backend
 
     try:
         return [tuple(c) for c in Embedding.from_backend(fake_backend(device)).coordinates]

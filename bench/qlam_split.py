@@ -110,7 +110,9 @@ def run_row(name: str, target: str, n: int, shots: int) -> dict:
     from qssm.jobs.spec import parse_spec
     from qssm.models import checkpoint
     from qssm.pipeline.build import build_pipeline
-    from qssm.app.inference import backend_for, load_inputs, run_inference
+    from qssm.app.inference import run_inference
+    from qssm.app.job import backend_for
+    from qssm.models.tasks import first_test_examples
 
     ck, split, mitigation, label = ROWS[name]
     spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
@@ -133,7 +135,7 @@ def run_row(name: str, target: str, n: int, shots: int) -> dict:
            "obp_truncation_bound": r.get("obp_truncation_bound"), "obp_terms": r.get("obp_terms"),
            "wall_seconds": time.perf_counter() - start}
     if seen and seen[0].handoff_states:
-        inputs = load_inputs(model.double(), spec).inputs
+        inputs = first_test_examples(model.cfg.task, spec.data.n, spec.data.seed, spec.data.T or None).inputs
         row.update(handoff_fidelities(model.double(), inputs, seen[0].handoff_states))
     return row
 
@@ -141,11 +143,11 @@ def run_row(name: str, target: str, n: int, shots: int) -> dict:
 def frontier(rows: list[dict]) -> list[dict]:
     """The measured points pipeline/auto.py predicts from: each row with the estimated success
     probability of its deepest circuit on its target (the transpilation estimate)."""
-    import dataclasses
 
     from qssm.backends.registry import get_backend
     from qssm.jobs.spec import parse_spec
     from qssm.models import checkpoint
+    from qssm.models.tasks import first_test_examples
     from qssm.app.auto import transpile_estimate
     from qssm.pipeline.compile import CompileCache, CompileOptions
 
@@ -155,10 +157,9 @@ def frontier(rows: list[dict]) -> list[dict]:
             continue
         spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{r['checkpoint']}.safetensors")},
                            "split": r["split"]})
-        model = checkpoint.load(spec.checkpoint)[0].double()
-        from qssm.app.inference import load_inputs
-
-        call = model.memory_call(load_inputs(model, dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=2))).inputs)
+        ckpt = checkpoint.read(spec.checkpoint)
+        model = ckpt.model.double()
+        call = model.memory_call(first_test_examples(model.cfg.task, 2).inputs)
         choice = {"segment": spec.split.segment, "obp_steps": spec.split.obp_steps}
         cache = caches.setdefault(r["target"], CompileCache())
         s, _ = transpile_estimate(call, spec.split, choice, call.inputs.shape[1], get_backend(r["target"]),
@@ -166,7 +167,7 @@ def frontier(rows: list[dict]) -> list[dict]:
         out.append({k: r[k] for k in ("row", "label", "checkpoint", "target", "split", "mitigation", "accuracy",
                                       "accuracy_stderr", "exact_accuracy", "logit_error_mean", "max_two_qubit",
                                       "circuits_per_image", "shots_per_image", "qpu_seconds_per_image")}
-                   | {"success_estimate": s})
+                   | {"sha256": ckpt.sha256, "success_estimate": s})
     return out
 
 

@@ -174,7 +174,8 @@ def qssm_noisy(backend: str, n_seqs: int, shots: int, seed: int):
     """One run_inference through the pipeline; returns (seconds, dispatch recorder, report, pipeline)."""
     from qssm.jobs.spec import parse_spec
     from qssm.pipeline.build import build_pipeline
-    from qssm.app.inference import backend_for, run_inference
+    from qssm.app.inference import run_inference
+    from qssm.app.job import backend_for
 
     spec = parse_spec({"model": {"checkpoint": str(C.CHECKPOINT)}, "data": {"n": n_seqs},
                        "backend": {"name": backend, "shots": shots, "seed_transpiler": seed}})

@@ -20,7 +20,6 @@ from qiskit import QuantumCircuit, qasm3, qpy, transpile
 from qssm.circuits.templates import model_templates
 from qssm.errors import QssmError
 
-
 QASM_GATES = ("rx", "ry", "rz", "cz", "h")  # built into Braket's OpenQASM and in stdgates.inc
 
 

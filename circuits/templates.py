@@ -17,6 +17,7 @@ import hashlib
 from functools import lru_cache
 
 import numpy as np
+import torch
 from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp
@@ -82,8 +83,6 @@ def _subcircuit(name: str, ops: tuple[Op, ...], n: int, wbytes: bytes, observabl
 
 
 def phi_np(w: np.ndarray) -> np.ndarray:
-    import torch
-
     return phi(torch.as_tensor(w, dtype=torch.float64)).numpy()
 
 
@@ -139,8 +138,6 @@ def _memory(name, ops, n, wbytes, steps, prep, observables, basis=False) -> Temp
 def model_templates(model) -> list[Template]:
     """Every quantum sub-circuit template of a model (for export and compile reports): QMamba's
     A/B/C/Delta per layer; QLAM's one-step circuit and a prepared two-step segment."""
-    import torch
-
     dtype = next(model.parameters()).dtype  # float32 as trained, float64 after .double()
     if model.cfg.kind == "qmamba":
         x = torch.zeros(1, model.cfg.d_model, dtype=dtype)

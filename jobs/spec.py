@@ -55,8 +55,17 @@ from pathlib import Path
 from typing import Any
 
 from qssm.errors import QssmError
-from qssm.models.tasks import MAX_T, MAX_TEST
+from qssm.limits import MAX_SHOTS
+from qssm.models.tasks import (
+    GENERATED,
+    MAX_T,
+    MAX_TEST,
+    TASK_FIELDS,
+    test_set,
+    test_size,
+)
 from qssm.paths import check_in_file, read_file
+from qssm.pipeline.mitigation import parse_scales
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,6 @@ SECTIONS = {"data": DataSpec, "backend": BackendSpec, "split": SplitSpec,
 CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli", "shadows", "fit"),
            ("split", "prep"): ("mottonen", "shallow"),
            ("backend", "layout"): ("default", "noise_aware"), ("mitigation", "extrapolation"): ("richardson", "linear")}
-MAX_SHOTS = 100_000_000
 AUTO = {("split", "segment"), ("split", "obp_steps")}  # these also take "auto" (pipeline/auto.py chooses)
 SEED = (0, 2**63 - 1)
 # inclusive bounds of every number, with what a value means where that is not obvious; floats are
@@ -203,7 +211,6 @@ def _section(where: str, name: str, cls, raw: Any):
             raise QssmError(f"{where}: {name}.{key} must be one of {', '.join(CHOICES[name, key])}, got {value!r:.80}")
         values[key] = value
     if "zne_scales" in values:  # a malformed list is refused here, not when mitigation starts
-        from qssm.pipeline.mitigation import parse_scales
 
         try:
             parse_scales(values["zne_scales"])
@@ -250,8 +257,6 @@ def load_spec(path: str | Path) -> JobSpec:
 def check_spec_against_model(spec: JobSpec, cfg) -> None:
     """The checks that need the model's config: [data] n and T against its task, [split] segment
     against its kind. Called once per job, before anything runs or is stored."""
-    from qssm.models.tasks import GENERATED, TASK_FIELDS, test_set, test_size
-
     where, task = spec.source or "spec", cfg.task
     name = task["name"]
     if spec.data.T:

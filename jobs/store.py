@@ -41,8 +41,9 @@ import numpy as np
 
 from qssm.backends.base import Handle
 from qssm.errors import QssmError
-from qssm.redact import redact
+from qssm.jobs.spec import parse_spec
 from qssm.paths import kind, stat_path
+from qssm.redact import redact
 from qssm.types import BatchResult
 
 SCHEMA = """
@@ -358,8 +359,6 @@ class JobStore:
         return [self.job(i) for i in ids]
 
     def job_spec(self, job_id: str):
-        from qssm.jobs.spec import parse_spec
-
         job = self.job(job_id)
         if job["spec"] is None:
             raise self._corrupt(f"job {job_id}'s spec", "empty")

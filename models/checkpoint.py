@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from qssm.errors import QssmError
-from qssm.models.config import ModelConfig, check_noise_tuning, config_from_dict, config_to_json
+from qssm.models.config import (
+    ModelConfig,
+    check_noise_tuning,
+    config_from_dict,
+    config_to_json,
+)
 from qssm.models.registry import build_model
 from qssm.paths import check_in_file
 
@@ -48,8 +54,6 @@ def save(model: torch.nn.Module, path: str | Path, record: dict | None = None) -
 
 
 def read_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
@@ -62,8 +66,21 @@ def _bad(path, e) -> str:
     return f"checkpoint {path} is unreadable ({reason}); re-download it or retrain with `qssm train`"
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    model: torch.nn.Module  # eval mode
+    record: dict  # the training record
+    sha256: str  # content hash of every tensor (names, dtypes, shapes, bytes): the checkpoint's identity
+
+
 def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Returns (model in eval mode, training record). Every failure is a one-line QssmError."""
+    ckpt = read(path)
+    return ckpt.model, ckpt.record
+
+
+def read(path: str | Path) -> Checkpoint:
+    """The checkpoint with its content hash (what the auto-split frontier is keyed by)."""
     path = check_in_file(path, "checkpoint", "list shipped ones with `ls checkpoints/`")
     try:
         tensors = load_file(str(path))
@@ -114,4 +131,4 @@ def load(path: str | Path) -> tuple[torch.nn.Module, dict]:
             )
     model.load_state_dict(tensors)
     model.eval()
-    return model, record
+    return Checkpoint(model, record, meta["sha256"])

@@ -49,6 +49,9 @@ def z_labels(n: int) -> tuple[str, ...]:
 
 
 class Evaluator(Protocol):
+    def close(self) -> None:
+        """Release what the evaluator holds (a backend's session or cluster client)."""
+
     def evaluate(self, calls: Sequence[QuantumCall]) -> list[torch.Tensor]:
         """Expectation values, one tensor of shape (..., n_observables) per call."""
         ...
@@ -85,6 +88,9 @@ class ExactEvaluator:
 
     def __init__(self) -> None:
         self.round_trips = 0
+
+    def close(self) -> None:
+        pass
 
     def evaluate(self, calls: Sequence[QuantumCall]) -> list[torch.Tensor]:
         self.round_trips += 1

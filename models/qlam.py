@@ -21,6 +21,12 @@ from qssm.models.evaluator import Evaluator, ExactEvaluator, QuantumCall
 
 
 class QLAM(nn.Module):
+    # The model contract the application layer reads (docs/architecture.md, "Models"): how many
+    # round trips a forward pass takes, whether [split] levers apply, what a report adds.
+    token_table = False  # no circuit depends on the token id alone
+    generates = False  # decodes token by token (`qssm generate`)
+    splits = True  # [split] segment / obp_steps shorten the memory's circuits
+
     def __init__(self, cfg: QLAMConfig):
         super().__init__()
         self.cfg = cfg
@@ -36,6 +42,13 @@ class QLAM(nn.Module):
             self.readout_gain = nn.Parameter(torch.ones(k))
         self.query = nn.Linear(cfg.input_dim, cfg.n_heads * k)
         self.head = nn.Linear(2 * cfg.n_heads + k * (2 if cfg.pool_memory else 1), cfg.n_classes)
+
+    def round_trips(self, T: int, segment: int = 0) -> int:
+        """Evaluator round trips for sequences of T tokens: one per segment of `segment` tokens."""
+        return math.ceil(T / (segment or T))
+
+    def report_extras(self, logits: torch.Tensor, targets: torch.Tensor, meta: dict) -> dict:
+        return {}
 
     def memory_call(self, x: torch.Tensor) -> QuantumCall:
         angles = math.pi * torch.tanh(self.encode(x))

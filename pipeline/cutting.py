@@ -37,9 +37,22 @@ from typing import Hashable
 import networkx as nx
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.primitives import SamplerResult
 from qiskit.quantum_info import PauliList
+from qiskit.result import QuasiDistribution
+from qiskit_addon_cutting import (
+    generate_cutting_experiments,
+    partition_problem,
+    reconstruct_expectation_values,
+)
+from qiskit_addon_cutting.cutting_experiments import _get_pauli_indices
+from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
 from qssm.errors import QssmError
+from qssm.pipeline.compile import CompileCache, CompileOptions, transpile
+from qssm.pipeline.metrics import circuit_metrics, two_qubit_count
+from qssm.pipeline.stages import first, map_batches
+from qssm.types import BatchResult
 
 MAX_QPD_TERMS = 5_000  # exact-weight enumeration of QPD terms; beyond this the plan is refused
 
@@ -117,8 +130,6 @@ class CutPlan:
 
 
 def _problem(circuit: QuantumCircuit, labels: str, observables: tuple[str, ...] | None):
-    from qiskit_addon_cutting import partition_problem
-
     try:
         return partition_problem(circuit, labels, observables=PauliList(list(observables)) if observables else None)
     except (ValueError, TypeError) as e:  # e.g. a cut gate whose angle is an unbound input
@@ -174,8 +185,6 @@ class CutExperiments:
 
 def cut_experiments(circuit: QuantumCircuit, observables: tuple[str, ...], plan: CutPlan) -> CutExperiments:
     """Generate the parameterized subexperiments of a plan."""
-    from qiskit_addon_cutting import generate_cutting_experiments
-
     problem = _problem(circuit, plan.labels, tuple(observables))
     experiments, coefficients = generate_cutting_experiments(
         problem.subcircuits, problem.subobservables, num_samples=np.inf)
@@ -199,8 +208,6 @@ def _v1_order(circuit: QuantumCircuit) -> np.ndarray | None:
 def _signs(cog, num_outcomes: int) -> np.ndarray:
     """(outcomes, commuting observables) +-1 values of each outcome integer in the addon's convention:
     the QPD sign (parity of the QPD bits) times each observable's parity."""
-    from qiskit_addon_cutting.cutting_experiments import _get_pauli_indices
-
     n_obs_bits = len(_get_pauli_indices(cog))
     idx = np.arange(num_outcomes)
     qpd = 1 - 2 * (np.bitwise_count(idx >> n_obs_bits) & 1).astype(np.int64)
@@ -214,11 +221,6 @@ def reconstruct(counts: dict, ex: CutExperiments, n_rows: int, shots: int) -> tu
     Values are qiskit-addon-cutting's own `reconstruct_expectation_values`, row by row, on the
     histograms as quasi-distributions. Standard errors (the addon has none) are the plug-in
     estimate of the module docstring, vectorized over rows."""
-    from qiskit.primitives import SamplerResult
-    from qiskit.result import QuasiDistribution
-    from qiskit_addon_cutting import reconstruct_expectation_values
-    from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
-
     probs = {}
     for label, hists in counts.items():
         ps = []
@@ -268,8 +270,6 @@ class CutSplit:
 
     def __init__(self, backend, options=None, mode: str = "off", max_overhead: float = 1000.0, cache=None,
                  tracker=None):
-        from qssm.pipeline.compile import CompileCache, CompileOptions
-
         self.backend = backend
         self.options = options or CompileOptions()
         self.mode = mode
@@ -279,8 +279,6 @@ class CutSplit:
         self._plans: dict[tuple, tuple[CutPlan, CutExperiments]] = {}
 
     def __call__(self, batches):
-        from qssm.pipeline.stages import map_batches
-
         if self.mode != "off":  # the cut decision reads each template's transpilation: all at once
             self.cache.prefetch([b.template for b in batches if b.template is not None], self.backend, self.options)
         return map_batches(batches, self._one)
@@ -293,9 +291,6 @@ class CutSplit:
         return self._plans[key]
 
     def _one(self, batch):
-        from qssm.pipeline.stages import first
-        from qssm.types import BatchResult
-
         t = batch.template
         if t is None or self.mode == "off" or not should_cut(t, self.backend, self.mode, self.max_overhead,
                                                              options=self.options, cache=self.cache):
@@ -347,9 +342,6 @@ def _without_qpd(circuit: QuantumCircuit) -> QuantumCircuit:
 def cut_report(template, backend, options, max_overhead: float = math.inf, *, cache=None) -> dict:
     """Depth / swaps / success probability without and with cutting the template in two
     (cuts, sampling overhead, within budget). Used by `qssm compile` and `should_cut`."""
-    from qssm.pipeline.compile import CompileCache, transpile
-    from qssm.pipeline.metrics import circuit_metrics, two_qubit_count
-
     circuit, target = template.circuit, backend.target
     key = (template.hash, backend.name, backend.calibration, options, max_overhead)
     if cache is not None and key in cache.cut_decisions:
@@ -395,7 +387,6 @@ def should_cut(template, backend, mode: str, max_overhead: float, *, options=Non
         return False
     if template.circuit.num_qubits > target.num_qubits:
         return True
-    from qssm.pipeline.compile import CompileCache, CompileOptions
 
     options = options or CompileOptions()
     cache = cache if cache is not None else CompileCache()

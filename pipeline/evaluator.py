@@ -18,6 +18,7 @@ import torch
 from qssm.models.evaluator import QuantumCall
 from qssm.models.statevector import pauli_expectations
 from qssm.pipeline.handoff import Handoff
+from qssm.pipeline.obp import plan_backpropagated
 from qssm.pipeline.plan import plan_call, plan_segment
 from qssm.pipeline.shadows import basis_angles
 from qssm.pipeline.tomography import tomography_paulis
@@ -44,6 +45,12 @@ class PipelineEvaluator:
         self.round_trips = 0  # this evaluator's own
         self.stderr: dict[str, torch.Tensor] = {}  # last standard errors per call name
         self.progress = None  # anything with update(n): advanced once per round trip
+
+    def close(self) -> None:
+        """Close the backend the pipeline dispatches to (an IBM Session, a cluster client)."""
+        close = getattr(self.execute, "close", None)  # a Pipeline closes its backend; a bare dispatch owns nothing
+        if close is not None:
+            close()
 
     def _round_trip(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         results = self.execute(batches)
@@ -132,8 +139,6 @@ class PipelineEvaluator:
         """QLAM memory without a hand-off: the device runs prefixes of at most T - s steps, and
         the readouts of prefix k > T - s are measured on prefix k - s as back-propagated Pauli sums
         (pipeline/obp.py). One round trip."""
-        from qssm.pipeline.obp import plan_backpropagated
-
         batches, combine = plan_backpropagated(call, self.obp, self.shots, self.tracker)
         values, errors = combine(self._round_trip(batches))
         self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)

@@ -23,7 +23,12 @@ import numpy as np
 from qssm.circuits.shallow_prep import fit_hea
 from qssm.circuits.stateprep import prep_angles
 from qssm.errors import QssmError
-from qssm.pipeline.shadows import basis_angles, fit_depolarized, pauli_estimates, random_bases
+from qssm.pipeline.shadows import (
+    basis_angles,
+    fit_depolarized,
+    pauli_estimates,
+    random_bases,
+)
 from qssm.pipeline.tomography import linear_inversion, project_simplex
 
 TOMOGRAPHY = ("pauli", "shadows", "fit")

@@ -31,6 +31,8 @@ from qiskit import QuantumCircuit
 from qiskit.transpiler import Target
 
 from qssm.errors import QssmError
+from qssm.pipeline.compile import CompileOptions, transpile
+from qssm.pipeline.metrics import circuit_metrics, final_layout
 
 MAX_ENUMERATED = 20_000  # connected subsets enumerated exhaustively up to this many
 MAX_PERMUTED = 7  # brute-force mappings up to this many qubits (7! = 5040)
@@ -155,9 +157,6 @@ def estimated_success(target: Target, circuits: list[QuantumCircuit], layout=Non
                       seed_transpiler: int = 0) -> tuple[float, list[int]]:
     """(mean estimated success probability over `circuits`, initial layout used) after transpiling
     with `layout` (None: the default layout pass)."""
-    from qssm.pipeline.compile import CompileOptions, transpile
-    from qssm.pipeline.metrics import circuit_metrics, final_layout
-
     options = CompileOptions(optimization_level, seed_transpiler, layout)
     successes, initial = [], None
     for qc in circuits:
@@ -241,8 +240,6 @@ def noise_aware_layout(target: Target, circuit, *, candidates: int = 12, optimiz
         score(model_cost, list(perm))
         # routing may have used other qubits or swaps: move the routed circuit as a whole onto the
         # cheapest place it fits (exact gate-by-gate cost), for the most two-qubit-heavy circuit
-        from qssm.pipeline.compile import CompileOptions, transpile
-        from qssm.pipeline.metrics import final_layout
 
         widest = max(circuits, key=lambda c: sum(i.operation.num_qubits == 2 for i in c.data))
         isa, _ = transpile(widest, target, CompileOptions(optimization_level, seed_transpiler, tuple(perm)))

@@ -24,6 +24,7 @@ import math
 from qiskit import QuantumCircuit
 from qiskit.transpiler import Target
 
+
 class SwapCounter:
     """Pass-manager callback: swaps present right after routing (see module docstring)."""
 

@@ -35,8 +35,20 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from qssm.backends import dmsim
+from qssm.backends.aer import active_qubits, compact
+from qssm.backends.dm import DensityMatrixBackend
+from qssm.backends.noise import Noise
+from qssm.circuits.templates import trainable_circuit
 from qssm.models.evaluator import QuantumCall
 from qssm.models.statevector import phi
+from qssm.pipeline.compile import CompileOptions, compile_circuit
+from qssm.pipeline.measure import (
+    identity_constants,
+    measurement_groups,
+    parity_masks,
+    with_measurement,
+)
 
 
 @dataclass
@@ -57,8 +69,6 @@ class _Structure:
 
 
 def _sign_matrices(observables, groups) -> tuple[list[np.ndarray], np.ndarray]:
-    from qssm.pipeline.measure import identity_constants, parity_masks
-
     k = len(observables)
     constant = identity_constants(observables)
     mats = []
@@ -82,9 +92,6 @@ class NoisyEvaluator:
 
     def __init__(self, device: str = "fake_fez", *, noise: bool = True, shots: int = 0, seed: int = 0,
                  optimization_level: int = 2, seed_transpiler: int = 7):
-        from qssm.backends.dm import DensityMatrixBackend
-        from qssm.pipeline.compile import CompileOptions
-
         self.backend = DensityMatrixBackend(device)
         self.device = device
         self.noisy = noise
@@ -103,13 +110,6 @@ class NoisyEvaluator:
         return self._structures[key]
 
     def _build(self, call: QuantumCall, steps: int) -> _Structure:
-        from qssm.backends import dmsim
-        from qssm.backends.aer import active_qubits, compact
-        from qssm.backends.noise import Noise
-        from qssm.circuits.templates import trainable_circuit
-        from qssm.pipeline.compile import compile_circuit
-        from qssm.pipeline.measure import measurement_groups, with_measurement
-
         n_w = int(call.weights.numel())
         circuit = trainable_circuit(call.name, call.ops, call.n_qubits, n_w, steps)
         compiled = compile_circuit(circuit, tuple(call.observables), self.backend, self.options, circuit.name)
@@ -148,8 +148,6 @@ class NoisyEvaluator:
     def values(self, s: _Structure, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """(N, K) expectation values for input rows (N, n_x); identical rows are simulated once
         (QMamba's first layer depends on the token only), their gradients summed."""
-        from qssm.backends import dmsim
-
         x = inputs.to(torch.float64)
         uniq, inverse = torch.unique(x.detach(), dim=0, return_inverse=True)
         first = torch.full((len(uniq),), len(x), dtype=torch.long).scatter_reduce(

@@ -15,7 +15,13 @@ from qssm.errors import QssmError
 from qssm.models.config import ModelConfig
 from qssm.models.registry import NoiseTuning, last_logits, n_params, tuned_parameters
 from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
-from qssm.models.train import accuracy, evaluate, frozen_copy, predict, with_readout_norm
+from qssm.models.train import (
+    accuracy,
+    evaluate,
+    frozen_copy,
+    predict,
+    with_readout_norm,
+)
 from qssm.pipeline.noisy import NoisyEvaluator
 
 

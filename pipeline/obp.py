@@ -21,13 +21,13 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from qiskit.quantum_info import Pauli
 
+from qssm.circuits.templates import memory_template
 from qssm.models.evaluator import QuantumCall, _program
 from qssm.models.statevector import pauli_masks, run_program
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.tomography import tomography_paulis
-
-from qssm.circuits.templates import memory_template
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,6 @@ def step_unitaries(call: QuantumCall, first: int, steps: int) -> np.ndarray:
 
 
 def pauli_matrix(label: str) -> np.ndarray:
-    from qiskit.quantum_info import Pauli
-
     return Pauli(label).to_matrix()
 
 

@@ -12,6 +12,8 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qssm.circuits.templates import memory_template, subcircuit_template
 from qssm.models.evaluator import QuantumCall
+from qssm.pipeline.handoff import shadow_rows
+from qssm.pipeline.shadows import zstrings
 from qssm.types import CircuitBatch, Template
 
 
@@ -61,9 +63,6 @@ def plan_segment(
         rows = steps if prep is None else np.concatenate([prep, steps], axis=1)
         batches.append(make_batch(template, rows, shots))
     if shadow is not None:
-        from qssm.pipeline.handoff import shadow_rows
-        from qssm.pipeline.shadows import zstrings
-
         template = memory_template(call, length, prepared=prep_kind if prep is not None else False,
                                    observables=zstrings(call.n_qubits), basis=True)
         batches.append(make_batch(template, shadow_rows(rows, 0 if prep is None else prep.shape[1], shadow), shots))

@@ -17,7 +17,9 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
+from qssm.models.statevector import pauli_expectations
 from qssm.pipeline.tomography import tomography_paulis
 
 LETTERS = "XYZ"
@@ -95,8 +97,6 @@ def fit_depolarized(values: np.ndarray, bases: np.ndarray, init: np.ndarray, ste
     rho = lam |psi><psi| + (1 - lam) I/d straight to the measured bases (least squares over every
     Z-string of every basis: <P>_rho = lam <P>_psi), starting from `init` (R, d). Returns psi (R, d)
     and lam (R,). Depolarizing noise only shrinks lam, so psi is the noiseless state's estimate."""
-    import torch
-
     saved = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-identical on resume (see circuits/shallow_prep.py fit_hea)
     try:
@@ -106,10 +106,6 @@ def fit_depolarized(values: np.ndarray, bases: np.ndarray, init: np.ndarray, ste
 
 
 def _fit_depolarized(values, bases, init, steps):
-    import torch
-
-    from qssm.models.statevector import pauli_expectations
-
     labels = basis_labels(bases)
     y = torch.as_tensor(values.reshape(len(values), -1), dtype=torch.float64)
     psi0 = torch.as_tensor(init, dtype=torch.complex128)

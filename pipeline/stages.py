@@ -80,6 +80,10 @@ class Pipeline:
         self.backend = backend
         self._observers: list[Callable[[Event], None]] = []
 
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
     # -- composition ------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Stage:
         for stage in self.stages:

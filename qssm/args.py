@@ -7,6 +7,8 @@ import argparse
 import math
 import re
 
+from qssm.limits import MAX_SHOTS
+
 SEED_MAX = 2**63 - 1
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
@@ -67,8 +69,6 @@ def job_id(text: str) -> str:
 
 
 def shots(text: str) -> int:
-    from qssm.jobs.spec import MAX_SHOTS
-
     return integer(0, MAX_SHOTS)(text)
 
 

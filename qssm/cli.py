@@ -1,15 +1,16 @@
-"""`qssm` command line. Each subcommand lives in qssm/commands/<name>.py and exposes
-`register(subparsers)`; errors a user can fix are QssmError, printed as one line with exit code 2."""
+"""`qssm` command line. Each subcommand lives in a module of qssm/commands/ (the table in
+qssm/commands/__init__.py) that exposes `register(subparsers)`; errors a user can fix are QssmError,
+printed as one line with exit code 2. Only the chosen command's module is imported."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 
-from qssm import __version__, commands
+from qssm.commands import COMMANDS
 from qssm.errors import QssmError
+from qssm.version import __version__
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,19 +20,27 @@ class Parser(argparse.ArgumentParser):
         raise QssmError(f"{message}; see `{self.prog} --help`")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: the command it names registers its full options (its module is
+    imported by name here, the one dynamic import of the command line); every other command is a
+    name and a help line. Without argv, every command's module registers (for tests and docs)."""
     parser = Parser(
         prog="qssm", description="Run trained quantum sequence models (QMamba, QLAM) on simulators and QPUs.")
     parser.add_argument("--version", action="version", version=f"qssm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"qssm.commands.{mod.name}").register(sub)
+    chosen = {a for a in argv if a in COMMANDS}.intersection(argv[:1]) if argv is not None else set(COMMANDS)
+    for module in dict.fromkeys(COMMANDS[name][0] for name in chosen):
+        importlib.import_module(f"qssm.commands.{module}").register(sub)
+    for name, (_, help_) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         return args.func(args) or 0
     except QssmError as e:
         print(f"qssm: error: {e}", file=sys.stderr)

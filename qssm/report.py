@@ -18,9 +18,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx
 
-from qssm.redact import redact  # noqa: E402
 from qssm.pipeline.tracker import LABELS  # noqa: E402
+from qssm.redact import redact  # noqa: E402
 
 SUMMARY_KEYS = [
     ("backend", "backend"), ("calibration", "calibration"), ("shots", "shots per circuit"),
@@ -37,8 +38,6 @@ def _draw_layout(ax, lay: dict) -> None:
     """The device graph at the device's real qubit coordinates where they are published (IBM
     heavy-hex, the data of Qiskit's gate-map plots), a force-directed layout otherwise (Braket
     lattices); the qubits the templates landed on in red."""
-    import networkx as nx
-
     g = nx.Graph()
     g.add_nodes_from(range(lay["num_qubits"]))
     g.add_edges_from(tuple(e) for e in lay["edges"])

@@ -479,7 +479,7 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
     from prepared import Prepared
 
     from qssm.pipeline.build import build_pipeline
-    from qssm.app.inference import backend_for
+    from qssm.app.job import backend_for
 
     t = two_qubit_template(("IZ", "ZI", "XX"), "est-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (5, 2))

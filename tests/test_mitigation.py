@@ -167,7 +167,8 @@ def test_noise_aware_layout_on_fake_fez():
 
 def test_pipeline_with_mitigation_and_noise_aware_layout():
     from qssm.models import checkpoint
-    from qssm.app.inference import backend_for, run_inference
+    from qssm.app.inference import run_inference
+    from qssm.app.job import backend_for
 
     raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": 2, "T": 6},
            "backend": {"name": "aer:fake_fez", "shots": 300, "layout": "noise_aware"},

@@ -24,8 +24,19 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
+from qiskit.quantum_info import SparsePauliOp
+from sklearn.isotonic import IsotonicRegression
 
+from qssm.circuits.templates import memory_template
 from qssm.errors import QssmError
+from qssm.models import checkpoint
+from qssm.models.tasks import first_test_examples
+from qssm.pipeline.build import split_levers
+from qssm.pipeline.compile import CompileCache, CompileOptions
+from qssm.pipeline.measure import measurement_groups
+from qssm.pipeline.obp import OBP, plan_backpropagated
+from qssm.pipeline.tomography import tomography_paulis
 
 FRONTIER = Path(__file__).with_name("qlam_frontier.json")
 SEGMENTS = (0, 1, 2, 4)
@@ -45,9 +56,6 @@ def candidates(split, t: int) -> list[dict]:
 
 def _deepest_templates(call, split, choice: dict, t: int):
     """The deepest circuit of each kind of round trip the choice sends."""
-    from qssm.circuits.templates import memory_template
-    from qssm.app.inference import split_levers
-
     k, s = choice["segment"], choice["obp_steps"]
     if s:
         return [memory_template(call, t - s)]
@@ -66,19 +74,12 @@ def transpile_estimate(call, split, choice: dict, t: int, backend, options, cach
 
 
 def _groups(observables) -> int:
-    from qiskit.quantum_info import SparsePauliOp
-
-    from qssm.pipeline.measure import measurement_groups
-
     return len(measurement_groups([SparsePauliOp(o) for o in observables]))
 
 
 def cost_per_image(call, split, choice: dict, t: int, shots: int, zne_scales: int = 1) -> dict:
     """Circuits and shots per image the choice sends (measured circuits: one per qubit-wise
     commuting group; hand-offs: 3^n Pauli bases or the spec's random bases)."""
-    from qssm.pipeline.obp import OBP, plan_backpropagated
-    from qssm.pipeline.tomography import tomography_paulis
-
     k, s = choice["segment"], choice["obp_steps"]
     readout = _groups(call.observables)
     if s:
@@ -115,8 +116,6 @@ def split_kind(split) -> tuple:
 
 def predict(points: list[tuple[float, float]], s: float, chance: float, exact: float) -> float:
     """Accuracy at estimated success s: isotonic fit through the measured (S, accuracy) points."""
-    from sklearn.isotonic import IsotonicRegression
-
     xs = [0.0, 1.0] + [p[0] for p in points]
     ys = [chance, exact] + [p[1] for p in points]
     fit = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(xs, ys)
@@ -135,24 +134,23 @@ def choose(rows: list[dict], tolerance: float, budget: int) -> dict:
     return min(near, key=lambda r: (r["shots_per_image"], -r["predicted_accuracy"]))
 
 
-def split_choice(spec, model, backend, frontier: list[dict] | None = None, options=None) -> dict:
-    """Every candidate with its transpilation estimate, cost and predicted accuracy, and the choice."""
-    import torch
-
-    from qssm.pipeline.compile import CompileCache, CompileOptions
-    from qssm.app.inference import load_inputs
-
-    if model.cfg.kind != "qlam":
-        raise QssmError("[split] segment / obp_steps = \"auto\" apply to QLAM models only")
-    data = load_inputs(model.double(), dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=min(spec.data.n, 16))))
+def split_choice(spec, model, backend, frontier: list[dict] | None = None, options=None,
+                 sha256: str | None = None) -> dict:
+    """Every candidate with its transpilation estimate, cost and predicted accuracy, and the choice.
+    The measured frontier is the checkpoint's own: matched by its content hash (`sha256`, read from
+    the checkpoint's header when not given), so a renamed file keeps its measurements."""
+    if not model.splits:
+        raise QssmError(f"[split] segment / obp_steps = \"auto\" apply to QLAM models, not to {model.cfg.kind}")
+    data = first_test_examples(model.cfg.task, min(spec.data.n, 16), spec.data.seed, spec.data.T or None)
     with torch.no_grad():
         call = model.double().memory_call(data.inputs)
     t = data.inputs.shape[1]
     options = options or CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     cache = CompileCache()
     name = Path(spec.checkpoint).stem
+    sha256 = sha256 or checkpoint.read_metadata(spec.checkpoint).get("sha256", "")
     measured = [r for r in (frontier if frontier is not None else _frontier(str(FRONTIER)))
-                if r["checkpoint"] == name and r.get("success_estimate") is not None and not r.get("mitigation")]
+                if r.get("sha256") == sha256 and r.get("success_estimate") is not None and not r.get("mitigation")]
     points = [(r["success_estimate"], r["accuracy"]) for r in measured]
     n = max(spec.data.n, 1)
     chance = 1.0 / model.cfg.n_classes
@@ -187,7 +185,7 @@ def split_choice(spec, model, backend, frontier: list[dict] | None = None, optio
             "obp_steps": chosen["obp_steps"]}, "why": why}
 
 
-def resolve_split(spec, model, backend):
+def resolve_split(spec, model, backend, sha256: str | None = None):
     """The spec with segment / obp_steps chosen for `backend`, and the choice (for reports)."""
-    choice = split_choice(spec, model, backend)
+    choice = split_choice(spec, model, backend, sha256=sha256)
     return dataclasses.replace(spec, split=dataclasses.replace(spec.split, **choice["chosen"])), choice

@@ -13,25 +13,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qssm.app.inference import run
+from qssm.app.job import Job, backend_for, prepare
+from qssm.app.preflight import preflight
 from qssm.backends.base import Backend
 from qssm.errors import QssmError
 from qssm.jobs.dispatch import JobCancelled, JobFailed, StoreDispatcher
-from qssm.app.preflight import preflight
 from qssm.jobs.retry import PermanentError, RetryPolicy
 from qssm.jobs.spec import JobSpec
 from qssm.jobs.store import JobStore
-from qssm.app.inference import backend_for
 from qssm.pipeline.tracker import Tracker
 
 
-def create_job(store: JobStore, spec: JobSpec, yes: bool = False, backend: Backend | None = None) -> tuple[str, dict]:
-    """The preflight (checks, price, budget) and then, only if it passes, the job's record."""
-    from qssm.models import checkpoint
-
-    backend = backend or backend_for(spec)
-    model, _ = checkpoint.load(spec.checkpoint)
-    estimate = preflight(spec, backend, model, price=True, yes=yes)
-    job_id = store.create_job(raw_spec(spec), backend.name, spec.source, estimate)
+def create_job(store: JobStore, job: Job | JobSpec, yes: bool = False, backend: Backend | None = None
+               ) -> tuple[str, dict]:
+    """The price and budget of a prepared job (a spec is prepared here, on `backend` if given) and
+    then, only if they pass, its record: the spec as it was resolved (the split that was priced is
+    the split that runs, whatever changes later)."""
+    if isinstance(job, JobSpec):
+        job = prepare(job, backend)
+    estimate = preflight(job, yes=yes)
+    job_id = store.create_job(raw_spec(job.spec), job.backend.name, job.spec.source, estimate)
     return job_id, estimate
 
 
@@ -43,9 +45,9 @@ def raw_spec(spec: JobSpec) -> dict:
 
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
-            policy: RetryPolicy | None = None, log=None, force: bool = False) -> dict:
-    from qssm.app.inference import run_inference
-
+            policy: RetryPolicy | None = None, log=None, force: bool = False, prepared: Job | None = None) -> dict:
+    """Run (or finish) a stored job. `prepared`: the job as `create_job` priced it, in this process
+    (`qssm submit --wait`), so its checkpoint is not read again."""
     job = store.job(job_id)
     if job["status"] == "done":
         return job["report"]
@@ -55,12 +57,13 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
         raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; wait for it (qssm status "
                         f"{job_id}), or take it over with `qssm resume {job_id} --force` if that process is gone")
     try:
-        spec = store.job_spec(job_id)
-        backend = backend or backend_for(spec)
+        if prepared is None:
+            prepared = prepare(store.job_spec(job_id), backend)
+        backend = prepared.backend
         tracker = Tracker()
         dispatch = StoreDispatcher(store, job_id, backend, policy=policy, log=log, tracker=tracker)
         try:
-            report = run_inference(spec, dispatch=dispatch, progress=progress, backend=backend, tracker=tracker)
+            report = run(prepared, dispatch=dispatch, progress=progress, tracker=tracker).report
         except (JobFailed, PermanentError) as e:
             store.set_status(job_id, "failed", error=str(e))
             raise QssmError(f"job {job_id} failed: {e}") from None

@@ -1,6 +1,5 @@
-"""The one preflight step before anything is spent (docs/architecture.md, "Preflight"): the spec
-is checked against the backend (shots, widths, options, credentials) and, for a paid job, priced
-and held against its budget.
+"""The price of a prepared job before anything is spent (docs/architecture.md, "Preflight"); the
+checks ran when the job was prepared (qssm/app/validate.py).
 
 Pricing: the circuits a job sends are known only by running its recurrence, so the preflight runs
 the model on the exact backend (free, seconds), records every batch each round trip plans, and
@@ -15,79 +14,24 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from qssm.app.inference import run
+from qssm.app.job import Job
+from qssm.backends.exact import ExactBackend
 from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec
+from qssm.pipeline.build import build_pipeline
 
 
-def validate(spec: JobSpec, backend, model=None) -> None:
-    """Everything about a spec that the backend can refuse, as one-line errors, before any work."""
-    from qssm.pipeline.mitigation import EXTRAPOLATIONS, parse_scales
-
-    caps = backend.capabilities
-    shots = spec.backend.shots
-    if shots == 0 and not caps.exact:
-        raise QssmError(f"backend {backend.name} samples: set [backend] shots > 0 (e.g. shots = 4000)")
-    if shots and caps.max_shots and shots > caps.max_shots:
-        raise QssmError(f"{shots} shots exceed backend {backend.name}'s limit of {caps.max_shots} shots per circuit; "
-                        f"set [backend] shots to at most {caps.max_shots}")
-    m = spec.mitigation
-    if m.extrapolation not in EXTRAPOLATIONS:
-        raise QssmError(f"[mitigation] extrapolation must be one of {', '.join(EXTRAPOLATIONS)}, got {m.extrapolation!r}")
-    scales = parse_scales(m.zne_scales)
-    if m.readout and not shots:
-        raise QssmError("[mitigation] readout needs sampled results: set [backend] shots > 0")
-    if m.zne and shots and shots < len(scales):
-        raise QssmError(f"ZNE splits {shots} shots over {len(scales)} scales; raise [backend] shots")
-    if m.zne and spec.split.cutting == "force":
-        raise QssmError('ZNE extrapolates expectation values and cut circuits return raw samples: disable '
-                        '[mitigation] zne or set [split] cutting = "auto"')
-    from qssm.pipeline.build import runtime_options
-
-    unknown = set(runtime_options(spec)) - caps.runtime_options
-    if unknown:
-        raise QssmError(f"[mitigation] {', '.join(sorted(unknown))}: IBM runtime options that {backend.name} does not "
-                        "take; remove them or use an ibm: backend")
-    if model is not None:
-        from qssm.jobs.spec import check_spec_against_model
-
-        check_spec_against_model(spec, model.cfg)
-        _check_widths(spec, backend, model)
-    backend.check_credentials()
-
-
-def _check_widths(spec: JobSpec, backend, model) -> None:
-    from qssm.circuits.templates import model_templates
-
-    from qssm.pipeline.compile import check_width
-
-    if spec.split.cutting == "off":
-        widest = max(model_templates(model), key=lambda t: t.circuit.num_qubits)
-        check_width(widest.name, widest.circuit, backend)
-    caps = backend.capabilities
-    if spec.split.cutting == "force" and not caps.mid_circuit_measurement:
-        raise QssmError(f"cut circuits measure mid-circuit and {backend.name} does not run them; "
-                        'set [split] cutting = "off" or use an aer or ibm backend')
-
-
-def estimate(spec: JobSpec, backend) -> dict:
-    """What the job will send and cost (module docstring)."""
-    from qssm.backends.exact import ExactBackend
-    from qssm.pipeline.build import build_pipeline
-    from qssm.app.inference import run_inference
-
+def estimate(job: Job) -> dict:
+    """What the job will send and cost (module docstring). The job's split is already resolved
+    for its target, so the exact plan sends what the real run will."""
+    spec, backend = job.spec, job.backend
     planned: list[list] = []
-    if spec.split.auto:  # choose the split for the real target first: the exact plan must send what it will
-        from qssm.models import checkpoint
-        from qssm.app.auto import resolve_split
-
-        model = checkpoint.load(spec.checkpoint)[0]
-        if model.cfg.kind == "qlam":
-            spec, _ = resolve_split(spec, model, backend)
     exact = ExactBackend(seed=spec.backend.seed_simulator)
     recorder = build_pipeline(_exact_spec(spec), exact)
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)
-    run_inference(_exact_spec(spec), pipeline=recorder, progress=False, backend=exact)
-    pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch)
+    run(job.on(exact, _exact_spec(spec)), pipeline=recorder, progress=False)
+    pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch, model=job.model)
     shots = spec.backend.shots or None
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
     est = dict(backend.estimate_cost(sent))
@@ -123,11 +67,8 @@ def check_budget(spec: JobSpec, est: dict, yes: bool = False) -> None:
         raise QssmError("; ".join(over) + "; raise the budget, reduce [data] n or shots, or pass --yes")
 
 
-def preflight(spec: JobSpec, backend, model=None, *, price: bool = False, yes: bool = False) -> dict | None:
-    """validate, then (for a job that may cost money) estimate and check the budget."""
-    validate(spec, backend, model)
-    if not price:
-        return None
-    est = estimate(spec, backend)
-    check_budget(spec, est, yes)
+def preflight(job: Job, *, yes: bool = False) -> dict:
+    """The price of a job that may cost money, held against its budget."""
+    est = estimate(job)
+    check_budget(job.spec, est, yes)
     return est

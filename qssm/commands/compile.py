@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 
 from qssm import args as types
+from qssm.app.auto import split_choice
+from qssm.app.compile_report import compile_report
+from qssm.backends.registry import get_backend
+from qssm.commands import help_for
 from qssm.jobs.spec import load_spec
+from qssm.models import checkpoint
+from qssm.pipeline.compile import CompileOptions
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compile", help="transpilation report per target: depth, 2q gates, swaps, success, cuts")
+    p = sub.add_parser("compile", help=help_for("compile"))
     p.add_argument("spec", help="job spec (TOML)")
     p.add_argument("--targets", type=types.names, help="comma-separated backends to compare (default: the spec's backend)")
     p.add_argument("--no-cuts", action="store_true", help="skip the with-cuts columns")
@@ -18,10 +24,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from qssm.models import checkpoint
-    from qssm.pipeline.compile import CompileOptions
-    from qssm.app.compile_report import compile_report
-
     spec = load_spec(args.spec)
     model, _ = checkpoint.load(spec.checkpoint)
     targets = args.targets or [spec.backend.name]
@@ -48,8 +50,6 @@ def split_choices(spec, model, targets, options) -> list[dict]:
     """QLAM with [split] segment / obp_steps = "auto": the choice per target (pipeline/auto.py)."""
     if model.cfg.kind != "qlam" or not spec.split.auto:
         return []
-    from qssm.backends.registry import get_backend
-    from qssm.app.auto import split_choice
 
     return [split_choice(spec, model, get_backend(t), options=options) for t in targets]
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from qssm import args as types
+from qssm.app.inference import evaluator_for
+from qssm.commands import help_for
 from qssm.models import checkpoint
+from qssm.models.evaluator import ExactEvaluator
 from qssm.models.tasks import TEST_SEED
 from qssm.models.train import evaluate
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
+    p = sub.add_parser("eval", help=help_for("eval"))
     p.add_argument("checkpoint")
     p.add_argument("--backend", default="exact", help="evaluator backend (default: exact)")
     p.add_argument("--shots", type=types.shots, default=None, help="shots per circuit (default: exact values)")
@@ -22,17 +26,14 @@ def register(sub) -> None:
 
 def make_evaluator(name: str, shots: int | None = None):
     if name == "exact" and not shots:
-        from qssm.models.evaluator import ExactEvaluator
-
         return ExactEvaluator()
-    from qssm.app.inference import evaluator_for
-
     return evaluator_for(name, shots=shots)
 
 
 def run(args) -> int:
     model, record = checkpoint.load(args.checkpoint)
-    metrics = evaluate(model, model.cfg, make_evaluator(args.backend, args.shots), seed=args.seed)
+    with contextlib.closing(make_evaluator(args.backend, args.shots)) as ev:  # closes an IBM Session
+        metrics = evaluate(model, model.cfg, ev, seed=args.seed)
     metrics.update(checkpoint=args.checkpoint, backend=args.backend, model=model.cfg.kind)
     if args.json:
         print(json.dumps(metrics))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from qssm.circuits.export import export_model
+from qssm.commands import help_for
 from qssm.models import checkpoint
 from qssm.paths import check_out_dir
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint's circuit templates (OpenQASM 3, QPY)")
+    p = sub.add_parser("export", help=help_for("export"))
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)

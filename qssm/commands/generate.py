@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import torch
 
 from qssm import args as types
+from qssm.app.inference import evaluator_for
+from qssm.commands import help_for
 from qssm.errors import QssmError
+from qssm.models import checkpoint
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="generate tokens with a QMamba checkpoint (prefill + cached decode)")
+    p = sub.add_parser("generate", help=help_for("generate"))
     p.add_argument("checkpoint")
     p.add_argument("--prompt", required=True, help="comma-separated token ids, e.g. 3,9,9,0")
     p.add_argument("-n", "--new", type=types.integer(1, 4096), default=8, help="tokens to generate")
@@ -24,11 +28,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from qssm.models import checkpoint
-    from qssm.app.inference import evaluator_for
-
     model, _ = checkpoint.load(args.checkpoint)
-    if model.cfg.kind != "qmamba":
+    if not model.generates:
         raise QssmError(f"{args.checkpoint} is a {model.cfg.kind} model; generate needs a QMamba checkpoint")
     try:
         prompt = [int(t) for t in args.prompt.split(",")]
@@ -36,10 +37,9 @@ def run(args) -> int:
         raise QssmError(f"--prompt must be comma-separated token ids, got {args.prompt!r}") from None
     if not prompt or min(prompt) < 0 or max(prompt) >= model.cfg.vocab_size:
         raise QssmError(f"prompt token ids must be in 0..{model.cfg.vocab_size - 1}")
-    ev = evaluator_for(args.backend, shots=args.shots)
     tokens = torch.tensor([prompt])
     model = model.double()
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.closing(evaluator_for(args.backend, shots=args.shots)) as ev:
         logits, cache = model(tokens, ev, return_cache=True)
         prefill = ev.round_trips
         out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed,

@@ -6,24 +6,28 @@ import datetime as dt
 import json
 
 from qssm import args as types
+from qssm.app.durable import cancel_job, create_job, run_job, spawn_worker
+from qssm.app.job import prepare
+from qssm.commands import help_for
+from qssm.commands.run import apply_overrides, format_run
 from qssm.errors import QssmError
+from qssm.jobs.spec import load_spec
+from qssm.jobs.store import JobStore
 
 
 def _store(args, create: bool = False):
     """Only `submit` creates a store; the other commands read one that exists (and say if it does not)."""
-    from qssm.jobs.store import JobStore
-
     return JobStore(args.store, create=create)
 
 
 def register(sub) -> None:
-    def add(name, help_, func):
-        p = sub.add_parser(name, help=help_)
+    def add(name, func):
+        p = sub.add_parser(name, help=help_for(name))
         p.add_argument("--store", help="job store file (default: $QSSM_STORE or ~/.local/share/qssm/jobs.sqlite)")
         p.set_defaults(func=func)
         return p
 
-    p = add("submit", "estimate cost, record a job and run it in the background (or --wait)", submit)
+    p = add("submit", submit)
     p.add_argument("spec", help="job spec (TOML)")
     p.add_argument("--wait", action="store_true", help="run in this process with progress and print the result")
     p.add_argument("--yes", action="store_true", help="submit even if the estimate exceeds the spec's budget")
@@ -31,15 +35,15 @@ def register(sub) -> None:
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
     p.add_argument("--cluster", help='simulators only: batches on Dask, "local:N" or tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = add("status", "list jobs, or show one job and its batches", status)
+    p = add("status", status)
     p.add_argument("id", nargs="?", type=types.job_id, help="job id")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("results", "print a finished job's report", results)
+    p = add("results", results)
     p.add_argument("id", type=types.job_id, help="job id")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = add("cancel", "cancel a job's in-flight provider jobs and mark it cancelled", cancel)
+    p = add("cancel", cancel)
     p.add_argument("id", type=types.job_id, help="job id")
-    p = add("resume", "continue a job from the store (after a crash, a reboot or a closed laptop)", resume)
+    p = add("resume", resume)
     p.add_argument("id", type=types.job_id, help="job id")
     p.add_argument("--quiet", action="store_true", help="no progress (background workers)")
     p.add_argument("--force", action="store_true",
@@ -49,23 +53,25 @@ def register(sub) -> None:
 
 
 def submit(args) -> int:
-    from qssm.commands.run import apply_overrides, format_run
-    from qssm.app.durable import create_job, run_job, spawn_worker
-    from qssm.jobs.spec import load_spec
-
     spec = apply_overrides(load_spec(args.spec), args)
     store = _store(args, create=True)
     store.require_writable()
-    job_id, estimate = create_job(store, spec, yes=args.yes)
+    job = prepare(spec)
+    try:
+        job_id, estimate = create_job(store, job, yes=args.yes)
+    except BaseException:
+        job.close()
+        raise
     cost = f"estimated ${estimate['usd']:.2f}, {estimate['qpu_seconds']:.0f} QPU s, {int(estimate['tasks'])} tasks/jobs"
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
         cost += f"; on the real device about {estimate['qpu_seconds_if_real']:.0f} QPU s"
     if args.wait:
         if not args.json:
             print(f"job {job_id} ({cost})")
-        report = run_job(store, job_id, progress=not args.json)
+        report = run_job(store, job_id, progress=not args.json, prepared=job)  # closes the job's backend
         print(json.dumps(report) if args.json else format_run(report))
         return 0
+    job.close()
     pid = spawn_worker(store, job_id)
     if args.json:
         print(json.dumps({"job_id": job_id, "estimate": estimate, "worker_pid": pid}))
@@ -122,8 +128,6 @@ def status(args) -> int:
 
 
 def results(args) -> int:
-    from qssm.commands.run import format_run
-
     store = _store(args)
     j = store.job(args.id)
     report = j["report"]
@@ -161,8 +165,6 @@ def format_partial(r: dict) -> str:
 
 
 def cancel(args) -> int:
-    from qssm.app.durable import cancel_job
-
     store = _store(args)
     store.require_writable()  # before any provider job is cancelled
     n = cancel_job(store, args.id)
@@ -171,9 +173,6 @@ def cancel(args) -> int:
 
 
 def resume(args) -> int:
-    from qssm.commands.run import format_run
-    from qssm.app.durable import run_job
-
     report = run_job(_store(args), args.id, progress=not (args.quiet or args.json), force=args.force)
     if args.json:
         print(json.dumps(report))

@@ -8,16 +8,29 @@ the store: the job's recorded summary, with its spec's transpilation report.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 from qssm import args as types
-from qssm.jobs.spec import MAX_SHOTS
+from qssm.app.auto import FRONTIER, split_choice
+from qssm.app.compile_report import compile_report
+from qssm.app.inference import run_inference
+from qssm.backends.registry import device_coordinates, get_backend, is_simulator
+from qssm.commands import help_for
+from qssm.errors import QssmError
+from qssm.jobs.spec import load_spec
+from qssm.jobs.store import JobStore
+from qssm.limits import MAX_SHOTS
+from qssm.models import checkpoint
 from qssm.models.tasks import MAX_T
+from qssm.paths import check_out_dir
+from qssm.pipeline.compile import CompileOptions
+from qssm.report import write_report
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="write an HTML + JSON report for a job spec or a stored job")
+    p = sub.add_parser("report", help=help_for("report"))
     p.add_argument("source", help="job spec (TOML) or job id")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--targets", type=types.names, default="aer:fake_fez,aer:fake_torino,aer:fake_sherbrooke",
@@ -28,8 +41,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-from qssm.backends.registry import device_coordinates, get_backend, is_simulator  # noqa: E402
-
 
 def _with(spec, **backend):
     return dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, **backend))
@@ -38,11 +49,6 @@ def _with(spec, **backend):
 def build_report(spec, targets: list[str], shots: list[int], segments: list[int], base: dict | None = None) -> dict:
     """`base`: a stored job's report; the job is not run again (a QPU job would be paid twice),
     and its backend joins the shot sweep only if it is a simulator."""
-    from qssm.models import checkpoint
-    from qssm.pipeline.compile import CompileOptions
-    from qssm.app.compile_report import compile_report
-    from qssm.app.inference import run_inference
-
     model, _ = checkpoint.load(spec.checkpoint)
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     rows = compile_report(model, targets, options)  # first: a bad target fails before the runs
@@ -66,7 +72,7 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
                       "logit_error_mean": r["logit_error_mean"], "wall_seconds": r["wall_seconds"]})
     report["noisy_targets"] = noisy
     report["layouts"] = device_layouts(report["compile"])
-    if model.cfg.kind == "qlam":
+    if model.splits:
         seg = []
         for k in segments:
             for s in (0, shots[-1]):
@@ -77,8 +83,6 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
         report["segment_sweep"] = seg
         report["split_frontier"] = measured_frontier(spec.checkpoint)
         if spec.split.auto:
-            from qssm.app.auto import split_choice
-
             report["split_choice"] = [split_choice(spec, model, get_backend(t), options=options) for t in targets
                                       if get_backend(t).target is not None]
     return report
@@ -87,10 +91,6 @@ def build_report(spec, targets: list[str], shots: list[int], segments: list[int]
 def measured_frontier(checkpoint_path: str) -> list[dict]:
     """The shipped measurements (bench/qlam_split.py -> qssm/app/qlam_frontier.json) for every QLAM
     checkpoint, as the report's accuracy-against-cost section: this model's levers beside the others."""
-    import json
-
-    from qssm.app.auto import FRONTIER
-
     if not FRONTIER.exists():
         return []
     return json.loads(FRONTIER.read_text())
@@ -111,19 +111,12 @@ def device_layouts(compile_rows: list[dict]) -> list[dict]:
 
 
 def run(args) -> int:
-    from qssm.jobs.spec import load_spec
-    from qssm.paths import check_out_dir
-    from qssm.report import write_report
-
     check_out_dir(args.out)
     source = Path(args.source)
     base = None
     if source.suffix == ".toml" or source.exists():
         spec = load_spec(source)
     else:
-        from qssm.errors import QssmError
-        from qssm.jobs.store import JobStore
-
         if not types.JOB_ID.fullmatch(args.source):
             raise QssmError(f"{args.source!r:.60} is neither a spec file nor a job id; give a spec (TOML) or a "
                             f"job id from `qssm status`")

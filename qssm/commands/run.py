@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from qssm import args as types
+from qssm.app.inference import run_inference
+from qssm.backends.registry import is_simulator
+from qssm.commands import help_for
+from qssm.errors import QssmError
 from qssm.jobs.spec import load_spec
+from qssm.paths import check_out_dir
+from qssm.report import write_report
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="dry-run a job spec on a simulator backend and score it against exact")
+    p = sub.add_parser("run", help=help_for("run"))
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
@@ -21,8 +28,6 @@ def register(sub) -> None:
 
 
 def apply_overrides(spec, args):
-    import dataclasses
-
     changes = {k: v for k, v in (("name", args.backend), ("shots", args.shots),
                                  ("cluster", getattr(args, "cluster", None))) if v is not None}
     if changes:
@@ -31,13 +36,6 @@ def apply_overrides(spec, args):
 
 
 def run(args) -> int:
-    from qssm.app.inference import run_inference
-
-    from qssm.backends.registry import is_simulator
-    from qssm.errors import QssmError
-
-    from qssm.paths import check_out_dir
-
     if args.out:
         check_out_dir(args.out)  # before any work: a bad --out fails now, not after the run
     spec = apply_overrides(load_spec(args.spec), args)
@@ -46,8 +44,6 @@ def run(args) -> int:
                         f"{args.spec}` (cost preflight, durable job), or dry-run with --backend aer:fake_<device>")
     report = run_inference(spec, progress=not args.json)
     if args.out:
-        from qssm.report import write_report
-
         write_report(report, Path(args.out))
     if args.json:
         print(json.dumps(report))

@@ -5,20 +5,23 @@ qssm train PRESET --noise DEVICE fine-tunes the preset's trained checkpoint agai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from qssm import args as types
+from qssm.backends.registry import get_backend
+from qssm.commands import help_for
 from qssm.errors import QssmError
 from qssm.models import checkpoint
 from qssm.models.registry import PRESETS, noise_tuning, noisy_name, preset
 from qssm.models.train import train
-from qssm.pipeline.noisy_train import finetune_noisy
 from qssm.paths import check_out_dir
+from qssm.pipeline.noisy_train import finetune_noisy
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a preset model and write its checkpoint")
+    p = sub.add_parser("train", help=help_for("train"))
     p.add_argument("preset", choices=list(PRESETS), help="model preset")
     p.add_argument("--out", default="checkpoints", help="directory for <preset>.safetensors")
     p.add_argument("--steps", type=types.integer(1, 10_000_000), help="override the preset's step count")
@@ -56,10 +59,6 @@ def run(args) -> int:
 
 
 def _noise(args) -> int:
-    import dataclasses
-
-    from qssm.backends.registry import get_backend
-
     device = args.noise.removeprefix("dm:")
     if args.baselines:
         raise QssmError("--noise fine-tunes one quantum checkpoint; drop --baselines")
