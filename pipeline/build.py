@@ -9,9 +9,9 @@ from qssm.pipeline.cutting import CutSplit
 from qssm.pipeline.handoff import Handoff
 from qssm.pipeline.layout import layout_report
 from qssm.pipeline.measure import Measure
-from qssm.pipeline.mitigation import ZNE, Readout, parse_scales
+from qssm.pipeline.mitigation import ZNE, Readout
 from qssm.pipeline.obp import OBP
-from qssm.pipeline.stages import Dispatch, Pipeline
+from qssm.pipeline.stages import Dispatch, Pipeline, StageContext
 from qssm.pipeline.tracker import Tracker
 
 
@@ -52,23 +52,30 @@ def runtime_options(spec) -> dict:
     return out
 
 
+# The pipeline's shape: its stages in order. Each class reads its own spec keys (`from_spec`), checks
+# them (`validate`) and reports itself, so a new stage is a new module and one entry here (or a
+# `register_stage` call): building, validation, pricing and the report all read this list.
+STAGES: list[type] = [CutSplit, Compile, ZNE, Measure, Readout]
+
+
+def register_stage(cls: type, after: str) -> None:
+    """Insert a stage class after the stage named `after` (e.g. a new mitigation after "zne")."""
+    names = [s.name for s in STAGES]
+    if after not in names:
+        raise ValueError(f"no stage {after!r}; stages: {names}")
+    STAGES.insert(names.index(after) + 1, cls)
+
+
 def build_pipeline(spec, backend, dispatch: Dispatch | None = None, *, model=None, tracker: Tracker | None = None,
-                   initial_layout=None) -> Pipeline:
+                   initial_layout=None, stages: list[type] | None = None) -> Pipeline:
     tracker = tracker or Tracker()
     layout_info = None
     if initial_layout is None and spec.backend.layout == "noise_aware" and model is not None:
         initial_layout, layout_info = noise_aware_layout(spec, backend, model)
     backend.configure(**runtime_options(spec))
-    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler, initial_layout)
-    cache = CompileCache(tracker)
-    stages = [CutSplit(backend, options, spec.split.cutting, spec.split.max_overhead, cache, tracker),
-              Compile(backend, options, cache)]
-    m = spec.mitigation
-    if m.zne:
-        stages.append(ZNE(parse_scales(m.zne_scales), m.extrapolation, tracker))
-    stages.append(Measure(backend))
-    if m.readout:
-        stages.append(Readout(backend, m.readout_shots, tracker))
-    pipeline = Pipeline(stages, dispatch or backend.run, tracker, backend)
+    ctx = StageContext(backend, CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler,
+                                               initial_layout), CompileCache(tracker), tracker, model)
+    built = [stage for cls in (STAGES if stages is None else stages) if (stage := cls.from_spec(spec, ctx)) is not None]
+    pipeline = Pipeline(built, dispatch or backend.run, tracker, backend)
     pipeline.layout_report = layout_info  # default vs noise-aware estimated success, or None
     return pipeline

@@ -26,7 +26,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 
 from qssm.errors import QssmError
 from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout
-from qssm.pipeline.stages import first, map_batches
+from qssm.pipeline.stages import SpecStage, first, map_batches
 from qssm.types import CircuitBatch, Template
 
 KEY_VERSION = b"qssm-batch-v2"
@@ -224,10 +224,14 @@ def compile_batch(batch: CircuitBatch, backend, options: CompileOptions, cache: 
     return out
 
 
-class Compile:
+class Compile(SpecStage):
     """The compile stage."""
 
     name = "compile"
+
+    @classmethod
+    def from_spec(cls, spec, ctx):
+        return cls(ctx.backend, ctx.options, ctx.cache)
 
     def __init__(self, backend, options: CompileOptions | None = None, cache: CompileCache | None = None):
         self.backend = backend

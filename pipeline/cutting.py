@@ -48,10 +48,11 @@ from qiskit_addon_cutting import (
 from qiskit_addon_cutting.cutting_experiments import _get_pauli_indices
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
+from qssm.circuits.templates import model_templates
 from qssm.errors import QssmError
-from qssm.pipeline.compile import CompileCache, CompileOptions, transpile
+from qssm.pipeline.compile import CompileCache, CompileOptions, check_width, transpile
 from qssm.pipeline.metrics import circuit_metrics, two_qubit_count
-from qssm.pipeline.stages import first, map_batches
+from qssm.pipeline.stages import SpecStage, first, map_batches
 from qssm.types import BatchResult
 
 MAX_QPD_TERMS = 5_000  # exact-weight enumeration of QPD terms; beyond this the plan is refused
@@ -262,11 +263,24 @@ def reconstruct(counts: dict, ex: CutExperiments, n_rows: int, shots: int) -> tu
 DEFAULT_CUT_SHOTS = 10_000  # cut circuits are always sampled; shots per subexperiment when a run asks for exact values
 
 
-class CutSplit:
+class CutSplit(SpecStage):
     """The split stage: templates that must (or, in "auto" mode, had better) be cut become one batch
     of their cut subexperiments; the post-processing reconstructs the template's values."""
 
     name = "split"
+
+    @classmethod
+    def from_spec(cls, spec, ctx):
+        return cls(ctx.backend, ctx.options, spec.split.cutting, spec.split.max_overhead, ctx.cache, ctx.tracker)
+
+    @classmethod
+    def validate(cls, spec, backend, model=None) -> None:
+        if spec.split.cutting == "off" and model is not None:  # uncut, the widest template must fit the device
+            widest = max(model_templates(model), key=lambda t: t.circuit.num_qubits)
+            check_width(widest.name, widest.circuit, backend)
+        if spec.split.cutting == "force" and not backend.capabilities.mid_circuit_measurement:
+            raise QssmError(f"cut circuits measure mid-circuit and {backend.name} does not run them; "
+                            'set [split] cutting = "off" or use an aer or ibm backend')
 
     def __init__(self, backend, options=None, mode: str = "off", max_overhead: float = 1000.0, cache=None,
                  tracker=None):

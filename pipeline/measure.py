@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit
 
-from qssm.pipeline.stages import first, map_batches
+from qssm.pipeline.stages import SpecStage, first, map_batches
 from qssm.types import BatchResult, CircuitBatch
 
 
@@ -131,7 +131,7 @@ def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots: int
     return var
 
 
-class Measure:
+class Measure(SpecStage):
     """The measure stage: sampled estimate-mode batches -> one measured circuit per group.
     Backends with a native estimator (the IBM runtime Estimator's resilience levels) take
     observables and shots themselves."""

@@ -28,7 +28,7 @@ import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit
 
 from qssm.errors import QssmError
-from qssm.pipeline.stages import map_batches
+from qssm.pipeline.stages import SpecStage, map_batches
 from qssm.types import BatchResult, CircuitBatch
 
 SELF_INVERSE_2Q = frozenset({"cz", "ecr", "cx", "cy", "swap", "ch"})
@@ -86,10 +86,19 @@ def marginal_ones(counts: np.ndarray, k: int) -> float:
     return float(c[(idx >> k) & 1 == 1].sum() / max(c.sum(), 1))
 
 
-class Readout:
+class Readout(SpecStage):
     """The readout stage (module docstring)."""
 
     name = "readout"
+
+    @classmethod
+    def from_spec(cls, spec, ctx):
+        return cls(ctx.backend, spec.mitigation.readout_shots, ctx.tracker) if spec.mitigation.readout else None
+
+    @classmethod
+    def validate(cls, spec, backend, model=None) -> None:
+        if spec.mitigation.readout and not spec.backend.shots:
+            raise QssmError("[mitigation] readout needs sampled results: set [backend] shots > 0")
 
     def __init__(self, backend, shots: int = 0, tracker=None):
         self.backend = backend
@@ -148,8 +157,13 @@ class Readout:
         meta = {**result.meta, "readout": used, "readout_shots": self.shots or batch.shots}
         return BatchResult(result.values, result.stderr, tuple(counts), meta)
 
-    def report(self) -> dict:
-        return {"calibrated_qubits": len(self.table), "calibration_sets": self.calibration_sets}
+    def report(self, totals: dict) -> dict:
+        cal_exec, cal_shots = totals["calibration_executions"], totals["calibration_shots"]
+        total_exec, total_shots = max(totals["executions"], 1), max(totals["total_shots"], 1)
+        return {"setting": "readout", "circuits": cal_exec, "shots": cal_shots,
+                "circuit_multiplier": total_exec / max(total_exec - cal_exec, 1),
+                "shot_multiplier": total_shots / max(total_shots - cal_shots, 1),
+                "calibrated_qubits": len(self.table), "calibration_sets": self.calibration_sets}
 
 
 # -- ZNE -------------------------------------------------------------------------------------------
@@ -206,10 +220,28 @@ def parse_scales(text: str) -> list[int]:
     return sorted(scales)
 
 
-class ZNE:
+class ZNE(SpecStage):
     """The zne stage (module docstring)."""
 
     name = "zne"
+
+    @classmethod
+    def from_spec(cls, spec, ctx):
+        m = spec.mitigation
+        return cls(parse_scales(m.zne_scales), m.extrapolation, ctx.tracker) if m.zne else None
+
+    @classmethod
+    def validate(cls, spec, backend, model=None) -> None:
+        m, shots = spec.mitigation, spec.backend.shots
+        if m.extrapolation not in EXTRAPOLATIONS:
+            raise QssmError(f"[mitigation] extrapolation must be one of {', '.join(EXTRAPOLATIONS)}, "
+                            f"got {m.extrapolation!r}")
+        scales = parse_scales(m.zne_scales)
+        if m.zne and shots and shots < len(scales):
+            raise QssmError(f"ZNE splits {shots} shots over {len(scales)} scales; raise [backend] shots")
+        if m.zne and spec.split.cutting == "force":
+            raise QssmError('ZNE extrapolates expectation values and cut circuits return raw samples: disable '
+                            '[mitigation] zne or set [split] cutting = "auto"')
 
     def __init__(self, scales: list[int], extrapolation: str = "richardson", tracker=None):
         self.scales = list(scales)
@@ -251,33 +283,26 @@ class ZNE:
 
         return children, combine
 
-    def report(self) -> dict:
-        return {"scales": self.scales, "extrapolation": self.extrapolation,
+    def report(self, totals: dict) -> dict:
+        cal_exec, cal_shots = totals["calibration_executions"], totals["calibration_shots"]
+        return {"setting": "zne", "circuits": max(totals["executions"], 1) - cal_exec,
+                "shots": max(totals["total_shots"], 1) - cal_shots,
+                "circuit_multiplier": float(len(self.scales)), "shot_multiplier": 1.0,
+                "scales": self.scales, "extrapolation": self.extrapolation,
                 "weights": [float(w) for w in self.weights],
                 "note": "equal total shots: each circuit's shots split over scales in proportion to |weight|"}
 
 
 def mitigation_report(pipeline) -> list[dict]:
-    """Per setting: circuit executions and shots it added, as multipliers over the same run without it."""
-    t = pipeline.tracker.totals
-    rows = []
-    stages = {s.name: s for s in pipeline.stages}
-    total_exec, total_shots = max(t["executions"], 1), max(t["total_shots"], 1)
-    cal_exec, cal_shots = t["calibration_executions"], t["calibration_shots"]
-    base_exec = total_exec - cal_exec
-    if "zne" in stages:
-        z = stages["zne"]
-        rows.append({"setting": "zne", "circuits": base_exec, "shots": total_shots - cal_shots,
-                     "circuit_multiplier": float(len(z.scales)), "shot_multiplier": 1.0, **z.report()})
-    if "readout" in stages:
-        rows.append({"setting": "readout", "circuits": cal_exec, "shots": cal_shots,
-                     "circuit_multiplier": total_exec / max(base_exec, 1),
-                     "shot_multiplier": total_shots / max(total_shots - cal_shots, 1), **stages["readout"].report()})
+    """Each stage's report row (what it added, as multipliers over the same run without it) and the
+    total: the product of the multipliers."""
+    totals = pipeline.tracker.totals
+    rows = [row for stage in pipeline.stages if (row := getattr(stage, "report", lambda t: None)(totals))]
     if rows:
-        zmul = float(len(stages["zne"].scales)) if "zne" in stages else 1.0
-        rows.append({"setting": "total", "circuits": total_exec, "shots": total_shots,
-                     "circuit_multiplier": total_exec / max(base_exec / zmul, 1),
-                     "shot_multiplier": total_shots / max(total_shots - cal_shots, 1)})
+        rows.append({"setting": "total", "circuits": max(totals["executions"], 1),
+                     "shots": max(totals["total_shots"], 1),
+                     "circuit_multiplier": float(np.prod([r["circuit_multiplier"] for r in rows])),
+                     "shot_multiplier": float(np.prod([r["shot_multiplier"] for r in rows]))})
     return rows
 
 

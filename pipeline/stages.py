@@ -26,11 +26,46 @@ Dispatch = Callable[[list[CircuitBatch]], list[BatchResult]]
 Combine = Callable[[list[BatchResult]], BatchResult]
 
 
+@dataclass
+class StageContext:
+    """What every stage of one pipeline shares: the backend, the transpiler options and cache, the
+    run's tracker, the model (for checks that read its templates)."""
+
+    backend: object
+    options: object  # pipeline.compile.CompileOptions
+    cache: object  # pipeline.compile.CompileCache
+    tracker: Tracker
+    model: object = None
+
+
 class Stage(Protocol):
+    """A named, replaceable step (module docstring). A stage class owns its knowledge: the slot it
+    fills (`name`), whether and how a spec configures it (`from_spec`, None when the spec leaves it
+    out), the spec's errors it can name before any work (`validate`), and its report row."""
+
     name: str
 
     def __call__(self, batches: list[CircuitBatch]) -> tuple[list[CircuitBatch], Post]:
         ...
+
+
+class SpecStage:
+    """Defaults for the stage contract: always present, nothing to check, nothing to report."""
+
+    name = ""
+
+    @classmethod
+    def from_spec(cls, spec, ctx: StageContext):
+        return cls(ctx.backend)
+
+    @classmethod
+    def validate(cls, spec, backend, model=None) -> None:
+        pass
+
+    def report(self, totals: dict) -> dict | None:
+        """A row of the report's mitigation table: what the stage added (circuits, shots) as
+        multipliers over the same run without it; None when it adds nothing worth a row."""
+        return None
 
 
 @dataclass
