@@ -128,7 +128,7 @@ class AerBackend(LocalBackend):
             params = rows[:, None, :] if rows is not None else None
             res = est.run([(circuit, [observables], params)]).result()[0]  # obs (1, K) against rows (B, 1)
             values = np.asarray(res.data.evs).reshape(len(batch.parameters), -1)
-            return BatchResult(values, np.zeros_like(values), meta=self._meta(batch, opts))
+            return BatchResult(values, np.zeros_like(values), meta=self._meta(opts), shots=batch.shots or 0)
         # one noise model for the batch: every measured circuit compacted onto the same active qubits
         active = tuple(sorted(set().union(*(active_qubits(c) for c in batch.circuits))))
         small = [compact(c, active=active)[0] for c in batch.circuits]
@@ -138,8 +138,8 @@ class AerBackend(LocalBackend):
         res = sampler.run(pubs).result()
         counts = tuple(broadcast(histograms(register_outcomes(c, r.data), c.num_clbits), len(batch.parameters))
                        for c, r in zip(small, res))
-        return BatchResult(counts=counts, meta=self._meta(batch, opts))
+        return BatchResult(counts=counts, meta=self._meta(opts), shots=batch.shots or 0)
 
-    def _meta(self, batch, opts) -> dict:
-        return {"backend": self.name, "shots": batch.shots or 0, "method": opts["method"], "job_ids": []}
+    def _meta(self, opts) -> dict:
+        return {"backend": self.name, "method": opts["method"]}
 

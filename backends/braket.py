@@ -195,14 +195,14 @@ class BraketBackend(Backend):
             circuits, observables = [x[0] for x in small], small[0][1]
         noise = devices.device_noise(self.device, active) if self.mode == "dm" else None
         n = len(batch.parameters)
-        meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": [], "cost_usd": 0.0}
+        meta, shots = {"backend": self.name}, batch.shots or 0
         if not batch.sampled:
             if batch.shots:
                 raise QssmError(f"{self.name} samples measured circuits: run sampled batches through the measure stage")
             names = param_names(circuits[0])
             rows = [dict(zip(names, map(float, r))) for r in batch.rows()]
             values = self._exact(circuits[0], observables, rows, noise, active)
-            return BatchResult(values, np.zeros_like(values), meta={**meta, "seconds": time.perf_counter() - start})
+            return BatchResult(values, np.zeros_like(values), meta=meta, shots=shots, seconds=time.perf_counter() - start)
         sim = self._simulator(noise)
         counts = []
         for i, (bc, labels) in enumerate(self._braket_circuits(circuits)):
@@ -211,7 +211,7 @@ class BraketBackend(Backend):
             res = [sim.run(bc, shots=batch.shots, inputs=r).result() for r in rows]
             outcomes = np.stack([outcomes_from(x.measurements, x.measured_qubits, labels) for x in res])
             counts.append(broadcast(histograms(outcomes, circuits[i].num_clbits), n))
-        return BatchResult(counts=tuple(counts), meta={**meta, "seconds": time.perf_counter() - start})
+        return BatchResult(counts=tuple(counts), meta=meta, shots=shots, seconds=time.perf_counter() - start)
 
     def _exact(self, circuit, observables, rows, noise, active) -> np.ndarray:
         n = circuit.num_qubits
@@ -362,9 +362,8 @@ class BraketBackend(Backend):
                 outcomes[i][r] = outcomes_from(e.measurements, e.measured_qubits, labels)
         counts = tuple(broadcast(histograms(o, c.num_clbits), n_rows) for o, c in zip(outcomes, batch.circuits))
         cost = self.estimate_cost([batch])["usd"]
-        meta = {"backend": self.name, "shots": shots, "job_ids": list(handle.job_ids),
-                "seconds": time.perf_counter() - start, "cost_usd": cost}
-        return BatchResult(counts=counts, meta=meta)
+        return BatchResult(counts=counts, meta={"backend": self.name}, shots=shots, job_ids=tuple(handle.job_ids),
+                           cost_usd=cost, seconds=time.perf_counter() - start)
 
     def cancel(self, handle: Handle) -> None:
         if self.mode != "qpu":
@@ -383,6 +382,6 @@ class BraketBackend(Backend):
             total = sum((hi - lo) * (b.shots or 0) for _, lo, hi in plan)
             tasks += len(plan)
             shots += total
-            per_shot = (b.meta.get("metrics", {}).get("duration_us") or 0.0) * 1e-6
+            per_shot = b.seconds_per_shot
             seconds += total * per_shot
         return {"usd": devices.estimate_cost(self.device, tasks, shots), "qpu_seconds": seconds, "tasks": float(tasks)}

@@ -83,7 +83,7 @@ class DensityMatrixBackend(LocalBackend):
         return self._programs[key]
 
     def evaluate(self, batch: CircuitBatch) -> BatchResult:
-        meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": [], "method": "qssm density matrix"}
+        meta = {"backend": self.name, "method": "qssm density matrix"}
         circuits = list(batch.circuits)
         active = tuple(sorted(set().union(*(active_qubits(c, batch.observables) for c in circuits))))
         if len(active) > MAX_QUBITS:
@@ -97,13 +97,13 @@ class DensityMatrixBackend(LocalBackend):
                 program = self._cached(key, lambda: dmsim.compile_circuit(circuits[0], self.noise(active), device=DEVICE))
                 rows = _rows(batch.rows()) if circuits[0].num_parameters else None
                 values = dmsim.expectation_values(program, rows, observables).cpu().numpy()
-                return BatchResult(values, np.zeros_like(values), meta=meta)
+                return BatchResult(values, np.zeros_like(values), meta=meta, shots=batch.shots or 0)
             probs = self._probabilities(key, circuits, batch, active)
         seed = batch_seed(self.seed or 0, batch.key or "0" * 8)
-        first = batch.meta.get("first_row", 0)  # a chunk of a larger batch (a cluster)
+        first = batch.first_row  # a chunk of a larger batch (a cluster)
         counts = tuple(broadcast(sample_counts(p, batch.shots, [seed, i], first_row=first if len(p) > 1 else 0),
                                  len(batch.parameters)) for i, p in enumerate(probs))
-        return BatchResult(counts=counts, meta=meta)
+        return BatchResult(counts=counts, meta=meta, shots=batch.shots or 0)
 
     def _probabilities(self, key, circuits, batch: CircuitBatch, active) -> list[np.ndarray]:
         def rows(i):

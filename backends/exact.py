@@ -111,7 +111,7 @@ class ExactBackend(LocalBackend):
     def _states(self, batch: CircuitBatch):
         """(circuit index, measured clbits, final states) per measured circuit. Circuits that share
         a body (the measure stage's groups) evolve it once; each tail runs on a copy."""
-        body = batch.meta.get("shared_body")
+        body = batch.shared_body
         if body is None:
             for i, circuit in enumerate(batch.circuits):
                 prog, measured = self._program(circuit)
@@ -137,17 +137,17 @@ class ExactBackend(LocalBackend):
             return self._evaluate(batch)
 
     def _evaluate(self, batch: CircuitBatch) -> BatchResult:
-        meta = {"backend": self.name, "shots": batch.shots or 0, "job_ids": []}
+        meta = {"backend": self.name}
         if batch.sampled:
             counts = []
             seed = batch_seed(self.seed or 0, batch.key or "0" * 8)
             with torch.no_grad():
                 for i, measured, state in self._states(batch):
                     probs = outcome_probabilities(state.real**2 + state.imag**2, measured, batch.circuits[i].num_clbits)
-                    first = batch.meta.get("first_row", 0) if len(probs) > 1 else 0  # a chunk of a larger batch
+                    first = batch.first_row if len(probs) > 1 else 0  # a chunk of a larger batch
                     counts.append(broadcast(sample_counts(probs, batch.shots, [seed, i], first_row=first),
                                             len(batch.parameters)))
-            return BatchResult(counts=tuple(counts), meta=meta)
+            return BatchResult(counts=tuple(counts), meta=meta, shots=batch.shots or 0)
         prog, _ = self._program(batch.circuit)
         labels = [o.paulis.to_labels() for o in batch.observables]
         flat = [lab for labs in labels for lab in labs]
@@ -162,4 +162,4 @@ class ExactBackend(LocalBackend):
             k += n
         if batch.shots:
             raise QssmError("the exact backend samples measured circuits: run sampled batches through the measure stage")
-        return BatchResult(values, np.zeros_like(values), meta=meta)
+        return BatchResult(values, np.zeros_like(values), meta=meta, shots=batch.shots or 0)

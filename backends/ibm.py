@@ -267,9 +267,9 @@ class IBMBackend(Backend):
             data = jobs[0].result()[0].data
             values = np.asarray(data.evs, dtype=float).reshape(len(batch.parameters), -1)
             stderr = np.asarray(data.stds, dtype=float).reshape(values.shape)
-            return BatchResult(values, stderr, meta={"backend": self.name, "shots": batch.shots,
-                                                     "job_ids": list(handle.job_ids), "primitive": "estimator",
-                                                     "resilience_level": self.resilience_level})
+            return BatchResult(values, stderr, meta={"backend": self.name, "primitive": "estimator",
+                                                     "resilience_level": self.resilience_level},
+                               shots=batch.shots or 0, job_ids=tuple(handle.job_ids))
         circuits, _, _ = self.prepared(batch)
         pubs = [pub for job in jobs for pub in job.result()]
         usage = 0.0 if self.local else sum(float(getattr(job, "usage", lambda: 0.0)() or 0.0) for job in jobs)
@@ -286,9 +286,8 @@ class IBMBackend(Backend):
             counts.append(broadcast(histograms(np.concatenate(parts), circuit.num_clbits), n))
         for job_id in handle.job_ids:
             self._jobs.pop(job_id, None)
-        return BatchResult(counts=tuple(counts), meta={"backend": self.name, "shots": batch.shots,
-                                                       "job_ids": list(handle.job_ids), "qpu_seconds": usage,
-                                                       "cost_usd": usage * USD_PER_QPU_SECOND})
+        return BatchResult(counts=tuple(counts), meta={"backend": self.name, "qpu_seconds": usage},
+                           shots=batch.shots or 0, job_ids=tuple(handle.job_ids), cost_usd=usage * USD_PER_QPU_SECOND)
 
     def failure_reason(self, handle: Handle) -> str | None:
         for job_id in handle.job_ids:
@@ -314,7 +313,7 @@ class IBMBackend(Backend):
         circuit duration from the target's gate durations)."""
         seconds, jobs = 0.0, 0
         for b in batches:
-            duration = float(b.meta.get("metrics", {}).get("duration_us") or 0.0) * 1e-6
+            duration = b.seconds_per_shot
             shots = b.executions * (b.shots or 0)
             seconds += shots * (REP_DELAY_S + duration)
             jobs += max(1, -(-shots // MAX_EXECUTIONS_PER_JOB))

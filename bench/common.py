@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import platform
 import statistics
-import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field

@@ -21,9 +21,9 @@ import time
 
 import torch
 
+from qssm.app.inference import run_inference
 from qssm.errors import QssmError
 from qssm.jobs.spec import parse_spec
-from qssm.app.inference import run_inference
 
 CHECKPOINTS = "qmamba-haystack,qmamba-haystack-varlen,qlam-digits,qlam-digits-chain"
 BACKENDS = "dm:fake_fez,dm:fake_torino,dm:fake_sherbrooke,dm:iqm_garnet,dm:rigetti_ankaa3,dm:ionq_forte"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from qssm.app.inference import run_inference
+from qssm.app.job import backend_for
 from qssm.jobs.spec import parse_spec
 from qssm.models import checkpoint
 from qssm.pipeline.build import build_pipeline
-from qssm.app.inference import run_inference
-from qssm.app.job import backend_for
 from qssm.pipeline.mitigation import mitigation_report
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -94,8 +94,8 @@ def main() -> None:
 
 
 def noisy_run(name: str, device: str, n: int, shots: int) -> dict:
-    from qssm.jobs.spec import parse_spec
     from qssm.app.inference import run_inference
+    from qssm.jobs.spec import parse_spec
 
     spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{name}.safetensors")}, "data": {"n": n},
                        "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": 1}})

@@ -62,8 +62,8 @@ class Normalized:
 
 
 def pipeline(path: str, device: str, n: int = 200, shots: int = 4000) -> dict:
-    from qssm.jobs.spec import parse_spec
     from qssm.app.inference import run_inference
+    from qssm.jobs.spec import parse_spec
 
     spec = parse_spec({"model": {"checkpoint": path}, "data": {"n": n},
                        "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": 1}})
@@ -73,10 +73,10 @@ def pipeline(path: str, device: str, n: int = 200, shots: int = 4000) -> dict:
 
 @torch.no_grad()
 def normalization_row(model, device: str, n: int = 200) -> dict:
-    from qssm.pipeline.noisy import NoisyEvaluator
     from qssm.models.registry import last_logits
     from qssm.models.tasks import test_set
     from qssm.models.train import accuracy
+    from qssm.pipeline.noisy import NoisyEvaluator
 
     b = test_set(model.cfg.task)
     x, y = b.inputs[:n], b.targets[:n]

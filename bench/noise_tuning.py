@@ -43,8 +43,8 @@ def spread(path: str, n: int, seed: int) -> float:
 
 
 def run(path: str, device: str, n: int, shots: int, data_seed: int, sim_seed: int) -> dict:
-    from qssm.jobs.spec import parse_spec
     from qssm.app.inference import run_inference
+    from qssm.jobs.spec import parse_spec
 
     spec = parse_spec({"model": {"checkpoint": path}, "data": {"n": n, "seed": data_seed},
                        "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": sim_seed}})

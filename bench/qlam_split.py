@@ -72,10 +72,10 @@ class Costs:
         if event.stage != "dispatch":
             return
         for b in event.batches:
-            if "calibration" in b.meta:
+            if b.calibration is not None:
                 dur = 5.0  # a readout calibration circuit: a measurement, about a microsecond on IBM
             else:
-                dur = b.meta.get("metrics", {}).get("duration_us", 0.0)
+                dur = b.seconds_per_shot * 1e6
                 self.max_two_qubit = max([self.max_two_qubit] + [two_qubit_count(c) for c in b.circuits])
             self.qpu_seconds += b.executions * (b.shots or 0) * (dur + REP_DELAY_US) * 1e-6
 
@@ -107,12 +107,12 @@ def handoff_fidelities(model, inputs, handoffs: list[dict]) -> dict:
 
 
 def run_row(name: str, target: str, n: int, shots: int) -> dict:
-    from qssm.jobs.spec import parse_spec
-    from qssm.models import checkpoint
-    from qssm.pipeline.build import build_pipeline
     from qssm.app.inference import run_inference
     from qssm.app.job import backend_for
+    from qssm.jobs.spec import parse_spec
+    from qssm.models import checkpoint
     from qssm.models.tasks import first_test_examples
+    from qssm.pipeline.build import build_pipeline
 
     ck, split, mitigation, label = ROWS[name]
     spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
@@ -144,11 +144,11 @@ def frontier(rows: list[dict]) -> list[dict]:
     """The measured points pipeline/auto.py predicts from: each row with the estimated success
     probability of its deepest circuit on its target (the transpilation estimate)."""
 
+    from qssm.app.auto import transpile_estimate
     from qssm.backends.registry import get_backend
     from qssm.jobs.spec import parse_spec
     from qssm.models import checkpoint
     from qssm.models.tasks import first_test_examples
-    from qssm.app.auto import transpile_estimate
     from qssm.pipeline.compile import CompileCache, CompileOptions
 
     out, caches = [], {}

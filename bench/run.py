@@ -172,10 +172,10 @@ class DispatchRecorder:
 
 def qssm_noisy(backend: str, n_seqs: int, shots: int, seed: int):
     """One run_inference through the pipeline; returns (seconds, dispatch recorder, report, pipeline)."""
-    from qssm.jobs.spec import parse_spec
-    from qssm.pipeline.build import build_pipeline
     from qssm.app.inference import run_inference
     from qssm.app.job import backend_for
+    from qssm.jobs.spec import parse_spec
+    from qssm.pipeline.build import build_pipeline
 
     spec = parse_spec({"model": {"checkpoint": str(C.CHECKPOINT)}, "data": {"n": n_seqs},
                        "backend": {"name": backend, "shots": shots, "seed_transpiler": seed}})
@@ -317,8 +317,8 @@ def rows_exact(model, s: Settings) -> list[C.Row]:
 
 @torch.no_grad()
 def count_trips(model, prompt: torch.Tensor, n_new: int, token_table: bool) -> dict:
-    from qssm.pipeline.evaluator import PipelineEvaluator
     from qssm.app.inference import evaluator_for
+    from qssm.pipeline.evaluator import PipelineEvaluator
     from qssm.pipeline.token_table import build_token_table
 
     ev = evaluator_for("exact")  # an exact pipeline: counting only

@@ -164,7 +164,7 @@ class StoreDispatcher:
         except PermanentError as e:
             self.store.record_failure(self.job_id, batch.key, str(e))
             raise JobFailed(f"batch {batch.key[:12]} failed on {self.backend.name}: {e}") from None
-        result.meta.setdefault("job_ids", list(handle.job_ids))
+        result.job_ids = result.job_ids or tuple(handle.job_ids)
         result.meta.setdefault("template", batch.meta.get("template"))
         self.store.record_result(self.job_id, batch.key, result, self.wave, position)
         if self._shareable(batch):

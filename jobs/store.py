@@ -453,7 +453,12 @@ class JobStore:
             raise self._corrupt(f"{what}: meta", err) from None
         if not isinstance(m, dict):
             raise self._corrupt(f"{what}: meta", "not a JSON object")
-        return BatchResult(v, e, counts, m)
+        try:  # the accounting fields are stored beside the report-only tags (BatchResult.accounting)
+            acc = {"shots": int(m.pop("shots", 0) or 0), "job_ids": tuple(str(j) for j in m.pop("job_ids", None) or ()),
+                   "cost_usd": float(m.pop("cost_usd", 0.0) or 0.0), "seconds": float(m.pop("seconds", 0.0) or 0.0)}
+        except (TypeError, ValueError) as err:
+            raise self._corrupt(f"{what}: meta", err) from None
+        return BatchResult(v, e, counts, m, **acc)
 
     def parse_handle(self, job_id: str, key: str, text: str) -> Handle:
         """A batch's stored handle (provider job ids), or a one-line "store is corrupt"."""
@@ -517,8 +522,8 @@ class JobStore:
                        "cost_usd) VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT(job_id, key) DO UPDATE SET "
                        'status = \'done\', "values" = excluded."values", stderr = excluded.stderr, '
                        "meta = excluded.meta, finished = excluded.finished, cost_usd = excluded.cost_usd, error = NULL",
-                       (job_id, key, wave, position, _result_blob(result), None, _json(result.meta),
-                        time.time(), float(result.meta.get("cost_usd", 0.0))))
+                       (job_id, key, wave, position, _result_blob(result), None,
+                        _json({**result.meta, **result.accounting()}), time.time(), float(result.cost_usd)))
 
     @_guarded
     def record_failure(self, job_id: str, key: str, message: str) -> None:
@@ -552,7 +557,7 @@ class JobStore:
     def cache(self, backend: str, key: str, result: BatchResult) -> None:
         with self.transaction() as db:
             db.execute('INSERT OR REPLACE INTO cache (backend, key, "values", stderr, meta) VALUES (?, ?, ?, ?, ?)',
-                       (backend, key, _result_blob(result), None, _json(result.meta)))
+                       (backend, key, _result_blob(result), None, _json({**result.meta, **result.accounting()})))
 
     @_guarded
     def totals(self, job_id: str) -> dict:

@@ -199,7 +199,7 @@ def compile_batch(batch: CircuitBatch, backend, options: CompileOptions, cache: 
     rows = np.ascontiguousarray(np.asarray(batch.parameters, dtype=np.float64).reshape(len(batch.parameters), -1))
     circuits, columns, digests = [], [], []
     observables = batch.observables
-    meta = {}
+    meta, seconds_per_shot = {}, 0.0
     for i, circuit in enumerate(batch.circuits):
         c = cache.get(t, backend, options) if t is not None and i == 0 else cache.circuit(circuit, backend, options)
         given = batch.columns[i] if i < len(batch.columns) else None
@@ -216,10 +216,12 @@ def compile_batch(batch: CircuitBatch, backend, options: CompileOptions, cache: 
             if batch.observables:
                 observables = tuple(c.observables)
             meta = {"layout": list(c.layout), "metrics": dict(c.metrics)}
+            seconds_per_shot = float(c.metrics.get("duration_us") or 0.0) * 1e-6
     if t is not None:
         meta.update(template=t.name, template_hash=t.hash)
     out = batch.derive(circuits=tuple(circuits), parameters=rows, observables=observables,
-                       columns=tuple(columns) if any(c is not None for c in columns) else (), meta=meta)
+                       columns=tuple(columns) if any(c is not None for c in columns) else (), meta=meta,
+                       seconds_per_shot=seconds_per_shot)
     out.key = batch_key(out, backend, options, digests)
     return out
 

@@ -53,7 +53,7 @@ from qssm.errors import QssmError
 from qssm.pipeline.compile import CompileCache, CompileOptions, check_width, transpile
 from qssm.pipeline.metrics import circuit_metrics, two_qubit_count
 from qssm.pipeline.stages import SpecStage, first, map_batches
-from qssm.types import BatchResult
+from qssm.types import merged
 
 MAX_QPD_TERMS = 5_000  # exact-weight enumeration of QPD terms; beyond this the plan is refused
 
@@ -327,8 +327,7 @@ class CutSplit(SpecStage):
                 counts[label] = results[0].counts[k:k + len(ex.subexperiments[label])]
                 k += len(ex.subexperiments[label])
             values, stderr = reconstruct(counts, ex, n_rows, shots)
-            meta = {k2: v for k2, v in results[0].meta.items() if k2 != "readout"}
-            return BatchResult(values, stderr, meta={**meta, "cut": cut, "shots": shots})
+            return dataclasses.replace(merged(results, values, stderr, cut=cut), shots=shots)
 
         return [child], combine
 

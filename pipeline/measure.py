@@ -10,6 +10,7 @@ sees them the same way on every backend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -153,17 +154,15 @@ class Measure(SpecStage):
         circuits = tuple(with_measurement(batch.circuit, g) for g in groups)
         # every measured circuit is the batch's circuit plus a tail: simulators evolve the shared body once
         child = batch.derive(circuits=circuits, observables=(), columns=(cols,) * len(circuits) if cols is not None
-                             else (), meta={"groups": len(groups), "shared_body": len(batch.circuit.data)})
+                             else (), meta={"groups": len(groups)}, shared_body=len(batch.circuit.data))
 
         def combine(results: list[BatchResult]) -> BatchResult:
-            r = results[0] if results else BatchResult(meta={})
-            values, stderr = expectations(r.counts, observables, groups, shots, r.meta.get("readout"),
-                                          r.meta.get("readout_shots", 0))
+            r = results[0] if results else BatchResult()
+            values, stderr = expectations(r.counts, observables, groups, shots, r.readout, r.readout_shots)
             if not results:  # identity observables only: nothing was sent
                 values = np.broadcast_to(values, (len(batch.parameters), len(observables))).copy()
                 stderr = np.zeros_like(values)
-            meta = {k: v for k, v in r.meta.items() if k != "readout"}
-            meta["measurement_groups"] = len(groups)
-            return BatchResult(values, stderr, meta=meta)
+            return dataclasses.replace(r, values=values, stderr=stderr, counts=(), readout=None, readout_shots=0,
+                                       meta={**r.meta, "measurement_groups": len(groups)})
 
         return ([child] if circuits else []), combine

@@ -21,6 +21,7 @@ meta so that standard errors include the correction's amplification and the cali
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -29,7 +30,7 @@ from qiskit import ClassicalRegister, QuantumCircuit
 
 from qssm.errors import QssmError
 from qssm.pipeline.stages import SpecStage, map_batches
-from qssm.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch, merged
 
 SELF_INVERSE_2Q = frozenset({"cz", "ecr", "cx", "cy", "swap", "ch"})
 EXTRAPOLATIONS = ("richardson", "linear")
@@ -112,8 +113,8 @@ class Readout(SpecStage):
         basis = set(b.target.operation_names) if b.target is not None else None
         circuits = tuple(calibration_circuit(width, qubits, s, basis) for s in (0, 1))
         key = _hash("qssm-readout-cal-v2", b.name, b.calibration, width, list(qubits), shots)
-        return CircuitBatch(circuits, np.zeros((1, 0)), shots=shots, key=key,
-                            meta={"template": "readout_cal", "calibration": list(qubits)})
+        return CircuitBatch(circuits, np.zeros((1, 0)), shots=shots, key=key, meta={"template": "readout_cal"},
+                            calibration=tuple(qubits))
 
     def __call__(self, batches: list[CircuitBatch]):
         need: dict[tuple[int, tuple[int, ...]], int] = {}  # (width, uncalibrated qubits) -> shots
@@ -137,7 +138,7 @@ class Readout(SpecStage):
         def post(results: list[BatchResult]) -> list[BatchResult]:
             for c, r in zip(cal, results[n:]):
                 self.calibration_sets += 1
-                for k, q in enumerate(c.meta["calibration"]):  # clipped: never flips a qubit's meaning
+                for k, q in enumerate(c.calibration):  # clipped: never flips a qubit's meaning
                     p10 = float(np.clip(marginal_ones(r.counts[0], k), 0.0, 0.49))
                     p01 = float(np.clip(1 - marginal_ones(r.counts[1], k), 0.0, 0.49))
                     self.table[q] = (p10, p01)
@@ -154,8 +155,7 @@ class Readout(SpecStage):
             inv = {k: confusion_inverse(*self.table[q], q) for k, q in clbits.items() if q in self.table}
             used.update({q: list(self.table[q]) for q in clbits.values() if q in self.table})
             counts.append(correct_counts(h, inv, c.num_clbits))
-        meta = {**result.meta, "readout": used, "readout_shots": self.shots or batch.shots}
-        return BatchResult(result.values, result.stderr, tuple(counts), meta)
+        return dataclasses.replace(result, counts=tuple(counts), readout=used, readout_shots=self.shots or batch.shots)
 
     def report(self, totals: dict) -> dict:
         cal_exec, cal_shots = totals["calibration_executions"], totals["calibration_shots"]
@@ -274,12 +274,8 @@ class ZNE(SpecStage):
         def combine(results: list[BatchResult]) -> BatchResult:
             values = np.stack([r.values for r in results])
             stderr = np.stack([r.stderr for r in results])
-            meta = dict(results[0].meta)
-            meta["shots"] = sum(int(r.meta.get("shots", 0) or 0) for r in results)
-            meta["job_ids"] = [j for r in results for j in r.meta.get("job_ids", [])]
-            meta["cost_usd"] = sum(float(r.meta.get("cost_usd", 0.0)) for r in results)
-            meta["zne"] = {"scales": self.scales, "values": values.tolist() if values.size <= 64 else None}
-            return BatchResult((w * values).sum(0), np.sqrt((w**2 * stderr**2).sum(0)), meta=meta)
+            return merged(results, (w * values).sum(0), np.sqrt((w**2 * stderr**2).sum(0)),
+                          zne={"scales": self.scales, "values": values.tolist() if values.size <= 64 else None})
 
         return children, combine
 

@@ -53,12 +53,12 @@ class Tracker:
         """What reached the backend: batches, executions, shots, cost and provider job ids."""
         self.add(dispatched_batches=len(batches), executions=sum(b.executions for b in batches),
                  total_shots=sum(b.executions * (b.shots or 0) for b in batches))
-        cal = [b for b in batches if "calibration" in b.meta]
+        cal = [b for b in batches if b.calibration is not None]
         self.add(calibration_executions=sum(b.executions for b in cal),
                  calibration_shots=sum(b.executions * (b.shots or 0) for b in cal))
         for r in results:
-            self.add(cost_usd=float(r.meta.get("cost_usd", 0.0) or 0.0))
-            self.job_ids += [j for j in r.meta.get("job_ids", []) if j not in self.job_ids]
+            self.add(cost_usd=float(r.cost_usd))
+            self.job_ids += [j for j in r.job_ids if j not in self.job_ids]
 
     def summary(self) -> dict:
         out = {k: (float(self.totals[k]) if k == "cost_usd" else int(self.totals[k])) for k in LABELS}

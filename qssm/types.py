@@ -49,9 +49,14 @@ class CircuitBatch:
     shots: int | None = None
     columns: tuple[np.ndarray | None, ...] = ()
     key: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)  # template name, layout, metrics, cut / mitigation tags
+    meta: dict[str, Any] = field(default_factory=dict)  # report-only tags: template name, layout, metrics, cut
     template: Template | None = None  # the logical template it was planned from
     inverse: np.ndarray | None = None  # caller rows -> unique rows (values[inverse] restores the order)
+    # -- what crosses modules (docs/architecture.md, "Data") --------------------------------------
+    first_row: int = 0  # offset of these rows in the batch they were cut from (cluster chunks sample as the whole)
+    shared_body: int | None = None  # measured circuits share their first `shared_body` instructions (one body, k bases)
+    calibration: tuple[int, ...] | None = None  # a readout-calibration batch: the qubits it calibrates
+    seconds_per_shot: float = 0.0  # the compiled circuit's scheduled duration: what QPU-time pricing multiplies
 
     @property
     def sampled(self) -> bool:
@@ -85,7 +90,30 @@ class BatchResult:
     values: np.ndarray | None = None  # (bindings, n_observables)
     stderr: np.ndarray | None = None
     counts: tuple[np.ndarray, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict)  # shots, job_ids, seconds, cost_usd, backend
+    meta: dict[str, Any] = field(default_factory=dict)  # report-only tags: backend, template, method, cut
+    # -- accounting, summed when results merge (ZNE scales, cut subexperiments) -------------------
+    shots: int = 0  # shots per row the provider ran
+    job_ids: tuple[str, ...] = ()  # provider job ids / task ARNs
+    cost_usd: float = 0.0
+    seconds: float = 0.0  # wall seconds the backend took
+    # -- readout correction applied to `counts` (pipeline/mitigation.py): its standard errors grow --
+    readout: dict | None = None  # clbit -> (p(1|0), p(0|1)) of the measured qubit
+    readout_shots: int = 0  # shots per calibration circuit
+
+    ACCOUNTING = ("shots", "job_ids", "cost_usd", "seconds")
+
+    def accounting(self) -> dict[str, Any]:
+        """The accounting fields as plain data (the job store keeps them beside the arrays)."""
+        return {"shots": self.shots, "job_ids": list(self.job_ids), "cost_usd": self.cost_usd, "seconds": self.seconds}
+
+
+def merged(parts: list[BatchResult], values: np.ndarray | None, stderr: np.ndarray | None = None,
+           **meta: Any) -> BatchResult:
+    """One result from the results of the batches one batch became (ZNE's scales, a cut's
+    subexperiments): the combined values, and the accounting of every part added up."""
+    return BatchResult(values, stderr, meta={**(parts[0].meta if parts else {}), **meta},
+                       shots=sum(p.shots for p in parts), job_ids=tuple(j for p in parts for j in p.job_ids),
+                       cost_usd=sum(p.cost_usd for p in parts), seconds=sum(p.seconds for p in parts))
 
 
 Post = Callable[[list[BatchResult]], list[BatchResult]]

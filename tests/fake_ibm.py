@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from qiskit_ibm_runtime.fake_provider import local_service
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
+from qiskit_ibm_runtime.fake_provider import local_service
 
 REAL_LOCAL_SERVICE = local_service.QiskitRuntimeLocalService
 

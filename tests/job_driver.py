@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fake_ibm  # noqa: E402
 
-from qssm.errors import QssmError  # noqa: E402
 from qssm.app.durable import run_job  # noqa: E402
+from qssm.errors import QssmError  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 

@@ -14,11 +14,11 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
+from qssm.app.preflight import validate
 from qssm.backends import devices
 from qssm.backends.base import Handle
 from qssm.backends.braket import BraketBackend
 from qssm.errors import QssmError
-from qssm.app.preflight import validate
 from qssm.jobs.spec import BackendSpec, JobSpec
 from qssm.pipeline.measure import measurement_groups
 from qssm.types import Template
@@ -73,7 +73,7 @@ def test_local_shots_within_stderr():
     p = Prepared(t, b, ROWS, 3000)
     r = p.run()
     ref = ideal_planned(t, p)
-    assert r.meta["measurement_groups"] == len(measurement_groups([SparsePauliOp(o) for o in LABELS])) >= 2 and r.meta["shots"] == 3000
+    assert r.meta["measurement_groups"] == len(measurement_groups([SparsePauliOp(o) for o in LABELS])) >= 2 and r.shots == 3000
     assert (np.abs(r.values - ref) < 4 * r.stderr + 1e-9).all()
 
 
@@ -147,11 +147,11 @@ def test_qpu_through_fake_session(tmp_path, device, monkeypatch):
     h2 = Handle(**stored)
     assert other.status(h2) == "done"
     r = p.values(other.result(h2, cb))
-    assert r.meta["job_ids"] == stored["job_ids"] and r.meta["shots"] == shots
+    assert list(r.job_ids) == stored["job_ids"] and r.shots == shots
     assert (np.abs(r.values - ideal_planned(t, p)) < 4 * r.stderr + 1e-9).all()
     price = devices.load_device(device)["pricing"]
     usd = tasks * price["per_task_usd"] + groups * len(rows) * shots * price["per_shot_usd"]
-    assert est["tasks"] == tasks and est["usd"] == pytest.approx(usd) and r.meta["cost_usd"] == pytest.approx(usd)
+    assert est["tasks"] == tasks and est["usd"] == pytest.approx(usd) and r.cost_usd == pytest.approx(usd)
 
 
 def test_qpu_cancel_and_limits(tmp_path):

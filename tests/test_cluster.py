@@ -13,13 +13,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_jobs import HAYSTACK, assert_same_results, results_by_key  # noqa: E402
 
+from qssm.app.durable import create_job, run_job  # noqa: E402
+from qssm.app.inference import run_inference  # noqa: E402
 from qssm.backends.cluster import ClusterBackend, chunks  # noqa: E402
 from qssm.backends.registry import get_backend  # noqa: E402
 from qssm.errors import QssmError  # noqa: E402
-from qssm.app.durable import create_job, run_job  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
-from qssm.app.inference import run_inference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_chunks_cover_the_rows_in_order():
 
     rows = np.arange(1000.0)[:, None]
     parts = chunks(CircuitBatch((), rows, shots=10, key="k"), 4)
-    assert len(parts) == 4 and [p.meta.get("first_row", 0) for p in parts] == [0, 250, 500, 750]
+    assert len(parts) == 4 and [p.first_row for p in parts] == [0, 250, 500, 750]
     np.testing.assert_array_equal(np.concatenate([p.parameters for p in parts]), rows)
     assert chunks(CircuitBatch((), np.zeros((5, 1))), 4)[0].parameters.shape == (5, 1)
 

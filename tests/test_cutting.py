@@ -9,16 +9,24 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
+from test_compile import TargetBackend, exact_values, ring_template
+
 from qssm.backends.aer import AerBackend
 from qssm.errors import QssmError
 from qssm.pipeline.compile import Compile, CompileCache, CompileOptions, circuit_digest
-from qssm.pipeline.cutting import (CutSplit, choose_partition, cut_experiments, cut_report, interaction_graph, plan_cut,
-                                   should_cut)
+from qssm.pipeline.cutting import (
+    CutSplit,
+    choose_partition,
+    cut_experiments,
+    cut_report,
+    interaction_graph,
+    plan_cut,
+    should_cut,
+)
 from qssm.pipeline.measure import Measure
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.stages import Pipeline
 from qssm.types import Template
-from test_compile import TargetBackend, exact_values, ring_template
 
 OBS = ("IIIZ", "IIZI", "IZII", "ZIII", "ZZII", "IIXX", "XIIZ")
 

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from prepared import Prepared  # noqa: E402
 from test_braket import ROWS, template  # noqa: E402
 
+from qssm.app.inference import run_inference  # noqa: E402
 from qssm.backends.registry import get_backend  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
-from qssm.app.inference import run_inference  # noqa: E402
 
 HAYSTACK, DIGITS = "checkpoints/qmamba-haystack.safetensors", "checkpoints/qlam-digits.safetensors"
 

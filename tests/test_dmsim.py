@@ -13,7 +13,7 @@ import pytest
 import torch
 from qiskit import ClassicalRegister, QuantumCircuit
 from qiskit.circuit import ParameterVector
-from qiskit.quantum_info import DensityMatrix, Kraus, Operator, PTM, SparsePauliOp, random_quantum_channel
+from qiskit.quantum_info import PTM, DensityMatrix, Kraus, Operator, SparsePauliOp, random_quantum_channel
 
 from qssm.backends import devices, dmsim
 from qssm.backends.aer import active_noise_model, compact

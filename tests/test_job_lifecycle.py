@@ -20,13 +20,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fake_ibm  # noqa: E402
 from test_jobs import DRIVER, HAYSTACK, assert_same_results, results_by_key, spec  # noqa: E402
 
-from qssm.cli import main  # noqa: E402
 from qssm.app.durable import cancel_job, create_job, run_job  # noqa: E402
+from qssm.cli import main  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
 from qssm.models import checkpoint  # noqa: E402
 from qssm.models.config import QMambaConfig  # noqa: E402
-from qssm.models.registry import HAYSTACK as TASK, build_model  # noqa: E402
+from qssm.models.registry import HAYSTACK as TASK  # noqa: E402
+from qssm.models.registry import build_model
 from qssm.models.tasks import haystack_vocab  # noqa: E402
 
 

@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fake_ibm  # noqa: E402
 
+from qssm.app.durable import create_job, run_job  # noqa: E402
 from qssm.backends.aer import AerBackend  # noqa: E402
 from qssm.cli import main  # noqa: E402
 from qssm.jobs.retry import PermanentError, RetryPolicy, TransientError, call_with_retries  # noqa: E402
-from qssm.app.durable import create_job, run_job  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
 
@@ -258,9 +258,10 @@ def test_sampled_results_never_depend_on_what_else_the_store_ran(tmp_path):
 def test_budget_preflight_refuses_unless_yes(tmp_path, capsys):
     store = JobStore(tmp_path / "s.sqlite")
     s = spec("ibm:fake_fez", budget={"max_qpu_seconds": 1.0})
-    from qssm.errors import QssmError
-    from qssm.app.preflight import check_budget, estimate as price
     from qssm.app.durable import backend_for
+    from qssm.app.preflight import check_budget
+    from qssm.app.preflight import estimate as price
+    from qssm.errors import QssmError
 
     estimate = price(s, backend_for(s))
     assert estimate["executions"] > 0 and estimate["tasks"] >= 8 and estimate["round_trips"] == 2
@@ -453,8 +454,9 @@ def test_braket_qpu_job_retrieved_by_task_arn_from_another_process(tmp_path):
 
 def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
     """A batch over IBM's 10M executions per Sampler job is split over several jobs and stitched back."""
-    import qssm.backends.ibm as ibm
     from prepared import Prepared
+
+    import qssm.backends.ibm as ibm
 
     t = two_qubit_template(("IZ", "ZI", "XX"), "split-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (7, 2))
@@ -475,11 +477,11 @@ def test_ibm_resilience_level_uses_the_runtime_estimator():
     """[mitigation] resilience_level routes batches through the runtime Estimator (server-side
     mitigation on a QPU; local testing mode runs it unmitigated): it must agree with the Sampler
     path within their standard errors, and the spec option reaches the backend."""
-    import qssm.backends.ibm as ibm
     from prepared import Prepared
 
-    from qssm.pipeline.build import build_pipeline
+    import qssm.backends.ibm as ibm
     from qssm.app.job import backend_for
+    from qssm.pipeline.build import build_pipeline
 
     t = two_qubit_template(("IZ", "ZI", "XX"), "est-test")
     rows = np.random.default_rng(0).uniform(-2, 2, (5, 2))
@@ -523,7 +525,7 @@ def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
         assert isinstance(backend._mode, mode)
         ideal = np.array([[np.cos(r[0]), np.cos(r[1])] for r in p.planned.parameters])
         assert result.values.shape == (2, 2) and np.abs(result.values - ideal).max() < 0.25  # noisy device
-        assert len(result.meta["job_ids"]) == 1
+        assert len(result.job_ids) == 1
         backend.close()
 
 

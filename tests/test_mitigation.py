@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import networkx as nx
 import numpy as np
 import pytest
@@ -17,8 +16,15 @@ from qssm.jobs.spec import BackendSpec, JobSpec, MitigationSpec, parse_spec
 from qssm.pipeline.build import build_pipeline
 from qssm.pipeline.compile import Compile
 from qssm.pipeline.measure import Measure
-from qssm.pipeline.mitigation import (ZNE, Readout, correct_counts, extrapolation_weights, fold_two_qubit_gates,
-                                      mitigation_report, split_shots)
+from qssm.pipeline.mitigation import (
+    ZNE,
+    Readout,
+    correct_counts,
+    extrapolation_weights,
+    fold_two_qubit_gates,
+    mitigation_report,
+    split_shots,
+)
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.stages import Pipeline
 from qssm.types import Template
@@ -129,7 +135,7 @@ def test_zne_richardson_extrapolates_depolarizing_decay():
     shot = run(60_000, True)
     assert (np.abs(shot.values - zne.values) < 4 * shot.stderr + 1e-9).all()
     assert np.abs(shot.values - exact).mean() < bias_raw.mean()
-    assert shot.meta["shots"] == 60_000
+    assert shot.shots == 60_000
 
 
 def test_folding_and_weights():
@@ -166,9 +172,9 @@ def test_noise_aware_layout_on_fake_fez():
 
 
 def test_pipeline_with_mitigation_and_noise_aware_layout():
-    from qssm.models import checkpoint
     from qssm.app.inference import run_inference
     from qssm.app.job import backend_for
+    from qssm.models import checkpoint
 
     raw = {"model": {"checkpoint": HAYSTACK}, "data": {"n": 2, "T": 6},
            "backend": {"name": "aer:fake_fez", "shots": 300, "layout": "noise_aware"},

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from qssm.models import checkpoint
-from qssm.pipeline.noisy import NoisyEvaluator
 from qssm.models.registry import NoiseTuning, last_logits
 from qssm.models.tasks import test_set, train_batches
+from qssm.pipeline.noisy import NoisyEvaluator
 
 HAYSTACK, CHAIN = "checkpoints/qmamba-haystack.safetensors", "checkpoints/qlam-digits-chain.safetensors"
 
@@ -260,9 +260,9 @@ def test_readout_norm_switch_keeps_the_exact_model_and_runs_through_the_pipeline
     """with_readout_norm (QLAM readout_norm = "rms", gains at the readouts' mean RMS) keeps the
     exact test accuracy within a point, saves and loads, and the pipeline's exact backend gives the
     torch forward's logits."""
+    from qssm.app.inference import run_inference
     from qssm.jobs.spec import parse_spec
     from qssm.models.train import accuracy, predict, with_readout_norm
-    from qssm.app.inference import run_inference
 
     model, _ = checkpoint.load(CHAIN)
     normed = with_readout_norm(model, "rms")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from qssm.jobs.spec import parse_spec
 from qssm.app.inference import run_inference, shot_band
+from qssm.jobs.spec import parse_spec
 
 HAYSTACK = "checkpoints/qmamba-haystack.safetensors"
 DIGITS = "checkpoints/qlam-digits.safetensors"

@@ -12,6 +12,7 @@ import torch
 from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp, Statevector, random_hermitian
 
+from qssm.app.inference import run_inference
 from qssm.backends.registry import get_backend
 from qssm.circuits.shallow_prep import fidelity, fit_hea, hea_circuit, hea_states, n_hea_params
 from qssm.circuits.stateprep import n_prep_params, prep_circuit
@@ -23,9 +24,8 @@ from qssm.models.statevector import pauli_expectations, run_program
 from qssm.models.tasks import test_set
 from qssm.pipeline.compile import CompileOptions, compile_circuit
 from qssm.pipeline.handoff import Handoff
-from qssm.app.inference import run_inference
 from qssm.pipeline.obp import pauli_coefficients
-from qssm.pipeline.shadows import (basis_angles, basis_labels, fit_depolarized, pauli_estimates, random_bases)
+from qssm.pipeline.shadows import basis_angles, basis_labels, fit_depolarized, pauli_estimates, random_bases
 from qssm.pipeline.tomography import tomography_paulis
 
 RING, CHAIN = "checkpoints/qlam-digits.safetensors", "checkpoints/qlam-digits-chain.safetensors"
@@ -173,8 +173,8 @@ def test_pauli_coefficients_match_qiskit():
 
 # -- segment = "auto" ---------------------------------------------------------------------------------
 def test_choose_respects_budget_and_prefers_cheaper_within_noise():
-    from qssm.errors import QssmError
     from qssm.app.auto import choose, predict
+    from qssm.errors import QssmError
 
     rows = [{"segment": 0, "predicted_accuracy": 0.90, "shots_per_image": 100},
             {"segment": 2, "predicted_accuracy": 0.905, "shots_per_image": 500},
