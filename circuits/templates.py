@@ -86,6 +86,14 @@ def phi_np(w: np.ndarray) -> np.ndarray:
     return phi(torch.as_tensor(w, dtype=torch.float64)).numpy()
 
 
+def trainable_template(call: QuantumCall) -> Template:
+    """A stateless sub-circuit with its weights free ("w" = phi(w), then inputs "x"): what device
+    gradients shift (pipeline/gradients.py)."""
+    circuit = trainable_circuit(call.name, call.ops, call.n_qubits, int(call.weights.numel()))
+    return Template(f"{call.name}.trainable", circuit, tuple(call.observables),
+                    template_hash(circuit, tuple(call.observables)))
+
+
 def subcircuit_template(call: QuantumCall) -> Template:
     """A stateless sub-circuit (QMamba A/B/C/Delta of one layer): inputs x[0..n_in)."""
     return _subcircuit(call.name, call.ops, call.n_qubits, _weights_key(call), tuple(call.observables))

@@ -15,11 +15,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from qssm.errors import QssmError
 from qssm.models.evaluator import QuantumCall
-from qssm.models.statevector import pauli_expectations
+from qssm.models.statevector import pauli_expectations, phi
+from qssm.pipeline.gradients import jacobian, occurrences, shifted_rows
 from qssm.pipeline.handoff import Handoff
 from qssm.pipeline.obp import plan_backpropagated
-from qssm.pipeline.plan import plan_call, plan_segment
+from qssm.pipeline.plan import make_batch, plan_call, plan_segment, plan_trainable
 from qssm.pipeline.shadows import basis_angles
 from qssm.pipeline.tomography import tomography_paulis
 from qssm.pipeline.tracker import Tracker
@@ -67,16 +69,32 @@ class PipelineEvaluator:
         for i, call in enumerate(calls):
             if call.sequential:
                 out[i] = self._sequential(call)
-            elif self.token_table is not None and (hit := self.token_table.lookup(call)) is not None:
+                if differentiable(call):  # never silently partial (pipeline/gradients.py)
+                    out[i] = _NoGradient.apply(call.weights, call.inputs, out[i])
+            elif self.token_table is not None and not differentiable(call) and (
+                    hit := self.token_table.lookup(call)) is not None:
                 out[i] = hit
                 self.tracker.add(table_hits=1)
             else:
                 pending.append(i)
         if pending:  # all stateless calls of this evaluate() share ONE round trip
-            batches = [plan_call(calls[i], self.shots) for i in pending]
+            batches = [plan_trainable(calls[i], self.shots) if differentiable(calls[i]) else
+                       plan_call(calls[i], self.shots) for i in pending]
             for i, batch, res in zip(pending, batches, self._round_trip(batches)):
                 out[i] = self._restore(calls[i], batch, res)
+                if differentiable(calls[i]):
+                    call = calls[i]
+                    out[i] = _ParameterShift.apply(phi(call.weights), call.inputs, out[i], self, batch)
         return out
+
+    def shift_jacobian(self, batch: CircuitBatch) -> np.ndarray:
+        """d values / d row for every caller row of a trainable batch: (rows, outputs, width), by the
+        parameter-shift rule, from one more round trip through the pipeline."""
+        counts = occurrences(batch.template.circuit)
+        unique = batch.parameters
+        shifted = make_batch(batch.template, shifted_rows(unique, counts), batch.shots)
+        [res] = self._round_trip([shifted])
+        return jacobian(res.values[shifted.inverse], len(unique), counts)[batch.inverse]
 
     def _restore(self, call: QuantumCall, batch: CircuitBatch, res: BatchResult) -> torch.Tensor:
         shape = (*call.inputs.shape[:-1], len(call.observables))
@@ -143,6 +161,40 @@ class PipelineEvaluator:
         values, errors = combine(self._round_trip(batches))
         self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
         return torch.as_tensor(values, dtype=call.inputs.dtype)
+
+
+def differentiable(call: QuantumCall) -> bool:
+    """Whether autograd will ask for this call's gradient."""
+    return torch.is_grad_enabled() and (call.weights.requires_grad or call.inputs.requires_grad)
+
+
+class _ParameterShift(torch.autograd.Function):
+    """Values of a stateless call as a function of (phi(w), inputs); backward by parameter shift."""
+
+    @staticmethod
+    def forward(ctx, angles, inputs, values, evaluator, batch):
+        ctx.evaluator, ctx.batch, ctx.n_w, ctx.shape = evaluator, batch, angles.numel(), inputs.shape
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        jac = torch.as_tensor(ctx.evaluator.shift_jacobian(ctx.batch), dtype=grad.dtype)
+        g = torch.einsum("ro,row->rw", grad.reshape(jac.shape[0], -1), jac)
+        return g[:, :ctx.n_w].sum(0), g[:, ctx.n_w:].reshape(ctx.shape), None, None, None
+
+
+class _NoGradient(torch.autograd.Function):
+    """QLAM's memory on a backend: its segments hand a measured state over, which has no gradient."""
+
+    @staticmethod
+    def forward(ctx, weights, inputs, values):
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise QssmError("gradients of QLAM's memory through a backend are not available: the segment hand-off "
+                        "(tomography, re-preparation) is not differentiable; train with the exact evaluator, or "
+                        "against a device's noise with `qssm train PRESET --noise DEVICE`")
 
 
 def n_segments(t: int, k: int) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 from qiskit.quantum_info import SparsePauliOp
 
-from qssm.circuits.templates import memory_template, subcircuit_template
+from qssm.circuits.templates import memory_template, subcircuit_template, trainable_template
 from qssm.models.evaluator import QuantumCall
+from qssm.models.statevector import phi
 from qssm.pipeline.handoff import shadow_rows
 from qssm.pipeline.shadows import zstrings
 from qssm.types import CircuitBatch, Template
@@ -34,6 +35,14 @@ def plan_call(call: QuantumCall, shots: int | None) -> CircuitBatch:
     """A stateless sub-circuit call (..., n_in) -> one CircuitBatch."""
     rows = call.inputs.detach().reshape(-1, call.inputs.shape[-1]).double().numpy()
     return make_batch(subcircuit_template(call), rows, shots)
+
+
+def plan_trainable(call: QuantumCall, shots: int | None) -> CircuitBatch:
+    """A stateless call with its weights left free (pipeline/gradients.py): rows (phi(w)..., x...)."""
+    template = trainable_template(call)
+    x = call.inputs.detach().reshape(-1, call.inputs.shape[-1]).double().numpy()
+    w = phi(call.weights.detach().double()).numpy()
+    return make_batch(template, np.hstack([np.broadcast_to(w, (len(x), len(w))), x]), shots)
 
 
 def plan_segment(

@@ -14,7 +14,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from qssm.app.preflight import validate
+from qssm.app.validate import validate
 from qssm.backends import devices
 from qssm.backends.base import Handle
 from qssm.backends.braket import BraketBackend

@@ -166,7 +166,7 @@ def test_too_wide_names_the_fix():
 
 
 def test_too_many_shots_names_the_limit():
-    from qssm.app.preflight import validate
+    from qssm.app.validate import validate
     from qssm.jobs.spec import BackendSpec, JobSpec
 
     spec = JobSpec("", backend=BackendSpec(name="FakeFez", shots=5000))

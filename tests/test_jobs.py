@@ -258,12 +258,13 @@ def test_sampled_results_never_depend_on_what_else_the_store_ran(tmp_path):
 def test_budget_preflight_refuses_unless_yes(tmp_path, capsys):
     store = JobStore(tmp_path / "s.sqlite")
     s = spec("ibm:fake_fez", budget={"max_qpu_seconds": 1.0})
-    from qssm.app.durable import backend_for
+    from qssm.app.job import prepare
     from qssm.app.preflight import check_budget
     from qssm.app.preflight import estimate as price
     from qssm.errors import QssmError
 
-    estimate = price(s, backend_for(s))
+    with prepare(s) as job:
+        estimate = price(job)
     assert estimate["executions"] > 0 and estimate["tasks"] >= 8 and estimate["round_trips"] == 2
     real = dict(estimate, qpu_seconds=estimate["qpu_seconds_if_real"])  # as a real device would price it
     with pytest.raises(QssmError, match="budget.max_qpu_seconds"):

@@ -147,7 +147,7 @@ def test_folding_and_weights():
         w = extrapolation_weights([1, 3, 5], method)
         assert w.sum() == pytest.approx(1.0) and (w * np.array([1, 3, 5])).sum() == pytest.approx(0.0, abs=1e-12)
     assert sum(split_shots(1000, extrapolation_weights([1, 3, 5], "richardson"))) == 1000
-    from qssm.app.preflight import validate
+    from qssm.app.validate import validate
 
     with pytest.raises(QssmError, match="zne_scales"):
         validate(JobSpec("", backend=BackendSpec(name="aer", shots=100),
@@ -197,7 +197,7 @@ def test_pipeline_with_mitigation_and_noise_aware_layout():
 
 
 def test_mitigation_spec_errors_are_one_line():
-    from qssm.app.preflight import validate
+    from qssm.app.validate import validate
 
     raw = {"model": {"checkpoint": HAYSTACK}, "backend": {"name": "aer:fake_fez", "shots": 300}}
     with pytest.raises(QssmError, match="IBM runtime"):
