@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import ParameterVector
-from qiskit.quantum_info import SparsePauliOp
 
 from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
 from qssm.circuits.stateprep import n_prep_params, prep_circuit
@@ -63,10 +62,6 @@ def template_hash(circuit: QuantumCircuit, observables: tuple[str, ...]) -> str:
     """Content hash: the circuit's OpenQASM 3 text (angles printed exactly) plus the observables."""
     text = qasm3.dumps(circuit) + "\n" + ",".join(observables)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def observables_to_sparse(observables: tuple[str, ...]) -> list[SparsePauliOp]:
-    return [SparsePauliOp(label) for label in observables]
 
 
 def _weights_key(call: QuantumCall) -> bytes:

@@ -87,12 +87,12 @@ class QMambaLayer(nn.Module):
         y = (h * c[..., None, :]).sum(-1) + self.d_skip * x
         return self.out_proj(y)
 
-    def forward(self, u: torch.Tensor, evaluator: Evaluator, h0=None, z=None):
+    def forward(self, u: torch.Tensor, evaluator: Evaluator):
         """Parallel form over (B, T, D). Returns (new residual stream, final state)."""
         x = self.norm(u)
-        z = self.readouts(x, evaluator) if z is None else z
+        z = self.readouts(x, evaluator)
         log_abar, bx = self.selective(x, z)
-        hs, h = scans.scan(log_abar, bx, h0)
+        hs, h = scans.scan(log_abar, bx)
         return u + self.output(hs, x, z), h
 
     def step(self, u: torch.Tensor, h: torch.Tensor, evaluator: Evaluator):

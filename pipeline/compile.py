@@ -120,10 +120,6 @@ def compile_circuit(circuit: QuantumCircuit, observables: tuple[str, ...], backe
     return Compiled(isa, mapped, _columns(circuit, isa, name), layout, circuit_digest(isa), metrics, seconds)
 
 
-def compile_template(template: Template, backend, options: CompileOptions) -> Compiled:
-    return compile_circuit(template.circuit, template.observables, backend, options, template.name)
-
-
 class CompileCache:
     """ISA circuits per (content, backend, calibration, options); counts real transpiles."""
 

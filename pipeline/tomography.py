@@ -52,11 +52,3 @@ def physical_state(rho: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(rho)
     w = project_simplex(w)
     return np.einsum("bik,bk,bjk->bij", v, w, v.conj())
-
-
-def dominant_pure_state(rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B, d, d) -> the top eigenvectors (B, d) and their purity-like weight (B,), the
-    eigenvalue of the kept component after projection to a physical state."""
-    w, v = np.linalg.eigh(rho)
-    w = project_simplex(w)
-    return v[:, :, -1], w[:, -1]

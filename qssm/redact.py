@@ -8,7 +8,6 @@ an IBM API key or AWS secret.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 
@@ -37,19 +36,3 @@ def redact(text: str) -> str:
         text = text.replace(value, MASK)
     text = PATTERNS[0].sub(MASK, text)
     return PATTERNS[1].sub(lambda m: m.group(1) + MASK, text)
-
-
-class RedactingFilter(logging.Filter):
-    """Attach to a handler: formats each record once and redacts the message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = None
-        return True
-
-
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    logger = logger or logging.getLogger()
-    for handler in logger.handlers or []:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())

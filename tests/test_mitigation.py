@@ -111,7 +111,7 @@ def test_readout_mitigation_removes_injected_readout_error():
     # calibrations are cached: a second round trip on the same qubits dispatches only the batch
     seen.clear()
     mitigated([b])
-    assert len(seen) == 1 and readout.report()["calibrated_qubits"] == 3
+    assert len(seen) == 1 and readout.report(mitigated.tracker.totals)["calibrated_qubits"] == 3
     for q, (p10, p01) in READOUT.items():
         assert readout.table[q] == pytest.approx((p10, p01), abs=0.01)
 
@@ -188,7 +188,8 @@ def test_pipeline_with_mitigation_and_noise_aware_layout():
     info = pipe.layout_report
     assert info["used"] in ("noise_aware", "default") and info["noise_aware_success"] > 0
     r = run_inference(spec, pipeline=pipe, progress=False)
-    assert r["round_trips"] == 1 and 0 <= r["accuracy"] <= 1
+    # 2 haystack sequences at 300 shots with both mitigations: every decision still matches exact
+    assert r["round_trips"] == 1 and r["agreement"] == 1.0 and r["accuracy"] == r["exact_accuracy"]
     rows = {row["setting"]: row for row in mitigation_report(pipe)}
     cal = [b for b in dispatched if b.meta.get("template") == "readout_cal"]
     assert sum(len(b.circuits) for b in cal) == r["calibration_circuits"] == rows["readout"]["circuits"] > 0

@@ -78,7 +78,9 @@ def test_run_json_prints_one_object(tmp_path):
     p = cli("run", str(f), "--json", "--out", str(tmp_path / "rep"))
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["accuracy"] >= 0 and r["round_trips"] == 1
+    # the exact backend reproduces the exact forward: every decision agrees
+    assert r["accuracy"] == r["exact_accuracy"] and r["agreement"] == 1.0 and r["logit_error_max"] < 1e-9
+    assert r["round_trips"] == 1
     assert (tmp_path / "rep" / "report.html").stat().st_size > 1000
 
 
