@@ -90,6 +90,13 @@ _QLAM_SMNIST = QLAMConfig(input_dim=14, n_classes=10, task=SMNIST, n_heads=32, r
                           w_init=0.05)
 _SMNIST_BASELINES = ("ssm-smnist", "rnn-smnist", "gru-smnist")  # equal parameter counts (test_models)
 _V = haystack_vocab(HAYSTACK)
+# the QLAM paper's benchmarks on the standard splits (models/datasets.py): 28 row tokens of 28 pixels
+MNIST = {"name": "mnist", "tokens": "rows"}
+FASHION = {"name": "fashion", "tokens": "rows"}
+CIFAR10 = {"name": "cifar10", "tokens": "rows", "color": "grey"}  # 32 row tokens of 32 grey values
+_QLAM_MNIST = dataclasses.replace(_QLAM_SMNIST, input_dim=28, task=MNIST, pattern="chain")
+_QLAM_FASHION = dataclasses.replace(_QLAM_MNIST, task=FASHION)
+_QLAM_CIFAR = dataclasses.replace(_QLAM_MNIST, input_dim=32, task=CIFAR10)
 
 PRESETS: dict[str, Preset] = {
     "qmamba-haystack": Preset(QMambaConfig(vocab_size=_V, task=HAYSTACK), steps=800,
@@ -118,6 +125,10 @@ PRESETS: dict[str, Preset] = {
     "ssm-smnist": Preset(equal_param_classical(_QLAM_SMNIST), steps=1500),
     "rnn-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=120, cell="rnn", task=SMNIST), steps=1500),
     "gru-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=70, task=SMNIST), steps=1500),
+    # 3000 steps of 128 = 6.4 epochs of the 60,000 training images, ~30 min on one core
+    "qlam-smnist-full": Preset(_QLAM_MNIST, steps=3000, batch_size=128),
+    "qlam-sfashion": Preset(_QLAM_FASHION, steps=3000, batch_size=128),
+    "qlam-scifar": Preset(_QLAM_CIFAR, steps=3000, batch_size=128),
 }
 
 
