@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from qssm.errors import QssmError
 from qssm.models import resume_state
+from qssm.models.checkpoint import digest
 from qssm.models.config import ModelConfig, config_to_json
 from qssm.models.evaluator import Evaluator, ExactEvaluator
 from qssm.models.registry import NoiseTuning, Preset, build_model, last_logits, n_params, tuned_parameters
@@ -86,10 +87,13 @@ def _recipe(p: Preset, steps: int) -> dict:
 
 @torch.no_grad()
 def _curve_point(model, cfg: ModelConfig, step: int, ema: float, seconds: float, n: int = 1000) -> dict:
-    """One learning-curve point: training loss (EMA) and accuracy on the first n test examples."""
+    """One learning-curve point: training loss (EMA), accuracy on the first n test examples and the
+    weights' SHA-256 (checkpoint.digest: a retraining reproduces the run bit for bit up to here)."""
     batch = test_set(cfg.task)
     acc = accuracy(predict(model, Batch(batch.inputs[:n], batch.targets[:n], {})), batch.targets[:n])
-    return {"step": step, "seconds": round(seconds, 1), "loss": round(ema, 4), "test_accuracy_first_1000": acc}
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return {"step": step, "seconds": round(seconds, 1), "loss": round(ema, 4), "test_accuracy_first_1000": acc,
+            "sha256": digest(weights)}
 
 
 def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool = True,
