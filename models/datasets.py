@@ -93,10 +93,12 @@ def idx_split(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 # ---- CIFAR-10: python-pickle batches, read without running pickled code ----------------------
 
 CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
-# the only globals a CIFAR-10 batch refers to (numpy arrays pickled by numpy 1.x or 2.x)
-_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                  ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                  ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+# the only globals a CIFAR-10 batch refers to: numpy arrays as pickled by numpy 1.x ("numpy.core",
+# the original batches) or 2.x ("numpy._core"; protocol 5 rebuilds arrays with _frombuffer), and
+# _codecs.encode, which protocol 2 uses for bytes
+_CIFAR_GLOBALS = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+                  ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"), ("numpy", "dtype"),
+                  ("_codecs", "encode")}
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -104,6 +106,8 @@ class _BatchUnpickler(pickle.Unpickler):
     code) is refused, so a crafted batch file cannot execute anything."""
 
     def find_class(self, module: str, name: str):
+        if module.startswith("numpy.core."):  # numpy 1.x's name of the same module (numpy 2 keeps a shim)
+            module = "numpy._core." + module.removeprefix("numpy.core.")
         if (module, name) in _CIFAR_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing global {module}.{name}")

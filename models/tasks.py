@@ -145,9 +145,10 @@ def fashion(task: dict, split: str) -> Batch:
     return _standard(*datasets.idx_split("fashion", _split_name(split)), task)
 
 
-def cifar10(task: dict, split: str) -> Batch:
-    """CIFAR-10 (50,000 / 10,000, 32x32) from $QSSM_CIFAR10, grey (luminance) or RGB tokens."""
-    images, labels = datasets.cifar_split(_split_name(split))
+def cifar10(task: dict, split: str, root: str | None = None) -> Batch:
+    """CIFAR-10 (50,000 / 10,000, 32x32) from `root` ([data] path) or $QSSM_CIFAR10, grey
+    (luminance) or RGB tokens."""
+    images, labels = datasets.cifar_split(_split_name(split), root)
     if task.get("color", "grey") == "grey":
         images = datasets.grey(images)
     return _standard(images, labels, task)
@@ -238,19 +239,22 @@ def task_shape(task: dict) -> dict:
 STANDARD_SIZES = {"mnist": 28, "fashion": 28, "cifar10": 32}  # image side of the standard-split tasks
 
 
-def test_size(task: dict) -> int:
+def test_size(task: dict, root: str | None = None) -> int:
     """How many test examples a task has ([data] n takes the first n of them)."""
     if task["name"] in GENERATED:
         return task.get("n_test", 1000)
     if task["name"] in ("mnist", "fashion"):
         return 10_000  # the standard test split, known without reading it
-    return len(test_set(task).targets)
+    return len(test_set(task, root=root).targets)
 
 
-def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
+def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None, root: str | None = None) -> Batch:
+    """A task's test split; `root` is the CIFAR-10 data directory ([data] path), if one is given."""
     name = task.get("name")
     if name in GENERATED:
         return GENERATED[name](task, task.get("n_test", 1000), seed, T)
+    if name == "cifar10":
+        return cifar10(task, "test", root)
     if name in IMAGES:
         return IMAGES[name](task, "test")
     raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
@@ -271,14 +275,22 @@ def train_length(task: dict, step: int, seed: int) -> int | None:
 
 def train_batches(task: dict, batch_size: int, seed: int):
     """Endless training batches: fresh samples for generated tasks (one length per batch, see
-    train_length), shuffled epochs for images."""
+    train_length), shuffled epochs for images. Image data are read here, before the first batch
+    is asked for, so missing data fail before training starts."""
     name = task["name"]
     if name in GENERATED:
-        step = 0
-        while True:
-            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step, train_length(task, step, seed))
-            step += 1
-    data = IMAGES[name](task, "train")
+        return _generated_batches(task, batch_size, seed)
+    return _epochs(IMAGES[name](task, "train"), batch_size, seed)
+
+
+def _generated_batches(task: dict, batch_size: int, seed: int):
+    step = 0
+    while True:
+        yield GENERATED[task["name"]](task, batch_size, seed * 1_000_003 + step, train_length(task, step, seed))
+        step += 1
+
+
+def _epochs(data: Batch, batch_size: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(len(data.targets), generator=gen)

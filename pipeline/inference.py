@@ -24,7 +24,7 @@ from qssm.pipeline.token_table import build_token_table
 
 def load_inputs(model, spec: JobSpec) -> Batch:
     task = model.cfg.task
-    batch = test_set(task, spec.data.seed, T=spec.data.T or None)
+    batch = test_set(task, spec.data.seed, T=spec.data.T or None, root=spec.data.path or None)
     n = min(spec.data.n, len(batch.targets))
     inputs = batch.inputs[:n]
     if inputs.is_floating_point():
