@@ -131,11 +131,11 @@ def _standard_benchmark(name: str, qlam: QLAMConfig, steps: int = 3000) -> dict[
     features: 60,831 params against QLAM's 60,758), the classical SSM (equal_param_classical) and a
     2-layer causal transformer (d_model 56, 4 heads, feed-forward 136: 60,706). The transformer
     trains at lr 1e-3 (a usual transformer rate; 1e-2 is the recurrent models' rate). QLAM trains
-    `steps` batches of 128 (3000 = 6.4 epochs of 60,000); the baselines 600 (1.3 epochs): on the
+    `steps` batches of 128 (3000 = 6.4 epochs of 60,000); the baselines 500 (1.07 epochs): on the
     shared 2 cores the full schedule for all three would take as long as QLAM's own run."""
     d = qlam.input_dim
     t = {"mnist": 28, "fashion": 28, "cifar10": 32}[qlam.task["name"]]
-    recipe = {"steps": 600, "batch_size": 128}
+    recipe = {"steps": 500, "batch_size": 128}
     base = (f"ssm-{name}", f"gru-{name}", f"transformer-{name}")
     return {
         f"qlam-{name}": Preset(qlam, baselines=base, steps=steps, batch_size=128),
@@ -173,10 +173,10 @@ PRESETS: dict[str, Preset] = {
     "ssm-smnist": Preset(equal_param_classical(_QLAM_SMNIST), steps=1500),
     "rnn-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=120, cell="rnn", task=SMNIST), steps=1500),
     "gru-smnist": Preset(GRUConfig(input_dim=14, n_out=10, d_hidden=70, task=SMNIST), steps=1500),
-    # the standard splits: QLAM 3000 steps of 128 = 6.4 epochs of the 60,000 training images (~50 min on
-    # one shared core), sFashion 2000 (4.3 epochs) to fit the session; baselines of equal parameter count
+    # the standard splits: QLAM 3000 steps of 128 = 6.4 epochs of the 60,000 training images (~60 min on
+    # one shared core), sFashion 1600 (3.4 epochs) to fit the session; baselines of equal parameter count
     **_standard_benchmark("smnist-full", _QLAM_MNIST),
-    **_standard_benchmark("sfashion", _QLAM_FASHION, steps=2000),
+    **_standard_benchmark("sfashion", _QLAM_FASHION, steps=1600),
     **_standard_benchmark("scifar", _QLAM_CIFAR),
 }
 
