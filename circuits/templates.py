@@ -45,7 +45,7 @@ def append_ops(qc: QuantumCircuit, ops: tuple[Op, ...], angles, x, first_input: 
 @lru_cache(maxsize=256)
 def trainable_circuit(name: str, ops: tuple[Op, ...], n: int, n_w: int, steps: int = 0) -> QuantumCircuit:
     """A sub-circuit with its weights left free, for training against a device's noise
-    (models/noisy.py): ParameterVector "w" (the re-mapped angles phi(w), n_w of them) and inputs
+    (pipeline/noisy.py): ParameterVector "w" (the re-mapped angles phi(w), n_w of them) and inputs
     "x". steps = 0: a stateless sub-circuit reading x[0..n_in); steps = k >= 1: k QLAM memory
     steps from |0..0>, step j reading x[j*n_in ..). Qiskit orders parameters by name: a row is
     (phi(w)..., x...). The same gate list as the bound templates, so binding w gives their circuit."""

@@ -73,6 +73,7 @@ class DataSpec:
     n: int = 64
     seed: int = 10_007
     T: int = 0  # 0: the trained length
+    path: str = ""  # CIFAR-10 tasks: the cifar-10-batches-py directory ("" = $QSSM_CIFAR10)
 
 
 @dataclass(frozen=True)
@@ -272,10 +273,10 @@ def check_spec_against_model(spec: JobSpec, cfg) -> None:
                         f"{cfg.kind} model; remove [split] {key}")
     steps = spec.split.obp_steps
     if cfg.kind == "qlam" and isinstance(steps, int) and steps:
-        length = spec.data.T or task.get("T") or test_set(task).inputs.shape[1]
+        length = spec.data.T or task.get("T") or test_set(task, root=spec.data.path or None).inputs.shape[1]
         if steps >= length:
             raise QssmError(f"{where}: split.obp_steps = {steps} back-propagates through every one of the "
                             f"{length} memory steps, leaving nothing to run; use 1..{length - 1}")
-    size = test_size(task)
+    size = test_size(task, spec.data.path or None)
     if spec.data.n > size:
         raise QssmError(f"{where}: data.n = {spec.data.n}, but {name} has {size} test examples; use n <= {size}")

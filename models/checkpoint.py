@@ -29,7 +29,7 @@ from qssm.paths import check_in_file
 FORMAT = "qssm-checkpoint-1"
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].contiguous()
@@ -38,13 +38,16 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+_digest = digest  # the name tests used before it was public
+
+
 def save(model: torch.nn.Module, path: str | Path, record: dict | None = None) -> None:
     tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "config": config_to_json(model.cfg),
         "record": json.dumps(record or {}, sort_keys=True),
-        "sha256": _digest(tensors),
+        "sha256": digest(tensors),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(path) + ".tmp")
@@ -93,7 +96,7 @@ def read(path: str | Path) -> Checkpoint:
     if odd:
         raise QssmError(f"checkpoint {path} is not a qssm checkpoint: {odd[0]} is {tensors[odd[0]].dtype}, "
                         f"qssm saves float32 or float64")
-    if _digest(tensors) != meta.get("sha256"):
+    if digest(tensors) != meta.get("sha256"):
         raise QssmError(f"checkpoint {path} is corrupted (tensor checksum mismatch); re-download or retrain it")
     try:
         cfg: ModelConfig = config_from_dict(json.loads(meta["config"]))

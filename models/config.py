@@ -151,8 +151,29 @@ class GRUConfig:
             raise QssmError(f'cell must be "gru" or "rnn", got {self.cell!r}')
 
 
-CONFIG_KINDS = {"qmamba": QMambaConfig, "qlam": QLAMConfig, "gru": GRUConfig}
-ModelConfig = QMambaConfig | QLAMConfig | GRUConfig
+@dataclass(frozen=True)
+class TransformerConfig:
+    """A small causal transformer baseline over feature tokens (image rows): a linear embedding plus
+    learned positions, n_layers pre-norm encoder layers with a causal mask, the class read at the
+    last token (registry.TransformerBaseline)."""
+
+    input_dim: int
+    n_out: int
+    max_len: int  # learned positions 0..max_len-1: the longest sequence the model reads
+    d_model: int = 64
+    n_layers: int = 2
+    n_attn_heads: int = 4
+    d_ff: int = 128
+    task: dict[str, Any] = field(default_factory=dict)
+    kind: str = "transformer"
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_attn_heads:
+            raise QssmError(f"d_model {self.d_model} must be a multiple of n_attn_heads {self.n_attn_heads}")
+
+
+CONFIG_KINDS = {"qmamba": QMambaConfig, "qlam": QLAMConfig, "gru": GRUConfig, "transformer": TransformerConfig}
+ModelConfig = QMambaConfig | QLAMConfig | GRUConfig | TransformerConfig
 
 
 def config_to_json(cfg: ModelConfig) -> str:
@@ -166,7 +187,7 @@ LIMITS: dict[str, tuple[type, float, float]] = {
     "n_qubits": (int, 1, 12), "q_budget": (int, 0, 100_000), "reupload": (int, 1, 64),
     "alpha_init": (float, -1e3, 1e3), "input_dim": (int, 1, 4096), "n_classes": (int, 2, 65536),
     "w_budget": (int, 0, 100_000), "n_heads": (int, 1, 256), "d_hidden": (int, 1, 4096), "n_out": (int, 1, 65536),
-    "w_init": (float, 0.0, 10.0),
+    "w_init": (float, 0.0, 10.0), "max_len": (int, 1, 4096), "n_attn_heads": (int, 1, 64), "d_ff": (int, 1, 16384),
 }
 GRU_LIMITS = {"vocab_size": (int, 0, 65536), "input_dim": (int, 0, 4096)}  # one of the two is 0
 
@@ -241,7 +262,7 @@ def _check_task_fit(cfg: ModelConfig) -> None:
         raise QssmError(f"vocab_size {cfg.vocab_size} is smaller than task {cfg.task['name']}'s {tokens} tokens")
     if not takes_tokens and cfg.input_dim != features:
         raise QssmError(f"input_dim {cfg.input_dim} does not match task {cfg.task['name']}'s rows of {features} features")
-    outputs = getattr(cfg, {"qmamba": "vocab_size", "qlam": "n_classes", "gru": "n_out"}[cfg.kind])
+    outputs = getattr(cfg, {"qmamba": "vocab_size", "qlam": "n_classes", "gru": "n_out", "transformer": "n_out"}[cfg.kind])
     if outputs < classes:
         raise QssmError(f"{cfg.kind} model has {outputs} outputs, and task {cfg.task['name']} has {classes} classes")
 
@@ -270,7 +291,10 @@ def config_from_dict(d: Any) -> ModelConfig:
     except QssmError as e:
         raise QssmError(f"invalid {kind} config: {e}") from None
     d = {k: tuple(v) if k == "rotations" else float(v) if k == "alpha_init" else v for k, v in d.items()}
-    cfg = cls(**d)
+    try:
+        cfg = cls(**d)
+    except QssmError as e:
+        raise QssmError(f"invalid {kind} config: {e}") from None
     if kind == "gru" and (cfg.vocab_size > 0) == (cfg.input_dim > 0):
         raise QssmError("invalid gru config: exactly one of vocab_size (tokens) and input_dim (features) must be > 0")
     try:

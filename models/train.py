@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,13 +15,20 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from qssm.errors import QssmError
-from qssm.models.config import ModelConfig
+from qssm.models import resume_state
+from qssm.models.checkpoint import digest
+from qssm.models.config import ModelConfig, config_to_json
 from qssm.models.evaluator import Evaluator, ExactEvaluator
 from qssm.models.registry import Preset, build_model, last_logits, n_params
 from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
 
 
-def train(p: Preset, steps: int | None = None, progress: bool = True, log_every: int = 50) -> tuple[torch.nn.Module, dict]:
+def train(p: Preset, steps: int | None = None, progress: bool = True, log_every: int = 50,
+          resume: Path | None = None, save_every: int = 250) -> tuple[torch.nn.Module, dict]:
+    """Adam with a one-cycle schedule on the preset's task. With `resume` (a file path), every
+    `save_every` steps the model, optimizer, step, elapsed seconds and RNG state go to that file,
+    with the loss and the accuracy on the first 1000 test examples (the learning curve); a run
+    that finds the file continues from it and ends bit-identical to an uninterrupted one."""
     steps = steps or p.steps
     # These models are tiny: one thread beats several (and does not thrash beside other work).
     torch.set_num_threads(1)
@@ -27,9 +37,15 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
     opt = torch.optim.Adam(model.parameters(), lr=p.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=steps, pct_start=0.1)
     batches = train_batches(p.config.task, p.batch_size, p.seed)
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"train {p.config.kind}", disable=not progress, dynamic_ncols=True)
-    ema = None
+    recipe = _recipe(p, steps)
+    first, elapsed, ema, curve = 0, 0.0, None, []
+    if resume is not None and Path(resume).exists():
+        first, elapsed, ema, curve = resume_state.load(resume, recipe, model, opt, sched)
+        for _ in range(first):  # the batch stream is a pure function of the seed: skip what was used
+            next(batches)
+    start = time.perf_counter() - elapsed
+    bar = tqdm(range(first, steps), desc=f"train {p.config.kind}", disable=not progress, dynamic_ncols=True,
+               initial=first, total=steps)
     for step in bar:
         batch = next(batches)
         loss = batch_loss(model, batch, p.config.task)
@@ -41,6 +57,12 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if step % log_every == 0:
             bar.set_postfix(loss=f"{ema:.3f}")
+        done = step + 1
+        if resume is not None and (done % save_every == 0 or done == steps):
+            curve.append(_curve_point(model, p.config, done, ema, time.perf_counter() - start))
+            if progress:
+                tqdm.write(json.dumps(curve[-1]), file=sys.stderr)
+            resume_state.save(resume, recipe, model, opt, done, time.perf_counter() - start, ema, curve)
     seconds = time.perf_counter() - start
     model.eval()
     record = {
@@ -52,7 +74,26 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
         "final_loss": round(ema, 4),
         "metrics": evaluate(model, p.config),
     }
+    if curve:
+        record["curve"] = curve
     return model, record
+
+
+def _recipe(p: Preset, steps: int) -> dict:
+    """What a resume file must match to be continued: the model and every training setting."""
+    return {"config": json.loads(config_to_json(p.config)), "steps": steps, "lr": p.lr,
+            "batch_size": p.batch_size, "seed": p.seed}
+
+
+@torch.no_grad()
+def _curve_point(model, cfg: ModelConfig, step: int, ema: float, seconds: float, n: int = 1000) -> dict:
+    """One learning-curve point: training loss (EMA), accuracy on the first n test examples and the
+    weights' SHA-256 (checkpoint.digest: a retraining reproduces the run bit for bit up to here)."""
+    batch = test_set(cfg.task)
+    acc = accuracy(predict(model, Batch(batch.inputs[:n], batch.targets[:n], {})), batch.targets[:n])
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return {"step": step, "seconds": round(seconds, 1), "loss": round(ema, 4), "test_accuracy_first_1000": acc,
+            "sha256": digest(weights)}
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Noise-aware fine-tuning: the NoisyEvaluator (models/noisy.py) against the exact simulator (noise
+"""Noise-aware fine-tuning: the NoisyEvaluator (pipeline/noisy.py) against the exact simulator (noise
 off), against the dm: backend on the same ISA circuits (noise on), against finite differences, and
 a short fine-tuning run that lowers the noisy loss."""
 

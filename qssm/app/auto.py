@@ -141,7 +141,8 @@ def split_choice(spec, model, backend, frontier: list[dict] | None = None, optio
     the checkpoint's header when not given), so a renamed file keeps its measurements."""
     if not model.splits:
         raise QssmError(f"[split] segment / obp_steps = \"auto\" apply to QLAM models, not to {model.cfg.kind}")
-    data = first_test_examples(model.cfg.task, min(spec.data.n, 16), spec.data.seed, spec.data.T or None)
+    data = first_test_examples(model.cfg.task, min(spec.data.n, 16), spec.data.seed, spec.data.T or None,
+                               spec.data.path or None)
     with torch.no_grad():
         call = model.double().memory_call(data.inputs)
     t = data.inputs.shape[1]

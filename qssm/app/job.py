@@ -82,7 +82,8 @@ def prepare(spec: JobSpec, backend: Backend | None = None, *, model: nn.Module |
         choice = None
         if spec.split.auto and model.splits:  # segment / obp_steps = "auto": chosen for this target
             spec, choice = resolve_split(spec, model, backend, sha256=digest or None)
-        data = first_test_examples(model.cfg.task, spec.data.n, spec.data.seed, spec.data.T or None)
+        data = first_test_examples(model.cfg.task, spec.data.n, spec.data.seed, spec.data.T or None,
+                                   spec.data.path or None)
     except BaseException:
         backend.close()
         raise

@@ -42,11 +42,14 @@ def run(args) -> int:
     names = [args.preset] + (list(preset(args.preset).baselines) if args.baselines else [])
     records = {}
     for name in names:
-        model, record = train(preset(name), steps=args.steps)
+        # a long run saves a resume point beside its checkpoint and continues from it when re-run
+        resume = Path(args.out) / f".{name}.resume.safetensors"
+        model, record = train(preset(name), steps=args.steps, progress=not args.json, resume=resume)
         record["preset"] = name
         record["command"] = f"qssm train {name}" + (f" --steps {args.steps}" if args.steps else "")
         path = Path(args.out) / f"{name}.safetensors"
         checkpoint.save(model, path, record)
+        resume.unlink(missing_ok=True)
         records[name] = record
         if not args.json:
             m = record["metrics"]
