@@ -376,6 +376,9 @@ class BraketBackend(Backend):
         for arn in handle.job_ids:
             self._task(arn).cancel()
 
+    def price(self) -> dict | None:
+        return devices.price(self.device) if self.mode == "qpu" else None
+
     def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
         if self.mode != "qpu":
             return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}

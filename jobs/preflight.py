@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from qssm.backends.registry import paid_device, pricing_backend
 from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec
 
 
-def validate(spec: JobSpec, backend, model=None) -> None:
-    """Everything about a spec that the backend can refuse, as one-line errors, before any work."""
+def validate(spec: JobSpec, backend, model=None, *, credentials: bool = True) -> None:
+    """Everything about a spec that the backend can refuse, as one-line errors, before any work.
+    credentials=False leaves out the credential check (pricing needs none: `qssm estimate`)."""
     from qssm.pipeline.mitigation import EXTRAPOLATIONS, parse_scales
 
     caps = backend.capabilities
@@ -52,7 +54,8 @@ def validate(spec: JobSpec, backend, model=None) -> None:
 
         check_spec_against_model(spec, model.cfg)
         _check_widths(spec, backend, model)
-    backend.check_credentials()
+    if credentials:
+        backend.check_credentials()
 
 
 def _check_widths(spec: JobSpec, backend, model) -> None:
@@ -69,8 +72,10 @@ def _check_widths(spec: JobSpec, backend, model) -> None:
                         'set [split] cutting = "off" or use an aer or ibm backend')
 
 
-def estimate(spec: JobSpec, backend) -> dict:
-    """What the job will send and cost (module docstring)."""
+def estimate(spec: JobSpec, backend, workload=None) -> dict:
+    """What the job will send and cost (module docstring), in total and per example, with the price's
+    source. `workload(pipeline) -> examples` replaces the job's inference for commands that run
+    something else on a backend (`qssm eval`, `generate`): it runs on the exact recorder."""
     from qssm.backends.exact import ExactBackend
     from qssm.pipeline.build import build_pipeline
     from qssm.pipeline.inference import run_inference
@@ -86,7 +91,10 @@ def estimate(spec: JobSpec, backend) -> dict:
     exact = ExactBackend(seed=spec.backend.seed_simulator)
     recorder = build_pipeline(_exact_spec(spec), exact)
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)
-    run_inference(_exact_spec(spec), pipeline=recorder, progress=False, backend=exact)
+    if workload is None:
+        examples = run_inference(_exact_spec(spec), pipeline=recorder, progress=False, backend=exact)["n_examples"]
+    else:
+        examples = workload(recorder)
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch)
     shots = spec.backend.shots or None
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
@@ -96,7 +104,29 @@ def estimate(spec: JobSpec, backend) -> dict:
     est.update(batches=len(sent), executions=int(sum(b.executions for b in sent)),
                shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=spec.backend.shots,
                round_trips=len(planned), transpile_calls=int(pipeline.tracker.totals["transpile_calls"]))
+    est.update(per_example(est, examples), backend=backend.name, price=backend.price())
+    device = paid_device(backend.name)
+    if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
+        est["on_device"] = on_device(device, sent, examples)
     return est
+
+
+def on_device(device: str, batches, examples: int) -> dict:
+    """The price of batches on a paid device (its snapshot, no credentials), total and per example."""
+    dev = pricing_backend(device)
+    cost = {k: float(v) for k, v in dev.estimate_cost(batches).items() if k in ("usd", "qpu_seconds", "tasks")}
+    cost.update(shots=int(sum(b.executions * (b.shots or 0) for b in batches)),
+                executions=int(sum(b.executions for b in batches)))
+    return {"device": device, **cost, **per_example(cost, examples), "price": dev.price()}
+
+
+PER_EXAMPLE = ("usd", "qpu_seconds", "shots", "tasks", "executions")
+
+
+def per_example(totals: dict, examples: int) -> dict:
+    """`examples` and `<key>_per_example` for what a run costs (a report, an estimate)."""
+    n = max(1, int(examples))
+    return {"examples": int(examples), **{f"{k}_per_example": float(totals.get(k, 0.0)) / n for k in PER_EXAMPLE}}
 
 
 def _exact_spec(spec: JobSpec) -> JobSpec:

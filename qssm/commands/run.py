@@ -14,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--n", type=types.examples, help="override [data] n: run the first N test examples")
     p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
@@ -27,6 +28,8 @@ def apply_overrides(spec, args):
                                  ("cluster", getattr(args, "cluster", None))) if v is not None}
     if changes:
         spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, **changes))
+    if getattr(args, "n", None) is not None:
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=args.n))
     return spec
 
 
