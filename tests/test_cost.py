@@ -41,3 +41,101 @@ def test_readout_mitigated_preflight_prices_what_dispatch_sends(tmp_path, checkp
     assert (est["batches"], est["executions"], est["shots"]) == (
         report["dispatched_batches"], report["executions"], report["total_shots"])
     assert est["batches"] == report["store_batches"]
+
+
+# --- qssm estimate: no credentials, nothing recorded ----------------------------------------------
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+
+
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch):
+    """No IBM token or saved account, no AWS keys or profile files; the store env points at a file."""
+    import os
+
+    for var in list(os.environ):
+        if var.startswith(("AWS_", "QISKIT_IBM_", "IBM_QUANTUM_")):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    store = tmp_path / "jobs.sqlite"
+    JobStore(store).close()
+    monkeypatch.setenv("QSSM_STORE", str(store))
+    return store
+
+
+def estimate_json(capsys, *argv) -> dict:
+    import json
+
+    from qssm.cli import main
+
+    code = main(["estimate", *argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("example", ["braket-garnet.toml", "ibm-kingston.toml"])
+def test_estimate_prices_real_devices_without_credentials_and_records_nothing(no_credentials, capsys, example):
+    before = no_credentials.read_bytes()
+    est = estimate_json(capsys, f"examples/{example}")
+    assert no_credentials.read_bytes() == before
+    assert est["usd"] > 0 and est["examples"] > 0 and est["shots"] > 0 and est["tasks"] >= 1
+    for k in ("usd", "qpu_seconds", "shots", "tasks"):
+        assert est[f"{k}_per_example"] == pytest.approx(est[k] / est["examples"])
+    assert est["price"]["source"].startswith("https://") and est["price"]["date"]
+    # the refusal is still there for spending: submit checks credentials before pricing
+    from qssm.cli import main
+
+    assert main(["submit", f"examples/{example}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "credentials" in err
+    assert no_credentials.read_bytes() == before
+
+
+@pytest.mark.parametrize("example", [e.name for e in EXAMPLES if "[budget]" in e.read_text()])
+def test_shipped_examples_fit_their_own_budget(no_credentials, capsys, example):
+    import tomllib
+
+    budget = tomllib.loads((ROOT / "examples" / example).read_text())["budget"]
+    est = estimate_json(capsys, f"examples/{example}")
+    assert est["within_budget"]
+    assert est["usd"] <= budget.get("max_cost_usd", float("inf"))
+    assert est["qpu_seconds"] <= budget.get("max_qpu_seconds", float("inf"))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--shots", "-5"], "--shots"), (["--shots", "many"], "--shots"), (["--n", "0"], "--n"),
+    (["--n", "ten"], "--n"), (["--backend", "nowhere"], "unknown backend"),
+    (["--backend", "ibm:ibm_nowhere"], "no snapshot"), (["--backend", "braket:ionq_forte", "--shots", "8000"], "exceed"),
+])
+def test_estimate_bad_input_is_one_line(no_credentials, capsys, argv, needle):
+    from qssm.cli import main
+
+    assert main(["estimate", "examples/braket-garnet.toml", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_estimate_is_what_submit_prices(tmp_path, capsys, monkeypatch):
+    """The same spec priced by `qssm estimate` (no credentials) and by submit's preflight on the
+    Braket QPU path (a fake network session): the same batches, shots, tasks and dollars."""
+    from fake_aws import FakeAwsSession
+
+    from qssm.backends.braket import BraketBackend
+    from qssm.commands.estimate import price
+
+    s = spec("qlam-digits-chain.safetensors", backend="braket:iqm_garnet", shots=200, n=2,
+             budget={"max_cost_usd": 0.01})
+    est = price(s)
+    store = JobStore(tmp_path / "s.sqlite")
+    backend = BraketBackend("braket:iqm_garnet", aws_session=FakeAwsSession(tmp_path, "eu-north-1"))
+    from qssm.errors import QssmError
+
+    with pytest.raises(QssmError, match=f"estimated \\${est['usd']:.2f} exceeds budget"):
+        create_job(store, s, backend=backend)  # refused without --yes: nothing recorded
+    assert store.jobs() == []
+    _, submitted = create_job(store, s, yes=True, backend=backend)
+    for k in ("usd", "qpu_seconds", "tasks", "shots", "batches", "executions", "examples", "usd_per_example",
+              "tasks_per_example", "shots_per_example"):
+        assert submitted[k] == est[k], k
+    assert not est["within_budget"] and est["tasks_per_example"] <= 8 / 2  # 8 batches, each one program set
