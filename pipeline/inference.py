@@ -76,12 +76,17 @@ def run_inference(spec: JobSpec, dispatch: Dispatch | None = None, pipeline: Pip
 
 @torch.no_grad()
 def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -> dict:
-    from qssm.jobs.preflight import validate
+    from qssm.backends.registry import paid_device
+    from qssm.jobs.preflight import DeviceCost, per_example, validate
 
     if pipeline is None:
         validate(spec, backend, model)
         pipeline = build_pipeline(spec, backend, dispatch, model=model, tracker=tracker)
     tracker = pipeline.tracker
+    device = paid_device(backend.name)
+    if device and device != backend.name:  # a dry run: what it would have cost on the device it mimics
+        priced = DeviceCost(device)
+        pipeline.observe(priced)
     model = model.double()
     data = load_inputs(model, spec)
     shots = spec.backend.shots or None
@@ -140,6 +145,13 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         "wall_seconds": wall,
         **tracker.summary(),
     }
+    n = len(data.targets)
+    report.update(per_example({"shots": report["total_shots"], "executions": report["executions"]}, n))
+    if device and device != backend.name:
+        report["on_device"] = priced.summary(n)
+        report.update({f"{k}_per_example": report["on_device"][f"{k}_per_example"] for k in ("usd", "qpu_seconds", "tasks")})
+    elif device:  # a QPU job: what its results say it cost
+        report.update(usd_per_example=report["cost_usd"] / max(1, n), price=backend.price())
     from qssm.pipeline.mitigation import mitigation_report
 
     if mitigation := mitigation_report(pipeline):

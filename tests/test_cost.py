@@ -139,3 +139,24 @@ def test_estimate_is_what_submit_prices(tmp_path, capsys, monkeypatch):
               "tasks_per_example", "shots_per_example"):
         assert submitted[k] == est[k], k
     assert not est["within_budget"] and est["tasks_per_example"] <= 8 / 2  # 8 batches, each one program set
+
+
+def test_dry_run_prices_itself_on_the_device_whose_noise_it_ran(no_credentials, capsys):
+    """`qssm run` on dm:iqm_garnet prints what the run would have cost on Garnet: the dispatched
+    batches at Garnet's price, the same as `qssm estimate` of the real-device spec."""
+    import json
+
+    from qssm.cli import main
+
+    est = estimate_json(capsys, "examples/braket-garnet.toml", "--n", "2", "--shots", "100")
+    assert main(["run", "examples/braket-garnet.toml", "--backend", "dm:iqm_garnet", "--n", "2", "--shots", "100",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_examples"] == r["on_device"]["examples"] == est["examples"] == 2
+    assert r["on_device"]["device"] == "braket:iqm_garnet"
+    for k in ("usd", "shots", "tasks"):
+        assert r[f"{k}_per_example"] == pytest.approx(est[f"{k}_per_example"]), k
+    assert r["shots_per_example"] == r["total_shots"] / 2 > 0
+    assert main(["run", "examples/braket-garnet.toml", "--backend", "dm:iqm_garnet", "--n", "2", "--shots", "100"]) == 0
+    out = capsys.readouterr().out
+    assert f"${est['usd_per_example']:,.2f} per example on braket:iqm_garnet" in out

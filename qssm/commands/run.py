@@ -61,6 +61,14 @@ def run(args) -> int:
     return 0
 
 
+def cost_line(c: dict, where: str) -> str:
+    """A dry run's price on the device it mimics, per example (jobs/preflight.py DeviceCost)."""
+    qpu = f"{c['qpu_seconds_per_example']:,.2f} QPU s, " if c["qpu_seconds"] else ""
+    date = f"; price as of {c['price']['date']}" if c.get("price") else ""
+    return (f"  on the device   ${c['usd_per_example']:,.2f} per example {where} ({qpu}{c['shots_per_example']:,.0f} shots, "
+            f"{c['tasks_per_example']:.2f} tasks/jobs per example; ${c['usd']:,.2f} for this run{date})")
+
+
 def format_run(r: dict) -> str:
     shots = f"{r['shots']} shots" if r["shots"] else "exact expectation values"
     extras = [f"{r[k]} {label}" for k, label in (("cut_batches", "batches cut"), ("zne_circuits", "ZNE circuits"),
@@ -80,6 +88,11 @@ def format_run(r: dict) -> str:
     ]
     if extras:
         lines.insert(6, "  split/mitigate  " + ", ".join(extras))
+    if r.get("on_device"):
+        lines.append(cost_line(r["on_device"], f"on {r['on_device']['device']}"))
+    elif r.get("price"):
+        lines.append(f"  cost            ${r['cost_usd']:,.2f}, ${r['usd_per_example']:,.2f} per example "
+                     f"({r['shots_per_example']:,.0f} shots per example)")
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")
