@@ -160,3 +160,23 @@ def test_dry_run_prices_itself_on_the_device_whose_noise_it_ran(no_credentials, 
     assert main(["run", "examples/braket-garnet.toml", "--backend", "dm:iqm_garnet", "--n", "2", "--shots", "100"]) == 0
     out = capsys.readouterr().out
     assert f"${est['usd_per_example']:,.2f} per example on braket:iqm_garnet" in out
+
+
+def test_compile_shows_cost_per_example_for_every_target(no_credentials, capsys):
+    """Every target of `qssm compile` gets the estimate's per-example price (real IBM devices on
+    their snapshot, without credentials; a simulator at its device's price; exact: free)."""
+    import json
+
+    from qssm.cli import main
+
+    targets = ["braket:iqm_garnet", "dm:iqm_garnet", "ibm:ibm_kingston", "exact"]
+    assert main(["compile", "examples/braket-garnet.toml", "--targets", ",".join(targets), "--no-cuts", "--json"]) == 0
+    costs = {c["target"]: c for c in json.loads(capsys.readouterr().out)["cost_per_example"]}
+    est = estimate_json(capsys, "examples/braket-garnet.toml")
+    assert costs["braket:iqm_garnet"]["usd_per_example"] == pytest.approx(est["usd_per_example"])
+    assert costs["dm:iqm_garnet"]["device"] == "braket:iqm_garnet"
+    assert costs["dm:iqm_garnet"]["usd_per_example"] == pytest.approx(est["usd_per_example"])
+    assert costs["ibm:ibm_kingston"]["qpu_seconds_per_example"] > 0 and costs["exact"]["device"] is None
+    assert costs["exact"]["usd_per_example"] == 0
+    for c in costs.values():
+        assert c["shots_per_example"] == est["shots_per_example"]
