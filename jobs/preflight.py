@@ -175,6 +175,22 @@ def check_budget(spec: JobSpec, est: dict, yes: bool = False) -> None:
         raise QssmError("; ".join(over) + "; raise the budget, reduce [data] n or shots, or pass --yes")
 
 
+def paid_run(spec: JobSpec, backend, model, workload, yes: bool, what: str,
+             fewer: str = "--n to run fewer examples") -> dict | None:
+    """`qssm eval` / `generate` on a backend that may cost money: the submit preflight (checks with
+    credentials, then the price of `workload` through `estimate`), and any spend only with --yes
+    (these commands have no spec, so no budget to hold the price against). None on a simulator."""
+    validate(spec, backend, model)
+    if backend.capabilities.simulator:
+        return None
+    est = estimate(spec, backend, workload)
+    if (est["usd"] or est["qpu_seconds"]) and not yes:
+        raise QssmError(f"{what} on {backend.name} would cost about ${est['usd']:,.2f} ({est['qpu_seconds']:,.0f} QPU s, "
+                        f"{est['tasks']:.0f} tasks/jobs, {est['examples']} examples, ${est['usd_per_example']:,.2f} per "
+                        f"example); pass --yes to spend it, or {fewer}")
+    return est
+
+
 def preflight(spec: JobSpec, backend, model=None, *, price: bool = False, yes: bool = False) -> dict | None:
     """validate, then (for a job that may cost money) estimate and check the budget."""
     validate(spec, backend, model)

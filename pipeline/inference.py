@@ -41,12 +41,13 @@ def backend_for(spec: JobSpec):
     return backend
 
 
-def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1) -> PipelineEvaluator:
+def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1,
+                  backend=None) -> PipelineEvaluator:
     """A PipelineEvaluator on a named backend with default stages (for `qssm eval` and `generate`)."""
     from qssm.jobs.preflight import validate
     from qssm.jobs.spec import BackendSpec
 
-    backend = get_backend(name, seed=seed)
+    backend = backend or get_backend(name, seed=seed)
     spec = JobSpec(checkpoint="", backend=BackendSpec(name=name, shots=shots or 0))
     validate(spec, backend)
     return PipelineEvaluator(build_pipeline(spec, backend), shots=shots, segment=segment)

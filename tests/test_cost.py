@@ -180,3 +180,53 @@ def test_compile_shows_cost_per_example_for_every_target(no_credentials, capsys)
     assert costs["exact"]["usd_per_example"] == 0
     for c in costs.values():
         assert c["shots_per_example"] == est["shots_per_example"]
+
+
+# --- eval and generate on a paid backend: the same preflight -------------------------------------
+@pytest.fixture
+def fake_garnet(tmp_path, monkeypatch):
+    """braket:iqm_garnet behind fake_aws's task transport, with (fake) credentials in the env."""
+    from fake_aws import FakeAwsSession
+
+    import qssm.backends.registry as registry
+    from qssm.backends.braket import BraketBackend
+
+    session = FakeAwsSession(tmp_path, "eu-north-1")
+    real = registry.get_backend
+    monkeypatch.setattr(registry, "get_backend", lambda name, seed=None: BraketBackend(name, seed=seed, aws_session=session)
+                        if name == "braket:iqm_garnet" else real(name, seed=seed))
+    return session
+
+
+def test_eval_on_a_paid_backend_is_priced_and_needs_yes(fake_garnet, capsys):
+    import json
+
+    from qssm.cli import main
+
+    argv = ["eval", str(CK / "qlam-digits-chain.safetensors"), "--backend", "braket:iqm_garnet", "--shots", "50",
+            "--n", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--yes" in err and "2 examples" in err, err
+    assert fake_garnet.created == []  # nothing submitted
+    assert main(argv + ["--yes", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_examples"] == 2 and 0 <= out["accuracy"] <= 1
+    usd = float(err.split("$")[1].split()[0].replace(",", ""))
+    from qssm.backends import devices
+
+    price = devices.price("iqm_garnet")
+    paid = sum(price["per_task_usd"] + t["shots"] * price["per_shot_usd"] for t in fake_garnet.created)
+    assert usd == pytest.approx(paid, abs=0.005)  # the price quoted is what the tasks cost
+
+
+def test_generate_on_a_paid_backend_needs_yes(fake_garnet, capsys):
+    from qssm.cli import main
+
+    argv = ["generate", str(CK / "qmamba-pattern.safetensors"), "--prompt", "1,2,3", "-n", "2", "--backend",
+            "braket:iqm_garnet", "--shots", "20"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--yes" in err and "$" in err, err
+    assert fake_garnet.created == []
+    assert main(argv + ["--yes"]) == 0 and fake_garnet.created

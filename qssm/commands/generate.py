@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--shots", type=types.shots, default=None)
     p.add_argument("--temperature", type=types.number(0.0, 100.0), default=0.0, help="0 is greedy")
     p.add_argument("--seed", type=types.seed, default=0)
+    p.add_argument("--yes", action="store_true", help="on a paid backend: spend the price the preflight prints")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -36,14 +37,30 @@ def run(args) -> int:
         raise QssmError(f"--prompt must be comma-separated token ids, got {args.prompt!r}") from None
     if not prompt or min(prompt) < 0 or max(prompt) >= model.cfg.vocab_size:
         raise QssmError(f"prompt token ids must be in 0..{model.cfg.vocab_size - 1}")
-    ev = evaluator_for(args.backend, shots=args.shots)
     tokens = torch.tensor([prompt])
     model = model.double()
-    with torch.no_grad():
-        logits, cache = model(tokens, ev, return_cache=True)
-        prefill = ev.round_trips
-        out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed,
-                             prefill=(logits, cache))
+
+    def generate(ev):
+        with torch.no_grad():
+            logits, cache = model(tokens, ev, return_cache=True)
+            prefill = ev.round_trips
+            out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed,
+                                 prefill=(logits, cache))
+        return out, prefill
+
+    backend = None
+    if args.backend != "exact" or args.shots:  # the submit preflight first: checks, price, --yes
+        from qssm.backends.registry import get_backend
+        from qssm.jobs.preflight import paid_run
+        from qssm.jobs.spec import BackendSpec, JobSpec
+        from qssm.pipeline.evaluator import PipelineEvaluator
+
+        backend = get_backend(args.backend, seed=1)
+        spec = JobSpec(checkpoint="", backend=BackendSpec(name=args.backend, shots=args.shots or 0))
+        paid_run(spec, backend, model, lambda pipeline: len(generate(PipelineEvaluator(pipeline))[0]), args.yes,
+                 f"generating {args.new} tokens", fewer="-n for fewer tokens")
+    ev = evaluator_for(args.backend, shots=args.shots, backend=backend)
+    out, prefill = generate(ev)
     decode = (ev.round_trips - prefill) / args.new
     result = {"prompt": prompt, "generated": out[0].tolist(), "backend": args.backend,
               "round_trips": ev.round_trips, "prefill_round_trips": prefill, "round_trips_per_token": decode,
