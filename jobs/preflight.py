@@ -104,7 +104,9 @@ def estimate(spec: JobSpec, backend, workload=None) -> dict:
     est.update(batches=len(sent), executions=int(sum(b.executions for b in sent)),
                shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=spec.backend.shots,
                round_trips=len(planned), transpile_calls=int(pipeline.tracker.totals["transpile_calls"]))
-    est.update(per_example(est, examples), backend=backend.name, price=backend.price())
+    price = backend.price()
+    est.update(per_example(est, examples), backend=backend.name, price=price,
+               price_source=price and price["source"], price_date=price and price["date"])
     device = paid_device(backend.name)
     if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
         est["on_device"] = on_device(device, sent, examples)

@@ -83,6 +83,7 @@ def test_estimate_prices_real_devices_without_credentials_and_records_nothing(no
     for k in ("usd", "qpu_seconds", "shots", "tasks"):
         assert est[f"{k}_per_example"] == pytest.approx(est[k] / est["examples"])
     assert est["price"]["source"].startswith("https://") and est["price"]["date"]
+    assert (est["price_source"], est["price_date"]) == (est["price"]["source"], est["price"]["date"])
     # the refusal is still there for spending: submit checks credentials before pricing
     from qssm.cli import main
 

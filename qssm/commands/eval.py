@@ -30,12 +30,12 @@ def make_evaluator(name: str, shots: int | None = None, model=None, paid=None):
 
         return ExactEvaluator()
     from qssm.backends.registry import get_backend
-    from qssm.jobs.spec import BackendSpec, JobSpec
+    from qssm.jobs.spec import BackendSpec, DataSpec, JobSpec
     from qssm.pipeline.inference import evaluator_for
 
     backend = get_backend(name, seed=1)
     if paid is not None:
-        paid(JobSpec(checkpoint="", backend=BackendSpec(name=name, shots=shots or 0)), backend, model)
+        paid(JobSpec(checkpoint="", data=DataSpec(n=1), backend=BackendSpec(name=name, shots=shots or 0)), backend, model)
     return evaluator_for(name, shots=shots, backend=backend)
 
 

@@ -52,11 +52,11 @@ def run(args) -> int:
     if args.backend != "exact" or args.shots:  # the submit preflight first: checks, price, --yes
         from qssm.backends.registry import get_backend
         from qssm.jobs.preflight import paid_run
-        from qssm.jobs.spec import BackendSpec, JobSpec
+        from qssm.jobs.spec import BackendSpec, DataSpec, JobSpec
         from qssm.pipeline.evaluator import PipelineEvaluator
 
         backend = get_backend(args.backend, seed=1)
-        spec = JobSpec(checkpoint="", backend=BackendSpec(name=args.backend, shots=args.shots or 0))
+        spec = JobSpec(checkpoint="", data=DataSpec(n=1), backend=BackendSpec(name=args.backend, shots=args.shots or 0))
         paid_run(spec, backend, model, lambda pipeline: len(generate(PipelineEvaluator(pipeline))[0]), args.yes,
                  f"generating {args.new} tokens", fewer="-n for fewer tokens")
     ev = evaluator_for(args.backend, shots=args.shots, backend=backend)
