@@ -73,9 +73,13 @@ def cost_rows(e: dict) -> list[str]:
 def format_estimate(e: dict) -> str:
     shots = f"{e['shots_per_circuit']} shots per circuit" if e["shots_per_circuit"] else "exact values"
     lines = [f"{e['checkpoint']} on {e['backend']}: {e['examples']} examples, {shots}, {e['round_trips']} round trips, "
-             f"{e['batches']} batches", *cost_rows(e), f"  price: {price_line(e['price'])}"]
+             f"{e['batches']} batches, {e['executions']:,} executions"]
+    if e["price"]:
+        lines += [*cost_rows(e), f"  price: {price_line(e['price'])}"]
+    else:
+        lines.append("  free (simulator)")
     if dev := e.get("on_device"):
-        lines += [f"on {dev['device']} (the device whose noise {e['backend']} runs):", *cost_rows(dev),
+        lines += [f"on {dev['device']}, the device whose noise {e['backend']} runs:", *cost_rows(dev),
                   f"  price: {price_line(dev['price'])}"]
     limits = [f"{k} = {v:g}" for k, v in e["budget"].items() if v]
     if limits:
