@@ -119,6 +119,10 @@ class Backend:
         Simulators are free."""
         return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
 
+    def price(self) -> dict | None:
+        """The list price `estimate_cost` charges, with its "source" and "date"; None when free."""
+        return None
+
     def run(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]
         return [self.result(h, b) for h, b in zip(handles, batches)]

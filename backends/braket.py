@@ -18,8 +18,9 @@ Speed: the local simulators re-parse the OpenQASM text per run (ANTLR), ~7-10 ms
 6 qubits, which dominates; a LocalSimulator program set was 20x slower per binding, and
 run_batch's process pool does not pay off on two cores, so bindings run one by one.
 
-QPUs: one program-set task per measured circuit (chunked at the device's maximumExecutables /
-maximumTotalShots) where the device advertises program sets, else one task per circuit and binding.
+QPUs: where the device advertises program sets, a batch's executions (measured circuit x binding)
+fill program-set tasks up to the device's maximumExecutables / maximumTotalShots, several circuits
+per task (each task costs a fee); else one task per circuit and binding.
 Task ARNs go in Handle.job_ids; `result` rebuilds tasks from ARNs, so another process can
 collect them. Circuits are submitted in verbatim boxes on physical qubits: the pipeline has
 already mapped them to the device's native gates and connectivity.
@@ -251,15 +252,29 @@ class BraketBackend(Backend):
         bucket, _, prefix = dest.partition("/")
         return bucket, prefix or "tasks"
 
-    def _plan(self, batch: CircuitBatch) -> list[tuple[int, int, int]]:
-        """(circuit, first row, end row) per task."""
+    def _plan(self, batch: CircuitBatch) -> list[list[tuple[int, int, int]]]:
+        """Per task, its (circuit, first row, end row) segments. Program sets: the batch's executions
+        (circuit x binding) in order, as many per task as the device takes (maximumExecutables,
+        maximumTotalShots), circuits sharing a task, since each task costs its fee. Else one task
+        per circuit and binding."""
         n_rows = len(batch.parameters)
         limits = devices.program_set_limits(self.device)
         rows = [n_rows if c.num_parameters else 1 for c in batch.circuits]
         if limits is None:
-            return [(i, r, r + 1) for i, n in enumerate(rows) for r in range(n)]
+            return [[(i, r, r + 1)] for i, n in enumerate(rows) for r in range(n)]
         per = max(1, min(limits[0], limits[1] // max(1, batch.shots or 1)))
-        return [(i, r, min(n, r + per)) for i, n in enumerate(rows) for r in range(0, n, per)]
+        tasks: list[list[tuple[int, int, int]]] = [[]]
+        room = per
+        for i, n in enumerate(rows):
+            r = 0
+            while r < n:
+                if room == 0:
+                    tasks.append([])
+                    room = per
+                take = min(room, n - r)
+                tasks[-1].append((i, r, r + take))
+                r, room = r + take, room - take
+        return tasks if tasks[0] else []
 
     def find(self, batch: CircuitBatch) -> Handle | None:
         """Tasks a previous process created for this batch but never recorded (it died between
@@ -306,25 +321,27 @@ class BraketBackend(Backend):
         program_sets = devices.program_set_limits(self.device) is not None
         found = dict(enumerate(known or []))  # tasks a crashed process already created (see find)
         arns = []
-        for t, (i, a, b) in enumerate(plan):
+        for t, segments in enumerate(plan):
             if found.get(t):
                 arns.append(found[t])
                 continue
             # tags let a resumed process find tasks whose ARNs it never recorded (see find)
             tags = {"qssm-batch": batch.key[:32], "qssm-task": str(t)}
-            bc = circuits[i][0]
-            names = param_names(batch.circuits[i])
-            rows = batch.rows(i)
             if program_sets:
-                inputs = ParameterSets({k: rows[a:b, j].tolist() for j, k in enumerate(names)}) if names else None
-                spec = ProgramSet(CircuitBinding(bc, input_sets=inputs) if names else [bc] * (b - a),
-                                  shots_per_executable=batch.shots)
-                task = device.run(spec, self._s3(), shots=batch.shots * (b - a), tags=tags)
+                programs = []
+                for i, a, b in segments:  # entries come back in this order (see result)
+                    names, rows = param_names(batch.circuits[i]), batch.rows(i)
+                    inputs = ParameterSets({k: rows[a:b, j].tolist() for j, k in enumerate(names)}) if names else None
+                    programs += [CircuitBinding(circuits[i][0], input_sets=inputs)] if names else [circuits[i][0]] * (b - a)
+                spec = ProgramSet(programs, shots_per_executable=batch.shots)
+                task = device.run(spec, self._s3(), shots=batch.shots * sum(b - a for _, a, b in segments), tags=tags)
             else:
-                task = device.run(bc, self._s3(), shots=batch.shots, inputs=dict(zip(names, rows[a].tolist())),
-                                  tags=tags)
+                (i, a, _), = segments
+                names = param_names(batch.circuits[i])
+                task = device.run(circuits[i][0], self._s3(), shots=batch.shots,
+                                  inputs=dict(zip(names, batch.rows(i)[a].tolist())), tags=tags)
             arns.append(task.id)
-        meta = {"device": self.device, "plan": [list(p) for p in plan], "program_sets": program_sets,
+        meta = {"device": self.device, "plan": [[list(seg) for seg in task] for task in plan], "program_sets": program_sets,
                 "labels": [c[1] for c in circuits], "shots": batch.shots}
         return Handle(self.name, arns, meta)
 
@@ -351,15 +368,18 @@ class BraketBackend(Backend):
         start = time.perf_counter()
         n_rows, shots = len(batch.parameters), handle.meta["shots"]
         outcomes = [np.zeros((n_rows if c.num_parameters else 1, shots), dtype=np.int64) for c in batch.circuits]
-        for arn, (i, a, b) in zip(handle.job_ids, handle.meta["plan"]):
+        for arn, segments in zip(handle.job_ids, handle.meta["plan"]):
             res = self._task(arn).result()
             if res is None:
                 raise QssmError(f"Braket task {arn} ended {self._task(arn).state()} without a result; "
                                 "resubmit the batch (qssm retry)")
-            labels = handle.meta["labels"][i]
-            entries = [e for comp in res.entries for e in comp.entries] if handle.meta["program_sets"] else [res]
-            for r, e in zip(range(a, b), entries):
-                outcomes[i][r] = outcomes_from(e.measurements, e.measured_qubits, labels)
+            if isinstance(segments[0], int):  # a handle recorded when a task held one circuit
+                segments = [segments]
+            entries = iter([e for comp in res.entries for e in comp.entries] if handle.meta["program_sets"] else [res])
+            for i, a, b in segments:
+                for r in range(a, b):
+                    e = next(entries)
+                    outcomes[i][r] = outcomes_from(e.measurements, e.measured_qubits, handle.meta["labels"][i])
         counts = tuple(broadcast(histograms(o, c.num_clbits), n_rows) for o, c in zip(outcomes, batch.circuits))
         cost = self.estimate_cost([batch])["usd"]
         return BatchResult(counts=counts, meta={"backend": self.name}, shots=shots, job_ids=tuple(handle.job_ids),
@@ -372,6 +392,9 @@ class BraketBackend(Backend):
         for arn in handle.job_ids:
             self._task(arn).cancel()
 
+    def price(self) -> dict | None:
+        return devices.price(self.device) if self.mode == "qpu" else None
+
     def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
         if self.mode != "qpu":
             return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
@@ -379,7 +402,7 @@ class BraketBackend(Backend):
         seconds = 0.0
         for b in batches:
             plan = self._plan(b)
-            total = sum((hi - lo) * (b.shots or 0) for _, lo, hi in plan)
+            total = sum((hi - lo) * (b.shots or 0) for task in plan for _, lo, hi in task)
             tasks += len(plan)
             shots += total
             per_shot = b.seconds_per_shot

@@ -245,6 +245,11 @@ def program_set_limits(name: str) -> tuple[int, int] | None:
     return (int(action["maximumExecutables"]), int(action["maximumTotalShots"])) if action else None
 
 
+def price(name: str) -> dict:
+    """The snapshot's Braket price (per task, per shot) with its source and the date it was read."""
+    return dict(load_device(name)["pricing"])
+
+
 def estimate_cost(name: str, tasks: int, shots: int) -> float:
     """USD for `tasks` quantum tasks (a program set is one task) and `shots` shots in total."""
     price = load_device(name)["pricing"]

@@ -50,6 +50,8 @@ MAX_EXECUTIONS_PER_JOB = 10_000_000  # circuits x shots per Sampler job (IBM job
 REP_DELAY_S = 250e-6  # default repetition delay of IBM devices
 JOB_OVERHEAD_S = 2.0  # per-job QPU-time overhead (loading, calibration checks), an estimate
 USD_PER_QPU_SECOND = 96.0 / 60  # pay-as-you-go list price, 96 USD per QPU minute
+PRICE = {"usd_per_qpu_second": USD_PER_QPU_SECOND, "source": "https://www.ibm.com/quantum/pricing (Pay-As-You-Go)",
+         "date": "2026-11-25"}
 
 STATUS = {"INITIALIZING": "queued", "QUEUED": "queued", "VALIDATING": "queued", "RUNNING": "running",
           "DONE": "done", "ERROR": "failed", "CANCELLED": "cancelled"}
@@ -307,6 +309,9 @@ class IBMBackend(Backend):
             job = self._job(job_id)
             if job is not None and _status_name(job.status()) in ("queued", "running"):
                 job.cancel()
+
+    def price(self) -> dict | None:
+        return None if self.local else dict(PRICE)
 
     def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
         """QPU seconds from the job's size: per job overhead + executions x shots x (rep delay +

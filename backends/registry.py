@@ -41,6 +41,49 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
     raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
 
 
+def paid_device(name: str) -> str | None:
+    """The QPU whose price applies to a backend: a QPU itself, or the device whose snapshot noise a
+    simulator runs (dm:fake_fez, aer:fake_fez, ibm:fake_fez -> ibm:ibm_fez; dm:iqm_garnet,
+    braket:local_dm -> braket:iqm_garnet). None for noiseless simulators."""
+    kind, _, rest = name.partition(":")
+    if not is_simulator(name):
+        return name
+    if kind in ("dm", "aer", "ibm") and rest.startswith("fake_"):
+        return "ibm:ibm_" + rest.removeprefix("fake_")
+    if kind == "dm" and rest:
+        return f"braket:{rest}"
+    if kind == "braket" and rest.split(":")[0] == "local_dm":
+        from qssm.backends.braket import DEFAULT_DM_DEVICE
+
+        return f"braket:{rest.partition(':')[2] or DEFAULT_DM_DEVICE}"
+    return None
+
+
+def pricing_backend(name: str, *, seed: int | None = None) -> Backend:
+    """A backend that prices `name`'s jobs without credentials: Braket QPUs need none until they
+    submit; IBM QPUs are priced on qiskit-ibm-runtime's snapshot of the device (its target, the
+    list price), because opening the runtime service needs an account. Never submits anything."""
+    kind, _, rest = name.partition(":")
+    if kind != "ibm" or is_simulator(name):
+        return get_backend(name, seed=seed)
+    from qssm.backends.fake_devices import fake_backend
+    from qssm.backends.ibm import IBMBackend
+
+    snapshot = "fake_" + rest.removeprefix("ibm_")
+    try:
+        device = fake_backend(snapshot)
+    except QssmError:
+        raise QssmError(f"qiskit-ibm-runtime ships no snapshot of {rest} to price it without credentials; price it "
+                        "with credentials (qssm submit shows the price before it spends) or a snapshot device "
+                        "such as ibm:ibm_kingston, ibm:ibm_fez") from None
+
+    class Snapshots:  # the one call IBMBackend makes on a service it is given
+        def backend(self, _name):
+            return device
+
+    return IBMBackend(rest, seed=seed, service=Snapshots())
+
+
 def device_coordinates(name: str) -> list[tuple[int, int]] | None:
     """The device's real qubit coordinates (row, column) for drawing its lattice, where IBM
     publishes them (qiskit-ibm-runtime's embeddings: heavy-hex Falcon, Eagle, Heron), else None."""

@@ -155,12 +155,18 @@ def _by_depth(correct: np.ndarray, depth: np.ndarray) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: int = TEST_SEED,
-             lengths: bool = True) -> dict:
+             lengths: bool = True, n: int | None = None) -> dict:
     """Test accuracy; for generated tasks also accuracy at 1x, 2x, 4x and 8x the reference length
     task["T"] (`by_length`), and for haystack by needle depth quartile, at T (`by_depth`) and at
-    every length (`by_depth_length`)."""
+    every length (`by_depth_length`). n: the first n examples of each test set only."""
     task = cfg.task
-    batch = test_set(task, seed)
+
+    def first(b: Batch) -> Batch:
+        if n is None:
+            return b
+        return Batch(b.inputs[:n], b.targets[:n], {k: (v[:n] if hasattr(v, "__len__") else v) for k, v in b.meta.items()})
+
+    batch = first(test_set(task, seed))
     logits = predict(model, batch, evaluator)
     out = {"accuracy": accuracy(logits, batch.targets), "n_examples": len(batch.targets)}
     if task["name"] == "haystack":
@@ -169,11 +175,12 @@ def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: 
         out["by_length"], depth = {}, {}
         for mult in LENGTH_MULTIPLES[task["name"]]:
             T = task["T"] * mult
-            b = test_set(task, seed, T=T) if mult > 1 else batch
+            b = first(test_set(task, seed, T=T)) if mult > 1 else batch
             lg = predict(model, b, evaluator) if mult > 1 else logits
             out["by_length"][str(T)] = accuracy(lg, b.targets)
             if "depth" in b.meta:
                 depth[str(T)] = _by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
         if depth:
             out["by_depth_length"] = depth
+    out["examples_run"] = out["n_examples"] * len(out.get("by_length", {None: 0}))  # every length's test set
     return out

@@ -106,6 +106,9 @@ class Readout(SpecStage):
         self.shots = shots  # calibration shots per circuit; 0 = the measured batches' shots
         self.tracker = tracker
         self.table: dict[int, tuple[float, float]] = {}  # physical qubit -> p(1|0), p(0|1)
+        # qubits whose calibration a round trip already carries: known when the batches are planned,
+        # not when results return, so that pricing (transform only, no results) plans what dispatch sends
+        self.planned: set[int] = set()
         self.calibration_sets = 0
 
     def _calibration(self, width: int, qubits: tuple[int, ...], shots: int) -> CircuitBatch:
@@ -122,7 +125,7 @@ class Readout(SpecStage):
             if not (batch.sampled and batch.shots):
                 continue
             for c in batch.circuits:
-                missing = tuple(sorted({q for q in measured_clbits(c).values() if q not in self.table}))
+                missing = tuple(sorted({q for q in measured_clbits(c).values() if q not in self.planned}))
                 if missing:
                     need.setdefault((c.num_qubits, missing), self.shots or batch.shots)
         # one calibration per width covering every qubit it needs
@@ -133,6 +136,7 @@ class Readout(SpecStage):
                for w, qs in merged.items()]
         if self.tracker is not None and cal:
             self.tracker.add(calibration_circuits=sum(len(c.circuits) for c in cal))
+        self.planned.update(q for c in cal for q in c.meta["calibration"])
         n = len(batches)
 
         def post(results: list[BatchResult]) -> list[BatchResult]:

@@ -73,3 +73,10 @@ def shots(text: str) -> int:
 
 
 seed = integer(0, SEED_MAX)
+
+
+def examples(text: str) -> int:
+    """--n: the first n test examples."""
+    from qssm.jobs.spec import MAX_TEST
+
+    return integer(1, MAX_TEST)(text)

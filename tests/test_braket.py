@@ -123,9 +123,14 @@ def test_local_dm_noise_shrinks_values_and_shows_readout():
     assert abs(Prepared(idle, b, np.zeros((1, 1)), None).run().values[0, 0] - expected) < 1e-9
 
 
-@pytest.mark.parametrize("device", ["iqm_garnet", "ionq_forte"])  # program sets / one task per binding
-def test_qpu_through_fake_session(tmp_path, device, monkeypatch):
+@pytest.mark.parametrize("device,per_task", [("iqm_garnet", None), ("iqm_garnet", 2), ("ionq_forte", None)])
+def test_qpu_through_fake_session(tmp_path, device, per_task, monkeypatch):
+    """Program sets (Garnet) fill each task with as many executions as the device takes, circuits
+    sharing a task (per_task = 2: tasks that split circuits and join them); IonQ: one task per
+    circuit and binding."""
     monkeypatch.setenv("QSSM_BRAKET_S3", "my-bucket/qssm")
+    if per_task:
+        monkeypatch.setattr(devices, "program_set_limits", lambda name: (per_task, 10**9))
     region = devices.load_device(device)["deviceArn"].split(":")[3]
     t, rows, shots = template(), ROWS[:3], 800
     b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
@@ -137,7 +142,9 @@ def test_qpu_through_fake_session(tmp_path, device, monkeypatch):
     stored = json.loads(json.dumps(dataclasses.asdict(handle)))  # what the job store persists
     groups = len(measurement_groups(p.planned.observables))
     assert len(cb.circuits) == groups
-    tasks = groups if device == "iqm_garnet" else groups * len(rows)
+    limits = devices.program_set_limits(device)
+    tasks = -(-groups * len(rows) // min(limits[0], limits[1] // shots)) if limits else groups * len(rows)
+    assert groups > 1 and (tasks == 1 if device == "iqm_garnet" and not per_task else tasks > groups)
     assert len(stored["job_ids"]) == tasks and all(a.startswith("arn:aws:braket:") for a in stored["job_ids"])
     created = b._aws_session.created
     assert {c["outputS3Bucket"] for c in created} == {"my-bucket"} and created[0]["outputS3KeyPrefix"] == "qssm"

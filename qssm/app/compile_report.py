@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from qssm.backends.registry import get_backend
+from qssm.backends.registry import pricing_backend
 from qssm.circuits.templates import model_templates
 from qssm.pipeline.compile import CompileCache, CompileOptions
 from qssm.pipeline.cutting import cut_report
@@ -17,7 +17,7 @@ def compile_report(model, targets: list[str], options: CompileOptions, cuts: boo
     templates = model_templates(model)
     rows = []
     for name in targets:
-        backend = get_backend(name)
+        backend = pricing_backend(name)  # real IBM devices: their snapshot, no credentials needed
         cache = CompileCache()
         for t in templates:
             row = {"target": name, "template": t.name, "logical_qubits": t.circuit.num_qubits,

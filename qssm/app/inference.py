@@ -13,8 +13,9 @@ import torch
 from tqdm import tqdm
 
 from qssm.app.job import Job, prepare
+from qssm.app.pricing import DeviceCost, per_example
 from qssm.app.validate import validate
-from qssm.backends.registry import get_backend
+from qssm.backends.registry import get_backend, paid_device
 from qssm.jobs.spec import BackendSpec, JobSpec
 from qssm.pipeline.build import build_pipeline, split_levers
 from qssm.pipeline.evaluator import PipelineEvaluator
@@ -34,9 +35,10 @@ class Inference:
     report: dict
 
 
-def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1) -> PipelineEvaluator:
+def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1,
+                  backend=None) -> PipelineEvaluator:
     """A PipelineEvaluator on a named backend with default stages (for `qssm eval` and `generate`)."""
-    backend = get_backend(name, seed=seed)
+    backend = backend or get_backend(name, seed=seed)
     spec = JobSpec(checkpoint="", backend=BackendSpec(name=name, shots=shots or 0))
     validate(spec, backend)
     return PipelineEvaluator(build_pipeline(spec, backend), shots=shots, segment=segment)
@@ -63,6 +65,10 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if pipeline is None:
         pipeline = build_pipeline(spec, backend, dispatch, model=model, tracker=tracker)
     tracker = pipeline.tracker
+    device = paid_device(backend.name)
+    if device and device != backend.name:  # a dry run: what it would have cost on the device it mimics
+        priced = DeviceCost(device)
+        pipeline.observe(priced)
     shots = spec.backend.shots or None
     started = time.perf_counter()
 
@@ -111,6 +117,13 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         "wall_seconds": wall,
         **tracker.summary(),
     }
+    n = len(data.targets)
+    report.update(per_example({"shots": report["total_shots"], "executions": report["executions"]}, n))
+    if device and device != backend.name:
+        report["on_device"] = priced.summary(n)
+        report.update({f"{k}_per_example": report["on_device"][f"{k}_per_example"] for k in ("usd", "qpu_seconds", "tasks")})
+    elif device:  # a QPU job: what its results say it cost
+        report.update(usd_per_example=report["cost_usd"] / max(1, n), price=backend.price())
     if mitigation := mitigation_report(pipeline):
         report["mitigation"] = mitigation
     if getattr(pipeline, "layout_report", None):

@@ -29,7 +29,7 @@ from qssm.models.tasks import Batch, first_test_examples
 class Job:
     spec: JobSpec  # resolved: no "auto" left in [split]
     model: nn.Module  # float64, eval mode
-    data: Batch  # the first [data] n test examples
+    data: Batch | None  # the first [data] n test examples (None: a job that runs no test set, `qssm eval`)
     backend: Backend
     split_choice: dict | None = None  # what "auto" weighed and chose (for reports)
     checkpoint_hash: str = ""  # sha256 of the checkpoint file as it was read
@@ -69,7 +69,8 @@ def load_quantum_model(path: str) -> tuple[nn.Module, str]:
     return ckpt.model.double().eval(), ckpt.sha256
 
 
-def prepare(spec: JobSpec, backend: Backend | None = None, *, model: nn.Module | None = None) -> Job:
+def prepare(spec: JobSpec, backend: Backend | None = None, *, model: nn.Module | None = None,
+            credentials: bool = True) -> Job:
     """Load, check and resolve a spec once (module docstring). The backend is created here unless
     given; the caller closes it (`Job.backend.close()`, sessions and cluster clients included)."""
     digest = ""
@@ -78,7 +79,7 @@ def prepare(spec: JobSpec, backend: Backend | None = None, *, model: nn.Module |
     model = model.double().eval()
     backend = backend or backend_for(spec)
     try:
-        validate(spec, backend, model)
+        validate(spec, backend, model, credentials=credentials)
         choice = None
         if spec.split.auto and model.splits:  # segment / obp_steps = "auto": chosen for this target
             spec, choice = resolve_split(spec, model, backend, sha256=digest or None)

@@ -16,21 +16,29 @@ import math
 
 from qssm.app.inference import run
 from qssm.app.job import Job
+from qssm.app.pricing import per_example
+from qssm.app.validate import validate
 from qssm.backends.exact import ExactBackend
+from qssm.backends.registry import paid_device, pricing_backend
 from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec
 from qssm.pipeline.build import build_pipeline
 
 
-def estimate(job: Job) -> dict:
-    """What the job will send and cost (module docstring). The job's split is already resolved
-    for its target, so the exact plan sends what the real run will."""
+def estimate(job: Job, workload=None) -> dict:
+    """What the job will send and cost (module docstring), in total and per example, with the
+    price's source. The job's split is already resolved for its target, so the exact plan sends
+    what the real run will. `workload(pipeline) -> examples` replaces the job's inference for
+    commands that run something else on a backend (`qssm eval`, `generate`) on the exact recorder."""
     spec, backend = job.spec, job.backend
     planned: list[list] = []
     exact = ExactBackend(seed=spec.backend.seed_simulator)
     recorder = build_pipeline(_exact_spec(spec), exact)
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)
-    run(job.on(exact, _exact_spec(spec)), pipeline=recorder, progress=False)
+    if workload is None:
+        examples = run(job.on(exact, _exact_spec(spec)), pipeline=recorder, progress=False).report["n_examples"]
+    else:
+        examples = workload(recorder)
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch, model=job.model)
     shots = spec.backend.shots or None
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
@@ -40,7 +48,22 @@ def estimate(job: Job) -> dict:
     est.update(batches=len(sent), executions=int(sum(b.executions for b in sent)),
                shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=spec.backend.shots,
                round_trips=len(planned), transpile_calls=int(pipeline.tracker.totals["transpile_calls"]))
+    price = backend.price()
+    est.update(per_example(est, examples), backend=backend.name, price=price,
+               price_source=price and price["source"], price_date=price and price["date"])
+    device = paid_device(backend.name)
+    if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
+        est["on_device"] = on_device(device, sent, examples)
     return est
+
+
+def on_device(device: str, batches, examples: int) -> dict:
+    """The price of batches on a paid device (its snapshot, no credentials), total and per example."""
+    dev = pricing_backend(device)
+    cost = {k: float(v) for k, v in dev.estimate_cost(batches).items() if k in ("usd", "qpu_seconds", "tasks")}
+    cost.update(shots=int(sum(b.executions * (b.shots or 0) for b in batches)),
+                executions=int(sum(b.executions for b in batches)))
+    return {"device": device, **cost, **per_example(cost, examples), "price": dev.price()}
 
 
 def _exact_spec(spec: JobSpec) -> JobSpec:
@@ -65,6 +88,22 @@ def check_budget(spec: JobSpec, est: dict, yes: bool = False) -> None:
             over.append(what.format(value, limit))
     if over and not yes:
         raise QssmError("; ".join(over) + "; raise the budget, reduce [data] n or shots, or pass --yes")
+
+
+def paid_run(spec: JobSpec, backend, model, workload, yes: bool, what: str,
+             fewer: str = "--n to run fewer examples") -> dict | None:
+    """`qssm eval` / `generate` on a backend that may cost money: the submit preflight (checks with
+    credentials, then the price of `workload` through `estimate`), and any spend only with --yes
+    (these commands have no spec, so no budget to hold the price against). None on a simulator."""
+    validate(spec, backend, model)
+    if backend.capabilities.simulator:
+        return None
+    est = estimate(Job(spec, model.double(), None, backend), workload)
+    if (est["usd"] or est["qpu_seconds"]) and not yes:
+        raise QssmError(f"{what} on {backend.name} would cost about ${est['usd']:,.2f} ({est['qpu_seconds']:,.0f} QPU s, "
+                        f"{est['tasks']:.0f} tasks/jobs, {est['examples']} examples, ${est['usd_per_example']:,.2f} per "
+                        f"example); pass --yes to spend it, or {fewer}")
+    return est
 
 
 def preflight(job: Job, *, yes: bool = False) -> dict:

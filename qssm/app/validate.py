@@ -9,9 +9,10 @@ from qssm.pipeline import build
 from qssm.pipeline.build import runtime_options
 
 
-def validate(spec: JobSpec, backend, model=None) -> None:
+def validate(spec: JobSpec, backend, model=None, *, credentials: bool = True) -> None:
     """Everything about a spec that the backend can refuse, as one-line errors, before any work:
-    shots against the backend, each stage's own keys, the runtime options, the model, credentials."""
+    shots against the backend, each stage's own keys, the runtime options, the model, credentials
+    (credentials=False: pricing needs none, `qssm estimate`)."""
     caps = backend.capabilities
     shots = spec.backend.shots
     if shots == 0 and not caps.exact:
@@ -27,4 +28,5 @@ def validate(spec: JobSpec, backend, model=None) -> None:
     if unknown:
         raise QssmError(f"[mitigation] {', '.join(sorted(unknown))}: IBM runtime options that {backend.name} does not "
                         "take; remove them or use an ibm: backend")
-    backend.check_credentials()
+    if credentials:
+        backend.check_credentials()

@@ -30,9 +30,11 @@ def run(args) -> int:
     options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
     rows = compile_report(model, targets, options, cuts=not args.no_cuts)
     choices = split_choices(spec, model, targets, options)
+    costs = costs_per_example(spec, targets)
     if args.json:
         print(json.dumps({"checkpoint": spec.checkpoint, "optimization_level": options.optimization_level,
-                          "targets": targets, "templates": rows, **({"split_choice": choices} if choices else {})}))
+                          "targets": targets, "templates": rows, **({"split_choice": choices} if choices else {}),
+                          "cost_per_example": costs}))
         return 0
     print(f"{spec.checkpoint}: {len(rows) // len(targets)} templates, optimization level {options.optimization_level}")
     head = f"{'target':<22}{'template':<16}{'depth':>6}{'2q':>6}{'swaps':>6}{'dur us':>8}{'P(success)':>11}{'cuts':>6}{'overhead':>10}{'depth cut':>10}{'swaps cut':>10}"
@@ -43,7 +45,43 @@ def run(args) -> int:
               f"{_s(r.get('sampling_overhead'), '.3g'):>10}{_s(r.get('depth_cut')):>10}{_s(r.get('swaps_cut')):>10}")
     for c in choices:
         print_choice(c)
+    print_costs(spec, costs)
     return 0
+
+
+def costs_per_example(spec, targets) -> list[dict]:
+    """The spec's job priced on each target as `qssm estimate` prices it (a simulator: on the device
+    whose noise it runs), per example; a target that refuses the spec gets its reason."""
+    import dataclasses
+
+    from qssm.commands.estimate import price
+    from qssm.errors import QssmError
+
+    out = []
+    for t in targets:
+        try:
+            e = price(dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name=t)))
+        except QssmError as err:
+            out.append({"target": t, "error": str(err)})
+            continue
+        c = e.get("on_device") or e
+        out.append({"target": t, "device": c.get("device") or (t if e["price"] else None), "examples": e["examples"],
+                    "shots_per_circuit": e["shots_per_circuit"],
+                    **{k: c[k] for k in ("usd_per_example", "qpu_seconds_per_example", "shots_per_example",
+                                         "tasks_per_example")}})
+    return out
+
+
+def print_costs(spec, costs: list[dict]) -> None:
+    print(f"\ncost per example ({spec.data.n} examples, {spec.backend.shots} shots per circuit; a simulator at the "
+          "price of the device whose noise it runs; `qssm estimate` for details)")
+    print(f"  {'target':<22}{'priced as':<22}{'usd/example':>12}{'QPU s/example':>15}{'shots/example':>15}{'tasks/example':>15}")
+    for c in costs:
+        if "error" in c:
+            print(f"  {c['target']:<22}-  {c['error'][:100]}")
+            continue
+        print(f"  {c['target']:<22}{c['device'] or 'free (no device)':<22}{c['usd_per_example']:>12,.2f}{c['qpu_seconds_per_example']:>15,.2f}"
+              f"{c['shots_per_example']:>15,.0f}{c['tasks_per_example']:>15.2f}")
 
 
 def split_choices(spec, model, targets, options) -> list[dict]:

@@ -9,9 +9,13 @@ import torch
 
 from qssm import args as types
 from qssm.app.inference import evaluator_for
+from qssm.app.preflight import paid_run
+from qssm.backends.registry import get_backend
 from qssm.commands import help_for
 from qssm.errors import QssmError
+from qssm.jobs.spec import BackendSpec, DataSpec, JobSpec
 from qssm.models import checkpoint
+from qssm.pipeline.evaluator import PipelineEvaluator
 
 
 def register(sub) -> None:
@@ -23,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--shots", type=types.shots, default=None)
     p.add_argument("--temperature", type=types.number(0.0, 100.0), default=0.0, help="0 is greedy")
     p.add_argument("--seed", type=types.seed, default=0)
+    p.add_argument("--yes", action="store_true", help="on a paid backend: spend the price the preflight prints")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -39,11 +44,23 @@ def run(args) -> int:
         raise QssmError(f"prompt token ids must be in 0..{model.cfg.vocab_size - 1}")
     tokens = torch.tensor([prompt])
     model = model.double()
-    with torch.no_grad(), contextlib.closing(evaluator_for(args.backend, shots=args.shots)) as ev:
-        logits, cache = model(tokens, ev, return_cache=True)
-        prefill = ev.round_trips
-        out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed,
-                             prefill=(logits, cache))
+
+    def generate(ev):
+        with torch.no_grad():
+            logits, cache = model(tokens, ev, return_cache=True)
+            prefill = ev.round_trips
+            out = model.generate(tokens, args.new, ev, temperature=args.temperature, seed=args.seed,
+                                 prefill=(logits, cache))
+        return out, prefill
+
+    backend = None
+    if args.backend != "exact" or args.shots:  # the submit preflight first: checks, price, --yes
+        backend = get_backend(args.backend, seed=1)
+        spec = JobSpec(checkpoint="", data=DataSpec(n=1), backend=BackendSpec(name=args.backend, shots=args.shots or 0))
+        paid_run(spec, backend, model, lambda pipeline: len(generate(PipelineEvaluator(pipeline))[0]), args.yes,
+                 f"generating {args.new} tokens", fewer="-n for fewer tokens")
+    with contextlib.closing(evaluator_for(args.backend, shots=args.shots, backend=backend)) as ev:  # IBM Session
+        out, prefill = generate(ev)
     decode = (ev.round_trips - prefill) / args.new
     result = {"prompt": prompt, "generated": out[0].tolist(), "backend": args.backend,
               "round_trips": ev.round_trips, "prefill_round_trips": prefill, "round_trips_per_token": decode,

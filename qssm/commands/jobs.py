@@ -63,6 +63,8 @@ def submit(args) -> int:
         job.close()
         raise
     cost = f"estimated ${estimate['usd']:.2f}, {estimate['qpu_seconds']:.0f} QPU s, {int(estimate['tasks'])} tasks/jobs"
+    if estimate.get("examples"):
+        cost += f" (${estimate['usd_per_example']:.2f} per example)"
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
         cost += f"; on the real device about {estimate['qpu_seconds_if_real']:.0f} QPU s"
     if args.wait:

@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--n", type=types.examples, help="override [data] n: run the first N test examples")
     p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
@@ -32,6 +33,8 @@ def apply_overrides(spec, args):
                                  ("cluster", getattr(args, "cluster", None))) if v is not None}
     if changes:
         spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, **changes))
+    if getattr(args, "n", None) is not None:
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=args.n))
     return spec
 
 
@@ -54,6 +57,14 @@ def run(args) -> int:
     return 0
 
 
+def cost_line(c: dict, where: str) -> str:
+    """A dry run's price on the device it mimics, per example (jobs/preflight.py DeviceCost)."""
+    qpu = f"{c['qpu_seconds_per_example']:,.2f} QPU s, " if c["qpu_seconds"] else ""
+    date = f"; price as of {c['price']['date']}" if c.get("price") else ""
+    return (f"  on the device   ${c['usd_per_example']:,.2f} per example {where} ({qpu}{c['shots_per_example']:,.0f} shots, "
+            f"{c['tasks_per_example']:.2f} tasks/jobs per example; ${c['usd']:,.2f} for this run{date})")
+
+
 def format_run(r: dict) -> str:
     shots = f"{r['shots']} shots" if r["shots"] else "exact expectation values"
     extras = [f"{r[k]} {label}" for k, label in (("cut_batches", "batches cut"), ("zne_circuits", "ZNE circuits"),
@@ -73,6 +84,11 @@ def format_run(r: dict) -> str:
     ]
     if extras:
         lines.insert(6, "  split/mitigate  " + ", ".join(extras))
+    if r.get("on_device"):
+        lines.append(cost_line(r["on_device"], f"on {r['on_device']['device']}"))
+    elif r.get("price"):
+        lines.append(f"  cost            ${r['cost_usd']:,.2f}, ${r['usd_per_example']:,.2f} per example "
+                     f"({r['shots_per_example']:,.0f} shots per example)")
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")

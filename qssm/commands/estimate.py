@@ -1,0 +1,83 @@
+"""qssm estimate SPEC: what `qssm submit` would charge, per job and per example, without credentials
+and without recording anything (the same preflight: qssm/app/preflight.py `estimate`)."""
+
+from __future__ import annotations
+
+import json
+
+from qssm import args as types
+from qssm.app.job import prepare
+from qssm.app.preflight import check_budget, estimate
+from qssm.backends.registry import pricing_backend
+from qssm.commands import help_for
+from qssm.commands.run import apply_overrides
+from qssm.errors import QssmError
+from qssm.jobs.spec import load_spec
+
+
+def register(sub) -> None:
+    p = sub.add_parser("estimate", help=help_for("estimate"))
+    p.add_argument("spec", help="job spec (TOML)")
+    p.add_argument("--backend", help="override [backend] name")
+    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--n", type=types.examples, help="override [data] n: price the first N test examples")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def price(spec) -> dict:
+    """The preflight's checks (all but credentials) and its estimate, with the spec's budget."""
+    with prepare(spec, pricing_backend(spec.backend.name, seed=spec.backend.seed_simulator), credentials=False) as job:
+        est = estimate(job)
+    budget = {"max_cost_usd": spec.budget.max_cost_usd, "max_qpu_seconds": spec.budget.max_qpu_seconds}
+    try:
+        check_budget(spec, est)
+        within = True
+    except QssmError:  # over budget, which is what this reports
+        within = False
+    return {"checkpoint": spec.checkpoint, **est, "budget": budget, "within_budget": within}
+
+
+def run(args) -> int:
+    spec = apply_overrides(load_spec(args.spec), args)
+    est = price(spec)
+    print(json.dumps(est) if args.json else format_estimate(est))
+    return 0
+
+
+def price_line(p: dict | None) -> str:
+    if not p:
+        return "free (simulator)"
+    if "usd_per_qpu_second" in p:
+        what = f"${p['usd_per_qpu_second'] * 60:g} per QPU minute"
+    else:
+        what = f"${p['per_task_usd']:g} per task + ${p['per_shot_usd']:g} per shot"
+    return f"{what} ({p['source']}, as of {p['date']})"
+
+
+def cost_rows(e: dict) -> list[str]:
+    rows = [("USD", e["usd"], e["usd_per_example"], ",.2f"), ("QPU seconds", e["qpu_seconds"],
+                                                             e["qpu_seconds_per_example"], ",.2f"),
+            ("shots", e["shots"], e["shots_per_example"], ",.0f"), ("tasks/jobs", e["tasks"], e["tasks_per_example"], ",.2f"),
+            ("executions", e["executions"], e["executions_per_example"], ",.0f")]
+    out = [f"  {'':<13}{'total':>14}{'per example':>14}"]
+    out += [f"  {label:<13}{format(total, fmt):>14}{format(each, fmt):>14}" for label, total, each, fmt in rows]
+    return out
+
+
+def format_estimate(e: dict) -> str:
+    shots = f"{e['shots_per_circuit']} shots per circuit" if e["shots_per_circuit"] else "exact values"
+    lines = [f"{e['checkpoint']} on {e['backend']}: {e['examples']} examples, {shots}, {e['round_trips']} round trips, "
+             f"{e['batches']} batches, {e['executions']:,} executions"]
+    if e["price"]:
+        lines += [*cost_rows(e), f"  price: {price_line(e['price'])}"]
+    else:
+        lines.append("  free (simulator)")
+    if dev := e.get("on_device"):
+        lines += [f"on {dev['device']}, the device whose noise {e['backend']} runs:", *cost_rows(dev),
+                  f"  price: {price_line(dev['price'])}"]
+    limits = [f"{k} = {v:g}" for k, v in e["budget"].items() if v]
+    if limits:
+        verdict = "within budget" if e["within_budget"] else "OVER budget: submit refuses it unless --yes"
+        lines.append(f"budget: {', '.join(limits)}: {verdict}")
+    return "\n".join(lines)
