@@ -124,7 +124,7 @@ def test_two_processes_resuming_at_once_do_not_double_submit(tmp_path):
     a, b = driver(store.path, job_id, tmp_path / "ibm"), driver(store.path, job_id, tmp_path / "ibm")
     codes = sorted([a.wait(timeout=300), b.wait(timeout=300)])
     errs = a.stderr.read() + b.stderr.read()
-    assert codes[0] == 0
+    assert codes[0] == 0, errs
     assert codes[1] == 0 or "being run by process" in errs, errs
     assert store.job(job_id)["status"] == "done"
     assert fake_ibm.submissions(tmp_path / "ibm") == store.totals(job_id)["batches"] == 8
