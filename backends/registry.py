@@ -61,6 +61,31 @@ def device_coordinates(name: str) -> list[tuple[int, int]] | None:
         return None
 
 
+def noise_twin(name: str) -> str:
+    """The simulator that runs `name`'s device noise here: dm:<snapshot> for a device (IBM
+    ibm:ibm_kingston -> dm:fake_kingston where a snapshot ships), exact for noiseless simulators.
+    What `qssm report --sweep` runs instead of the job's own backend (which may be a paid QPU)."""
+    from qssm.backends.devices import device_names, short_name
+    from qssm.backends.fake_devices import fake_names
+
+    kind, _, rest = name.partition(":")
+    if kind == "dm":
+        return name
+    if kind in ("aer", "ibm") and rest:
+        fake = rest if rest.startswith("fake_") else "fake_" + rest.removeprefix("ibm_")
+        if fake in fake_names():
+            return f"dm:{fake}"
+    if kind == "braket" and rest and not rest.startswith("local"):
+        try:
+            return f"dm:{short_name(rest)}"
+        except QssmError:
+            pass
+    if kind == "exact" or (kind == "aer" and not rest) or name.startswith("braket:local"):
+        return "exact"
+    raise QssmError(f"no device snapshot ships for {name}, so its noise cannot be simulated here; known "
+                    f"snapshots: {', '.join(fake_names() + device_names())} (see `qssm devices`)")
+
+
 def is_simulator(name: str) -> bool:
     """Backends that cost nothing and run here: everything but real QPUs (known from the name alone,
     so asking needs no credentials). Unknown names get the unknown-backend error."""

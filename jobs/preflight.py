@@ -84,9 +84,9 @@ def estimate(spec: JobSpec, backend) -> dict:
         if model.cfg.kind == "qlam":
             spec, _ = resolve_split(spec, model, backend)
     exact = ExactBackend(seed=spec.backend.seed_simulator)
-    recorder = build_pipeline(_exact_spec(spec), exact)
+    recorder = build_pipeline(exact_plan_spec(spec), exact)
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)
-    run_inference(_exact_spec(spec), pipeline=recorder, progress=False, backend=exact)
+    run_inference(exact_plan_spec(spec), pipeline=recorder, progress=False, backend=exact)
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch)
     shots = spec.backend.shots or None
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
@@ -99,7 +99,7 @@ def estimate(spec: JobSpec, backend) -> dict:
     return est
 
 
-def _exact_spec(spec: JobSpec) -> JobSpec:
+def exact_plan_spec(spec: JobSpec) -> JobSpec:
     """The same job on the exact backend, exact values, no mitigation: only its plan is wanted."""
     return dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name="exact", shots=0, layout="default"),
                                mitigation=type(spec.mitigation)(), split=dataclasses.replace(spec.split, cutting="off"))

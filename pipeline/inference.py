@@ -18,6 +18,7 @@ from qssm.models import checkpoint
 from qssm.models.tasks import Batch, test_set
 from qssm.pipeline.build import build_pipeline
 from qssm.pipeline.evaluator import PipelineEvaluator, n_segments
+from qssm.pipeline.provenance import provenance
 from qssm.pipeline.stages import Dispatch, Pipeline
 from qssm.pipeline.token_table import build_token_table
 
@@ -133,7 +134,9 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         **({"split": _split_summary(spec.split)} if kind == "qlam" else {}),
         **({"split_choice": choice} if choice else {}),
         "accuracy": _acc(last, data.targets),
+        "accuracy_stderr": binomial_stderr(_acc(last, data.targets), len(data.targets)),
         "exact_accuracy": _acc(exact_last, data.targets),
+        "exact_accuracy_stderr": binomial_stderr(_acc(exact_last, data.targets), len(data.targets)),
         "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
         "logit_error_max": float(err.max()),
         "logit_error_mean": float(err.mean()),
@@ -146,14 +149,39 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         report["mitigation"] = mitigation
     if getattr(pipeline, "layout_report", None):
         report["layout_choice"] = pipeline.layout_report
+    stage = next((s for s in pipeline.stages if s.name == "compile"), None)  # a replaced stage may lack a cache
+    compiled = stage.cache.rows() if getattr(stage, "cache", None) is not None else []
+    if compiled:  # what each template became on the target: the report shows it without transpiling
+        report["compiled"] = compiled
+    report["provenance"] = provenance(spec)
     if out.dim() == 3:  # QMamba: error of every position's logits, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     if kind == "qmamba" and "depth" in data.meta:
-        correct = (last.argmax(-1) == data.targets).numpy()
-        bins = np.minimum((np.asarray(data.meta["depth"]) * 4).astype(int), 3)
-        report["accuracy_by_depth"] = {f"q{q + 1}": float(correct[bins == q].mean()) if (bins == q).any() else None
-                                       for q in range(4)}
+        report["accuracy_by_depth"] = accuracy_by_depth((last.argmax(-1) == data.targets).numpy(),
+                                                        np.asarray(data.meta["depth"]))
     return report
+
+
+# haystack needle depth: its position as a fraction of the sequence, 0 = first token (furthest from the query)
+DEPTH_QUARTILES = ("first quarter (furthest from the query)", "second quarter", "third quarter",
+                   "last quarter (nearest the query)")
+
+
+def accuracy_by_depth(correct: np.ndarray, depth: np.ndarray) -> list[dict]:
+    """Accuracy per quartile of the needle's position, with its count and binomial standard error."""
+    bins = np.minimum((depth * 4).astype(int), 3)
+    out = []
+    for q, where in enumerate(DEPTH_QUARTILES):
+        sel = correct[bins == q]
+        acc = float(sel.mean()) if len(sel) else None
+        out.append({"quartile": f"q{q + 1}", "needle_position": where, "n": int(len(sel)), "accuracy": acc,
+                    "accuracy_stderr": binomial_stderr(acc, len(sel)) if len(sel) else None})
+    return out
+
+
+def binomial_stderr(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n examples."""
+    return math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
 def split_levers(split):
