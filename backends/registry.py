@@ -45,6 +45,24 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
     raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
 
 
+def device_target(name: str):
+    """The Qiskit Target of a named backend's device snapshot, without constructing the backend
+    (no runtime session, no simulator); None for logical simulators and real QPUs."""
+    kind, _, rest = name.partition(":")
+    if rest.startswith("fake_") and kind in ("aer", "ibm", "dm"):
+        from qssm.backends.fake_devices import fake_backend
+
+        return fake_backend(rest).target
+    if kind in ("dm", "braket") and rest and not rest.startswith("local"):
+        from qssm.backends import devices
+
+        try:
+            return devices.device_target(devices.short_name(rest))
+        except QssmError:
+            return None
+    return None
+
+
 def device_coordinates(name: str) -> list[tuple[int, int]] | None:
     """The device's real qubit coordinates (row, column) for drawing its lattice, where IBM
     publishes them (qiskit-ibm-runtime's embeddings: heavy-hex Falcon, Eagle, Heron), else None."""

@@ -311,7 +311,7 @@ def render_html(r: dict) -> str:
     if r.get("estimate"):
         est = r["estimate"]
         parts.append("<h3>Preflight estimate</h3><table>" + "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in est.items()) + "</table>")
+            f"<tr><th>{html.escape(column_label(str(k)))}</th><td>{_fmt(v)}</td></tr>" for k, v in est.items()) + "</table>")
     if r.get("provenance"):
         parts.append(_provenance(r["provenance"], r.get("report_written")))
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from qssm import args as types
-from qssm.backends.registry import device_coordinates, get_backend, noise_twin
+from qssm.backends.registry import device_coordinates, device_target, noise_twin
 from qssm.jobs.spec import MAX_SHOTS
 from qssm.models.tasks import MAX_T
 from qssm.pipeline.provenance import now, provenance
@@ -113,7 +113,7 @@ def device_layouts(compile_rows: list[dict]) -> list[dict]:
     """Per target: the device coupling graph and the physical qubits each template landed on."""
     out = []
     for name in dict.fromkeys(r["target"] for r in compile_rows):
-        target = get_backend(name).target
+        target = device_target(name)
         if target is None:
             continue
         edges = sorted({tuple(sorted(e)) for e in target.build_coupling_map().get_edges()})
