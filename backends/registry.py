@@ -16,6 +16,29 @@ from qssm.backends.base import Backend
 from qssm.errors import QssmError
 
 FORMS = "exact, dm:fake_<device>, dm:<braket device>, aer, aer:fake_<device>, ibm:fake_<device>, ibm:<device>, braket:local, braket:local_dm, braket:<device or arn>"
+LIST = "`qssm devices` lists every target"
+
+
+def _unknown_snapshot(name: str) -> QssmError:
+    return QssmError(f"unknown backend {name!r}: no device snapshot {name.partition(':')[2]!r}; {LIST}")
+
+
+def _check_snapshot(name: str) -> None:
+    """dm:/aer:/ibm:fake_ names must name a shipped snapshot (one line pointing at `qssm devices`)."""
+    from qssm.backends.devices import short_name
+    from qssm.backends.fake_devices import fake_names
+
+    kind, _, rest = name.partition(":")
+    if rest.startswith("fake_"):
+        if rest not in fake_names():
+            raise _unknown_snapshot(name)
+    elif kind == "dm":
+        try:
+            short_name(rest)
+        except QssmError:
+            raise _unknown_snapshot(name) from None
+    elif kind == "aer" and rest:
+        raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez; {LIST}")
 
 
 def get_backend(name: str, *, seed: int | None = None) -> Backend:
@@ -24,6 +47,8 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
         from qssm.backends.exact import ExactBackend
 
         return ExactBackend(seed=seed)
+    if kind in ("dm", "aer", "ibm") and rest:
+        _check_snapshot(name)
     if kind == "dm" and rest:
         from qssm.backends.dm import DensityMatrixBackend
 
@@ -31,8 +56,6 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
     if kind == "aer":
         from qssm.backends.aer import AerBackend
 
-        if rest and not rest.startswith("fake_"):
-            raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez")
         return AerBackend(rest or None, seed=seed)
     if kind == "ibm" and rest:
         from qssm.backends.ibm import IBMBackend
@@ -42,7 +65,7 @@ def get_backend(name: str, *, seed: int | None = None) -> Backend:
         from qssm.backends.braket import BraketBackend
 
         return BraketBackend(name, seed=seed)
-    raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
+    raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
 
 
 def device_target(name: str):
@@ -109,6 +132,6 @@ def is_simulator(name: str) -> bool:
     so asking needs no credentials). Unknown names get the unknown-backend error."""
     kind, _, rest = name.partition(":")
     if not ((kind == "exact" and not rest) or kind == "aer" or (kind in ("ibm", "braket", "dm") and rest)):
-        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
+        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
     return kind in ("exact", "aer", "dm") or (kind == "ibm" and rest.startswith("fake_")) or (
         kind == "braket" and rest.startswith("local"))
