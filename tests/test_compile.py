@@ -261,7 +261,7 @@ def test_compile_shows_the_runs_noise_aware_qubits():
 
 @pytest.mark.parametrize("split,expected", [
     ({}, {"memory.k1", "memory.k8"}),
-    ({"segment": 2, "prep": "shallow", "tomography": "fit"}, {"memory.k1", "memory.k2", "memory.k1.hea12"}),
+    ({"segment": 4, "prep": "shallow", "prep_layers": 2, "tomography": "fit"}, {"memory.k1", "memory.k4", "memory.k1.hea2"}),
     ({"obp_steps": 2}, {"memory.k1", "memory.k6"}),
 ])
 def test_compile_shows_the_templates_the_split_produces(split, expected):
