@@ -148,9 +148,14 @@ class CompileCache:
             if c is None:
                 continue
             options = key[3]
-            out.append({"target": key[1], "template": name, "layout": list(c.layout),
-                        "initial_layout": None if options.initial_layout is None else list(options.initial_layout),
-                        "optimization_level": options.optimization_level, **c.metrics})
+            row = {"target": key[1], "template": name, "layout": list(c.layout),
+                   "initial_layout": None if options.initial_layout is None else list(options.initial_layout),
+                   "optimization_level": options.optimization_level, **c.metrics}
+            # the split stage's cut decision for this template, if it made one (pipeline/cutting.py)
+            why = [v[1] for k, v in self.cut_decisions.items() if k[0] == "should_cut" and k[1:5] == key]
+            if why:
+                row["cut_decision"] = why[0]
+            out.append(row)
         return out
 
     def _book(self, seconds: float) -> None:

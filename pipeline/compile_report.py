@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from qssm.backends.exact import ExactBackend
-from qssm.backends.registry import get_backend
+from qssm.backends.registry import device_coordinates, device_target, get_backend
 from qssm.pipeline.build import build_pipeline
 from qssm.pipeline.cutting import cut_decision, cut_report
 
@@ -79,3 +79,19 @@ def target_report(spec, model, name: str, cuts: bool = True) -> dict:
 def compile_report(spec, model, targets: list[str], cuts: bool = True) -> list[dict]:
     """Every target's rows, one list (the report's transpilation table)."""
     return [row for name in targets for row in target_report(spec, model, name, cuts)["rows"]]
+
+
+def device_layouts(rows: list[dict], targets: dict | None = None) -> list[dict]:
+    """Per target of `rows`: the device coupling graph, its qubit coordinates where IBM publishes
+    them, and the physical qubits the templates landed on (the report's layout plots). `targets`:
+    name -> Target already at hand (the run's backend); others are looked up by name."""
+    out = []
+    for name in dict.fromkeys(r["target"] for r in rows):
+        target = (targets or {}).get(name) or device_target(name)
+        if target is None:
+            continue
+        edges = sorted({tuple(sorted(e)) for e in target.build_coupling_map().get_edges()})
+        used = sorted({q for r in rows if r["target"] == name for q in (r.get("layout") or [])})
+        out.append({"target": name, "num_qubits": target.num_qubits, "edges": [list(e) for e in edges], "used": used,
+                    "coordinates": device_coordinates(name)})
+    return out

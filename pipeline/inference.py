@@ -17,6 +17,7 @@ from qssm.jobs.spec import JobSpec
 from qssm.models import checkpoint
 from qssm.models.tasks import Batch, test_set
 from qssm.pipeline.build import build_pipeline
+from qssm.pipeline.compile_report import device_layouts
 from qssm.pipeline.evaluator import PipelineEvaluator, n_segments
 from qssm.pipeline.provenance import provenance
 from qssm.pipeline.stages import Dispatch, Pipeline
@@ -153,6 +154,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     compiled = stage.cache.rows() if getattr(stage, "cache", None) is not None else []
     if compiled:  # what each template became on the target: the report shows it without transpiling
         report["compiled"] = compiled
+        report["layouts"] = device_layouts(compiled, {backend.name: backend.target})
     report["provenance"] = provenance(spec)
     if out.dim() == 3:  # QMamba: error of every position's logits, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()

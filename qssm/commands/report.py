@@ -13,9 +13,10 @@ import dataclasses
 from pathlib import Path
 
 from qssm import args as types
-from qssm.backends.registry import device_coordinates, device_target, noise_twin
+from qssm.backends.registry import noise_twin
 from qssm.jobs.spec import MAX_SHOTS
 from qssm.models.tasks import MAX_T
+from qssm.pipeline.compile_report import device_layouts
 from qssm.pipeline.provenance import now, provenance
 
 SPEC_TARGETS = "aer:fake_fez,aer:fake_torino,aer:fake_sherbrooke"
@@ -61,7 +62,8 @@ def build_report(spec, targets: list[str] | None, shots: list[int], segments: li
         report["provenance"] = {**provenance(spec), "timestamp": None,
                                 "note": "recorded by `qssm report`, not by the run: versions are the reporter's"}
     report["report_written"] = now()
-    report["layouts"] = device_layouts(report["compile"])
+    if rows is not None or "layouts" not in report:  # a run records its own device graph
+        report["layouts"] = device_layouts(report["compile"])
     if model.cfg.kind == "qlam":  # measured data shipped with qssm, not a simulation
         report["split_frontier"] = measured_frontier(spec.checkpoint)
     if not sweep:
@@ -107,20 +109,6 @@ def measured_frontier(checkpoint_path: str) -> list[dict]:
     if not FRONTIER.exists():
         return []
     return json.loads(FRONTIER.read_text())
-
-
-def device_layouts(compile_rows: list[dict]) -> list[dict]:
-    """Per target: the device coupling graph and the physical qubits each template landed on."""
-    out = []
-    for name in dict.fromkeys(r["target"] for r in compile_rows):
-        target = device_target(name)
-        if target is None:
-            continue
-        edges = sorted({tuple(sorted(e)) for e in target.build_coupling_map().get_edges()})
-        used = sorted({q for r in compile_rows if r["target"] == name for q in (r.get("layout") or [])})
-        out.append({"target": name, "num_qubits": target.num_qubits, "edges": [list(e) for e in edges], "used": used,
-                    "coordinates": device_coordinates(name)})
-    return out
 
 
 def run(args) -> int:
