@@ -20,7 +20,9 @@ LIST = "`qssm devices` lists every target"
 
 
 def _unknown_snapshot(name: str) -> QssmError:
-    return QssmError(f"unknown backend {name!r}: no device snapshot {name.partition(':')[2]!r}; {LIST}")
+    rest = name.partition(":")[2]
+    kind = "IBM device snapshot" if rest.startswith("fake_") else "device snapshot"
+    return QssmError(f"unknown {kind} {rest!r} in backend {name!r}; {LIST}")
 
 
 def _check_snapshot(name: str) -> None:
