@@ -25,7 +25,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 
 from qssm.errors import QssmError
-from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout
+from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout, two_qubit_count
 from qssm.pipeline.stages import first, map_batches
 from qssm.pipeline.types import CircuitBatch, Template
 
@@ -148,9 +148,12 @@ class CompileCache:
             if c is None:
                 continue
             options = key[3]
+            # a logical simulator runs the template as it is: its own depth and gates, nothing routed
+            metrics = c.metrics or {"depth": c.circuit.depth(), "two_qubit": two_qubit_count(c.circuit), "swaps": 0,
+                                    "success_probability": 1.0}
             row = {"target": key[1], "template": name, "layout": list(c.layout),
                    "initial_layout": None if options.initial_layout is None else list(options.initial_layout),
-                   "optimization_level": options.optimization_level, **c.metrics}
+                   "optimization_level": options.optimization_level, **metrics}
             # the split stage's cut decision for this template, if it made one (pipeline/cutting.py)
             why = [v[1] for k, v in self.cut_decisions.items() if k[0] == "should_cut" and k[1:5] == key]
             if why:

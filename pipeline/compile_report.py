@@ -16,6 +16,7 @@ from qssm.backends.exact import ExactBackend
 from qssm.backends.registry import device_coordinates, device_target, get_backend
 from qssm.pipeline.build import build_pipeline
 from qssm.pipeline.cutting import cut_decision, cut_report
+from qssm.pipeline.metrics import two_qubit_count
 
 
 def planned_templates(spec, model) -> list:
@@ -63,10 +64,8 @@ def target_report(spec, model, name: str, cuts: bool = True) -> dict:
         row = {"target": name, "template": t.name, "logical_qubits": t.circuit.num_qubits,
                "logical_depth": t.circuit.depth(), "inputs": t.n_inputs, "layout": list(c.layout),
                **{k: v for k, v in c.metrics.items() if k != "transpile_seconds"}, "cut": cut, "cut_decision": why}
-        if backend.target is None:
-            ops = t.circuit.count_ops()
-            row.update(depth=t.circuit.depth(), two_qubit=ops.get("cz", 0) + ops.get("cx", 0), swaps=0,
-                       success_probability=1.0)
+        if backend.target is None:  # as CompileCache.rows records the run's
+            row.update(depth=t.circuit.depth(), two_qubit=two_qubit_count(t.circuit), swaps=0, success_probability=1.0)
         elif cuts and t.circuit.num_qubits > 1:
             rep = cut_report(t, backend, stage.options, spec.split.max_overhead, cache=stage.cache)
             row.update({k: rep[k] for k in ("cuts", "sampling_overhead", "swaps_cut", "depth_cut", "within_budget",

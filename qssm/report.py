@@ -204,8 +204,8 @@ def render_html(r: dict) -> str:
                                                      for a, b in summary) + "</table>"
                      + "<p class=note>± s.e.: the binomial standard error of an accuracy over the examples, "
                        "sqrt(p (1 - p) / n).</p>")
-    if r.get("compile"):
-        rows = r["compile"]
+    rows = [row for row in r.get("compile") or [] if "depth" in row]
+    if rows:
         cols = [c for c in COMPILE_COLUMNS if any(c in row for row in rows)]
         parts.append("<h2>Transpilation per target</h2>" + _table(rows, cols, "wide")
                      + "<p class=note>physical qubits: where each logical qubit ends up on the device; P(success): "
