@@ -14,6 +14,7 @@ import dataclasses
 
 from qssm.backends.exact import ExactBackend
 from qssm.backends.registry import device_coordinates, device_target, get_backend
+from qssm.jobs.preflight import exact_plan_spec
 from qssm.pipeline.build import build_pipeline
 from qssm.pipeline.cutting import cut_decision, cut_report
 from qssm.pipeline.metrics import two_qubit_count
@@ -22,8 +23,7 @@ from qssm.pipeline.metrics import two_qubit_count
 def planned_templates(spec, model) -> list:
     """The templates the job's evaluator plans, from the exact plan of its first example (the
     templates depend on the sequence length and [split], not on the number of examples)."""
-    from qssm.jobs.preflight import exact_plan_spec
-    from qssm.pipeline.inference import run_inference
+    from qssm.pipeline.inference import run_inference  # it imports this module (device_layouts): a cycle at top
 
     one = exact_plan_spec(dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=1)))
     exact = ExactBackend(seed=spec.backend.seed_simulator)
