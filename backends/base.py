@@ -111,6 +111,12 @@ class Backend:
     def failure_reason(self, handle: Handle) -> str | None:
         return None
 
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         """Release sessions and connections (the job ends)."""
 

@@ -12,33 +12,71 @@
 
 from __future__ import annotations
 
+from qssm.backends import devices
 from qssm.backends.aer import AerBackend
 from qssm.backends.base import Backend
-from qssm.backends.braket import BraketBackend
+from qssm.backends.braket import DEFAULT_DM_DEVICE, BraketBackend
+from qssm.backends.devices import device_names, short_name
 from qssm.backends.dm import DensityMatrixBackend
 from qssm.backends.exact import ExactBackend
-from qssm.backends.fake_devices import fake_backend
+from qssm.backends.fake_devices import fake_backend, fake_names
 from qssm.backends.ibm import IBMBackend
 from qssm.errors import QssmError
 
 FORMS = "exact, dm:fake_<device>, dm:<braket device>, aer, aer:fake_<device>, ibm:fake_<device>, ibm:<device>, braket:local, braket:local_dm, braket:<device or arn>"
+LIST = "`qssm devices` lists every target"
+
+
+def _unknown_snapshot(name: str) -> QssmError:
+    rest = name.partition(":")[2]
+    kind = "IBM device snapshot" if rest.startswith("fake_") else "device snapshot"
+    return QssmError(f"unknown {kind} {rest!r} in backend {name!r}; {LIST}")
+
+
+def _check_snapshot(name: str) -> None:
+    """dm:/aer:/ibm:fake_ names must name a shipped snapshot (one line pointing at `qssm devices`)."""
+    kind, _, rest = name.partition(":")
+    if rest.startswith("fake_"):
+        if rest not in fake_names():
+            raise _unknown_snapshot(name)
+    elif kind == "dm":
+        try:
+            short_name(rest)
+        except QssmError:
+            raise _unknown_snapshot(name) from None
+    elif kind == "aer" and rest:
+        raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez; {LIST}")
 
 
 def get_backend(name: str, *, seed: int | None = None) -> Backend:
     kind, _, rest = name.partition(":")
     if kind == "exact" and not rest:
         return ExactBackend(seed=seed)
+    if kind in ("dm", "aer", "ibm") and rest:
+        _check_snapshot(name)
     if kind == "dm" and rest:
         return DensityMatrixBackend(rest, seed=seed)
     if kind == "aer":
-        if rest and not rest.startswith("fake_"):
-            raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez")
         return AerBackend(rest or None, seed=seed)
     if kind == "ibm" and rest:
         return IBMBackend(rest, seed=seed)
     if kind == "braket" and rest:
         return BraketBackend(name, seed=seed)
-    raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
+    raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
+
+
+def device_target(name: str):
+    """The Qiskit Target of a named backend's device snapshot, without constructing the backend
+    (no runtime session, no simulator); None for logical simulators and real QPUs."""
+    kind, _, rest = name.partition(":")
+    if rest.startswith("fake_") and kind in ("aer", "ibm", "dm"):
+        return fake_backend(rest).target
+    if kind in ("dm", "braket") and rest and not rest.startswith("local"):
+        try:
+            return devices.device_target(devices.short_name(rest))
+        except QssmError:
+            return None
+    return None
 
 
 def paid_device(name: str) -> str | None:
@@ -53,8 +91,6 @@ def paid_device(name: str) -> str | None:
     if kind == "dm" and rest:
         return f"braket:{rest}"
     if kind == "braket" and rest.split(":")[0] == "local_dm":
-        from qssm.backends.braket import DEFAULT_DM_DEVICE
-
         return f"braket:{rest.partition(':')[2] or DEFAULT_DM_DEVICE}"
     return None
 
@@ -66,8 +102,6 @@ def pricing_backend(name: str, *, seed: int | None = None) -> Backend:
     kind, _, rest = name.partition(":")
     if kind != "ibm" or is_simulator(name):
         return get_backend(name, seed=seed)
-    from qssm.backends.fake_devices import fake_backend
-    from qssm.backends.ibm import IBMBackend
 
     snapshot = "fake_" + rest.removeprefix("ibm_")
     try:
@@ -99,11 +133,33 @@ def device_coordinates(name: str) -> list[tuple[int, int]] | None:
         return None
 
 
+def noise_twin(name: str) -> str:
+    """The simulator that runs `name`'s device noise here: dm:<snapshot> for a device (IBM
+    ibm:ibm_kingston -> dm:fake_kingston where a snapshot ships), exact for noiseless simulators.
+    What `qssm report --sweep` runs instead of the job's own backend (which may be a paid QPU)."""
+    kind, _, rest = name.partition(":")
+    if kind == "dm":
+        return name
+    if kind in ("aer", "ibm") and rest:
+        fake = rest if rest.startswith("fake_") else "fake_" + rest.removeprefix("ibm_")
+        if fake in fake_names():
+            return f"dm:{fake}"
+    if kind == "braket" and rest and not rest.startswith("local"):
+        try:
+            return f"dm:{short_name(rest)}"
+        except QssmError:
+            pass
+    if kind == "exact" or (kind == "aer" and not rest) or name.startswith("braket:local"):
+        return "exact"
+    raise QssmError(f"no device snapshot ships for {name}, so its noise cannot be simulated here; known "
+                    f"snapshots: {', '.join(fake_names() + device_names())} (see `qssm devices`)")
+
+
 def is_simulator(name: str) -> bool:
     """Backends that cost nothing and run here: everything but real QPUs (known from the name alone,
     so asking needs no credentials). Unknown names get the unknown-backend error."""
     kind, _, rest = name.partition(":")
     if not ((kind == "exact" and not rest) or kind == "aer" or (kind in ("ibm", "braket", "dm") and rest)):
-        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}")
+        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
     return kind in ("exact", "aer", "dm") or (kind == "ibm" and rest.startswith("fake_")) or (
         kind == "braket" and rest.startswith("local"))

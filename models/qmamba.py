@@ -24,6 +24,7 @@ from qssm.models.ansatz import n_weights, reuploading_circuit
 from qssm.models.config import QMambaConfig
 from qssm.models.evaluator import Evaluator, ExactEvaluator, QuantumCall, z_labels
 from qssm.models.scan import scan_step
+from qssm.models.tasks import binomial_stderr
 
 
 class QMambaLayer(nn.Module):
@@ -111,6 +112,11 @@ class Cache:
     h: list[torch.Tensor]
 
 
+# haystack needle depth: its position as a fraction of the sequence, 0 = first token (furthest from the query)
+DEPTH_QUARTILES = ("first quarter (furthest from the query)", "second quarter", "third quarter",
+                   "last quarter (nearest the query)")
+
+
 class QMamba(nn.Module):
     # The model contract the application layer reads (docs/architecture.md, "Models").
     token_table = True  # layer 1's circuits depend on the token id only: measured once per vocabulary
@@ -141,13 +147,18 @@ class QMamba(nn.Module):
         return self.cfg.n_layers
 
     def report_extras(self, logits: torch.Tensor, targets: torch.Tensor, meta: dict) -> dict:
-        """Haystack: accuracy by needle depth quartile (q1 = needle in the first quarter of the sequence)."""
+        """Haystack: accuracy per quartile of the needle's position, with its count and standard error."""
         if "depth" not in meta:
             return {}
         correct = (logits.argmax(-1) == targets).numpy()
         bins = np.minimum((np.asarray(meta["depth"]) * 4).astype(int), 3)
-        return {"accuracy_by_depth": {f"q{q + 1}": float(correct[bins == q].mean()) if (bins == q).any() else None
-                                      for q in range(4)}}
+        out = []
+        for q, where in enumerate(DEPTH_QUARTILES):
+            sel = correct[bins == q]
+            acc = float(sel.mean()) if len(sel) else None
+            out.append({"quartile": f"q{q + 1}", "needle_position": where, "n": int(len(sel)), "accuracy": acc,
+                        "accuracy_stderr": binomial_stderr(acc, len(sel)) if len(sel) else None})
+        return {"accuracy_by_depth": out}
 
     def empty_cache(self, batch: int) -> Cache:
         n, d = self.cfg.n_qubits, self.cfg.d_model

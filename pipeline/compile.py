@@ -25,7 +25,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 
 from qssm.errors import QssmError
-from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout
+from qssm.pipeline.metrics import SwapCounter, circuit_metrics, final_layout, two_qubit_count
 from qssm.pipeline.stages import SpecStage, first, map_batches
 from qssm.types import CircuitBatch, Template
 
@@ -129,9 +129,38 @@ class CompileCache:
         self.transpile_calls = 0
         self.transpile_seconds = 0.0
         self.cut_decisions: dict[tuple, object] = {}  # memo for pipeline.cutting.should_cut
+        self.names: dict[tuple, str] = {}  # key -> template name, for templates (not cut subexperiments)
 
     def get(self, template: Template, backend, options: CompileOptions) -> Compiled:
+        self.names.setdefault(self._key(template.hash, backend, options), template.name)
         return self._get(template.hash, template.circuit, template.observables, template.name, backend, options)
+
+    def rows(self) -> list[dict]:
+        """What each template became on its target, in the order first compiled: the run records
+        these (report.json `compiled`), so a report shows what ran without transpiling again."""
+        out = []
+        for key, name in self.names.items():
+            c = self._compiled.get(key)
+            if c is None:
+                continue
+            options = key[3]
+            # a logical simulator runs the template as it is: its own depth and gates, nothing routed
+            metrics = c.metrics or {"depth": c.circuit.depth(), "two_qubit": two_qubit_count(c.circuit), "swaps": 0,
+                                    "success_probability": 1.0}
+            row = {"target": key[1], "template": name, "layout": list(c.layout),
+                   "initial_layout": None if options.initial_layout is None else list(options.initial_layout),
+                   "optimization_level": options.optimization_level, **metrics}
+            # the split stage's cut decision for this template, if it made one (pipeline/cutting.py)
+            why = [v[1] for k, v in self.cut_decisions.items() if k[0] == "should_cut" and k[1:5] == key]
+            if why:
+                row["cut_decision"] = why[0]
+            out.append(row)
+        return out
+
+    def _book(self, seconds: float) -> None:
+        """Transpile wall time goes to the tracker's "transpile", whichever stage asked for it."""
+        if self.tracker is not None:
+            self.tracker.time("transpile", seconds)
 
     def circuit(self, circuit: QuantumCircuit, backend, options: CompileOptions) -> Compiled:
         """A circuit without a template (cut subexperiments): keyed by its own digest."""
@@ -144,7 +173,9 @@ class CompileCache:
     def _get(self, content: str, circuit, observables, name, backend, options) -> Compiled:
         key = self._key(content, backend, options)
         if key not in self._compiled:
-            self._store(key, compile_circuit(circuit, observables, backend, options, name), backend)
+            compiled = compile_circuit(circuit, observables, backend, options, name)
+            self._book(compiled.seconds)
+            self._store(key, compiled, backend)
         return self._compiled[key]
 
     def _store(self, key: tuple, compiled: Compiled, backend) -> None:
@@ -165,9 +196,14 @@ class CompileCache:
                 todo.setdefault(key, t)
         if len(todo) < 2 or backend.target is None:
             return
+        for key, t in todo.items():
+            self.names.setdefault(key, t.name)
         jobs = [(t.circuit, t.observables, options, t.name) for t in todo.values()]
-        for key, compiled in zip(todo, backend.map(_compile_job, jobs)):
-            self._store(key, compiled, backend)
+        start = time.perf_counter()  # wall time: on a cluster the transpiles run side by side
+        compiled = list(backend.map(_compile_job, jobs))
+        self._book(time.perf_counter() - start)
+        for key, c in zip(todo, compiled):
+            self._store(key, c, backend)
 
 
 def _compile_job(backend, job) -> Compiled:

@@ -389,17 +389,24 @@ def cut_report(template, backend, options, max_overhead: float = math.inf, *, ca
 def should_cut(template, backend, mode: str, max_overhead: float, *, options=None, cache=None) -> bool:
     """Whether to cut `template` for `backend` (see module docstring). Wider-than-target templates
     are cut in "auto" mode even above budget: plan_cut(strict=True) then names the budget."""
+    return cut_decision(template, backend, mode, max_overhead, options=options, cache=cache)[0]
+
+
+def cut_decision(template, backend, mode: str, max_overhead: float, *, options=None, cache=None) -> tuple[bool, str]:
+    """(cut or not, why): the split stage acts on the first, `qssm compile` prints both."""
     if mode not in ("off", "auto", "force"):
         raise QssmError(f"[split] cutting must be off, auto or force, got {mode!r}")
-    if mode == "off" or template.circuit.num_qubits < 2:
-        return False
+    if mode == "off":
+        return False, "not cut: cutting = off"
+    if template.circuit.num_qubits < 2:
+        return False, "not cut: one qubit"
     if mode == "force":
-        return True
+        return True, "cut: cutting = force"
     target = backend.target
     if target is None:
-        return False
+        return False, "not cut: no device target (logical simulator)"
     if template.circuit.num_qubits > target.num_qubits:
-        return True
+        return True, f"cut: {template.circuit.num_qubits} qubits on a {target.num_qubits}-qubit device"
 
     options = options or CompileOptions()
     cache = cache if cache is not None else CompileCache()
@@ -407,10 +414,17 @@ def should_cut(template, backend, mode: str, max_overhead: float, *, options=Non
     if key not in cache.cut_decisions:
         # cheapest test first: no swaps to remove, or no cut within budget, needs no routing of parts
         swaps = cache.get(template, backend, options).metrics["swaps"]
-        cut = False
-        if swaps:
+        if not swaps:
+            decision = False, "not cut: no routing swaps to remove"
+        else:
             plan = partition_plan(template.circuit, template.observables, cut_width(template, backend))
-            if plan.n_cuts and within_budget(plan, max_overhead):
-                cut = cut_report(template, backend, options, max_overhead, cache=cache)["swaps_cut"] < swaps
-        cache.cut_decisions[key] = cut
-    return bool(cache.cut_decisions[key])
+            if not plan.n_cuts:
+                decision = False, "not cut: no partition into halves"
+            elif not within_budget(plan, max_overhead):
+                decision = False, f"not cut: overhead {plan.overhead:.3g} > max_overhead {max_overhead:g}"
+            else:
+                after = cut_report(template, backend, options, max_overhead, cache=cache)["swaps_cut"]
+                decision = (after < swaps, f"{'cut' if after < swaps else 'not cut'}: swaps {swaps} -> {after} "
+                                           f"at overhead {plan.overhead:.3g}")
+        cache.cut_decisions[key] = decision
+    return cache.cut_decisions[key]

@@ -30,6 +30,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.transpiler import Target
 
+from qssm.backends.registry import device_coordinates, device_target
 from qssm.errors import QssmError
 from qssm.pipeline.compile import CompileOptions, transpile
 from qssm.pipeline.metrics import circuit_metrics, final_layout
@@ -262,3 +263,19 @@ def layout_report(target: Target, circuits: list[QuantumCircuit], optimization_l
     success = details["candidates"][0]["success_probability"]
     return {"default_layout": default_layout, "default_success": default_success,
             "noise_aware_layout": layout, "noise_aware_success": success}
+
+
+def device_layouts(rows: list[dict], targets: dict | None = None) -> list[dict]:
+    """Per target of `rows`: the device coupling graph, its qubit coordinates where IBM publishes
+    them, and the physical qubits the templates landed on (the report's layout plots). `targets`:
+    name -> Target already at hand (the run's backend); others are looked up by name."""
+    out = []
+    for name in dict.fromkeys(r["target"] for r in rows):
+        target = (targets or {}).get(name) or device_target(name)
+        if target is None:
+            continue
+        edges = sorted({tuple(sorted(e)) for e in target.build_coupling_map().get_edges()})
+        used = sorted({q for r in rows if r["target"] == name for q in (r.get("layout") or [])})
+        out.append({"target": name, "num_qubits": target.num_qubits, "edges": [list(e) for e in edges], "used": used,
+                    "coordinates": device_coordinates(name)})
+    return out

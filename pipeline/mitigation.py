@@ -136,7 +136,7 @@ class Readout(SpecStage):
                for w, qs in merged.items()]
         if self.tracker is not None and cal:
             self.tracker.add(calibration_circuits=sum(len(c.circuits) for c in cal))
-        self.planned.update(q for c in cal for q in c.meta["calibration"])
+        self.planned.update(q for c in cal for q in c.calibration)
         n = len(batches)
 
         def post(results: list[BatchResult]) -> list[BatchResult]:

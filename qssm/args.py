@@ -7,7 +7,7 @@ import argparse
 import math
 import re
 
-from qssm.limits import MAX_SHOTS
+from qssm.limits import MAX_SHOTS, MAX_TEST
 
 SEED_MAX = 2**63 - 1
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -77,6 +77,4 @@ seed = integer(0, SEED_MAX)
 
 def examples(text: str) -> int:
     """--n: the first n test examples."""
-    from qssm.jobs.spec import MAX_TEST
-
     return integer(1, MAX_TEST)(text)

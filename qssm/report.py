@@ -24,12 +24,30 @@ from qssm.pipeline.tracker import LABELS  # noqa: E402
 from qssm.redact import redact  # noqa: E402
 
 SUMMARY_KEYS = [
-    ("backend", "backend"), ("calibration", "calibration"), ("shots", "shots per circuit"),
-    ("n_examples", "examples"), ("T", "sequence length"), ("accuracy", "accuracy"),
-    ("exact_accuracy", "exact accuracy"), ("agreement", "agreement with exact"),
+    ("job_id", "job"), ("backend", "backend"), ("calibration", "calibration"), ("shots", "shots per circuit"),
+    ("n_examples", "examples"), ("T", "sequence length"), ("accuracy", "accuracy ± s.e."),
+    ("exact_accuracy", "exact accuracy ± s.e."), ("agreement", "agreement with exact"),
     ("logit_error_max", "max logit error"), ("logit_error_mean", "mean logit error"),
     ("wall_seconds", "wall time (s)"),
 ]
+# table columns as a person reads them; any other key is shown with its underscores as spaces
+COLUMNS = {
+    "target": "target", "template": "template", "layout": "physical qubits", "qubits": "qubits",
+    "depth": "depth", "two_qubit": "2q gates", "swaps": "swaps", "duration_us": "duration (µs)",
+    "success_probability": "P(success)", "cuts": "cuts", "sampling_overhead": "cut overhead",
+    "swaps_cut": "swaps if cut", "cut_decision": "cutting", "backend": "backend", "shots": "shots",
+    "accuracy": "accuracy", "accuracy_stderr": "± s.e.", "logit_error_mean": "mean logit error",
+    "total_shots": "total shots", "wall_seconds": "wall (s)", "segment": "segment", "round_trips": "round trips",
+    "purity": "purity", "label": "lever", "max_two_qubit": "max 2q", "circuits_per_image": "circuits / image",
+    "shots_per_image": "shots / image", "qpu_seconds_per_image": "QPU s / image",
+    "success_estimate": "P(success)", "exact_accuracy": "exact", "quartile": "quartile",
+    "needle_position": "needle position", "n": "examples",
+}
+COMPILE_COLUMNS = ("target", "template", "layout", "depth", "two_qubit", "swaps", "duration_us",
+                   "success_probability", "cuts", "sampling_overhead", "swaps_cut", "cut_decision")
+# the legend names of the accuracy-against-shots plot: each backend once, the no-shots line apart
+SHOTS_LEGEND = {"exact": "exact simulator + shot noise"}
+EXACT_LINE = "exact expectation values (no shots)"
 # the run's tracker (pipeline/tracker.py) names its own totals
 COST_KEYS = list(LABELS.items())
 
@@ -60,16 +78,50 @@ def write_report(report: dict, out: Path) -> None:
     (out / "report.html").write_text(redact(render_html(report)))
 
 
-def _fmt(v) -> str:
+THREE_DECIMALS = {"accuracy", "accuracy_stderr", "exact_accuracy", "agreement", "success_probability",
+                  "success_estimate", "purity"}
+
+
+def _fmt(v, key: str = "") -> str:
+    if isinstance(v, float) and key in THREE_DECIMALS:
+        return f"{v:.3f}"
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):  # qubit lists: compact, wrappable
+        return html.escape(", ".join(map(str, v)))
     return html.escape(str(v))
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def column_label(key: str) -> str:
+    return COLUMNS.get(key, key.replace("_", " "))
+
+
+def _table(rows: list[dict], columns: list[str], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(column_label(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''), c)}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table{f' class={cls}' if cls else ''}><tr>{head}</tr>{body}</table>"
+
+
+def _pm(r: dict, key: str) -> str:
+    se = r.get(f"{key}_stderr")
+    return _fmt(r[key], "accuracy") + ("" if se is None else f" ± {se:.3f}")
+
+
+def shots_series(r: dict) -> list[tuple[str, list[dict]]]:
+    """(legend label, points) per backend of the shots sweep; labels are distinct from EXACT_LINE."""
+    sweep = r.get("shots_sweep") or []
+    return [(SHOTS_LEGEND.get(t, f"{t} (device noise + shots)"),
+             sorted((s for s in sweep if s["backend"] == t), key=lambda s: s["shots"]))
+            for t in dict.fromkeys(s["backend"] for s in sweep)]
+
+
+def depth_rows(r: dict) -> list[dict]:
+    """Accuracy by needle depth as rows; reports stored before the quartiles were explained held a
+    {"q1": accuracy, ...} dict."""
+    d = r.get("accuracy_by_depth")
+    if isinstance(d, dict):
+        return [{"quartile": k, "accuracy": v} for k, v in d.items()]
+    return list(d or [])
 
 
 def _figure(draw, title: str) -> str:
@@ -122,24 +174,42 @@ def _frontier_section(rows: list[dict], choice) -> str:
         ax.legend(fontsize=7)
 
     html_parts.append(_figure(plot, "Accuracy against cost: every lever, and the frontier per target"))
-    for c in choice or []:
+    for c in [choice] if isinstance(choice, dict) else choice or []:  # the run's one choice, or one per target
         html_parts.append(f"<h3>segment = auto on {html.escape(c['target'])}: segment {c['chosen']['segment']}, "
                           f"obp_steps {c['chosen']['obp_steps']}</h3><p>{html.escape(c['why'])}</p>"
                           + _table(c["candidates"], list(c["candidates"][0].keys())))
     return "".join(html_parts)
 
 
+def _provenance(p: dict, written: str | None) -> str:
+    rows = [("run at", p.get("timestamp") or "not recorded by the run"), ("report written", written or ""),
+            ("checkpoint SHA-256 (tensors)", p.get("checkpoint_sha256") or ""),
+            ("Dask cluster", p.get("cluster") or "none (in-process)")]
+    rows += [(name, v or "not installed") for name, v in (p.get("versions") or {}).items()]
+    if p.get("note"):
+        rows.append(("note", p["note"]))
+    spec = "\n".join(f"[{k}] " + ", ".join(f"{a} = {json.dumps(b)}" for a, b in v.items()) if isinstance(v, dict)
+                     else f"{k} = {json.dumps(v)}" for k, v in (p.get("spec") or {}).items())
+    return ("<h2>Provenance</h2><table>" + "".join(f"<tr><th>{html.escape(a)}</th><td>{_fmt(b)}</td></tr>"
+                                                  for a, b in rows)
+            + f"</table><h3>Spec as run</h3><pre>{html.escape(spec)}</pre>")
+
+
 def render_html(r: dict) -> str:
     parts = [f"<h1>qssm report: {html.escape(str(r.get('checkpoint', r.get('title', ''))))}</h1>"]
-    summary = [(label, r[k]) for k, label in SUMMARY_KEYS if k in r]
+    summary = [(label, _pm(r, k) if f"{k}_stderr" in r else _fmt(r[k], k)) for k, label in SUMMARY_KEYS if k in r]
     if summary:
-        parts.append("<h2>Run</h2><table>" + "".join(f"<tr><th>{html.escape(a)}</th><td>{_fmt(b)}</td></tr>" for a, b in summary) + "</table>")
-    if r.get("compile"):
-        rows = r["compile"]
-        cols = [c for c in ("target", "template", "qubits", "depth", "two_qubit", "swaps", "duration_us",
-                            "success_probability", "cuts", "sampling_overhead", "depth_cut", "swaps_cut", "layout")
-                if any(c in row for row in rows)]
-        parts.append("<h2>Transpilation per target</h2>" + _table(rows, cols))
+        parts.append("<h2>Run</h2><table>" + "".join(f"<tr><th>{html.escape(a)}</th><td>{b}</td></tr>"
+                                                     for a, b in summary) + "</table>"
+                     + "<p class=note>± s.e.: the binomial standard error of an accuracy over the examples, "
+                       "sqrt(p (1 - p) / n).</p>")
+    rows = [row for row in r.get("compile") or [] if "depth" in row]
+    if rows:
+        cols = [c for c in COMPILE_COLUMNS if any(c in row for row in rows)]
+        parts.append("<h2>Transpilation per target</h2>" + _table(rows, cols, "wide")
+                     + "<p class=note>physical qubits: where each logical qubit ends up on the device; P(success): "
+                       "the estimated probability that no gate or readout fails, from the target's calibration; "
+                       "cut overhead: the sampling overhead of cutting the template in two.</p>")
         targets = sorted({row["target"] for row in rows})
 
         def depth_plot(ax):
@@ -158,12 +228,11 @@ def render_html(r: dict) -> str:
         parts.append("<h2>Accuracy against shots</h2>" + _table(sweep, list(sweep[0].keys())))
 
         def shots_plot(ax):
-            for t in sorted({s["backend"] for s in sweep}):
-                sel = sorted((s for s in sweep if s["backend"] == t), key=lambda s: s["shots"])
+            for label, sel in shots_series(r):
                 ax.errorbar([s["shots"] for s in sel], [s["accuracy"] for s in sel],
-                            yerr=[s.get("accuracy_stderr", 0) for s in sel], marker="o", label=t, capsize=3)
+                            yerr=[s.get("accuracy_stderr", 0) for s in sel], marker="o", label=label, capsize=3)
             if "exact_accuracy" in r:
-                ax.axhline(r["exact_accuracy"], color="k", ls="--", label="exact")
+                ax.axhline(r["exact_accuracy"], color="k", ls="--", label=EXACT_LINE)
             ax.set_xscale("log")
             ax.set_xlabel("shots per circuit")
             ax.set_ylabel("accuracy")
@@ -176,8 +245,10 @@ def render_html(r: dict) -> str:
 
         def noisy_plot(ax):
             ax.bar([n["backend"] for n in noisy], [n["accuracy"] for n in noisy], color="#4c72b0")
+            ax.errorbar([n["backend"] for n in noisy], [n["accuracy"] for n in noisy],
+                        yerr=[n.get("accuracy_stderr", 0) for n in noisy], fmt="none", ecolor="k", capsize=3)
             if "exact_accuracy" in r:
-                ax.axhline(r["exact_accuracy"], color="k", ls="--", label="exact")
+                ax.axhline(r["exact_accuracy"], color="k", ls="--", label=EXACT_LINE)
                 ax.legend(fontsize=7)
             ax.set_ylim(0, 1.05)
             ax.set_ylabel("accuracy")
@@ -213,29 +284,40 @@ def render_html(r: dict) -> str:
 
         parts.append("<h2>Error against token position</h2>" + _figure(pos_plot, "Logit error against token position"))
     if r.get("accuracy_by_depth"):
-        d = {k: v for k, v in r["accuracy_by_depth"].items() if v is not None}
+        d = [row for row in depth_rows(r) if row.get("accuracy") is not None]
 
         def depth_acc(ax):
-            ax.bar(list(d), list(d.values()))
+            ax.bar([row["quartile"] for row in d], [row["accuracy"] for row in d],
+                   yerr=[row.get("accuracy_stderr") or 0 for row in d], capsize=3)
             ax.set_ylim(0, 1.05)
-            ax.set_xlabel("needle depth quartile")
+            ax.set_xlabel("needle position: q1 = first quarter of the sequence (furthest from the query) .. "
+                          "q4 = last quarter", fontsize=7)
             ax.set_ylabel("accuracy")
 
-        parts.append("<h2>Accuracy by needle depth</h2>" + _figure(depth_acc, "Accuracy by needle depth"))
+        cols = [c for c in ("quartile", "needle_position", "n", "accuracy", "accuracy_stderr") if any(c in x for x in d)]
+        parts.append("<h2>Accuracy by needle depth</h2><p class=note>The haystack hides a KEY-value pair at a "
+                     "random position; q1..q4 are the quarters of the sequence it was hidden in, q1 the furthest "
+                     "from the query at the end.</p>" + _table(d, cols) + _figure(depth_acc, "Accuracy by needle depth"))
     if r.get("mitigation"):
         m = r["mitigation"] if isinstance(r["mitigation"], list) else [r["mitigation"]]
         parts.append("<h2>Mitigation and its overhead</h2>" + _table(m, list(m[0].keys())))
     cost = [(label, r[k]) for k, label in COST_KEYS if r.get(k)]
-    cost += [(f"seconds in {k}", v) for k, v in (r.get("seconds") or {}).items()]
+    cost += [(f"seconds in {k.replace('_', ' ')}" + (" (all stages)" if k == "transpile" else ""), v)
+             for k, v in (r.get("seconds") or {}).items()]
     if cost:
         parts.append("<h2>Cost and round trips</h2><table>" + "".join(
             f"<tr><th>{html.escape(a)}</th><td>{_fmt(b)}</td></tr>" for a, b in cost) + "</table>")
     if r.get("estimate"):
         est = r["estimate"]
         parts.append("<h3>Preflight estimate</h3><table>" + "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in est.items()) + "</table>")
+            f"<tr><th>{html.escape(column_label(str(k)))}</th><td>{_fmt(v)}</td></tr>" for k, v in est.items()) + "</table>")
+    if r.get("provenance"):
+        parts.append(_provenance(r["provenance"], r.get("report_written")))
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
              "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
-             "text-align:left;font-size:.9rem}img.plot{max-width:100%}")
+             "text-align:left;font-size:.9rem;vertical-align:top}img.plot{max-width:100%}"
+             "table.wide{width:100%}table.wide td,table.wide th{font-size:.75rem;"
+             "overflow-wrap:break-word;padding:.15rem .3rem}p.note{font-size:.8rem;color:#555}"
+             "pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.75rem;background:#f6f6f6;padding:.5rem}")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>qssm report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")

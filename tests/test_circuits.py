@@ -3,6 +3,8 @@ executed by Qiskit's own Statevector, == the torch forward; round trips; QASM 3 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -210,42 +212,81 @@ def _braket_expectation(label: str) -> str:
     return "#pragma braket result expectation " + " @ ".join(factors)
 
 
-@pytest.mark.parametrize("name,which", [("qmamba-haystack", [0, 5]), ("qlam-digits", [0, 1])])
-def test_exported_qasm_runs_on_braket_as_written(tmp_path, name, which):
-    """`qssm export` programs run on Braket's LocalSimulator unchanged (no stdgates.inc, no cx), and
-    give the Qiskit template's expectation values; Qiskit reads them back with load_qasm."""
+SHIPPED_QUANTUM = sorted(p.stem for p in Path("checkpoints").glob("q*.safetensors"))
+
+
+def _exact_values(t, row) -> np.ndarray:
+    """The template on qssm's exact evaluator (the torch statevector backend), one parameter row."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    from qssm.backends.exact import ExactBackend
+    from qssm.types import CircuitBatch
+
+    batch = CircuitBatch(circuits=(t.circuit,), parameters=np.asarray([row]),
+                         observables=tuple(SparsePauliOp(o) for o in t.observables), template=t)
+    return ExactBackend().run([batch])[0].values[0]
+
+
+@pytest.mark.parametrize("name", SHIPPED_QUANTUM)
+def test_exported_programs_load_as_written_in_qiskit_and_braket(tmp_path, name):
+    """Every exported template of every shipped checkpoint: the standard .qasm loads as written in
+    qiskit.qasm3.loads, the .braket.qasm runs as written on Braket's LocalSimulator, and both give
+    the exact evaluator's values; QPY and OpenQASM name templates and parameters the same way."""
     import json
     import warnings
 
     from braket.devices import LocalSimulator
     from braket.ir.openqasm import Program
+    from qiskit import qpy
     from qiskit.quantum_info import SparsePauliOp
 
-    from qssm.circuits.export import load_qasm
     from qssm.circuits.templates import model_templates
     from qssm.cli import main
 
     assert main(["export", f"checkpoints/{name}.safetensors", "--out", str(tmp_path)]) == 0
-    manifest = json.loads((tmp_path / "manifest.json").read_text())["templates"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "rightmost" in manifest["pauli_order"]
     templates = model_templates(checkpoint.load(f"checkpoints/{name}.safetensors")[0])
+    with open(tmp_path / manifest["qpy"], "rb") as f:
+        stored = qpy.load(f)
     rng = np.random.default_rng(7)
     sim = LocalSimulator("braket_sv")
-    for i in which:
-        t, entry = templates[i], manifest[i]
-        text = (tmp_path / entry["qasm3"]).read_text()
-        assert "include" not in text and "cx " not in text
+    assert [e["name"] for e in manifest["templates"]] == [t.name for t in templates] == [c.name for c in stored]
+    for t, entry, qpy_circuit in zip(templates, manifest["templates"], stored):
         row = rng.uniform(-2, 2, len(t.circuit.parameters))  # Qiskit's parameter order = the inputs'
-        inputs = dict(zip(entry["qasm3_inputs"], row))
-        state = Statevector(t.circuit.assign_parameters(row))
-        want = [state.expectation_value(SparsePauliOp(o)).real for o in t.observables]
+        want = _exact_values(t, row)
+        inputs = dict(zip(entry["parameters"], row))
+        assert [p.name for p in qpy_circuit.parameters] == entry["parameters"]  # same names, same order
+        loaded = qasm3.loads((tmp_path / entry["qasm3"]).read_text())  # as written
+        assert [p.name for p in loaded.parameters] == entry["parameters"]
+        for circuit in (loaded, qpy_circuit):
+            state = Statevector(circuit.assign_parameters([inputs[p.name] for p in circuit.parameters]))
+            np.testing.assert_allclose([state.expectation_value(SparsePauliOp(o)).real for o in t.observables],
+                                       want, atol=1e-9)
+        text = (tmp_path / entry["qasm3_braket"]).read_text()
+        assert text == (tmp_path / entry["qasm3"]).read_text().replace('include "stdgates.inc";\n', "")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Braket warns that QPUs may not support every feature
-            counts = sim.run(Program(source=text, inputs=inputs), shots=20).result().measurement_counts
-            assert sum(counts.values()) == 20  # runs as written
             program = text + "\n" + "\n".join(_braket_expectation(o) for o in t.observables)
             got = sim.run(Program(source=program, inputs=inputs), shots=0).result().values
         np.testing.assert_allclose(got, want, atol=1e-9)
-        loaded = load_qasm(text)
-        back = Statevector(loaded.assign_parameters({p: inputs[p.name] for p in loaded.parameters}))
-        np.testing.assert_allclose([back.expectation_value(SparsePauliOp(o)).real for o in t.observables], want,
-                                   atol=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason="Braket's LocalSimulator applies ctrl @ U wrongly on some qubit pairs, so "
+                                       "the Braket export cannot define its gates in the file (circuits/export.py)")
+def test_braket_controlled_gate_equals_its_builtin_cz():
+    import warnings
+
+    from braket.devices import LocalSimulator
+    from braket.ir.openqasm import Program
+
+    prep = "".join(f"ry({0.3 + 0.4 * i}) q[{i}];\nrz({0.2 + 0.3 * i}) q[{i}];\n" for i in range(4))
+
+    def state(gate: str) -> np.ndarray:
+        src = f"OPENQASM 3.0;\nqubit[4] q;\n{prep}{gate}\n#pragma braket result state_vector\n"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(LocalSimulator("braket_sv").run(Program(source=src), shots=0).result().values[0])
+
+    overlap = abs(np.vdot(state("cz q[1], q[3];"), state("ctrl @ U(0, 0, pi) q[1], q[3];")))
+    assert overlap == pytest.approx(1.0, abs=1e-9)

@@ -225,3 +225,55 @@ def test_metrics_sanity():
     expect = (1 - target["sx"][(0,)].error) * (1 - target["measure"][(0,)].error)
     assert m["success_probability"] == pytest.approx(expect, rel=1e-12)
     assert m["duration_us"] == pytest.approx((target["sx"][(0,)].duration + target["measure"][(0,)].duration) * 1e6)
+
+
+# ---- qssm compile shows what the run runs (one code path: pipeline/compile_report.py) -------------
+
+HAYSTACK_CKPT = "checkpoints/qmamba-haystack.safetensors"
+
+
+def _spec(checkpoint_path, name, layout="default", **sections):
+    from qssm.jobs.spec import parse_spec
+
+    raw = {"model": {"checkpoint": checkpoint_path}, "data": {"n": 2},
+           "backend": {"name": name, "shots": 100, "layout": layout}, **sections}
+    return parse_spec(raw, "test")
+
+
+def test_compile_shows_the_runs_noise_aware_qubits():
+    """layout = "noise_aware": compile's qubits and P(success) per template are the run's."""
+    from qssm.models import checkpoint
+    from qssm.app.compile_report import target_report
+    from qssm.app.inference import run_inference
+
+    spec = _spec(HAYSTACK_CKPT, "dm:fake_fez", layout="noise_aware")
+    model, _ = checkpoint.load(spec.checkpoint)
+    rep = target_report(spec, model, "dm:fake_fez", cuts=False)
+    ran = run_inference(spec, progress=False)
+    assert rep["layout_choice"]["used"] == ran["layout_choice"]["used"] == "noise_aware"
+    shown = {r["template"]: (r["layout"], r["success_probability"]) for r in rep["rows"]}
+    run = {r["template"]: (r["layout"], r["success_probability"]) for r in ran["compiled"]}
+    assert shown == run and len(shown) == 8
+    default = target_report(_spec(HAYSTACK_CKPT, "dm:fake_fez"), model, "dm:fake_fez", cuts=False)
+    assert {tuple(sorted(r["layout"])) for r in default["rows"]} != {tuple(sorted(v[0])) for v in shown.values()}
+    assert all(r["cut_decision"].startswith("not cut: overhead") for r in default["rows"])  # the decision, stated
+
+
+@pytest.mark.parametrize("split,expected", [
+    ({}, {"memory.k1", "memory.k8"}),
+    ({"segment": 4, "prep": "shallow", "prep_layers": 2, "tomography": "fit"}, {"memory.k1", "memory.k4", "memory.k1.hea2"}),
+    ({"obp_steps": 2}, {"memory.k1", "memory.k6"}),
+])
+def test_compile_shows_the_templates_the_split_produces(split, expected):
+    """QLAM: the templates the spec's segment / prep / obp_steps make, as the run plans them (not
+    always memory.k1 and the Moettoenen memory.k2.prep)."""
+    from qssm.models import checkpoint
+    from qssm.app.compile_report import target_report
+    from qssm.app.inference import run_inference
+
+    spec = _spec("checkpoints/qlam-digits-chain.safetensors", "exact", split=split)
+    model, _ = checkpoint.load(spec.checkpoint)
+    shown = {r["template"] for r in target_report(spec, model, "exact")["rows"]}
+    ran = {r["template"] for r in run_inference(spec, progress=False)["compiled"]}
+    assert shown == ran
+    assert expected <= shown and "memory.k2.prep" not in shown

@@ -17,9 +17,12 @@ from qssm.app.pricing import DeviceCost, per_example
 from qssm.app.validate import validate
 from qssm.backends.registry import get_backend, paid_device
 from qssm.jobs.spec import BackendSpec, JobSpec
+from qssm.models.tasks import binomial_stderr
 from qssm.pipeline.build import build_pipeline, split_levers
 from qssm.pipeline.evaluator import PipelineEvaluator
+from qssm.pipeline.layout import device_layouts
 from qssm.pipeline.mitigation import mitigation_report
+from qssm.pipeline.provenance import provenance
 from qssm.pipeline.stages import Dispatch, Pipeline
 from qssm.pipeline.token_table import build_token_table
 
@@ -110,7 +113,9 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         **({"split": _split_summary(spec.split)} if model.splits else {}),
         **({"split_choice": job.split_choice} if job.split_choice else {}),
         "accuracy": _acc(last, data.targets),
+        "accuracy_stderr": binomial_stderr(_acc(last, data.targets), len(data.targets)),
         "exact_accuracy": _acc(exact_last, data.targets),
+        "exact_accuracy_stderr": binomial_stderr(_acc(exact_last, data.targets), len(data.targets)),
         "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
         "logit_error_max": float(err.max()),
         "logit_error_mean": float(err.mean()),
@@ -128,6 +133,12 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         report["mitigation"] = mitigation
     if getattr(pipeline, "layout_report", None):
         report["layout_choice"] = pipeline.layout_report
+    stage = next((s for s in pipeline.stages if s.name == "compile"), None)  # a replaced stage may lack a cache
+    compiled = stage.cache.rows() if getattr(stage, "cache", None) is not None else []
+    if compiled:  # what each template became on the target: the report shows it without transpiling
+        report["compiled"] = compiled
+        report["layouts"] = device_layouts(compiled, {backend.name: backend.target})
+    report["provenance"] = provenance(spec)
     if out.dim() == 3:  # a logit per position: the error at every position, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     report.update(model.report_extras(last, data.targets, data.meta))

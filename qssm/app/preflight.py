@@ -33,10 +33,10 @@ def estimate(job: Job, workload=None) -> dict:
     spec, backend = job.spec, job.backend
     planned: list[list] = []
     exact = ExactBackend(seed=spec.backend.seed_simulator)
-    recorder = build_pipeline(_exact_spec(spec), exact)
+    recorder = build_pipeline(exact_plan_spec(spec), exact)
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)
     if workload is None:
-        examples = run(job.on(exact, _exact_spec(spec)), pipeline=recorder, progress=False).report["n_examples"]
+        examples = run(job.on(exact, exact_plan_spec(spec)), pipeline=recorder, progress=False).report["n_examples"]
     else:
         examples = workload(recorder)
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch, model=job.model)
@@ -66,7 +66,7 @@ def on_device(device: str, batches, examples: int) -> dict:
     return {"device": device, **cost, **per_example(cost, examples), "price": dev.price()}
 
 
-def _exact_spec(spec: JobSpec) -> JobSpec:
+def exact_plan_spec(spec: JobSpec) -> JobSpec:
     """The same job on the exact backend, exact values, no mitigation: only its plan is wanted."""
     return dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name="exact", shots=0, layout="default"),
                                mitigation=type(spec.mitigation)(), split=dataclasses.replace(spec.split, cutting="off"))

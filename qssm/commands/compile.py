@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from qssm import args as types
-from qssm.app.auto import split_choice
-from qssm.app.compile_report import compile_report
-from qssm.backends.registry import get_backend
+from qssm.app.compile_report import target_report
 from qssm.commands import help_for
+from qssm.commands.estimate import price
+from qssm.errors import QssmError
 from qssm.jobs.spec import load_spec
 from qssm.models import checkpoint
-from qssm.pipeline.compile import CompileOptions
 
 
 def register(sub) -> None:
@@ -27,22 +27,33 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     model, _ = checkpoint.load(spec.checkpoint)
     targets = args.targets or [spec.backend.name]
-    options = CompileOptions(spec.backend.optimization_level, spec.backend.seed_transpiler)
-    rows = compile_report(model, targets, options, cuts=not args.no_cuts)
-    choices = split_choices(spec, model, targets, options)
+    reports = [target_report(spec, model, t, cuts=not args.no_cuts) for t in targets]
+    rows = [r for rep in reports for r in rep["rows"]]
+    choices = [rep["split_choice"] for rep in reports if rep["split_choice"]]
     costs = costs_per_example(spec, targets)
     if args.json:
-        print(json.dumps({"checkpoint": spec.checkpoint, "optimization_level": options.optimization_level,
-                          "targets": targets, "templates": rows, **({"split_choice": choices} if choices else {}),
-                          "cost_per_example": costs}))
+        print(json.dumps({"checkpoint": spec.checkpoint, "optimization_level": spec.backend.optimization_level,
+                          "layout": spec.backend.layout, "targets": targets, "templates": rows,
+                          "layout_choice": {rep["target"]: rep["layout_choice"] for rep in reports if rep["layout_choice"]},
+                          **({"split_choice": choices} if choices else {}), "cost_per_example": costs}))
         return 0
-    print(f"{spec.checkpoint}: {len(rows) // len(targets)} templates, optimization level {options.optimization_level}")
-    head = f"{'target':<22}{'template':<16}{'depth':>6}{'2q':>6}{'swaps':>6}{'dur us':>8}{'P(success)':>11}{'cuts':>6}{'overhead':>10}{'depth cut':>10}{'swaps cut':>10}"
+    print(f"{spec.checkpoint}: optimization level {spec.backend.optimization_level}, layout {spec.backend.layout}, "
+          f"cutting {spec.split.cutting} (max_overhead {spec.split.max_overhead:g})")
+    head = (f"{'target':<22}{'template':<18}{'qubits':<20}{'depth':>6}{'2q':>6}{'swaps':>6}{'dur us':>8}"
+            f"{'P(success)':>11}" + ("" if args.no_cuts else f"{'cuts':>6}{'overhead':>10}{'swaps cut':>10}") + "  decision")
     print(head)
     for r in rows:
-        print(f"{r['target']:<22}{r['template']:<16}{r['depth']:>6}{r['two_qubit']:>6}{_s(r.get('swaps')):>6}"
-              f"{_s(r.get('duration_us'), '.1f'):>8}{r['success_probability']:>11.3f}{_s(r.get('cuts')):>6}"
-              f"{_s(r.get('sampling_overhead'), '.3g'):>10}{_s(r.get('depth_cut')):>10}{_s(r.get('swaps_cut')):>10}")
+        print(f"{r['target']:<22}{r['template']:<18}{','.join(map(str, r['layout'])):<20}{r['depth']:>6}"
+              f"{r['two_qubit']:>6}{_s(r.get('swaps')):>6}{_s(r.get('duration_us'), '.1f'):>8}"
+              f"{r['success_probability']:>11.3f}"
+              + ("" if args.no_cuts else f"{_s(r.get('cuts')):>6}{_s(r.get('sampling_overhead'), '.3g'):>10}"
+                                         f"{_s(r.get('swaps_cut')):>10}") + f"  {r['cut_decision']}")
+    for rep in reports:
+        if rep["layout_choice"]:
+            lc = rep["layout_choice"]
+            print(f"\nlayout = noise_aware on {rep['target']}: used {lc['used']} (estimated success "
+                  f"{lc['noise_aware_success']:.3f} noise-aware on {lc['noise_aware_layout']}, "
+                  f"{lc['default_success']:.3f} default)")
     for c in choices:
         print_choice(c)
     print_costs(spec, costs)
@@ -52,11 +63,6 @@ def run(args) -> int:
 def costs_per_example(spec, targets) -> list[dict]:
     """The spec's job priced on each target as `qssm estimate` prices it (a simulator: on the device
     whose noise it runs), per example; a target that refuses the spec gets its reason."""
-    import dataclasses
-
-    from qssm.commands.estimate import price
-    from qssm.errors import QssmError
-
     out = []
     for t in targets:
         try:
@@ -82,14 +88,6 @@ def print_costs(spec, costs: list[dict]) -> None:
             continue
         print(f"  {c['target']:<22}{c['device'] or 'free (no device)':<22}{c['usd_per_example']:>12,.2f}{c['qpu_seconds_per_example']:>15,.2f}"
               f"{c['shots_per_example']:>15,.0f}{c['tasks_per_example']:>15.2f}")
-
-
-def split_choices(spec, model, targets, options) -> list[dict]:
-    """QLAM with [split] segment / obp_steps = "auto": the choice per target (pipeline/auto.py)."""
-    if model.cfg.kind != "qlam" or not spec.split.auto:
-        return []
-
-    return [split_choice(spec, model, get_backend(t), options=options) for t in targets]
 
 
 def print_choice(c: dict) -> None:

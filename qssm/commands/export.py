@@ -1,4 +1,4 @@
-"""qssm export CHECKPOINT --out DIR: the model's circuits as OpenQASM 3 + QPY + manifest."""
+"""qssm export CHECKPOINT --out DIR: the model's circuits as OpenQASM 3 (standard, and for Braket) + QPY + manifest."""
 
 from __future__ import annotations
 
@@ -20,5 +20,6 @@ def run(args) -> int:
     model, _ = checkpoint.load(args.checkpoint)
     for t in export_model(model, args.out):
         print(f"{t['name']:<14} {t['qubits']} qubits  {t['inputs']:>3} inputs  depth {t['depth']:>3}  {t['hash']}")
-    print(f"wrote {args.out}/manifest.json, templates.qpy and one .qasm per template")
+    print(f"wrote {args.out}/manifest.json, templates.qpy and per template NAME.qasm (standard OpenQASM 3) and "
+          f"NAME.braket.qasm (Braket's built-in gates)")
     return 0

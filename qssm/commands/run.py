@@ -73,7 +73,8 @@ def format_run(r: dict) -> str:
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1]) if v >= 0.05)
     lines = [
         f"{r['checkpoint']} ({r['model']}, {r['task']}) on {r['backend']}, {shots}",
-        f"  accuracy        {r['accuracy']:.3f}   (exact {r['exact_accuracy']:.3f}, agreement {r['agreement']:.3f}) on {r['n_examples']} examples, T={r['T']}",
+        f"  accuracy        {_pm(r, 'accuracy')}   (exact {_pm(r, 'exact_accuracy')}, agreement {r['agreement']:.3f}) "
+        f"on {r['n_examples']} examples, T={r['T']}",
         f"  logit error     max {r['logit_error_max']:.2e}   mean {r['logit_error_mean']:.2e}",
         f"  round trips     {r['round_trips']} (+{r['table_round_trips']} token table)   transpile calls {r['transpile_calls']}",
         f"  bindings        {r['bindings']} distinct of {r['requested_rows']} requested, {r['batches']} batches"
@@ -99,3 +100,9 @@ def format_run(r: dict) -> str:
     if r.get("obp_truncation_bound") is not None:
         lines.append(f"  OBP             {r['obp_terms']} Pauli terms measured, truncation bound {r['obp_truncation_bound']:.3g}")
     return "\n".join(lines)
+
+
+def _pm(r: dict, key: str) -> str:
+    """An accuracy with its binomial standard error, where the report has one."""
+    se = r.get(f"{key}_stderr")
+    return f"{r[key]:.3f}" + ("" if se is None else f" ± {se:.3f}")
