@@ -125,6 +125,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         "model": kind,
         "task": model.cfg.task["name"],
         "backend": backend.name,
+        "cluster": spec.backend.cluster or None,  # where the simulator batches ran: local:N or a scheduler
         "calibration": backend.calibration,
         "shots": shots or 0,
         "n_examples": len(data.targets),

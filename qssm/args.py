@@ -7,6 +7,9 @@ import argparse
 import math
 import re
 
+from qssm.backends.cluster_address import parse_cluster
+from qssm.errors import QssmError
+
 SEED_MAX = 2**63 - 1
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
@@ -64,6 +67,14 @@ def job_id(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r:.40} is not a job id (ids look like 20261125-080300-a1b2c3; "
                                          f"list them with `qssm status`)")
     return text
+
+
+def cluster(text: str) -> str:
+    """--cluster: the same parser as [backend] cluster (backends/cluster_address.py)."""
+    try:
+        return parse_cluster(text)
+    except QssmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def shots(text: str) -> int:

@@ -556,6 +556,53 @@ CASES = [
 ]
 
 
+# cluster addresses: refused while the command line or the spec is parsed, the same way from every
+# command, in well under 5 s (local:-3 used to hang in the preflight, local:0 meant Dask's default)
+BAD_CLUSTERS = {"foo": "neither local:N", "garbage": "neither local:N", "tcp://": "no host and port",
+                "tcp://127.0.0.1": "no port", "tcp://h:notaport": "port 'notaport'", "udp://": "scheme udp://",
+                "http://": "scheme http://", "tcp://[::1": "unclosed IPv6 bracket", "inproc://": "in-process",
+                "tls://": "no host and port", "ucx://": "needs ucx-py", "local:-1": "worker count '-1'",
+                "local:-3": "worker count '-3'", "local:0": "asks for 0 workers", "local:1e9": "worker count '1e9'",
+                "local:100000": "asks for 100000 workers", "local": "worker count ''",
+                "tcp://sch\u00e9duler:8786": "non-ASCII host", "tcp://h:8786/path": "path, query or user part",
+                "tcp://h:0": "port '0'", "tcp://a_b:8786": "invalid host name", " local:2": "spaces"}
+CLUSTER_COMMANDS = {
+    "run": lambda a: ["run", "{ok}", "--cluster", a],
+    "submit": lambda a: ["submit", "{ok}", "--cluster", a, "--store", "{store}"],
+    "submit-dm-spec": lambda a: ["submit", "{spec}", "--store", "{store}"],
+    "submit-exact-spec": lambda a: ["submit", "{spec}", "--store", "{store}"],
+}
+
+
+@pytest.mark.parametrize("address", list(BAD_CLUSTERS), ids=lambda a: a.encode("unicode_escape").decode())
+@pytest.mark.parametrize("command", list(CLUSTER_COMMANDS))
+def test_cluster_address(env, capsys, command, address):
+    import time
+
+    needle = BAD_CLUSTERS[address]
+    if command.endswith("-spec"):
+        backend = 'name = "dm:fake_fez"\nshots = 100\n' if command == "submit-dm-spec" else ""
+        env.update(spec(f"[backend]\n{backend}cluster = {json.dumps(address)}\n")(env))
+    argv = [a.format(**env) if "{" in a else a for a in CLUSTER_COMMANDS[command](address)]
+    start = time.perf_counter()
+    line = one_line_error(env, capsys, argv, needle)
+    assert time.perf_counter() - start < 5.0
+    assert ("backend.cluster" in line) == command.endswith("-spec")
+
+
+def test_good_cluster_addresses_are_normalized():
+    from qssm.backends.cluster_address import max_local_workers, parse_cluster
+
+    assert parse_cluster("local:2") == "local:2" and parse_cluster("") == ""
+    assert parse_cluster(f"local:{max_local_workers()}") == f"local:{max_local_workers()}"
+    assert parse_cluster("TCP://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert parse_cluster("10.0.0.5:8786") == "tcp://10.0.0.5:8786"  # Dask reads host:port as tcp
+    assert parse_cluster("tls://sched.example.org:8786") == "tls://sched.example.org:8786"
+    assert parse_cluster("[::1]:8786") == "tcp://[::1]:8786"
+    with pytest.raises(QssmError, match="asks for"):
+        parse_cluster(f"local:{max_local_workers() + 1}")
+
+
 @pytest.mark.parametrize("argv,needle,setup", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_malformed_input(env, capsys, argv, needle, setup):
     if setup is not None:

@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
-    p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
+    p.add_argument("--cluster", type=types.cluster, help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
     p.set_defaults(func=run)
@@ -64,8 +64,9 @@ def format_run(r: dict) -> str:
                                                   ("calibration_circuits", "calibration circuits")) if r.get(k)]
     seconds = r.get("seconds", {})
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    cluster = f" (Dask cluster {r['cluster']})" if r.get("cluster") else ""
     lines = [
-        f"{r['checkpoint']} ({r['model']}, {r['task']}) on {r['backend']}, {shots}",
+        f"{r['checkpoint']} ({r['model']}, {r['task']}) on {r['backend']}{cluster}, {shots}",
         f"  accuracy        {r['accuracy']:.3f}   (exact {r['exact_accuracy']:.3f}, agreement {r['agreement']:.3f}) on {r['n_examples']} examples, T={r['T']}",
         f"  logit error     max {r['logit_error_max']:.2e}   mean {r['logit_error_mean']:.2e}",
         f"  round trips     {r['round_trips']} (+{r['table_round_trips']} token table)   transpile calls {r['transpile_calls']}",
