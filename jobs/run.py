@@ -44,19 +44,33 @@ def raw_spec(spec: JobSpec) -> dict:
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
             policy: RetryPolicy | None = None, log=None, force: bool = False) -> dict:
+    """Run or continue a job. A cancelled job continues: its finished batches are replayed from the
+    store (never paid again) and the ones it had in flight are submitted afresh. Everything that can
+    refuse the job (its stored spec, the backend, the checks against the model) runs before the
+    lease is taken, so a refused resume leaves the store as it was."""
+    from qssm.models import checkpoint
     from qssm.pipeline.inference import run_inference
 
     job = store.job(job_id)
     if job["status"] == "done":
         return job["report"]
-    if job["status"] == "cancelled":
-        raise QssmError(f"job {job_id} was cancelled; submit the spec again to rerun it")
-    if not store.acquire(job_id, force=force):
-        raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; wait for it (qssm status "
-                        f"{job_id}), or take it over with `qssm resume {job_id} --force` if that process is gone")
+    spec = store.job_spec(job_id)
+    owned = backend is None
+    backend = backend or backend_for(spec)
     try:
-        spec = store.job_spec(job_id)
-        backend = backend or backend_for(spec)
+        preflight(spec, backend, checkpoint.load(spec.checkpoint)[0])
+        if not store.acquire(job_id, force=force):
+            raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; wait for it (qssm status "
+                            f"{job_id}), or take it over with `qssm resume {job_id} --force` if that process is gone")
+    except BaseException:
+        if owned:
+            backend.close()
+        raise
+    try:
+        if job["status"] == "cancelled":
+            reopened = store.reopen(job_id)
+            (log or (lambda m: None))(f"continuing cancelled job {job_id}: {store.totals(job_id)['done']} finished "
+                                      f"batches reused from the store, {reopened} cancelled in flight submitted again")
         tracker = Tracker()
         dispatch = StoreDispatcher(store, job_id, backend, policy=policy, log=log, tracker=tracker)
         try:
@@ -79,8 +93,7 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
         return report
     finally:
         store.release(job_id)
-        if backend is not None:
-            backend.close()
+        backend.close()
 
 
 def partial_report(store: JobStore, job_id: str, tracker: Tracker) -> dict:

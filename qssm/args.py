@@ -71,6 +71,8 @@ def job_id(text: str) -> str:
 
 def cluster(text: str) -> str:
     """--cluster: the same parser as [backend] cluster (backends/cluster_address.py)."""
+    if not text:  # in a spec "" means no cluster; an empty flag is a slip
+        raise argparse.ArgumentTypeError('is empty; give "local:N" or a scheduler address, or leave --cluster out')
     try:
         return parse_cluster(text)
     except QssmError as e:

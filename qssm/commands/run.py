@@ -78,6 +78,9 @@ def format_run(r: dict) -> str:
     ]
     if extras:
         lines.insert(6, "  split/mitigate  " + ", ".join(extras))
+    if r.get("resubmitted_batches"):
+        lines.append(f"  resubmitted     {r['resubmitted_batches']} in-flight batches: their jobs died with the killed "
+                     "process (local simulators keep no jobs across processes)")
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")
