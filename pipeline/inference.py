@@ -87,6 +87,12 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     shots = spec.backend.shots or None
     kind = model.cfg.kind
     started = time.perf_counter()
+    # the reference first: weights that overflow give nan logits here, and nan circuit angles on the
+    # backend, so they are refused before anything is dispatched (nan never scores)
+    start = time.perf_counter()
+    exact_out = model(data.inputs)
+    tracker.time("exact_reference", time.perf_counter() - start)
+    _check_finite(exact_out, spec, "the exact forward pass")
 
     # QPU execution mode by the job's shape: a recurrence of several dependent round trips keeps a
     # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
@@ -110,11 +116,9 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     if inspect is not None:
         inspect(ev)
 
-    start = time.perf_counter()
-    exact_out = model(data.inputs)
-    tracker.time("exact_reference", time.perf_counter() - start)
     out = model(data.inputs, ev)
     ev.progress.close()
+    _check_finite(out, spec, f"the run on {backend.name}")
     wall = time.perf_counter() - started
 
     exact_last = exact_out[:, -1] if exact_out.dim() == 3 else exact_out
@@ -155,6 +159,13 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         report["accuracy_by_depth"] = {f"q{q + 1}": float(correct[bins == q].mean()) if (bins == q).any() else None
                                        for q in range(4)}
     return report
+
+
+def _check_finite(logits: torch.Tensor, spec: JobSpec, where: str) -> None:
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=-1).sum())
+        raise QssmError(f"{spec.checkpoint}: {where} gave non-finite logits (nan or inf) at {bad} positions: its "
+                        f"weights overflow; retrain the model (nothing was scored)")
 
 
 def split_levers(split):

@@ -154,6 +154,14 @@ def delcfg(key, where=None):
     return f
 
 
+def huge(name, value=1e308):
+    """Every weight in float64 and one tensor filled with a finite but overflowing value."""
+    def f(t):
+        t.update({k: v.double() for k, v in t.items()})
+        t[name].fill_(value)
+    return f
+
+
 def poke(name, value):
     def f(t):
         t[name].view(-1)[0] = value
@@ -388,6 +396,17 @@ CASES = [
      lambda env: {**craft(tensors=poke("layers.0.qweights.A", float("nan")))(env), **spec("", ck="{tmp}/bad.safetensors")(env)}),
     ("ckpt-nan-submit", SUBMIT, "non-finite weights",
      lambda env: {**craft(tensors=poke("layers.0.qweights.A", float("nan")))(env), **spec("", ck="{tmp}/bad.safetensors")(env)}),
+    # checkpoints: finite weights that overflow the forward pass into nan logits or nan angles
+    ("ckpt-huge-embed", EVAL, "weights of magnitude 1e+308 in embed.weight", craft(tensors=huge("embed.weight"))),
+    ("ckpt-huge-f32-qweight", EVAL, "weights of magnitude", craft(tensors=poke("layers.0.qweights.A", 3e38))),
+    ("ckpt-huge-qlam", EVAL, "weights of magnitude", craft(QLAM, tensors=huge("w", 1e200))),
+    *[(f"ckpt-huge-{tensor}-{backend}", "run {spec}", "weights of magnitude",
+       lambda env, tensor=tensor, backend=backend: {
+           **craft(tensors=huge(tensor))(env),
+           **spec(f'[backend]\nname = "{backend}"\nshots = 100\n[data]\nn = 2\n', ck="{tmp}/bad.safetensors")(env)})
+      for tensor in ("embed.weight", "head.weight") for backend in ("exact", "dm:fake_fez", "aer:fake_fez")],
+    ("ckpt-huge-submit", SUBMIT, "weights of magnitude",
+     lambda env: {**craft(tensors=huge("layers.0.out_proj.weight"))(env), **spec("", ck="{tmp}/bad.safetensors")(env)}),
     # checkpoints: config fields
     ("cfg-n-qubits-string", EVAL, "n_qubits must be an integer", craft(cfg=setcfg("n_qubits", "four"))),
     ("cfg-n-qubits-float", EVAL, "n_qubits must be an integer", craft(cfg=setcfg("n_qubits", 3.5))),
@@ -822,6 +841,18 @@ def test_as_a_process(env, argv, needle, setup):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qssm: error: ") and needle in lines[0], p.stderr
     assert snapshot(env["tmp"]) == before
+
+
+# -- nan logits never score --------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["exact", "dm:fake_fez", "aer:fake_fez"])
+def test_overflowing_weights_never_score(env, capsys, monkeypatch, backend):
+    """Past the checkpoint's magnitude check (lifted here), weights that overflow give nan logits:
+    the run refuses them before dispatching anything, on every backend; it used to score them as
+    "logit error 0.00e+00, agreement 1.000" on exact and give a traceback on aer and dm."""
+    monkeypatch.setattr(checkpoint, "MAX_ABS_WEIGHT", float("inf"))
+    env.update(craft(tensors=huge("embed.weight"))(env))
+    env.update(spec(f'[backend]\nname = "{backend}"\nshots = 100\n[data]\nn = 2\n', ck="{tmp}/bad.safetensors")(env))
+    one_line_error(env, capsys, ["run", env["spec"]], "gave non-finite logits")
 
 
 # -- qssm train never replaces a shipped checkpoint by default ------------------------------------------
