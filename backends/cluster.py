@@ -18,6 +18,9 @@ batch again), as with any local simulator.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
 import math
 import uuid
 from functools import lru_cache
@@ -25,6 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from qssm.backends.base import Backend, Capabilities, Handle
+from qssm.backends.cluster_address import FORMS, parse_cluster
 from qssm.backends.registry import get_backend
 from qssm.errors import QssmError
 from qssm.types import BatchResult, CircuitBatch
@@ -63,7 +67,33 @@ def local_cluster(workers: int | None = None):
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # silence_logs: the nanny's shutdown warnings ("still alive after 4 s, killing") are Dask's
+        # housekeeping, not the user's business; qssm reports real failures itself
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR)
+
+
+_LOCAL: dict[int, object] = {}  # N -> the LocalCluster every `local:N` backend of this process shares
+
+
+def shared_local_cluster(workers: int):
+    """One LocalCluster per worker count and process: starting one takes seconds, and a report or a
+    benchmark builds many backends. Closed when the process exits."""
+    from distributed.core import Status
+
+    cluster = _LOCAL.get(workers)
+    if cluster is None or cluster.status != Status.running:
+        if not _LOCAL:
+            atexit.register(close_local_clusters)
+        cluster = _LOCAL[workers] = local_cluster(workers)
+    return cluster
+
+
+def close_local_clusters() -> None:
+    for cluster in _LOCAL.values():
+        with contextlib.suppress(Exception):  # at exit: a worker that is already gone is fine
+            cluster.close()
+    _LOCAL.clear()
 
 
 MIN_CHUNK = 64  # rows: smaller chunks cost more in shipping than they gain in balance
@@ -97,11 +127,12 @@ class ClusterBackend(Backend):
             raise QssmError(f"[backend] cluster runs simulators; {inner.name} runs on its provider's hardware: "
                             "remove cluster (or --cluster) for QPU jobs")
         self.inner = inner
-        self.address = address
+        self.address = parse_cluster(address)  # a spec or --cluster has checked it already
+        if not self.address:
+            raise QssmError(f"[backend] cluster is empty; {FORMS}")
         self.name, self.target, self.calibration = inner.name, inner.target, inner.calibration
         self.runtime_options = inner.runtime_options
         self._client = None
-        self._cluster = None
         self._futures: dict[str, list] = {}
 
     @property
@@ -124,14 +155,7 @@ class ClusterBackend(Backend):
 
             kind, _, rest = self.address.partition(":")
             if kind == "local":
-                try:
-                    workers = int(rest or 0) or None
-                except ValueError:
-                    raise QssmError(f'[backend] cluster = "{self.address}": use "local:N" (N workers) or a scheduler '
-                                    'address such as "tcp://host:8786"') from None
-                # one thread per worker: the simulators are single-threaded numpy/torch work
-                self._cluster = local_cluster(workers)
-                self._client = Client(self._cluster)
+                self._client = Client(shared_local_cluster(int(rest)), set_as_default=False)
             else:
                 try:
                     self._client = Client(self.address, timeout="20s")
@@ -146,11 +170,8 @@ class ClusterBackend(Backend):
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
+            self._client.close()  # a local:N cluster stays up for the next backend of this process
             self._client = None
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
         self.inner.close()
 
     # -- the backend contract ---------------------------------------------------------------------------

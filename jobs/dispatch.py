@@ -148,6 +148,9 @@ class StoreDispatcher:
             if state == "done":
                 break
             if state == "unknown":  # a local simulator's job died with its process: run it again
+                self.log(f"batch {batch.key[:12]}: its job {', '.join(handle.job_ids)[:60]} died with the process "
+                         "that submitted it (local simulators and testing mode keep no jobs); submitting it again")
+                self.tracker.add(resubmitted_batches=1)
                 self.store.unsubmit(self.job_id, batch.key)
                 self.store.claim(self.job_id, batch.key, self.wave, position)  # counts the submission
                 handle = self._submit(batch)

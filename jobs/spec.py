@@ -14,7 +14,8 @@
     optimization_level = 2
     seed_transpiler = 7
     seed_simulator = 1
-    cluster = "local:2"    # simulators only: batches on a Dask cluster (or "tcp://host:8786")
+    cluster = "local:2"    # simulators only: batches on a Dask cluster (or "tcp://host:8786"), checked
+                           # by backends/cluster_address.py
 
     [split]
     cutting = "auto"       # off | auto | force
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qssm.backends.cluster_address import parse_cluster
 from qssm.errors import QssmError
 from qssm.limits import MAX_SHOTS
 from qssm.models.tasks import (
@@ -208,6 +210,11 @@ def _section(where: str, name: str, cls, raw: Any):
             raise QssmError(f"{where}: {name}.{key} must be {kind}, got {value!r:.80}")
         if want in (int, float):
             _bounded(where, name, key, value)
+        if (name, key) == ("backend", "cluster"):
+            try:
+                value = parse_cluster(value)
+            except QssmError as e:
+                raise QssmError(f"{where}: backend.cluster: {e}") from None
         if (name, key) in CHOICES and value not in CHOICES[name, key]:
             raise QssmError(f"{where}: {name}.{key} must be one of {', '.join(CHOICES[name, key])}, got {value!r:.80}")
         values[key] = value

@@ -55,16 +55,21 @@ CREATE TABLE IF NOT EXISTS batches (
     job_id TEXT, key TEXT, wave INTEGER, position INTEGER, status TEXT, handle TEXT,
     "values" BLOB, stderr BLOB, meta TEXT, attempts INTEGER DEFAULT 0, error TEXT,
     claimed REAL, submitted REAL, finished REAL, cost_usd REAL DEFAULT 0, owner TEXT,
+    acknowledged INTEGER DEFAULT 0,
     PRIMARY KEY (job_id, key)
 );
 CREATE TABLE IF NOT EXISTS cache (backend TEXT, key TEXT, "values" BLOB, stderr BLOB, meta TEXT,
     PRIMARY KEY (backend, key));
 """
 APPLICATION_ID = 0x7173736D  # "qssm": PRAGMA application_id of every qssm store
-SCHEMA_VERSION = 1  # PRAGMA user_version; stores written before the marker existed have 0
+# PRAGMA user_version. 0: written before the marker existed (`qssm store adopt` marks it);
+# 1: batches without `acknowledged`, added by the first write of this qssm (reads never write)
+SCHEMA_VERSION = 2
+ACK_V1 = "(handle IS NOT NULL OR status = 'done')"  # a version-1 row's acknowledged submissions, at least
 SQLITE_MAGIC = b"SQLite format 3\x00"
 LEASE_SECONDS = 120.0  # a runner whose heartbeat is older than this has lost its job
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+BATCH_STATES = ("claimed", "submitted", "done", "failed")
 
 
 def default_path() -> Path:
@@ -121,11 +126,47 @@ def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:
     return {t: [r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)", (t,))] for t in names}
 
 
-@functools.lru_cache(maxsize=1)
-def _qssm_tables() -> dict[str, list[str]]:
+@functools.lru_cache(maxsize=2)
+def _qssm_tables(version: int = SCHEMA_VERSION) -> dict[str, list[str]]:
     db = sqlite3.connect(":memory:")
     db.executescript(SCHEMA)
-    return _tables(db)
+    tables = _tables(db)
+    if version < 2:
+        tables["batches"] = [c for c in tables["batches"] if c != "acknowledged"]
+    return tables
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Bring a marked store's schema to SCHEMA_VERSION, inside the caller's write transaction."""
+    if version < 2:
+        db.execute("ALTER TABLE batches ADD COLUMN acknowledged INTEGER DEFAULT 0")
+        db.execute(f"UPDATE batches SET acknowledged = {ACK_V1}")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+# the type of every column qssm reads back (None allowed where the column may be NULL): a row edited
+# behind qssm's back is one "store is corrupt" line, never a traceback in a formatter
+_JOB_COLUMNS = {"created": (_number, False), "updated": (_number, False), "heartbeat": (_number, True),
+                "backend": (str, False), "source": (str, True), "error": (str, True), "owner": (str, True)}
+_BATCH_COLUMNS = {"key": (str, False), "wave": (int, False), "position": (int, False), "attempts": (int, False),
+                  "cost_usd": (_number, False), "handle": (str, True), "error": (str, True)}
+
+
+def _bad_column(row: dict, columns: dict) -> str | None:
+    for name, (expected, nullable) in columns.items():
+        v = row[name]
+        if v is None:
+            if not nullable:
+                return f"{name} is NULL"
+            continue
+        ok = expected(v) if expected is _number else type(v) is expected
+        if not ok:
+            return f"{name} is {v!r:.40}"
+    return None
 
 
 def _db_error(path: Path, e: sqlite3.Error) -> QssmError:
@@ -203,15 +244,37 @@ class JobStore:
                 raise QssmError(f"no job store at {self.path}; submit a job first (`qssm submit SPEC`) or pass "
                                 f"the --store it was submitted to")
             self._create()
-        legacy = self._check()
+        self.version = self._check()
         self.readonly = not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK))
         self.db = self._connect()
         if not self.readonly:
             self.db.execute("PRAGMA synchronous=NORMAL")
-            if legacy:  # a store written before the marker existed: mark it
-                with self.transaction() as db:
-                    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @classmethod
+    def adopt(cls, path: str | Path) -> tuple[JobStore, bool]:
+        """Mark a store qssm wrote before the marker existed (its tables, no application_id) as a
+        qssm store: the one command that does so (`qssm store adopt`), so a read never writes.
+        Returns the store and whether it needed marking."""
+        path = Path(path)
+        try:
+            return cls(path, create=False), False
+        except QssmError as e:
+            if "qssm store adopt" not in str(e):
+                raise
+        try:
+            db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if _tables(db) != _qssm_tables(1) or db.execute("PRAGMA application_id").fetchone()[0]:
+                    raise QssmError(f"store {path} changed while being adopted; try again")
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                _upgrade(db, 1)
+                db.execute("COMMIT")
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise _db_error(path, e) from None
+        return cls(path, create=False), True
 
     def _create(self) -> None:
         """A new store appears complete or not at all: built beside its path, then linked into place."""
@@ -238,8 +301,8 @@ class JobStore:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
-    def _check(self) -> bool:
-        """Refuse anything but a qssm store, reading only. True for an unmarked (older) qssm store."""
+    def _check(self) -> int:
+        """Refuse anything but a qssm store, reading only; returns its schema version."""
         p = self.path
         st = stat_path(p, "store")
         if stat.S_ISDIR(st.st_mode):
@@ -270,16 +333,19 @@ class JobStore:
             tables = _tables(ro)
         finally:
             ro.close()
-        if app != APPLICATION_ID and tables != _qssm_tables():
+        if app != APPLICATION_ID and tables != _qssm_tables(1):
             names = ", ".join(sorted(tables)) or "none"
             raise QssmError(f"not a qssm store: {p} is an SQLite database with other tables ({names:.80}); "
                             f"give another --store")
-        if app == APPLICATION_ID and version > SCHEMA_VERSION:
+        if app != APPLICATION_ID:  # qssm's tables without the marker: a store from before it existed
+            raise QssmError(f"store {p} has qssm's tables but no qssm marker (written by an older qssm); if it is "
+                            f"yours, adopt it once with `qssm store adopt {p}`")
+        if version > SCHEMA_VERSION:
             raise QssmError(f"store {p} has schema version {version}, newer than this qssm's {SCHEMA_VERSION}; "
                             f"upgrade qssm")
-        if app == APPLICATION_ID and tables != _qssm_tables():
+        if tables != _qssm_tables(max(version, 1)):
             raise QssmError(f"store is corrupt: {p} lacks qssm's tables; restore it from a backup or move it aside")
-        return app != APPLICATION_ID
+        return max(version, 1)
 
     def _connect(self, readonly: bool | None = None) -> sqlite3.Connection:
         readonly = self.readonly if readonly is None else readonly
@@ -312,6 +378,11 @@ class JobStore:
         self.require_writable()
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            if self.version < SCHEMA_VERSION:  # the first write of this qssm to an older store
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    _upgrade(self.db, version)
+                self.version = SCHEMA_VERSION
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -344,6 +415,8 @@ class JobStore:
         job = dict(zip(keys, row))
         if job["status"] not in JOB_STATES:
             raise self._corrupt(f"job {job_id}'s status", repr(job["status"]))
+        if bad := _bad_column(job, _JOB_COLUMNS):
+            raise self._corrupt(f"job {job_id}'s row", bad)
         for k in ("spec", "estimate", "report"):
             try:
                 job[k] = json.loads(job[k]) if job[k] else None
@@ -463,12 +536,27 @@ class JobStore:
     def parse_handle(self, job_id: str, key: str, text: str) -> Handle:
         """A batch's stored handle (provider job ids), or a one-line "store is corrupt"."""
         try:
-            return Handle(**json.loads(text))
+            handle = Handle(**json.loads(text))
         except (TypeError, ValueError, RecursionError) as e:
             raise self._corrupt(f"batch {key[:12]} of job {job_id}: handle", e) from None
+        if not (isinstance(handle.backend, str) and isinstance(handle.job_ids, list)
+                and all(isinstance(i, str) for i in handle.job_ids) and isinstance(handle.meta, dict)):
+            raise self._corrupt(f"batch {key[:12]} of job {job_id}: handle", "fields of the wrong type")
+        return handle
+
+    def _checked_batch(self, job_id: str, row: tuple) -> tuple:
+        """A `batches()` row with every column of its type, or a one-line "store is corrupt"."""
+        fields = dict(zip(("key", "wave", "position", "status", "attempts", "cost_usd", "handle", "error"), row))
+        bad = _bad_column(fields, _BATCH_COLUMNS)
+        if bad is None and fields["status"] not in BATCH_STATES:
+            bad = f"status is {fields['status']!r:.40}"
+        if bad:
+            raise self._corrupt(f"a batch of job {job_id}", bad)
+        return row
 
     @_guarded
     def _check_results(self, job_id: str) -> None:
+        self.batches(job_id)  # every row's columns of their types
         for key, values, stderr, meta, handle in self.db.execute(
                 'SELECT key, "values", stderr, meta, handle FROM batches WHERE job_id = ? AND status = \'done\'',
                 (job_id,)):
@@ -482,14 +570,16 @@ class JobStore:
                               "FROM batches WHERE job_id = ? AND key = ?", (job_id, key)).fetchone()
         if row is None:
             return None
+        self._checked_batch(job_id, (row[0], row[1], row[2], row[3], row[8], 0.0, row[4], row[9]))
         handle = self.parse_handle(job_id, key, row[4]) if row[4] else None
         result = self._result(job_id, key, row[5], row[7]) if row[3] == "done" else None
         return BatchRecord(row[0], row[1], row[2], row[3], handle, result, row[8], row[9])
 
     @_guarded
     def batches(self, job_id: str) -> list[tuple]:
-        return self.db.execute("SELECT key, wave, position, status, attempts, cost_usd, handle, error FROM batches "
+        rows = self.db.execute("SELECT key, wave, position, status, attempts, cost_usd, handle, error FROM batches "
                                "WHERE job_id = ? ORDER BY wave, position", (job_id,)).fetchall()
+        return [self._checked_batch(job_id, r) for r in rows]
 
     @_guarded
     def claim(self, job_id: str, key: str, wave: int, position: int) -> bool:
@@ -511,7 +601,9 @@ class JobStore:
     @_guarded
     def record_handle(self, job_id: str, key: str, handle: Handle) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE batches SET status = 'submitted', handle = ?, submitted = ? WHERE job_id = ? AND key = ?",
+            # the provider acknowledged the submission (it returned ids, or holds them under our tag)
+            db.execute("UPDATE batches SET status = 'submitted', handle = ?, submitted = ?, "
+                       "acknowledged = acknowledged + 1 WHERE job_id = ? AND key = ?",
                        (_json({"backend": handle.backend, "job_ids": handle.job_ids, "meta": handle.meta}),
                         time.time(), job_id, key))
 
@@ -560,7 +652,29 @@ class JobStore:
                        (backend, key, _result_blob(result), None, _json({**result.meta, **result.accounting()})))
 
     @_guarded
+    def reopen(self, job_id: str) -> int:
+        """A cancelled job, continued by the runner holding its lease: running again, and the batches it had in flight (cancelled at
+        the provider) marked failed so the dispatcher submits them afresh; finished batches stay
+        done and are never paid again. Returns how many in-flight batches were reopened."""
+        with self.transaction() as db:
+            n = db.execute("UPDATE batches SET status = 'failed', error = 'cancelled in flight; submitted again on "
+                           "resume' WHERE job_id = ? AND status IN ('claimed', 'submitted')", (job_id,)).rowcount
+            db.execute("UPDATE jobs SET status = 'running', error = NULL, report = NULL, updated = ? WHERE id = ?",
+                       (time.time(), job_id))
+        return n
+
+    @_guarded
     def totals(self, job_id: str) -> dict:
-        row = self.db.execute("SELECT COUNT(*), SUM(status = 'done'), SUM(attempts), SUM(cost_usd) FROM batches "
-                              "WHERE job_id = ?", (job_id,)).fetchone()
-        return {"batches": row[0] or 0, "done": row[1] or 0, "submissions": row[2] or 0, "cost_usd": row[3] or 0.0}
+        """Batches recorded and done; provider submissions the provider acknowledged (ids returned)
+        and claims (attempts to submit, some of which may never have reached it); cost; QPU seconds
+        the provider reported; the first claim and last finish (for elapsed time and the ETA)."""
+        ack = "acknowledged" if self.version >= 2 else ACK_V1
+        row = self.db.execute(f"SELECT COUNT(*), SUM(status = 'done'), SUM({ack}), SUM(attempts), SUM(cost_usd), "
+                              "SUM(CASE WHEN json_valid(meta) THEN json_extract(meta, '$.qpu_seconds') END), "
+                              "MIN(claimed), MAX(finished) FROM batches WHERE job_id = ?", (job_id,)).fetchone()
+        numbers = [v if v is None or _number(v) else float("nan") for v in row]
+        if any(v != v for v in numbers):
+            raise self._corrupt(f"job {job_id}'s batch counters", "not numbers")
+        return {"batches": int(numbers[0] or 0), "done": int(numbers[1] or 0), "submissions": int(numbers[2] or 0),
+                "claims": int(numbers[3] or 0), "cost_usd": float(numbers[4] or 0.0),
+                "qpu_seconds": float(numbers[5] or 0.0), "first_claimed": numbers[6], "last_finished": numbers[7]}

@@ -27,6 +27,9 @@ from qssm.models.registry import build_model
 from qssm.paths import check_in_file
 
 FORMAT = "qssm-checkpoint-1"
+# trained weights stay within a few units (the shipped ones below 4); far larger ones are damage, and
+# overflow the float64 forward pass into nan logits (a 1e308 embedding) or nan circuit angles
+MAX_ABS_WEIGHT = 1e6
 
 
 def digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -118,6 +121,10 @@ def read(path: str | Path) -> Checkpoint:
     for name, t in tensors.items():  # nan/inf angles would reach Qiskit and the simulators
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise QssmError(f"checkpoint {path} has non-finite weights (nan or inf) in {name}; retrain it")
+        if t.is_floating_point() and t.numel() and float(t.abs().max()) > MAX_ABS_WEIGHT:
+            raise QssmError(f"checkpoint {path} has weights of magnitude {float(t.abs().max()):.3g} in {name}, "
+                            f"past any trained model's (qssm refuses |w| > {MAX_ABS_WEIGHT:g}: the forward pass "
+                            f"would overflow); retrain it")
     model = build_model(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

@@ -28,6 +28,7 @@ LABELS = {
     "submitted_batches": "batches submitted",
     "reused_batches": "batches reused from the store",
     "provider_submissions": "provider submissions",
+    "resubmitted_batches": "in-flight batches resubmitted (their jobs died with a killed process)",
     "retries": "transient faults retried",
     "cost_usd": "cost (USD)",
 }

@@ -7,6 +7,8 @@ import argparse
 import math
 import re
 
+from qssm.backends.cluster_address import parse_cluster
+from qssm.errors import QssmError
 from qssm.limits import MAX_SHOTS, MAX_TEST
 
 SEED_MAX = 2**63 - 1
@@ -66,6 +68,16 @@ def job_id(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r:.40} is not a job id (ids look like 20261125-080300-a1b2c3; "
                                          f"list them with `qssm status`)")
     return text
+
+
+def cluster(text: str) -> str:
+    """--cluster: the same parser as [backend] cluster (backends/cluster_address.py)."""
+    if not text:  # in a spec "" means no cluster; an empty flag is a slip
+        raise argparse.ArgumentTypeError('is empty; give "local:N" or a scheduler address, or leave --cluster out')
+    try:
+        return parse_cluster(text)
+    except QssmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def shots(text: str) -> int:

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
         return args.func(args) or 0
     except QssmError as e:
-        print(f"qssm: error: {e}", file=sys.stderr)
+        # one line whatever the message holds (a path or a provider's text with a newline in it)
+        print("qssm: error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()

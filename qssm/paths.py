@@ -20,11 +20,25 @@ def kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "a file")
 
 
+def shown(path: str | Path) -> str:
+    """A path for a one-line message: as typed, or quoted with escapes if it holds a newline or
+    another control character."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def stat_path(path: Path, what: str) -> os.stat_result | None:
-    """None if the path does not exist; one-line errors for paths that cannot be looked at."""
+    """None if the path does not exist; one-line errors for paths that cannot be looked at: a
+    control character in it (a pasted newline) and a symlink to nothing are refused here."""
+    if not str(path).isprintable():
+        raise QssmError(f"{what} {shown(path):.200} has a newline or another control character in it; "
+                        f"retype the path")
     try:
         return path.stat()
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise QssmError(f"{what} {path} is a symlink to {os.readlink(path)!r:.200}, which does not exist; "
+                            f"fix the link or give another path") from None
         return None
     except PermissionError:
         raise QssmError(f"{what} {path} cannot be read (permission denied on a parent directory)") from None

@@ -154,6 +154,14 @@ def delcfg(key, where=None):
     return f
 
 
+def huge(name, value=1e308):
+    """Every weight in float64 and one tensor filled with a finite but overflowing value."""
+    def f(t):
+        t.update({k: v.double() for k, v in t.items()})
+        t[name].fill_(value)
+    return f
+
+
 def poke(name, value):
     def f(t):
         t[name].view(-1)[0] = value
@@ -190,6 +198,37 @@ def store_sql(*statements: str):
         db.commit()
         db.close()
         return {}
+    return setup
+
+
+def dangling(name: str):
+    """A symlink at {tmp}/name to a file that does not exist."""
+    def setup(env):
+        (Path(env["tmp"]) / name).symlink_to(Path(env["tmp"]) / "gone")
+        return {}
+    return setup
+
+
+def unmarked_store(env):
+    """A store as an older qssm wrote it: qssm's (version 1) tables and a job, but no marker."""
+    from qssm.jobs.store import SCHEMA
+
+    path = Path(env["tmp"]) / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace("acknowledged INTEGER DEFAULT 0,", ""))
+    db.execute("INSERT INTO jobs (id, created, updated, status, backend, spec) VALUES ('j1', 1, 1, 'done', 'exact', '{{}}')")
+    db.commit()
+    db.close()
+    return {"bad": str(path)}
+
+
+def existing_checkpoint(name: str):
+    """An output directory that already holds {name}.safetensors."""
+    def setup(env):
+        d = Path(env["tmp"]) / "trained"
+        d.mkdir()
+        shutil.copy(GRU, d / f"{name}.safetensors")
+        return {"dir": str(d)}
     return setup
 
 
@@ -357,6 +396,17 @@ CASES = [
      lambda env: {**craft(tensors=poke("layers.0.qweights.A", float("nan")))(env), **spec("", ck="{tmp}/bad.safetensors")(env)}),
     ("ckpt-nan-submit", SUBMIT, "non-finite weights",
      lambda env: {**craft(tensors=poke("layers.0.qweights.A", float("nan")))(env), **spec("", ck="{tmp}/bad.safetensors")(env)}),
+    # checkpoints: finite weights that overflow the forward pass into nan logits or nan angles
+    ("ckpt-huge-embed", EVAL, "weights of magnitude 1e+308 in embed.weight", craft(tensors=huge("embed.weight"))),
+    ("ckpt-huge-f32-qweight", EVAL, "weights of magnitude", craft(tensors=poke("layers.0.qweights.A", 3e38))),
+    ("ckpt-huge-qlam", EVAL, "weights of magnitude", craft(QLAM, tensors=huge("w", 1e200))),
+    *[(f"ckpt-huge-{tensor}-{backend}", "run {spec}", "weights of magnitude",
+       lambda env, tensor=tensor, backend=backend: {
+           **craft(tensors=huge(tensor))(env),
+           **spec(f'[backend]\nname = "{backend}"\nshots = 100\n[data]\nn = 2\n', ck="{tmp}/bad.safetensors")(env)})
+      for tensor in ("embed.weight", "head.weight") for backend in ("exact", "dm:fake_fez", "aer:fake_fez")],
+    ("ckpt-huge-submit", SUBMIT, "weights of magnitude",
+     lambda env: {**craft(tensors=huge("layers.0.out_proj.weight"))(env), **spec("", ck="{tmp}/bad.safetensors")(env)}),
     # checkpoints: config fields
     ("cfg-n-qubits-string", EVAL, "n_qubits must be an integer", craft(cfg=setcfg("n_qubits", "four"))),
     ("cfg-n-qubits-float", EVAL, "n_qubits must be an integer", craft(cfg=setcfg("n_qubits", 3.5))),
@@ -435,6 +485,33 @@ CASES = [
     ("store-missing-resume", "resume {done} --store {tmp}/none.sqlite", "no job store at", None),
     ("store-missing-cancel", "cancel {done} --store {tmp}/none.sqlite", "no job store at", None),
     ("store-under-file-submit", "submit {ok} --store {ck}/jobs.sqlite", "cannot create a job store", None),
+    # a store path that is a symlink to nothing, and a store an older qssm wrote (never marked by a read)
+    ("store-dangling-status", "status --store {tmp}/link.sqlite", "is a symlink to", dangling("link.sqlite")),
+    ("store-dangling-submit", "submit {ok} --store {tmp}/link.sqlite", "is a symlink to", dangling("link.sqlite")),
+    ("store-dangling-results", "results {done} --store {tmp}/link.sqlite", "is a symlink to", dangling("link.sqlite")),
+    ("store-dangling-adopt", "store adopt {tmp}/link.sqlite", "is a symlink to", dangling("link.sqlite")),
+    ("specfile-dangling", "submit {tmp}/link.toml --store {store}", "is a symlink to", dangling("link.toml")),
+    ("ckpt-dangling", "eval {tmp}/link.safetensors", "is a symlink to", dangling("link.safetensors")),
+    ("out-run-dangling", "run {ok} --out {tmp}/link", "is a symlink to", dangling("link")),
+    ("out-train-dangling", "train gru-haystack --out {tmp}/link", "is a symlink to", dangling("link")),
+    ("store-unmarked-status", "status --store {bad}", "qssm store adopt", unmarked_store),
+    ("store-unmarked-results", "results j1 --store {bad}", "qssm store adopt", unmarked_store),
+    ("store-unmarked-submit", "submit {ok} --store {bad}", "qssm store adopt", unmarked_store),
+    ("store-adopt-foreign", "store adopt {bad}", "not a qssm store", sqlite_file("CREATE TABLE notes (t TEXT)")),
+    ("store-adopt-missing", "store adopt {tmp}/none.sqlite", "no job store at", None),
+    ("store-adopt-empty", 'store adopt ""', "store path is empty", None),
+    ("store-adopt-no-path", "store adopt", "required: path", None),
+    ("store-no-action", "store", "required: ACTION", None),
+    # a newline (or another control character) in a path: one line, the path escaped
+    ("newline-specfile", "submit '{tmp}/a\nb.toml' --store {store}", "control character", None),
+    ("newline-run-spec", "run '{tmp}/a\nb.toml'", "control character", None),
+    ("newline-store", "status --store '{tmp}/a\nb.sqlite'", "control character", None),
+    ("newline-store-submit", "submit {ok} --store '{tmp}/a\nb.sqlite'", "control character", None),
+    ("newline-run-out", "run {ok} --out '{tmp}/o\nut'", "control character", None),
+    ("newline-train-out", "train gru-haystack --out '{tmp}/o\nut'", "control character", None),
+    ("newline-eval-ckpt", "eval '{tmp}/a\nb.safetensors'", "control character", None),
+    ("newline-spec-ckpt", SUBMIT, "control character", spec("", ck="{tmp}/a\\nb.safetensors")),
+    ("tab-store", "status --store '{tmp}/a\tb.sqlite'", "control character", None),
     ("store-report-job-missing-store", "report {done} --store {tmp}/none.sqlite --out {tmp}/out", "no job store at", None),
     # stores with a malformed record: "store is corrupt", in one line, before anything is written
     ("blob-object-dtype", RESUME, "store is corrupt",
@@ -461,6 +538,38 @@ CASES = [
      store_sql("UPDATE batches SET handle = '[1' WHERE job_id = '{done}'")),
     ("row-handle-not-json", RESUME, "store is corrupt",
      store_sql("UPDATE batches SET handle = '{{' WHERE job_id = '{done}'", "UPDATE jobs SET status = 'running' WHERE id = '{done}'")),
+    # every column qssm reads back, of the wrong type or NULL: one "store is corrupt" line, no traceback
+    *[(f"row-job-{col}-{kind}", cmd, "store is corrupt", store_sql(f"UPDATE jobs SET {col} = {value} WHERE id = '{{done}}'"))
+      for col, kind, value, cmd in [
+          ("heartbeat", "text", "'soon'", "status --store {store}"),
+          ("heartbeat", "text-one", "'soon'", "status {done} --store {store}"),
+          ("created", "text", "'yesterday'", "status --store {store}"),
+          ("created", "null", "NULL", "status {done} --store {store}"),
+          ("updated", "text", "'later'", "status --store {store}"),
+          ("updated", "blob", "x'00'", "status {done} --store {store}"),
+          ("backend", "null", "NULL", "status --store {store}"),
+          ("backend", "blob", "x'00'", "status {done} --store {store}"),
+          ("owner", "blob", "x'01'", "status {done} --store {store}"),
+          ("error", "blob", "x'02'", "status {done} --store {store}"),
+          ("source", "blob", "x'ff'", "results {done} --store {store}"),
+          ("status", "null", "NULL", "status --store {store}"),
+      ]],
+    ("row-report-empty", "results {done} --store {store}", "store is corrupt",
+     store_sql("UPDATE jobs SET report = '{{}}' WHERE id = '{done}'")),
+    ("row-report-empty-json", "results {done} --json --store {store}", "store is corrupt",
+     store_sql("UPDATE jobs SET report = '{{}}' WHERE id = '{done}'")),
+    ("row-report-accuracy-text", "results {done} --store {store}", "store is corrupt",
+     store_sql("""UPDATE jobs SET report = json_set(report, '$.accuracy', 'high') WHERE id = '{done}'""")),
+    *[(f"row-batch-{col}-{kind}", "status {done} --store {store}", "store is corrupt",
+       store_sql(f"UPDATE batches SET {col} = {value} WHERE job_id = '{{done}}'"))
+      for col, kind, value in [("key", "null", "NULL"), ("wave", "text", "'first'"), ("position", "real", "1.5"),
+                               ("status", "unknown", "'paused'"), ("attempts", "text", "'many'"),
+                               ("cost_usd", "text", "'free'"), ("handle", "blob", "x'03'"), ("error", "blob", "x'04'"),
+                               ("claimed", "text", "'then'")]],
+    ("row-batch-handle-types", "status {done} --store {store}", "store is corrupt",
+     store_sql("""UPDATE batches SET handle = '{{"backend": 1, "job_ids": 5, "meta": {{}}}}' WHERE job_id = '{done}'""")),
+    ("row-batch-wave-text-resume", RESUME, "store is corrupt",
+     store_sql("UPDATE batches SET wave = 'first' WHERE job_id = '{done}'", "UPDATE jobs SET status = 'running' WHERE id = '{done}'")),
     # job ids
     ("id-empty-status", 'status "" --store {store}', "is not a job id", None),
     ("id-empty-results", 'results "" --store {store}', "is not a job id", None),
@@ -475,8 +584,18 @@ CASES = [
     ("id-unknown-resume", "resume 20990101-000000-ffffff --store {store}", "no job", None),
     ("id-results-queued", "results {queued} --store {store}", "no results yet", None),
     ("id-cancel-done", "cancel {done} --store {store}", "already done", None),
-    ("id-resume-cancelled", "resume {queued} --store {store}", "was cancelled",
-     store_sql("UPDATE jobs SET status = 'cancelled' WHERE id = '{queued}'")),
+    # a refused resume leaves the store as it was: the queued job neither runs nor stalls
+    ("resume-stored-ckpt-missing", "resume {queued} --store {store}", "does not exist",
+     store_sql("""UPDATE jobs SET spec = '{{"model": {{"checkpoint": "{tmp}/gone.safetensors"}}}}' WHERE id = '{queued}'""")),
+    ("resume-stored-cluster", "resume {queued} --store {store}", "backend.cluster",
+     store_sql("""UPDATE jobs SET spec = '{{"model": {{"checkpoint": "{ck}"}}, "backend": {{"cluster": "local:-3"}}}}'
+                  WHERE id = '{queued}'""")),
+    ("resume-stored-n-over-task", "resume {queued} --store {store}", "haystack has 1000 test examples",
+     store_sql("""UPDATE jobs SET spec = '{{"model": {{"checkpoint": "{ck}"}}, "data": {{"n": 5000}}}}'
+                  WHERE id = '{queued}'""")),
+    ("resume-stored-backend", "resume {queued} --store {store}", "unknown backend",
+     store_sql("""UPDATE jobs SET spec = '{{"model": {{"checkpoint": "{ck}"}}, "backend": {{"name": "nowhere"}}}}'
+                  WHERE id = '{queued}'""")),
     ("id-report-queued", "report {queued} --store {store} --out {tmp}/out", "report on it once", None),
     ("id-report-garbage", "report 'no such thing' --out {tmp}/out", "neither a spec file nor a job id", None),
     # command-line arguments
@@ -530,6 +649,17 @@ CASES = [
      None),
     ("arg-train-noise-init-missing", "train qmamba-haystack --noise fake_fez --init {tmp}/none.safetensors --out {tmp}/out",
      "none.safetensors", None),
+    ("arg-train-noise-empty", 'train qmamba-haystack --noise "" --out {tmp}/out', "--noise is empty", None),
+    ("arg-train-init-empty", 'train qmamba-haystack --noise fake_fez --init "" --out {tmp}/out', "--init is empty", None),
+    ("arg-train-exists", "train gru-haystack --steps 1 --out {dir}", "pass --force", existing_checkpoint("gru-haystack")),
+    ("arg-train-noisy-exists", "train qlam-digits-chain --noise fake_fez --out {dir}", "pass --force",
+     existing_checkpoint("qlam-digits-chain-noisy-fez")),
+    ("arg-train-baseline-exists", "train qmamba-haystack --baselines --steps 1 --out {dir}", "pass --force",
+     existing_checkpoint("gru-haystack")),
+    ("arg-run-cluster-empty", 'run {ok} --cluster ""', "argument --cluster: is empty", None),
+    ("arg-submit-cluster-empty", 'submit {ok} --cluster "" --store {store}', "argument --cluster: is empty", None),
+    ("arg-run-backend-empty", 'run {ok} --backend ""', "unknown backend", None),
+    ("arg-submit-backend-empty", 'submit {ok} --backend "" --store {store}', "unknown backend", None),
     ("arg-unknown-command", "frobnicate", "invalid choice: 'frobnicate'", None),
     ("arg-no-command", "", "required: COMMAND", None),
     ("arg-unknown-option", "status --bogus --store {store}", "unrecognized arguments: --bogus", None),
@@ -554,6 +684,53 @@ CASES = [
     ("out-dir-ok-other-error", "export {bad} --out {dir}", "does not match its config",
      lambda env: {**directory(env), **craft(cfg=setcfg("d_model", 12))(env)}),
 ]
+
+
+# cluster addresses: refused while the command line or the spec is parsed, the same way from every
+# command, in well under 5 s (local:-3 used to hang in the preflight, local:0 meant Dask's default)
+BAD_CLUSTERS = {"foo": "neither local:N", "garbage": "neither local:N", "tcp://": "no host and port",
+                "tcp://127.0.0.1": "no port", "tcp://h:notaport": "port 'notaport'", "udp://": "scheme udp://",
+                "http://": "scheme http://", "tcp://[::1": "unclosed IPv6 bracket", "inproc://": "in-process",
+                "tls://": "no host and port", "ucx://": "needs ucx-py", "local:-1": "worker count '-1'",
+                "local:-3": "worker count '-3'", "local:0": "asks for 0 workers", "local:1e9": "worker count '1e9'",
+                "local:100000": "asks for 100000 workers", "local": "worker count ''",
+                "tcp://sch\u00e9duler:8786": "non-ASCII host", "tcp://h:8786/path": "path, query or user part",
+                "tcp://h:0": "port '0'", "tcp://a_b:8786": "invalid host name", " local:2": "spaces"}
+CLUSTER_COMMANDS = {
+    "run": lambda a: ["run", "{ok}", "--cluster", a],
+    "submit": lambda a: ["submit", "{ok}", "--cluster", a, "--store", "{store}"],
+    "submit-dm-spec": lambda a: ["submit", "{spec}", "--store", "{store}"],
+    "submit-exact-spec": lambda a: ["submit", "{spec}", "--store", "{store}"],
+}
+
+
+@pytest.mark.parametrize("address", list(BAD_CLUSTERS), ids=lambda a: a.encode("unicode_escape").decode())
+@pytest.mark.parametrize("command", list(CLUSTER_COMMANDS))
+def test_cluster_address(env, capsys, command, address):
+    import time
+
+    needle = BAD_CLUSTERS[address]
+    if command.endswith("-spec"):
+        backend = 'name = "dm:fake_fez"\nshots = 100\n' if command == "submit-dm-spec" else ""
+        env.update(spec(f"[backend]\n{backend}cluster = {json.dumps(address)}\n")(env))
+    argv = [a.format(**env) if "{" in a else a for a in CLUSTER_COMMANDS[command](address)]
+    start = time.perf_counter()
+    line = one_line_error(env, capsys, argv, needle)
+    assert time.perf_counter() - start < 5.0
+    assert ("backend.cluster" in line) == command.endswith("-spec")
+
+
+def test_good_cluster_addresses_are_normalized():
+    from qssm.backends.cluster_address import max_local_workers, parse_cluster
+
+    assert parse_cluster("local:2") == "local:2" and parse_cluster("") == ""
+    assert parse_cluster(f"local:{max_local_workers()}") == f"local:{max_local_workers()}"
+    assert parse_cluster("TCP://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert parse_cluster("10.0.0.5:8786") == "tcp://10.0.0.5:8786"  # Dask reads host:port as tcp
+    assert parse_cluster("tls://sched.example.org:8786") == "tls://sched.example.org:8786"
+    assert parse_cluster("[::1]:8786") == "tcp://[::1]:8786"
+    with pytest.raises(QssmError, match="asks for"):
+        parse_cluster(f"local:{max_local_workers() + 1}")
 
 
 @pytest.mark.parametrize("argv,needle,setup", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -664,3 +841,38 @@ def test_as_a_process(env, argv, needle, setup):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qssm: error: ") and needle in lines[0], p.stderr
     assert snapshot(env["tmp"]) == before
+
+
+# -- nan logits never score --------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["exact", "dm:fake_fez", "aer:fake_fez"])
+def test_overflowing_weights_never_score(env, capsys, monkeypatch, backend):
+    """Past the checkpoint's magnitude check (lifted here), weights that overflow give nan logits:
+    the run refuses them before dispatching anything, on every backend; it used to score them as
+    "logit error 0.00e+00, agreement 1.000" on exact and give a traceback on aer and dm."""
+    monkeypatch.setattr(checkpoint, "MAX_ABS_WEIGHT", float("inf"))
+    env.update(craft(tensors=huge("embed.weight"))(env))
+    env.update(spec(f'[backend]\nname = "{backend}"\nshots = 100\n[data]\nn = 2\n', ck="{tmp}/bad.safetensors")(env))
+    one_line_error(env, capsys, ["run", env["spec"]], "gave non-finite logits")
+
+
+# -- qssm train never replaces a shipped checkpoint by default ------------------------------------------
+def test_train_writes_to_trained_and_overwrites_only_with_force(tmp_path, monkeypatch, capsys):
+    """`qssm train PRESET` from a checkout writes ./trained/PRESET.safetensors and leaves
+    ./checkpoints/ alone (it used to replace a model scoring 1.000 with a 5-step one); a second run
+    asks for --force before training."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    shipped = tmp_path / "checkpoints" / "gru-haystack.safetensors"
+    shutil.copy(GRU, shipped)
+    before = shipped.read_bytes()
+    assert main(["train", "gru-haystack", "--steps", "1", "--json"]) == 0
+    capsys.readouterr()
+    trained = tmp_path / "trained" / "gru-haystack.safetensors"
+    assert shipped.read_bytes() == before and trained.exists()
+    written = trained.stat().st_mtime_ns
+    one_line_error({"tmp": str(tmp_path)}, capsys, ["train", "gru-haystack", "--steps", "1"], "pass --force")
+    assert main(["train", "gru-haystack", "--steps", "1", "--force", "--json"]) == 0
+    assert trained.stat().st_mtime_ns != written  # rewritten with --force
+    assert shipped.read_bytes() == before
+    assert main(["train", "gru-haystack", "--steps", "1", "--out", "checkpoints", "--force", "--json"]) == 0
+    assert shipped.read_bytes() != before  # only the explicit --out checkpoints replaces it

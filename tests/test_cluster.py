@@ -3,6 +3,8 @@ order, with the job store as the single writer."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +43,7 @@ def test_cluster_gives_the_same_results_as_one_process(scheduler, backend, shots
     spread = run_inference(spec(backend, shots, cluster=scheduler), progress=False)
     for key in ("logit_error_max", "logit_error_mean", "accuracy", "dispatched_batches", "executions"):
         assert spread[key] == alone[key], key
+    assert spread["cluster"] == scheduler and alone["cluster"] is None  # the report says where it ran
 
 
 def test_chunks_cover_the_rows_in_order():
@@ -75,9 +78,34 @@ def test_job_store_stays_the_single_writer(scheduler, tmp_path):
 def test_cluster_refuses_qpus_and_bad_addresses():
     with pytest.raises(QssmError, match="simulators"):
         ClusterBackend(get_backend("braket:iqm_garnet"), "local:2")
-    backend = ClusterBackend(get_backend("exact"), "local:two")
-    with pytest.raises(QssmError, match="local:N"):
-        backend.client()
+    with pytest.raises(QssmError, match="local:N"):  # refused when the backend is built, before any cluster
+        ClusterBackend(get_backend("exact"), "local:two")
+
+
+def test_local_clusters_are_shared_within_a_process_and_close_quietly():
+    """Two `local:1` backends in one process share one LocalCluster (the second starts at once), and
+    the process exits without Dask's nanny warnings on stderr."""
+    code = """if True:
+        import time
+        from qssm.backends.cluster import ClusterBackend, _LOCAL
+        from qssm.backends.registry import get_backend
+        if __name__ == "__main__":
+            seconds = []
+            for _ in range(2):
+                start = time.perf_counter()
+                backend = ClusterBackend(get_backend("exact"), "local:1")
+                assert backend.workers == 1
+                backend.close()
+                seconds.append(time.perf_counter() - start)
+            print(len(_LOCAL), seconds[0], seconds[1])
+    """
+
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    clusters, first, second = p.stdout.split()
+    assert clusters == "1" and float(second) < 2.0, p.stdout  # the first one took seconds to start
+    assert "nanny" not in p.stderr and "WARNING" not in p.stderr, p.stderr
 
 
 def test_templates_transpile_on_the_workers_to_the_same_isa_circuits(scheduler):

@@ -135,6 +135,114 @@ def test_every_provider_submission_is_counted(tmp_path):
     assert report["provider_submissions"] == n and store.totals(job_id)["submissions"] == 2 * n
 
 
+def test_resume_says_why_it_resubmits_in_flight_batches(tmp_path, capsys):
+    """After a kill in local testing mode the in-flight jobs died with the process: `qssm resume`
+    submits them again, and says so and how many (12 submissions for 8 batches was unexplained)."""
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("aer", shots=200, n=2))
+    run_job(store, job_id)
+    n = store.totals(job_id)["batches"]
+    store.db.execute("UPDATE batches SET status = 'submitted', handle = ? WHERE job_id = ?",
+                     ('{"backend": "aer", "job_ids": ["aer-dead"], "meta": {}}', job_id))
+    store.db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job_id,))
+    assert main(["resume", job_id, "--store", str(store.path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"resubmitted     {n} in-flight batches" in out
+    assert err.count("died with the process that submitted it") == n
+    assert store.job(job_id)["report"]["resubmitted_batches"] == n
+
+
+def test_submissions_count_what_the_provider_acknowledged(tmp_path, capsys):
+    """A claim whose submission never reached the provider (no network) is not a submission: the
+    store counts acknowledged submissions, and `qssm status` shows the claims apart."""
+    from qssm.backends.aer import AerBackend
+    from qssm.jobs.retry import RetryPolicy
+
+    class Offline(AerBackend):
+        def submit(self, batch):
+            raise ConnectionError("Network is unreachable")
+
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, spec("aer", shots=200, n=2))
+    with pytest.raises(Exception, match="unreachable"):
+        run_job(store, job_id, backend=Offline(None, seed=1),
+                policy=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
+    totals = store.totals(job_id)
+    assert totals["submissions"] == 0 and totals["claims"] == 1
+    assert main(["status", job_id, "--store", str(store.path)]) == 0
+    assert "submissions 0 acknowledged by the provider (1 claimed" in capsys.readouterr().out
+    store.set_status(job_id, "running")
+    run_job(store, job_id)  # back online: every batch acknowledged once, one extra claim
+    totals = store.totals(job_id)
+    assert totals["submissions"] == totals["batches"] and totals["claims"] == totals["batches"] + 1
+
+
+def test_status_shows_the_planned_batches_progress_and_estimate(tmp_path, capsys):
+    """Before planning, the list shows the preflight's batch count (it showed 0/0); the job view
+    shows elapsed time, the estimate beside what was spent, and QPU seconds."""
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, estimate = create_job(store, spec("ibm:fake_fez", shots=500, n=2))
+    assert estimate["batches"] > 0
+    assert main(["status", "--store", str(store.path)]) == 0
+    assert f" 0/{estimate['batches']} batches" in capsys.readouterr().out
+    assert main(["status", "--store", str(store.path), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["planned_batches"] == estimate["batches"] and row["elapsed_seconds"] >= 0
+    assert main(["status", job_id, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"batches 0/{estimate['batches']} done ({estimate['batches']} planned by the preflight), elapsed" in out
+    assert f"$0.00 spent of ${estimate['usd']:.2f} estimated; QPU seconds 0 used of" in out
+
+
+def test_eta_from_the_pace_of_finished_batches():
+    from qssm.commands.jobs import progress
+
+    now = time.time()
+    job = {"status": "running", "created": now - 100, "updated": now, "estimate": {"batches": 8}}
+    p = progress(job, {"batches": 4, "done": 2, "first_claimed": now - 60})
+    assert p["planned_batches"] == 8 and abs(p["eta_seconds"] - 180) < 2 and abs(p["elapsed_seconds"] - 100) < 2
+    done = progress(dict(job, status="done", updated=now - 40), {"batches": 8, "done": 8, "first_claimed": now - 90})
+    assert done["eta_seconds"] is None and abs(done["elapsed_seconds"] - 60) < 1
+
+
+def test_a_cancelled_job_continues_without_paying_again_for_finished_batches(tmp_path, capsys):
+    """`qssm resume` of a cancelled job: finished batches come from the store (never submitted
+    again), the ones cancelled in flight are submitted afresh, and the results are those of an
+    uninterrupted run (submitting the spec again used to pay for everything twice)."""
+    from qssm.backends.aer import AerBackend
+
+    s = spec("aer", shots=300, n=4)
+    ref = JobStore(tmp_path / "ref.sqlite")
+    ref_id, _ = create_job(ref, s)
+    run_job(ref, ref_id)
+    store = JobStore(tmp_path / "s.sqlite")
+    job_id, _ = create_job(store, s)
+
+    class CancelledMidway(AerBackend):
+        results = 0
+
+        def result(self, handle, batch):
+            self.results += 1
+            if self.results == 3:  # the user cancels while the worker collects
+                cancel_job(store, job_id)
+            return super().result(handle, batch)
+
+    partial = run_job(store, job_id, backend=CancelledMidway(None, seed=1))
+    assert partial["partial"] and store.job(job_id)["status"] == "cancelled"
+    finished = {b["key"] for b in partial["finished_batches"]}
+    assert 0 < len(finished) < ref.totals(ref_id)["batches"]
+    acked = {r[0]: store.db.execute("SELECT acknowledged FROM batches WHERE job_id = ? AND key = ?",
+                                    (job_id, r[0])).fetchone()[0] for r in store.batches(job_id)}
+    assert main(["resume", job_id, "--store", str(store.path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"continuing cancelled job {job_id}: {len(finished)} finished batches reused" in err
+    assert store.job(job_id)["status"] == "done"
+    assert_same_results(results_by_key(store, job_id), results_by_key(ref, ref_id))
+    for key in finished:  # never paid again
+        assert store.db.execute("SELECT acknowledged FROM batches WHERE job_id = ? AND key = ?",
+                                (job_id, key)).fetchone()[0] == acked[key] == 1
+
+
 def test_braket_qpu_without_credentials_is_refused_before_anything_is_stored(tmp_path, monkeypatch, capsys):
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",

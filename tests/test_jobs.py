@@ -634,8 +634,8 @@ def test_heartbeat_thread_renews_and_stops(tmp_path, monkeypatch):
     assert store.job(job_id)["heartbeat"] == last and store.owner(job_id) is None
 
 
-# --- the store marks itself, and adopts stores written before the mark --------------------------
-def test_new_stores_are_marked_and_old_ones_adopted(tmp_path):
+# --- the store marks itself; a store from before the mark is adopted only on request -------------
+def test_new_stores_are_marked_and_old_ones_adopted_by_command(tmp_path, capsys):
     import sqlite3
 
     from qssm.jobs.store import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
@@ -643,14 +643,52 @@ def test_new_stores_are_marked_and_old_ones_adopted(tmp_path):
     store = JobStore(tmp_path / "new.sqlite")
     assert store.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    old = sqlite3.connect(tmp_path / "old.sqlite")  # as qssm wrote stores before the marker
-    old.executescript(SCHEMA)
-    old.execute("INSERT INTO jobs (id, created, status, backend, spec) VALUES ('j1', 1.0, 'done', 'exact', '{}')")
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)  # as qssm wrote stores before the marker (and the acknowledged column)
+    old.executescript(SCHEMA.replace("acknowledged INTEGER DEFAULT 0,", ""))
+    old.execute("INSERT INTO jobs (id, created, updated, status, backend, spec) VALUES ('j1', 1.0, 1.0, 'done', "
+                "'exact', '{}')")
+    old.execute("INSERT INTO batches (job_id, key, wave, position, status, handle, attempts) VALUES "
+                "('j1', 'k', 1, 0, 'done', '{\"backend\": \"exact\", \"job_ids\": [\"x\"], \"meta\": {}}', 2)")
     old.commit()
     old.close()
-    adopted = JobStore(tmp_path / "old.sqlite", create=False)
+    before = path.read_bytes()
+    # a read refuses it, naming the command, and writes nothing (it used to mark it, then refuse)
+    assert main(["status", "--store", str(path)]) == 2
+    assert "qssm store adopt" in capsys.readouterr().err and path.read_bytes() == before
+    assert main(["store", "adopt", str(path)]) == 0 and "adopted" in capsys.readouterr().out
+    adopted = JobStore(path, create=False)
     assert adopted.job("j1")["status"] == "done"
     assert adopted.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert adopted.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert adopted.totals("j1")["submissions"] == 1 and adopted.totals("j1")["claims"] == 2
+    assert main(["store", "adopt", str(path)]) == 0 and "already a qssm store" in capsys.readouterr().out
+
+
+def test_a_version_1_store_is_read_without_writing_and_upgraded_by_the_first_write(tmp_path, capsys):
+    import sqlite3
+
+    from qssm.jobs.store import SCHEMA_VERSION
+
+    path = tmp_path / "v1.sqlite"
+    store = JobStore(path)
+    job_id, _ = create_job(store, spec("exact", shots=0, n=2))
+    run_job(store, job_id)
+    store.close()
+    db = sqlite3.connect(path)  # back to version 1: no acknowledged column
+    db.execute("ALTER TABLE batches DROP COLUMN acknowledged")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    assert main(["status", job_id, "--store", str(path)]) == 0
+    assert "acknowledged by the provider" in capsys.readouterr().out and path.read_bytes() == before
+    store = JobStore(path)
+    batches = store.totals(job_id)["batches"]
+    assert store.totals(job_id)["submissions"] == batches  # a version-1 row counts its provider ids once
+    create_job(store, spec("exact", shots=0, n=2))  # the first write upgrades the schema
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.totals(job_id)["submissions"] == batches
 
 
 # --- transient network faults, with the SDKs' own exception classes ------------------------------

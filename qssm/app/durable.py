@@ -46,22 +46,36 @@ def raw_spec(spec: JobSpec) -> dict:
 
 def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progress: bool = False,
             policy: RetryPolicy | None = None, log=None, force: bool = False, prepared: Job | None = None) -> dict:
-    """Run (or finish) a stored job. `prepared`: the job as `create_job` priced it, in this process
-    (`qssm submit --wait`), so its checkpoint is not read again."""
+    """Run or continue a job. A cancelled job continues: its finished batches are replayed from the
+    store (never paid again) and the ones it had in flight are submitted afresh. Everything that can
+    refuse the job (its stored spec, the backend, the checks against the model) runs before the
+    lease is taken, so a refused resume leaves the store as it was. `prepared`: the job as
+    `create_job` priced it, in this process (`qssm submit --wait`), so its checkpoint is not read again."""
     job = store.job(job_id)
     if job["status"] == "done":
+        if prepared is not None:
+            prepared.close()
         return job["report"]
-    if job["status"] == "cancelled":
-        raise QssmError(f"job {job_id} was cancelled; submit the spec again to rerun it")
-    if not store.acquire(job_id, force=force):
-        raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; wait for it (qssm status "
-                        f"{job_id}), or take it over with `qssm resume {job_id} --force` if that process is gone")
     try:
-        if prepared is None:
-            prepared = prepare(store.job_spec(job_id), backend)
-        backend = prepared.backend
+        prepared = prepared or prepare(store.job_spec(job_id), backend)  # closes the backend if it refuses
+    except BaseException:
+        if backend is not None:
+            backend.close()
+        raise
+    try:
+        if not store.acquire(job_id, force=force):
+            raise QssmError(f"job {job_id} is being run by process {store.owner(job_id)}; wait for it (qssm status "
+                            f"{job_id}), or take it over with `qssm resume {job_id} --force` if that process is gone")
+    except BaseException:
+        prepared.close()
+        raise
+    try:
+        if job["status"] == "cancelled":
+            reopened = store.reopen(job_id)
+            (log or (lambda m: None))(f"continuing cancelled job {job_id}: {store.totals(job_id)['done']} finished "
+                                      f"batches reused from the store, {reopened} cancelled in flight submitted again")
         tracker = Tracker()
-        dispatch = StoreDispatcher(store, job_id, backend, policy=policy, log=log, tracker=tracker)
+        dispatch = StoreDispatcher(store, job_id, prepared.backend, policy=policy, log=log, tracker=tracker)
         try:
             report = run(prepared, dispatch=dispatch, progress=progress, tracker=tracker).report
         except (JobFailed, PermanentError) as e:
@@ -82,8 +96,7 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
         return report
     finally:
         store.release(job_id)
-        if backend is not None:
-            backend.close()
+        prepared.close()
 
 
 def partial_report(store: JobStore, job_id: str, tracker: Tracker) -> dict:

@@ -16,6 +16,7 @@ from qssm.app.job import Job, prepare
 from qssm.app.pricing import DeviceCost, per_example
 from qssm.app.validate import validate
 from qssm.backends.registry import get_backend, paid_device
+from qssm.errors import QssmError
 from qssm.jobs.spec import BackendSpec, JobSpec
 from qssm.models.tasks import binomial_stderr
 from qssm.pipeline.build import build_pipeline, split_levers
@@ -74,6 +75,12 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         pipeline.observe(priced)
     shots = spec.backend.shots or None
     started = time.perf_counter()
+    # the reference first: weights that overflow give nan logits here, and nan circuit angles on the
+    # backend, so they are refused before anything is dispatched (nan never scores)
+    start = time.perf_counter()
+    exact_out = model(data.inputs)
+    tracker.time("exact_reference", time.perf_counter() - start)
+    _check_finite(exact_out, spec, "the exact forward pass")
 
     # QPU execution mode by the job's shape: a recurrence of several dependent round trips keeps a
     # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
@@ -90,11 +97,9 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if inspect is not None:
         inspect(ev)
 
-    start = time.perf_counter()
-    exact_out = model(data.inputs)
-    tracker.time("exact_reference", time.perf_counter() - start)
     out = model(data.inputs, ev)
     ev.progress.close()
+    _check_finite(out, spec, f"the run on {backend.name}")
     wall = time.perf_counter() - started
 
     exact_last = exact_out[:, -1] if exact_out.dim() == 3 else exact_out
@@ -105,6 +110,7 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         "model": model.cfg.kind,
         "task": model.cfg.task["name"],
         "backend": backend.name,
+        "cluster": spec.backend.cluster or None,  # where the simulator batches ran: local:N or a scheduler
         "calibration": backend.calibration,
         "shots": shots or 0,
         "n_examples": len(data.targets),
@@ -143,6 +149,13 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     report.update(model.report_extras(last, data.targets, data.meta))
     return Inference(last, exact_last, data.targets, report)
+
+
+def _check_finite(logits: torch.Tensor, spec: JobSpec, where: str) -> None:
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=-1).sum())
+        raise QssmError(f"{spec.checkpoint}: {where} gave non-finite logits (nan or inf) at {bad} positions: its "
+                        f"weights overflow; retrain the model (nothing was scored)")
 
 
 def _split_summary(split) -> dict:

@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("jobs", "list jobs, or show one job and its batches"),
     "results": ("jobs", "print a finished job's report"),
     "cancel": ("jobs", "cancel a job's in-flight provider jobs and mark it cancelled"),
-    "resume": ("jobs", "continue a job from the store (after a crash, a reboot or a closed laptop)"),
+    "resume": ("jobs", "continue a job from the store (after a crash, a reboot, a closed laptop or a cancel)"),
+    "store": ("store", "manage job store files (adopt a store an older qssm wrote)"),
 }
 
 

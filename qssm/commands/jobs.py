@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import sys
+import time
 
 from qssm import args as types
 from qssm.app.durable import cancel_job, create_job, run_job, spawn_worker
@@ -33,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--yes", action="store_true", help="submit even if the estimate exceeds the spec's budget")
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
-    p.add_argument("--cluster", help='simulators only: batches on Dask, "local:N" or tcp://host:8786')
+    p.add_argument("--cluster", type=types.cluster, help='simulators only: batches on Dask, "local:N" or tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("status", status)
     p.add_argument("id", nargs="?", type=types.job_id, help="job id")
@@ -88,21 +91,51 @@ def _when(t) -> str:
     return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
 
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _estimated(j: dict, key: str) -> float:
+    """A number from the job's preflight estimate (0 if it has none)."""
+    v = (j["estimate"] or {}).get(key, 0)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else 0.0
+
+
+def progress(j: dict, t: dict) -> dict:
+    """Batches planned (the preflight's count until the run has planned them all), elapsed time,
+    and an ETA from the pace of the batches done so far."""
+    planned = max(t["batches"], int(_estimated(j, "batches")))
+    finished = j["status"] in ("done", "failed", "cancelled")
+    elapsed = max(0.0, (j["updated"] if finished else time.time()) - j["created"])
+    eta = None
+    if j["status"] == "running" and t["done"] and planned > t["done"] and t["first_claimed"]:
+        eta = max(0.0, time.time() - t["first_claimed"]) * (planned - t["done"]) / t["done"]
+    return {"planned_batches": planned, "elapsed_seconds": round(elapsed, 1),
+            "eta_seconds": None if eta is None else round(eta, 1)}
+
+
 def status(args) -> int:
     store = _store(args)
     if args.id is None:
         jobs = store.jobs()
+        totals = [store.totals(j["id"]) for j in jobs]
         if args.json:
             print(json.dumps([{**{k: j[k] for k in ("id", "status", "backend", "created")},
-                               "stalled": store.stalled(j)} for j in jobs]))
+                               "stalled": store.stalled(j), "done_batches": t["done"], **progress(j, t)}
+                              for j, t in zip(jobs, totals)]))
             return 0
         if not jobs:
             print(f"no jobs in {store.path}")
         stalled = [store.stalled(j) for j in jobs]
-        for j, stuck in zip(jobs, stalled):
-            t = store.totals(j["id"])
+        for j, t, stuck in zip(jobs, totals, stalled):
             state = "stalled" if stuck else j["status"]
-            print(f"{j['id']}  {state:<9}  {j['backend']:<22} {t['done']}/{t['batches']} batches  {_when(j['created'])}")
+            p = progress(j, t)
+            eta = f"  ETA {_span(p['eta_seconds'])}" if p["eta_seconds"] is not None else ""
+            print(f"{j['id']}  {state:<9}  {j['backend']:<22} {t['done']}/{p['planned_batches']} batches  "
+                  f"{_span(p['elapsed_seconds'])}{eta}  {_when(j['created'])}")
         if any(stalled):
             print("stalled jobs lost their runner (killed, rebooted); continue one with `qssm resume JOB_ID`")
         return 0
@@ -111,7 +144,8 @@ def status(args) -> int:
     stalled = store.stalled(j)
     if args.json:
         print(json.dumps({"id": j["id"], "status": j["status"], "stalled": stalled, "backend": j["backend"],
-                          "error": j["error"], "estimate": j["estimate"], **t, "runner": store.owner(args.id)}))
+                          "error": j["error"], "estimate": j["estimate"], **t, **progress(j, t),
+                          "runner": store.owner(args.id)}))
         return 0
     state = f"stalled ({j['status']}, no live runner)" if stalled else j["status"]
     print(f"job {j['id']}: {state} on {j['backend']}  (created {_when(j['created'])}, updated {_when(j['updated'])})")
@@ -122,7 +156,15 @@ def status(args) -> int:
         print(f"  running in {runner}")
     if stalled:
         print(f"  its runner stopped (killed, rebooted, or lost its lease); continue it with `qssm resume {j['id']}`")
-    print(f"  batches {t['done']}/{t['batches']} done, {t['submissions']} submissions, ${t['cost_usd']:.2f} spent")
+    p = progress(j, t)
+    planned = f" ({_estimated(j, 'batches'):.0f} planned by the preflight)" if _estimated(j, "batches") else ""
+    eta = f", ETA {_span(p['eta_seconds'])}" if p["eta_seconds"] is not None else ""
+    print(f"  batches {t['done']}/{p['planned_batches']} done{planned}, elapsed {_span(p['elapsed_seconds'])}{eta}")
+    print(f"  submissions {t['submissions']} acknowledged by the provider ({t['claims']} claimed; a claim the "
+          f"provider never acknowledged cost nothing)" if t["claims"] != t["submissions"] else
+          f"  submissions {t['submissions']} acknowledged by the provider")
+    print(f"  cost ${t['cost_usd']:.2f} spent of ${_estimated(j, 'usd'):.2f} estimated; QPU seconds "
+          f"{t['qpu_seconds']:.0f} used of {_estimated(j, 'qpu_seconds'):.0f} estimated")
     for key, wave, pos, state, attempts, cost, handle, error in store.batches(args.id):
         ids = ",".join(store.parse_handle(args.id, key, handle).job_ids) if handle else "-"
         print(f"  trip {wave} #{pos:<3} {key[:12]} {state:<9} {ids[:60]}" + (f"  {error}" if error else ""))
@@ -136,15 +178,19 @@ def results(args) -> int:
     if j["status"] != "done" and not (j["status"] == "cancelled" and report):
         hint = f"resume it with `qssm resume {args.id}`" if j["status"] in ("queued", "running") else j["error"] or ""
         raise QssmError(f"job {args.id} is {j['status']}, no results yet; {hint}".rstrip("; "))
+    try:
+        text = format_partial(report) if report.get("partial") else format_run(report)  # checks it, too
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # edited behind qssm's back
+        raise QssmError(f"store is corrupt: {store.path}: job {args.id}'s report lacks or mistypes "
+                        f"{str(e)[:60]}; restore the store from a backup, or submit the job again") from None
     if args.json:
         if report.get("partial"):  # the finished batches' own results, as the store holds them
             report = dict(report, results={b["key"]: _arrays(store.batch(args.id, b["key"]).result)
                                            for b in report["finished_batches"]})
         print(json.dumps(report))
-    elif report.get("partial"):
-        print(format_partial(report))
     else:
-        print(format_run(report) + ("\n  (cancelled after its last batch finished)" if report.get("cancelled") else ""))
+        print(text + ("\n  (cancelled after its last batch finished)"
+                      if report.get("cancelled") and not report.get("partial") else ""))
     return 0
 
 
@@ -175,7 +221,10 @@ def cancel(args) -> int:
 
 
 def resume(args) -> int:
-    report = run_job(_store(args), args.id, progress=not (args.quiet or args.json), force=args.force)
+    def log(message: str) -> None:  # notes (a cancelled job continued, batches resubmitted and why)
+        print(message, file=sys.stderr if not args.quiet else sys.stdout, flush=True)
+
+    report = run_job(_store(args), args.id, progress=not (args.quiet or args.json), force=args.force, log=log)
     if args.json:
         print(json.dumps(report))
     elif not args.quiet:

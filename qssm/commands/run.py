@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--backend", help="override [backend] name")
     p.add_argument("--shots", type=types.shots, help="override [backend] shots")
     p.add_argument("--n", type=types.examples, help="override [data] n: run the first N test examples")
-    p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
+    p.add_argument("--cluster", type=types.cluster, help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
     p.set_defaults(func=run)
@@ -71,8 +71,9 @@ def format_run(r: dict) -> str:
                                                   ("calibration_circuits", "calibration circuits")) if r.get(k)]
     seconds = r.get("seconds", {})
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    cluster = f" (Dask cluster {r['cluster']})" if r.get("cluster") else ""
     lines = [
-        f"{r['checkpoint']} ({r['model']}, {r['task']}) on {r['backend']}, {shots}",
+        f"{r['checkpoint']} ({r['model']}, {r['task']}) on {r['backend']}{cluster}, {shots}",
         f"  accuracy        {_pm(r, 'accuracy')}   (exact {_pm(r, 'exact_accuracy')}, agreement {r['agreement']:.3f}) "
         f"on {r['n_examples']} examples, T={r['T']}",
         f"  logit error     max {r['logit_error_max']:.2e}   mean {r['logit_error_mean']:.2e}",
@@ -90,6 +91,9 @@ def format_run(r: dict) -> str:
     elif r.get("price"):
         lines.append(f"  cost            ${r['cost_usd']:,.2f}, ${r['usd_per_example']:,.2f} per example "
                      f"({r['shots_per_example']:,.0f} shots per example)")
+    if r.get("resubmitted_batches"):
+        lines.append(f"  resubmitted     {r['resubmitted_batches']} in-flight batches: their jobs died with the killed "
+                     "process (local simulators keep no jobs across processes)")
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")

@@ -1,7 +1,10 @@
 """qssm train PRESET: train a model (and its baselines) and write a checkpoint.
 
 qssm train PRESET --noise DEVICE fine-tunes the preset's trained checkpoint against DEVICE's noise
-(pipeline/noisy_train.py `finetune_noisy`) and writes <preset>-noisy-<device>.safetensors."""
+(pipeline/noisy_train.py `finetune_noisy`) and writes <preset>-noisy-<device>.safetensors.
+
+Checkpoints go to ./trained/ unless --out says otherwise: the shipped checkpoints/ are replaced only
+by an explicit `--out checkpoints`, and an existing file only with --force (checked before training)."""
 
 from __future__ import annotations
 
@@ -19,11 +22,16 @@ from qssm.models.train import train
 from qssm.paths import check_out_dir
 from qssm.pipeline.noisy_train import finetune_noisy
 
+DEFAULT_OUT = "trained"
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help=help_for("train"))
     p.add_argument("preset", choices=list(PRESETS), help="model preset")
-    p.add_argument("--out", default="checkpoints", help="directory for <preset>.safetensors")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help=f"directory for <preset>.safetensors (default ./{DEFAULT_OUT}/; the shipped checkpoints "
+                        "are replaced only with an explicit --out checkpoints)")
+    p.add_argument("--force", action="store_true", help="overwrite checkpoints that already exist in --out")
     p.add_argument("--steps", type=types.integer(1, 10_000_000), help="override the preset's step count")
     p.add_argument("--baselines", action="store_true", help="also train the preset's classical baselines")
     p.add_argument("--noise", metavar="DEVICE",
@@ -33,13 +41,30 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _refuse_empty(args) -> None:
+    for flag in ("noise", "init"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise QssmError(f"--{flag} is empty; give a value or leave the option out")
+
+
+def _check_overwrite(args, names: list[str]) -> None:
+    """Before any training: an existing checkpoint in --out is replaced only with --force."""
+    existing = [str(Path(args.out) / f"{n}.safetensors") for n in names if (Path(args.out) / f"{n}.safetensors").exists()]
+    if existing and not args.force:
+        raise QssmError(f"{existing[0]} exists" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+                        + "; pass --force to overwrite it, or write elsewhere with --out DIR")
+
+
 def run(args) -> int:
+    _refuse_empty(args)
     check_out_dir(args.out)
-    if args.noise:
+    if args.noise is not None:
         return _noise(args)
-    if args.init:
+    if args.init is not None:
         raise QssmError("--init only applies with --noise DEVICE")
     names = [args.preset] + (list(preset(args.preset).baselines) if args.baselines else [])
+    _check_overwrite(args, names)
     records = {}
     for name in names:
         # a long run saves a resume point beside its checkpoint and continues from it when re-run
@@ -74,6 +99,7 @@ def _noise(args) -> int:
     if base.get("noise_tuning"):
         raise QssmError(f"{init} is already noise-tuned; start from the noise-free checkpoint")
     name = noisy_name(args.preset, device)
+    _check_overwrite(args, [name])
     model, record = finetune_noisy(model, tuning, progress=not args.json)
     record["preset"] = args.preset
     record["base"] = {"checkpoint": init, "sha256": checkpoint.read_metadata(init).get("sha256"),
