@@ -24,7 +24,10 @@ def validate(spec: JobSpec, backend, model=None) -> None:
     from qssm.pipeline.mitigation import EXTRAPOLATIONS, parse_scales
 
     caps = backend.capabilities
-    shots = spec.backend.shots
+    shots = spec.backend.circuit_shots
+    if spec.backend.adaptive and (spec.split.segment or spec.split.obp_steps):
+        raise QssmError('[backend] shots = "auto" runs whole QLAM circuits (its margins need every readout); '
+                        'set [split] segment = 0 and obp_steps = 0, or fixed shots')
     if shots == 0 and not caps.exact:
         raise QssmError(f"backend {backend.name} samples: set [backend] shots > 0 (e.g. shots = 4000)")
     if shots and caps.max_shots and shots > caps.max_shots:
@@ -88,13 +91,17 @@ def estimate(spec: JobSpec, backend) -> dict:
     recorder.observe(lambda e: planned.append(e.batches) if e.stage == "plan" else None)
     run_inference(_exact_spec(spec), pipeline=recorder, progress=False, backend=exact)
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch)
-    shots = spec.backend.shots or None
+    shots = spec.backend.circuit_shots or None
+    if spec.backend.adaptive:  # priced at its cap: every circuit at the shots that spend it all
+        pilot = sum(b.executions * shots for trip in planned
+                    for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0] if "calibration" not in b.meta)
+        shots = max(shots, int(shots * spec.backend.max_shots_per_example * spec.data.n / max(pilot, 1)))
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
     est = dict(backend.estimate_cost(sent))
     for k in ("usd", "qpu_seconds", "tasks"):
         est[k] = float(est.get(k, 0.0))
     est.update(batches=len(sent), executions=int(sum(b.executions for b in sent)),
-               shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=spec.backend.shots,
+               shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=shots or 0, adaptive=spec.backend.adaptive,
                round_trips=len(planned), transpile_calls=int(pipeline.tracker.totals["transpile_calls"]))
     return est
 

@@ -84,7 +84,8 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     tracker = pipeline.tracker
     model = model.double()
     data = load_inputs(model, spec)
-    shots = spec.backend.shots or None
+    shots = spec.backend.circuit_shots or None
+    adaptive = spec.backend.adaptive
     kind = model.cfg.kind
     started = time.perf_counter()
 
@@ -98,7 +99,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     trips = model.cfg.n_layers if kind == "qmamba" else n_segments(data.inputs.shape[1], spec.split.segment)
     backend.set_mode("session" if trips > 1 else "batch")
     table = None
-    if kind == "qmamba":
+    if kind == "qmamba" and not adaptive:  # adaptive rounds measure layer 1's distinct tokens per round instead
         # layer 1 depends on the token id only: measure it once for the vocabulary (one round trip)
         table = build_token_table(model, PipelineEvaluator(pipeline, shots=shots, counter="table_round_trips"),
                                   backend=backend.name)
@@ -113,7 +114,13 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
     start = time.perf_counter()
     exact_out = model(data.inputs)
     tracker.time("exact_reference", time.perf_counter() - start)
-    out = model(data.inputs, ev)
+    info = None
+    if adaptive:  # decision-aware shots: rounds until every example is decided (pipeline/adaptive.py)
+        from qssm.pipeline.adaptive import run_adaptive
+
+        out, info = run_adaptive(model, data.inputs, pipeline, spec.backend)
+    else:
+        out = model(data.inputs, ev)
     ev.progress.close()
     wall = time.perf_counter() - started
 
@@ -126,7 +133,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         "task": model.cfg.task["name"],
         "backend": backend.name,
         "calibration": backend.calibration,
-        "shots": shots or 0,
+        "shots": "auto" if adaptive else (shots or 0),
         "n_examples": len(data.targets),
         "T": int(data.inputs.shape[1]),
         "segment": spec.split.segment if kind == "qlam" else None,
@@ -140,6 +147,10 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         "wall_seconds": wall,
         **tracker.summary(),
     }
+    if info:  # shots per example: each measured row's shots x circuits shared by the examples using it
+        from qssm.pipeline.adaptive import summary
+
+        report.update(summary(info), adaptive=info)
     from qssm.pipeline.mitigation import mitigation_report
 
     if mitigation := mitigation_report(pipeline):

@@ -242,7 +242,7 @@ class ZNE:
         def combine(results: list[BatchResult]) -> BatchResult:
             values = np.stack([r.values for r in results])
             stderr = np.stack([r.stderr for r in results])
-            meta = dict(results[0].meta)
+            meta = {k: v for k, v in results[0].meta.items() if k != "shot_covariance"}  # scale 1's alone
             meta["shots"] = sum(int(r.meta.get("shots", 0) or 0) for r in results)
             meta["job_ids"] = [j for r in results for j in r.meta.get("job_ids", [])]
             meta["cost_usd"] = sum(float(r.meta.get("cost_usd", 0.0)) for r in results)

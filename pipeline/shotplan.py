@@ -49,8 +49,9 @@ class Pool:
     index: dict[bytes, int] = field(default_factory=dict)
     shots: list[int] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
-    var1: list[np.ndarray] = field(default_factory=list)
+    var1: list[np.ndarray] = field(default_factory=list)  # (K, K) one-shot covariances
     cost: list[int] = field(default_factory=list)
+    sampled: bool = False  # values from real samples (not the oracle's expected counts)
 
     def ids(self, keys: list[bytes], n_obs: int, cost: int) -> np.ndarray:
         out = np.empty(len(keys), dtype=np.int64)
@@ -59,18 +60,35 @@ class Pool:
                 self.index[k] = len(self.shots)
                 self.shots.append(0)
                 self.values.append(np.zeros(n_obs))
-                self.var1.append(np.zeros(n_obs))
+                self.var1.append(np.zeros((n_obs, n_obs)))
                 self.cost.append(cost)
             out[i] = self.index[k]
         return out
 
-    def add(self, ids: np.ndarray, values: np.ndarray, stderr: np.ndarray, shots: int) -> None:
-        """Pool a round's results: counts add, so means and variances are shots-weighted."""
+    def add(self, ids: np.ndarray, result, shots: int) -> None:
+        """Pool a round's results: counts add, so means and covariances are shots-weighted. The
+        one-shot covariance is the measure stage's (terms sharing a group's shots), its diagonal
+        the standard errors' (readout correction widens them); stages that recombine values (ZNE,
+        cutting) leave the diagonal alone."""
+        cov = result.meta.get("shot_covariance")
         for i, u in enumerate(ids):
+            c = np.diag(shots * result.stderr[i] ** 2)
+            if cov is not None and len(cov) == len(ids):
+                c = cov[i] - np.diag(np.diag(cov[i])) + c
             n0, n = self.shots[u], self.shots[u] + shots
-            self.values[u] = (n0 * self.values[u] + shots * values[i]) / n
-            self.var1[u] = (n0 * self.var1[u] + shots * shots * stderr[i] ** 2) / n
+            self.values[u] = (n0 * self.values[u] + shots * result.values[i]) / n
+            self.var1[u] = (n0 * self.var1[u] + shots * c) / n
             self.shots[u] = n
+
+    def variance(self, u: int) -> np.ndarray:
+        """(K, K) one-shot covariance of row u's values. From samples (`sampled`), never below that of a
+        parity seen n times with one pseudo-count each way, 4 (n + 1) / (n + 2)^2: a pilot whose
+        every shot agreed would otherwise claim a noiseless value."""
+        if not self.sampled:
+            return self.var1[u]
+        n = self.shots[u]
+        floor = np.maximum(np.diag(self.var1[u]), 4 * (n + 1) / (n + 2) ** 2)
+        return self.var1[u] + np.diag(floor - np.diag(self.var1[u]))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.shots, dtype=np.float64), np.asarray(self.cost, dtype=np.float64)
@@ -86,6 +104,8 @@ class Record:
     example: np.ndarray
     position: np.ndarray
     unit: np.ndarray
+    mean: torch.Tensor | None = None  # the values (detached)
+    ideal: torch.Tensor | None = None  # the exact simulator's values at the recorded inputs (later QMamba layers)
 
 
 def row_keys(batch) -> list[bytes]:
@@ -142,7 +162,7 @@ class ShotEvaluator(PipelineEvaluator):
             planned.append((call, parts, per, ids))
         if send:
             for (batch, u), res in zip(send, self._round_trip([b for b, _ in send])):
-                self.pool.add(u, res.values, res.stderr, batch.shots)
+                self.pool.add(u, res, batch.shots)
         return [self._leaf(*p) for p in planned]
 
     def _leaf(self, call: QuantumCall, parts, per: int, ids) -> torch.Tensor:
@@ -153,7 +173,7 @@ class ShotEvaluator(PipelineEvaluator):
             unit[rows] = u[batch.inverse]
         values = np.stack([self.pool.values[u][:k] for u in unit]) if n else np.zeros((0, k))
         shots = np.maximum(np.asarray(self.pool.shots, dtype=np.float64)[unit], 1.0)
-        err = np.sqrt(np.stack([self.pool.var1[u][:k] for u in unit]) / shots[:, None]) if n else values
+        err = np.sqrt(np.stack([np.diag(self.pool.var1[u])[:k] for u in unit]) / shots[:, None]) if n else values
         shape = (*call.inputs.shape[:-1], k)
         dtype = call.inputs.dtype
         self.stderr[call.name] = torch.as_tensor(err, dtype=dtype).reshape(shape)
@@ -165,11 +185,56 @@ class ShotEvaluator(PipelineEvaluator):
         # too, from the exact simulator (the noisy one's, attenuated by the noise, is close to it)
         leaf = torch.zeros_like(mean).requires_grad_(True)
         rows = np.arange(n)
-        self.records.append(Record(call.name, leaf, rows // per, rows % per, unit))
+        record = Record(call.name, leaf, rows // per, rows % per, unit, mean)
+        self.records.append(record)
         if call.inputs.requires_grad:
             ideal = ExactEvaluator()._one(call)
-            return mean + (ideal - ideal.detach()) + leaf
+            record.ideal = ideal.detach()
+            return mean + (ideal - record.ideal) + leaf
         return mean + leaf
+
+
+class Replay:
+    """An evaluator that answers a forward's calls from its records, each measured row moved by a
+    given error: what the model computes if the device returned the means plus that noise (later
+    QMamba layers: their inputs moved, so their values move by the exact simulator's response)."""
+
+    def __init__(self, records: list[Record], noise: list[torch.Tensor]):
+        self.records, self.noise, self.i = records, noise, 0
+
+    def evaluate(self, calls):
+        out = []
+        for call in calls:
+            rec, eps = self.records[self.i], self.noise[self.i]
+            self.i += 1
+            v = rec.mean + eps.reshape(rec.mean.shape)
+            if rec.ideal is not None:
+                v = v + ExactEvaluator()._one(call) - rec.ideal
+            out.append(v)
+        return out
+
+
+def curvature_bias(model, inputs, records: list[Record], pool: Pool, sens: "Sensitivity", shots: np.ndarray,
+                   pairs: int = 8, seed: int = 0) -> np.ndarray:
+    """(B, k) second-order shift of the margins' means at these shots, E[m(v + e)] - m(v), from
+    antithetic pairs of Gaussian errors e ~ N(0, cov / shots) pushed through the model (the odd
+    orders cancel within a pair). The recurrence is not linear: QMamba's exp(Delta A) over many
+    tokens turns noise into a shift common to every example, which moves decisions at few shots
+    (the delta method alone misses it)."""
+    rng = np.random.default_rng(seed)
+    chol = [np.linalg.cholesky(pool.variance(u) + 1e-12 * np.eye(len(pool.values[u]))) for u in range(len(pool.shots))]
+    top = torch.as_tensor(sens.top)[:, None]
+    rivals = torch.as_tensor(sens.rivals)
+    total = np.zeros_like(sens.margin)
+    with torch.no_grad():
+        for _ in range(pairs):
+            z = [(chol[u] @ rng.standard_normal(len(pool.values[u]))) / np.sqrt(shots[u]) for u in range(len(pool.shots))]
+            z = np.stack(z) if z else np.zeros((0, 1))
+            for sign in (1.0, -1.0):
+                noise = [torch.as_tensor(sign * z[r.unit][:, : r.mean.shape[-1]], dtype=r.mean.dtype) for r in records]
+                last = final_logits(model(inputs, Replay(records, noise)))
+                total += (last.gather(1, top) - last.gather(1, rivals)).numpy()
+    return total / (2 * pairs) - sens.margin
 
 
 # -- the delta method -----------------------------------------------------------------------------
@@ -187,6 +252,7 @@ class Sensitivity:
     example: np.ndarray  # (M,)
     unit: np.ndarray  # (M,)
     a: np.ndarray  # (M, k, k)
+    rows: list[np.ndarray] = field(default_factory=list)  # per record: caller row -> entry index
 
     @property
     def n(self) -> int:
@@ -258,14 +324,14 @@ def final_logits(logits: torch.Tensor) -> torch.Tensor:
 
 def sensitivity(logits: torch.Tensor, records: list[Record], pool: Pool, k: int = COMPETITORS) -> Sensitivity:
     """Margins of the final logits and the per-shot variance each measured row adds to them."""
-    last = final_logits(logits)
-    k = min(k, last.shape[-1] - 1)
-    vals, idx = last.topk(k + 1, dim=-1)
-    margins = vals[:, :1] - vals[:, 1:]
-    leaves = [r.values for r in records]
-    grads = [torch.autograd.grad(margins[:, c].sum(), leaves, retain_graph=c < k - 1, allow_unused=True)
-             for c in range(k)]
-    example, unit, a = [], [], []
+    k = min(k, logits.shape[-1] - 1)
+    with torch.enable_grad():  # callers run under no_grad (inference); the graph is already built
+        vals, idx = final_logits(logits).topk(k + 1, dim=-1)
+        margins = vals[:, :1] - vals[:, 1:]
+        leaves = [r.values for r in records]
+        grads = [torch.autograd.grad(margins[:, c].sum(), leaves, retain_graph=c < k - 1, allow_unused=True)
+                 for c in range(k)]
+    example, unit, a, rows, offset = [], [], [], [], 0
     for i, r in enumerate(records):
         g = torch.stack([torch.zeros_like(r.values) if gr[i] is None else gr[i] for gr in grads])  # (k, ..., K)
         g = g.reshape(k, len(r.unit), -1).detach().numpy()
@@ -273,12 +339,15 @@ def sensitivity(logits: torch.Tensor, records: list[Record], pool: Pool, k: int 
         inv = inv.reshape(-1)
         summed = np.zeros((k, len(pair), g.shape[-1]))
         np.add.at(summed, (slice(None), inv), g)  # a row used twice in one example: its noise counts once
-        var1 = np.stack([pool.var1[u][: g.shape[-1]] for u in pair[:, 1]])  # (P, K)
-        a.append(np.einsum("cpk,dpk,pk->pcd", summed, summed, var1))
+        kk = g.shape[-1]
+        cov1 = np.stack([pool.variance(u)[:kk, :kk] for u in pair[:, 1]])  # (P, K, K)
+        a.append(np.einsum("cpk,dpl,pkl->pcd", summed, summed, cov1))
         example.append(pair[:, 0])
         unit.append(pair[:, 1])
+        rows.append(offset + inv)
+        offset += len(pair)
     return Sensitivity(idx[:, 0].numpy(), idx[:, 1:].numpy(), margins.detach().numpy(),
-                       np.concatenate(example), np.concatenate(unit), np.concatenate(a))
+                       np.concatenate(example), np.concatenate(unit), np.concatenate(a), rows)
 
 
 # -- the dry-run plan ------------------------------------------------------------------------------
@@ -301,18 +370,23 @@ def oracle(spec, model, data, backend, pipeline=None):
     return logits, ev
 
 
+BIAS_UP_TO = 4096  # curvature shifts are drawn up to here; beyond, 1/N from the last
+
+
 def shot_grid(hi: int) -> list[int]:
     out, n = [], 4
     while n < hi:
         out.append(n)
-        n *= 2
+        n *= 4
     return out + [hi]
 
 
 def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidence: float,
-         max_shots: int = 100_000) -> dict:
+         max_shots: int = 100_000, model=None, inputs=None, at_shots=()) -> dict:
     """The curve of predicted agreement vs uniform shots per circuit, the recommendation and the
-    floor, from the oracle forward."""
+    floor, from the oracle forward. With the model and its inputs, the margins' curvature shift
+    (curvature_bias) at every grid point up to BIAS_UP_TO shots, as 1/N beyond; between grid
+    points N x shift is interpolated in log N."""
     sens = sensitivity(logits, ev.records, ev.pool)
     _, cost = ev.pool.arrays()
     used = np.unique(sens.unit)
@@ -320,27 +394,47 @@ def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidenc
     exact_class = final_logits(exact).argmax(-1).numpy()
     rival = sens.rivals == exact_class[:, None]
     base = sens.cov(np.ones(len(cost)))
+    grid = sorted(set(shot_grid(max_shots)) | {int(n) for n in at_shots})
+    shift = {}
+    if model is not None:
+        for n in grid:
+            if n > BIAS_UP_TO:
+                break
+            shift[n] = n * curvature_bias(model, inputs, ev.records, ev.pool, sens, np.full(len(cost), float(n)))
+    known = sorted(shift)
 
-    def agreement(n: float) -> float:
-        return float(1 - flip_probability(sens.margin, base / n).mean())
+    def bias(n: float) -> np.ndarray:
+        if not known:
+            return 0.0
+        if n <= known[0] or n >= known[-1]:
+            return shift[known[0] if n <= known[0] else known[-1]] / n
+        j = np.searchsorted(known, n)
+        lo, hi = known[j - 1], known[j]
+        w = (np.log(n) - np.log(lo)) / (np.log(hi) - np.log(lo))
+        return ((1 - w) * shift[lo] + w * shift[hi]) / n
+
+    def flips(n: float) -> np.ndarray:
+        return flip_probability(sens.margin + bias(n), base / n)
 
     def at(n: float) -> dict:
-        p = flip_probability(sens.margin, base / n)
+        p = flips(n)
         sigma = np.sqrt(np.einsum("bcc->bc", base) / n)
         with np.errstate(divide="ignore", invalid="ignore"):
-            to_exact = np.where(sigma > 0, norm.cdf(-sens.margin / sigma), 0.0)
+            to_exact = np.where(sigma > 0, norm.cdf(-(sens.margin + bias(n)) / sigma), 0.0)
         agree_exact = np.where(sens.top == exact_class, 1 - p, (to_exact * rival).sum(1))
+        delta = flip_probability(sens.margin, base / n)
         return {"shots_per_circuit": int(n), "shots_per_example": per_shot * n,
                 "agreement_noisy": float(1 - p.mean()), "agreement_exact": float(agree_exact.mean()),
-                "expected_flips": float(p.sum()), "flip_sd": float(np.sqrt((p * (1 - p)).sum()))}
+                "expected_flips": float(p.sum()), "flip_sd": float(np.sqrt((p * (1 - p)).sum())),
+                "agreement_noisy_linear": float(1 - delta.mean())}
 
     lo, hi = 1, max_shots
-    if agreement(hi) < confidence:
+    if 1 - flips(hi).mean() < confidence:
         recommended = None
     else:
         while lo < hi:  # the mean agreement grows with the shots: bisect for the smallest
             mid = (lo + hi) // 2
-            lo, hi = (mid + 1, hi) if agreement(mid) < confidence else (lo, mid)
+            lo, hi = (mid + 1, hi) if 1 - flips(mid).mean() < confidence else (lo, mid)
         recommended = lo
     floor = sens.floor(cost, confidence)
     return {
@@ -350,17 +444,18 @@ def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidenc
         "circuits_per_example": per_shot,
         "noisy_accuracy_infinite": None,
         "noisy_exact_agreement_infinite": float((sens.top == exact_class).mean()),
-        "curve": [at(n) for n in shot_grid(max_shots)],
+        "curve": [at(n) for n in grid],
         "recommended_shots_per_circuit": recommended,
         "recommended": at(recommended) if recommended else None,
         "floor_shots_per_example": floor.tolist(),
         "floor_mean": float(np.mean(np.minimum(floor, 1e12))),
         "floor_median": float(np.median(floor)),
+        "decisions": sens.top.tolist(),
         "margin_sigma1": (sens.margin[:, 0] / np.sqrt(np.maximum(base[:, 0, 0], 1e-300))).tolist(),
     }
 
 
-def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000) -> dict:
+def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000, at_shots=()) -> dict:
     """`qssm plan`: the job spec's examples on its dm: backend, exact noisy values, the plan."""
     from qssm.jobs.preflight import validate
     from qssm.models import checkpoint
@@ -377,7 +472,7 @@ def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000) -> dict:
         logits, ev = oracle(spec, model, data, backend)
         with torch.no_grad():
             exact = model(data.inputs)
-        out = plan(logits, exact, ev, confidence, max_shots)
+        out = plan(logits, exact, ev, confidence, max_shots, model, data.inputs, at_shots)
     finally:
         backend.close()
     targets = np.asarray(data.targets)

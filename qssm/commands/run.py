@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="dry-run a job spec on a simulator backend and score it against exact")
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--shots", type=types.job_shots, help="override [backend] shots (or \"auto\")")
     p.add_argument("--cluster", help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
