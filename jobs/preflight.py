@@ -95,7 +95,8 @@ def estimate(spec: JobSpec, backend) -> dict:
     if spec.backend.adaptive:  # priced at its cap: every circuit at the shots that spend it all
         pilot = sum(b.executions * shots for trip in planned
                     for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0] if "calibration" not in b.meta)
-        shots = max(shots, int(shots * spec.backend.max_shots_per_example * spec.data.n / max(pilot, 1)))
+        cap = spec.backend.max_shots_per_example
+        shots = shots * spec.backend.CAP_PILOTS if not cap else max(shots, int(shots * cap * spec.data.n / max(pilot, 1)))
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
     est = dict(backend.estimate_cost(sent))
     for k in ("usd", "qpu_seconds", "tasks"):

@@ -13,8 +13,8 @@
     shots = 4000           # 0: exact expectation values (ideal simulators only); "auto": adaptive,
                            # decision-aware shots per example (pipeline/adaptive.py)
     confidence = 0.99      # "auto": stop an example when its decision is this sure
-    max_shots_per_example = 1000000  # "auto": the cap (what the cost preflight prices)
-    pilot_shots = 32       # "auto": every circuit's first round
+    max_shots_per_example = 0  # "auto": the cap (what the cost preflight prices); 0 = 16 x the pilot's
+    pilot_shots = 16       # "auto": every circuit's first round
     optimization_level = 2
     seed_transpiler = 7
     seed_simulator = 1
@@ -75,13 +75,15 @@ class BackendSpec:
     name: str = "exact"
     shots: int | str = 0  # or "auto"
     confidence: float = 0.99
-    max_shots_per_example: int = 1_000_000
-    pilot_shots: int = 32
+    max_shots_per_example: int = 0  # 0: CAP_PILOTS x the pilot round's
+    pilot_shots: int = 16
     optimization_level: int = 2
     seed_transpiler: int = 7
     seed_simulator: int = 1
     layout: str = "default"  # default | noise_aware (pipeline.layout: lowest-error connected qubits)
     cluster: str = ""  # run simulator batches on Dask: "local:N" workers or a scheduler address "tcp://host:8786"
+
+    CAP_PILOTS = 16  # max_shots_per_example = 0: an example spends at most this many pilot rounds' shots
 
     @property
     def adaptive(self) -> bool:
@@ -167,7 +169,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float | None, str]] = {
     ("data", "T"): (0, MAX_T, " (0 = the trained length)"),
     ("backend", "shots"): (0, MAX_SHOTS, " (0 = exact expectation values)"),
     ("backend", "confidence"): (0.5, 0.999999, " (the fraction of decisions equal to the infinite-shot ones)"),
-    ("backend", "max_shots_per_example"): (1, 10**12, " (shots = \"auto\": the cap per example)"),
+    ("backend", "max_shots_per_example"): (0, 10**12, " (shots = \"auto\": the cap per example, 0 = 16 x the pilot round's)"),
     ("backend", "pilot_shots"): (1, MAX_SHOTS, " (shots = \"auto\": the first round's shots per circuit)"),
     ("backend", "optimization_level"): (0, 3, ""),
     ("backend", "seed_transpiler"): (*SEED, ""),

@@ -3,8 +3,8 @@
     round 0   every circuit at pilot_shots
     round r   per example: top-1 minus top-k margins of the pooled-mean forward and their covariance
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
-              differs from the infinite-shot one) <= (1 - confidence) / 2, or capped at
-              max_shots_per_example; the undecided ones get each measured row's Neyman shots
+              differs from the infinite-shot one) <= 1 - confidence, or capped at
+              max_shots_per_example (0: 16 pilot rounds' worth); the undecided ones get each measured row's Neyman shots
               (sensitivity x standard deviation over cost), at most 4x a row's shots per round, in
               powers of two of the pilot, and run again
     stop      when every example is decided or capped, or after MAX_ROUNDS
@@ -15,7 +15,6 @@ means). A QMamba layer's circuit inputs depend on the layers before it, so when 
 values move its rows are new circuits, measured at the shots the sensitivity of the final logits to
 that layer's values asks. Round batches carry their round in their content key, so every round
 samples afresh and a killed job resumes bit-identical (the store replays finished rounds).
-Half the nominal error rate per stop: optional stopping over rounds spends the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import torch
 from qssm.pipeline.shotplan import ShotEvaluator, curvature_bias, final_logits, flip_probability, sensitivity
 
 MAX_ROUNDS = 8
+ALPHA_SHARE = 1.0  # of 1 - confidence allowed per stop
 PAIRS = 4  # antithetic draws per round for the curvature shift
 GROWTH = 4  # a row's shots grow at most this much per round: margins from few shots are themselves noisy
 
@@ -38,7 +38,7 @@ def quantize(shots: np.ndarray, pilot: int) -> np.ndarray:
 
 def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=None) -> tuple[torch.Tensor, dict]:
     pilot, confidence, cap = backend_spec.pilot_shots, backend_spec.confidence, backend_spec.max_shots_per_example
-    alpha = (1 - confidence) / 2
+    alpha = (1 - confidence) * ALPHA_SHARE
     ev = ShotEvaluator(pipeline, pilot)
     ev.pool.sampled = True
     model.requires_grad_(False)
@@ -60,6 +60,8 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         shots, cost = ev.pool.arrays()
         uses.append(np.stack([active[sens.example], sens.unit], 1))
         spent = _per_example(uses, shots, cost, b)[active]
+        if r == 0 and not cap:
+            cap = backend_spec.CAP_PILOTS * float(spent.mean())
         # measured margins carry the curvature shift of their shots (QMamba's recurrence bends noise
         # into bias): the infinite-shot margins are estimated without it
         sens.margin = sens.margin - curvature_bias(model, inputs[active], ev.records, ev.pool, sens, shots,
