@@ -1,6 +1,7 @@
 """Adaptive, decision-aware shots at run time: `[backend] shots = "auto"` (docs/architecture.md, "Shots").
 
-    round 0   every circuit at pilot_shots
+    round 0   every circuit, at the shots the noiseless forward's sensitivity asks for (Neyman for
+              the exact margins), between MIN_PILOT and pilot_shots
     round r   per example: top-1 minus top-k margins of the pooled-mean forward and their covariance
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
               differs from the infinite-shot one) <= 1 - confidence, or capped at
@@ -22,18 +23,70 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qssm.pipeline.shotplan import ShotEvaluator, curvature_bias, final_logits, flip_probability, sensitivity
+from qiskit.quantum_info import SparsePauliOp
+
+from qssm.models.evaluator import ExactEvaluator
+from qssm.pipeline.measure import measurement_groups
+from qssm.pipeline.shotplan import (Pool, Record, ShotEvaluator, curvature_bias, final_logits, flip_probability,
+                                    sensitivity)
 
 MAX_ROUNDS = 8
 ALPHA_SHARE = 1.0  # of 1 - confidence allowed per stop
+MIN_PILOT = 8  # shots of the pilot on a circuit no decision is sensitive to
 PAIRS = 4  # antithetic draws per round for the curvature shift
 GROWTH = 4  # a row's shots grow at most this much per round: margins from few shots are themselves noisy
 
 
 def quantize(shots: np.ndarray, pilot: int) -> np.ndarray:
-    """Up to the next pilot x 2^j: few distinct shot counts, so few batches per template and round."""
+    """Up to the next pilot x 2^j (at least pilot): few distinct shot counts, so few batches per
+    template and round."""
     steps = np.ceil(np.log2(np.maximum(shots, pilot) / pilot) - 1e-9)
     return (pilot * 2.0 ** np.maximum(steps, 0)).astype(np.int64)
+
+
+class Prior:
+    """The exact simulator as the pilot's prior: the noiseless forward's margins and their
+    sensitivity to every circuit's value (one-shot variance 1 - <P>^2) say, before any shot is
+    spent, which circuits can move a decision. Each caller row is its own unit."""
+
+    def __init__(self):
+        self.pool, self.records, self.exact = Pool(), [], ExactEvaluator()
+
+    def evaluate(self, calls):
+        out = []
+        for call in calls:
+            v = self.exact._one(call)  # differentiable in its inputs: later QMamba layers see earlier ones
+            k = v.shape[-1]
+            flat = v.detach().reshape(-1, k).numpy()
+            n, per = len(flat), len(flat) // call.inputs.shape[0]
+            cost = len(measurement_groups([SparsePauliOp(o) for o in call.observables]))
+            start = len(self.pool.shots)
+            self.pool.shots += [1] * n
+            self.pool.cost += [cost] * n
+            self.pool.values += list(flat)
+            self.pool.var1 += [np.diag(np.clip(1 - f**2, 0, 1)) for f in flat]
+            leaf = torch.zeros_like(v).requires_grad_(True)
+            rows = np.arange(n)
+            self.records.append(Record(call.name, leaf, rows // per, rows % per, start + rows))
+            out.append(v + leaf)
+        return out
+
+
+def pilot_targets(model, inputs: torch.Tensor, pilot: int, confidence: float) -> dict[str, np.ndarray]:
+    """Per call and (example, position): the pilot's shots, the noiseless forward's Neyman shots
+    for the target confidence, at least MIN_PILOT and at most `pilot`, in powers of two."""
+    prior = Prior()
+    with torch.enable_grad():
+        logits = model(inputs, prior)
+    sens = sensitivity(logits, prior.records, prior.pool)
+    _, cost = prior.pool.arrays()
+    want, _ = sens.neyman(cost, confidence)
+    want = quantize(np.clip(np.nan_to_num(want, posinf=pilot), MIN_PILOT, pilot), 1)
+    targets = {}
+    for rec, rows in zip(prior.records, sens.rows):
+        t = targets.setdefault(rec.name, np.full((len(inputs), rec.position.max() + 1), MIN_PILOT, dtype=np.int64))
+        np.maximum.at(t, (rec.example, rec.position), want[rows])
+    return targets
 
 
 def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=None) -> tuple[torch.Tensor, dict]:
@@ -42,6 +95,7 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
     ev = ShotEvaluator(pipeline, pilot)
     ev.pool.sampled = True
     model.requires_grad_(False)
+    ev.targets = pilot_targets(model, inputs, pilot, confidence)
     b = len(inputs)
     out = None
     active = np.arange(b)
@@ -60,8 +114,8 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         shots, cost = ev.pool.arrays()
         uses.append(np.stack([active[sens.example], sens.unit], 1))
         spent = _per_example(uses, shots, cost, b)[active]
-        if r == 0 and not cap:
-            cap = backend_spec.CAP_PILOTS * float(spent.mean())
+        if r == 0 and not cap:  # CAP_PILOTS uniform pilot rounds: pilot x the example's measured circuits
+            cap = backend_spec.CAP_PILOTS * pilot * float(_per_example(uses, np.ones(len(shots)), cost, b).mean())
         # measured margins carry the curvature shift of their shots (QMamba's recurrence bends noise
         # into bias): the infinite-shot margins are estimated without it
         sens.margin = sens.margin - curvature_bias(model, inputs[active], ev.records, ev.pool, sens, shots,
@@ -84,7 +138,7 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         extra = np.bincount(sens.example, (want - now) * cost[sens.unit], minlength=len(active))
         room = np.maximum(cap - spent, 0)
         scale = np.where(extra > room, room / np.maximum(extra, 1e-300), 1.0)
-        want = quantize(now + (want - now) * scale[sens.example], pilot)
+        want = quantize(now + (want - now) * scale[sens.example], 1)
         for rec, rows in zip(ev.records, sens.rows):
             keep = ~done[rec.example]
             target = ev.targets.setdefault(rec.name, np.full((b, rec.position.max() + 1), pilot, dtype=np.int64))
@@ -94,6 +148,7 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
     shots, cost = ev.pool.arrays()
     per_example = _per_example(uses, shots, cost, b)
     info = {"rounds": rounds, "decided": int(decided.sum()), "capped": int(b - decided.sum()),
+            "decided_examples": decided.tolist(),
             "stopped_round": stopped_round.tolist(), "shots_per_example": per_example.tolist(),
             "confidence": confidence, "pilot_shots": pilot, "max_shots_per_example": cap,
             "decisions": final_logits(out).argmax(-1).tolist()}

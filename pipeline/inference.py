@@ -142,6 +142,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
         "accuracy": _acc(last, data.targets),
         "exact_accuracy": _acc(exact_last, data.targets),
         "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
+        "decisions": last.argmax(-1).tolist(),
         "logit_error_max": float(err.max()),
         "logit_error_mean": float(err.mean()),
         "wall_seconds": wall,
