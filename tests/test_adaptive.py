@@ -86,7 +86,7 @@ def test_bad_adaptive_values_are_one_line_errors(tmp_path, capsys, line, needle)
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["run", "{spec}", "--shots", "lots"], 'must be an integer 0..100000000 or "auto"'),
+    (["run", "{spec}", "--shots", "lots"], "--shots: must be an integer 0..100000000"),
     (["plan", "{spec}", "--confidence", "1.5"], "must be a finite number 0.5..0.999999"),
     (["plan", "{spec}", "--backend", "aer:fake_fez", "--n", "2"], "needs the exact noisy values of a dm: backend"),
 ])
@@ -120,3 +120,13 @@ def test_adaptive_spends_less_where_decisions_are_clear():
     assert s.sum() == pytest.approx(r["total_shots"])  # no readout calibration here
     assert r["agreement"] >= 0.9
     json.dumps(r)  # the report stays plain data
+
+
+def test_plan_cli_json_and_report(tmp_path, capsys):
+    f = tmp_path / "spec.toml"
+    f.write_text(f'[model]\ncheckpoint = "{Path(CHAIN).resolve()}"\n[backend]\nname = "dm:fake_fez"\nshots = "auto"\n')
+    assert main(["plan", str(f), "--n", "6", "--json", "--out", str(tmp_path / "out")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["examples"] == 6 and out["confidence"] == 0.99
+    assert {"curve", "recommended_shots_per_circuit", "floor_shots_per_example"} <= set(out)
+    assert "Shot plan" in (tmp_path / "out" / "report.html").read_text()

@@ -59,7 +59,7 @@ def run(args) -> int:
 
 
 def format_run(r: dict) -> str:
-    shots = f"{r['shots']} shots" if r["shots"] else "exact expectation values"
+    shots = (f"{r['shots']} shots" if r["shots"] != "auto" else "adaptive shots") if r["shots"] else "exact expectation values"
     extras = [f"{r[k]} {label}" for k, label in (("cut_batches", "batches cut"), ("zne_circuits", "ZNE circuits"),
                                                   ("calibration_circuits", "calibration circuits")) if r.get(k)]
     seconds = r.get("seconds", {})
@@ -77,6 +77,11 @@ def format_run(r: dict) -> str:
     ]
     if extras:
         lines.insert(6, "  split/mitigate  " + ", ".join(extras))
+    if r.get("adaptive"):
+        lines.append(f"  adaptive shots  {r['adaptive_rounds']} rounds, {r['adaptive_decided']} decided at confidence "
+                     f"{r['adaptive']['confidence']}, {r['adaptive_capped']} capped; shots per example mean "
+                     f"{r['shots_per_example_mean']:,.0f}, median {r['shots_per_example_median']:,.0f}, "
+                     f"max {r['shots_per_example_max']:,.0f}")
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")
