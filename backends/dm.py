@@ -65,6 +65,10 @@ class DensityMatrixBackend(LocalBackend):
             self.max_shots = devices.max_shots(self.device)
             self._noise_model = lambda active: devices.aer_noise_model(self.device, active)
         self.name = f"dm:{self.device}"
+        # True: sample mode returns expected counts (shots x exact outcome probabilities, floats)
+        # instead of draws; every stage's post-processing then gives the infinite-shot values
+        # the sampled pipeline converges to, and its standard errors at `shots` (pipeline/shotplan.py)
+        self.expected = False
         self._programs: OrderedDict[tuple, object] = OrderedDict()
 
     @property
@@ -99,6 +103,8 @@ class DensityMatrixBackend(LocalBackend):
                 values = dmsim.expectation_values(program, rows, observables).cpu().numpy()
                 return BatchResult(values, np.zeros_like(values), meta=meta, shots=batch.shots or 0)
             probs = self._probabilities(key, circuits, batch, active)
+        if self.expected:  # the shot planner's oracle: every histogram is its expectation, shots x p
+            return BatchResult(counts=tuple(broadcast(p * batch.shots, len(batch.parameters)) for p in probs), meta=meta)
         seed = batch_seed(self.seed or 0, batch.key or "0" * 8)
         first = batch.first_row  # a chunk of a larger batch (a cluster)
         counts = tuple(broadcast(sample_counts(p, batch.shots, [seed, i], first_row=first if len(p) > 1 else 0),

@@ -10,7 +10,11 @@
 
     [backend]
     name = "aer:fake_fez"  # exact | aer | aer:<fake> | ibm:<fake or device> | braket:local | ...
-    shots = 4000           # 0: exact expectation values (ideal simulators only)
+    shots = 4000           # 0: exact expectation values (ideal simulators only); "auto": adaptive,
+                           # decision-aware shots per example (pipeline/adaptive.py)
+    confidence = 0.99      # "auto": stop an example when its decision is this sure
+    max_shots_per_example = 0  # "auto": the cap (what the cost preflight prices); 0 = 16 x the pilot's
+    pilot_shots = 16       # "auto": every circuit's first round
     optimization_level = 2
     seed_transpiler = 7
     seed_simulator = 1
@@ -81,12 +85,26 @@ class DataSpec:
 @dataclass(frozen=True)
 class BackendSpec:
     name: str = "exact"
-    shots: int = 0
+    shots: int | str = 0  # or "auto"
+    confidence: float = 0.99
+    max_shots_per_example: int = 0  # 0: CAP_PILOTS x the pilot round's
+    pilot_shots: int = 16
     optimization_level: int = 2
     seed_transpiler: int = 7
     seed_simulator: int = 1
     layout: str = "default"  # default | noise_aware (pipeline.layout: lowest-error connected qubits)
     cluster: str = ""  # run simulator batches on Dask: "local:N" workers or a scheduler address "tcp://host:8786"
+
+    CAP_PILOTS = 16  # max_shots_per_example = 0: an example spends at most this many pilot rounds' shots
+
+    @property
+    def adaptive(self) -> bool:
+        return self.shots == "auto"
+
+    @property
+    def circuit_shots(self) -> int:
+        """Shots per circuit of a fixed-shots job; the pilot round's of an adaptive one."""
+        return self.pilot_shots if self.adaptive else self.shots
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,7 @@ SECTIONS = {"data": DataSpec, "backend": BackendSpec, "split": SplitSpec,
 CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli", "shadows", "fit"),
            ("split", "prep"): ("mottonen", "shallow"),
            ("backend", "layout"): ("default", "noise_aware"), ("mitigation", "extrapolation"): ("richardson", "linear")}
-AUTO = {("split", "segment"), ("split", "obp_steps")}  # these also take "auto" (pipeline/auto.py chooses)
+AUTO = {("split", "segment"), ("split", "obp_steps"), ("backend", "shots")}  # these also take "auto" (qssm/app/auto.py, pipeline/adaptive.py choose)
 SEED = (0, 2**63 - 1)
 # inclusive bounds of every number, with what a value means where that is not obvious; floats are
 # also refused when not finite (nan would slip past every comparison, a budget included)
@@ -161,6 +179,9 @@ BOUNDS: dict[tuple[str, str], tuple[float, float | None, str]] = {
     ("data", "seed"): (*SEED, ""),
     ("data", "T"): (0, MAX_T, " (0 = the trained length)"),
     ("backend", "shots"): (0, MAX_SHOTS, " (0 = exact expectation values)"),
+    ("backend", "confidence"): (0.5, 0.999999, " (the fraction of decisions equal to the infinite-shot ones)"),
+    ("backend", "max_shots_per_example"): (0, 10**12, " (shots = \"auto\": the cap per example, 0 = 16 x the pilot round's)"),
+    ("backend", "pilot_shots"): (1, MAX_SHOTS, " (shots = \"auto\": the first round's shots per circuit)"),
     ("backend", "optimization_level"): (0, 3, ""),
     ("backend", "seed_transpiler"): (*SEED, ""),
     ("backend", "seed_simulator"): (*SEED, ""),

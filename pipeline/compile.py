@@ -217,7 +217,8 @@ def batch_key(batch: CircuitBatch, backend, options: CompileOptions, digests: li
     cols = [None if c is None else np.asarray(c).tolist() for c in batch.columns]
     for part in (backend.name, backend.calibration, json.dumps(backend.fingerprint(), sort_keys=True),
                  repr(options), repr(batch.shots), repr(batch.parameters.shape), *digests, json.dumps(cols),
-                 *(f"{o.paulis.to_labels()}{o.coeffs.tolist()}" for o in batch.observables)):
+                 *(f"{o.paulis.to_labels()}{o.coeffs.tolist()}" for o in batch.observables),
+                 *([f"round {batch.round}"] if batch.round else [])):
         h.update(part.encode())
         h.update(b"\0")
     h.update(np.ascontiguousarray(batch.parameters, dtype=np.float64).tobytes())

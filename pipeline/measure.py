@@ -116,6 +116,24 @@ def expectations(counts, observables, groups: list[Group], shots: int, readout: 
     return values, np.sqrt(var)
 
 
+def shot_covariance(counts, observables, groups: list[Group], shots: int) -> np.ndarray:
+    """(bindings, n_obs, n_obs): the one-shot covariance of the observables' estimates. Terms of
+    one group are read from the same shots, so their errors correlate: cov_ij = sum over term
+    pairs a of i, b of j in one group of c_a c_b (E[s_a s_b] - E[s_a] E[s_b]), s the parity signs
+    (the shot planner, pipeline/shotplan.py, propagates it to the decision)."""
+    n_bind = counts[0].shape[0] if len(counts) else 1
+    cov = np.zeros((n_bind, len(observables), len(observables)))
+    for g, rows in enumerate(parity_masks(observables, groups)):
+        probs = np.asarray(counts[g], dtype=np.float64) / shots
+        idx = np.arange(probs.shape[1])
+        signs = [(i, coef.real, 1.0 - 2.0 * (np.bitwise_count(idx & mask) & 1)) for i, _, mask, coef in rows]
+        means = [probs @ sign for _, _, sign in signs]
+        for (i, ci, si), mi in zip(signs, means):
+            for (j, cj, sj), mj in zip(signs, means):
+                cov[:, i, j] += ci * cj * (probs @ (si * sj) - mi * mj)
+    return cov
+
+
 def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots: int, cal_shots: int) -> np.ndarray:
     """Variance of a readout-corrected Pauli expectation m on `qubits` (first-order propagation):
     the inverse divides the raw parity by b = prod_q (1 - p(1|0) - p(0|1)), and the calibration's
@@ -163,6 +181,7 @@ class Measure(SpecStage):
                 values = np.broadcast_to(values, (len(batch.parameters), len(observables))).copy()
                 stderr = np.zeros_like(values)
             return dataclasses.replace(r, values=values, stderr=stderr, counts=(), readout=None, readout_shots=0,
-                                       meta={**r.meta, "measurement_groups": len(groups)})
+                                       meta={**r.meta, "measurement_groups": len(groups)},
+                                       covariance=shot_covariance(r.counts, observables, groups, shots) if results else None)
 
         return ([child] if circuits else []), combine

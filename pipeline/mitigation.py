@@ -98,7 +98,7 @@ class Readout(SpecStage):
 
     @classmethod
     def validate(cls, spec, backend, model=None) -> None:
-        if spec.mitigation.readout and not spec.backend.shots:
+        if spec.mitigation.readout and not spec.backend.circuit_shots:
             raise QssmError("[mitigation] readout needs sampled results: set [backend] shots > 0")
 
     def __init__(self, backend, shots: int = 0, tracker=None):
@@ -236,7 +236,7 @@ class ZNE(SpecStage):
 
     @classmethod
     def validate(cls, spec, backend, model=None) -> None:
-        m, shots = spec.mitigation, spec.backend.shots
+        m, shots = spec.mitigation, spec.backend.circuit_shots
         if m.extrapolation not in EXTRAPOLATIONS:
             raise QssmError(f"[mitigation] extrapolation must be one of {', '.join(EXTRAPOLATIONS)}, "
                             f"got {m.extrapolation!r}")

@@ -84,6 +84,11 @@ def shots(text: str) -> int:
     return integer(0, MAX_SHOTS)(text)
 
 
+def job_shots(text: str) -> int | str:
+    """A job's shots per circuit, or "auto" (adaptive, decision-aware shots: pipeline/adaptive.py)."""
+    return text if text == "auto" else shots(text)
+
+
 seed = integer(0, SEED_MAX)
 
 

@@ -298,6 +298,25 @@ def render_html(r: dict) -> str:
         parts.append("<h2>Accuracy by needle depth</h2><p class=note>The haystack hides a KEY-value pair at a "
                      "random position; q1..q4 are the quarters of the sequence it was hidden in, q1 the furthest "
                      "from the query at the end.</p>" + _table(d, cols) + _figure(depth_acc, "Accuracy by needle depth"))
+    if r.get("shot_plan"):
+        sp = r["shot_plan"]
+        curve = [c for c in sp["curve"] if c["agreement_noisy"] < 1 - 1e-9] or sp["curve"][:1]
+        parts.append("<h2>Shot plan: predicted agreement against shots</h2>" + _table(curve, list(curve[0].keys())))
+
+        def plan_plot(ax):
+            ax.plot([c["shots_per_circuit"] for c in curve], [c["agreement_noisy"] for c in curve], marker="o",
+                    label="same as infinite shots")
+            ax.plot([c["shots_per_circuit"] for c in curve], [c["agreement_exact"] for c in curve], marker=".",
+                    label="same as exact")
+            ax.axhline(sp["confidence"], color="k", ls="--", label=f"target {sp['confidence']}")
+            if sp.get("recommended_shots_per_circuit"):
+                ax.axvline(sp["recommended_shots_per_circuit"], color="#d62728", ls=":", label="recommended")
+            ax.set_xscale("log")
+            ax.set_xlabel("shots per circuit")
+            ax.set_ylabel("predicted agreement")
+            ax.legend(fontsize=7)
+
+        parts.append(_figure(plan_plot, "Predicted agreement against shots per circuit (delta method)"))
     if r.get("mitigation"):
         m = r["mitigation"] if isinstance(r["mitigation"], list) else [r["mitigation"]]
         parts.append("<h2>Mitigation and its overhead</h2>" + _table(m, list(m[0].keys())))

@@ -57,6 +57,7 @@ class CircuitBatch:
     shared_body: int | None = None  # measured circuits share their first `shared_body` instructions (one body, k bases)
     calibration: tuple[int, ...] | None = None  # a readout-calibration batch: the qubits it calibrates
     seconds_per_shot: float = 0.0  # the compiled circuit's scheduled duration: what QPU-time pricing multiplies
+    round: int = 0  # adaptive shots: the round that asked for these rows (part of the content key)
 
     @property
     def sampled(self) -> bool:
@@ -99,6 +100,7 @@ class BatchResult:
     # -- readout correction applied to `counts` (pipeline/mitigation.py): its standard errors grow --
     readout: dict | None = None  # clbit -> (p(1|0), p(0|1)) of the measured qubit
     readout_shots: int = 0  # shots per calibration circuit
+    covariance: np.ndarray | None = None  # (bindings, n_obs, n_obs) one-shot covariance of the values (measure stage)
 
     ACCOUNTING = ("shots", "job_ids", "cost_usd", "seconds")
 

@@ -242,9 +242,9 @@ def _spec(checkpoint_path, name, layout="default", **sections):
 
 def test_compile_shows_the_runs_noise_aware_qubits():
     """layout = "noise_aware": compile's qubits and P(success) per template are the run's."""
-    from qssm.models import checkpoint
     from qssm.app.compile_report import target_report
     from qssm.app.inference import run_inference
+    from qssm.models import checkpoint
 
     spec = _spec(HAYSTACK_CKPT, "dm:fake_fez", layout="noise_aware")
     model, _ = checkpoint.load(spec.checkpoint)
@@ -267,9 +267,9 @@ def test_compile_shows_the_runs_noise_aware_qubits():
 def test_compile_shows_the_templates_the_split_produces(split, expected):
     """QLAM: the templates the spec's segment / prep / obp_steps make, as the run plans them (not
     always memory.k1 and the Moettoenen memory.k2.prep)."""
-    from qssm.models import checkpoint
     from qssm.app.compile_report import target_report
     from qssm.app.inference import run_inference
+    from qssm.models import checkpoint
 
     spec = _spec("checkpoints/qlam-digits-chain.safetensors", "exact", split=split)
     model, _ = checkpoint.load(spec.checkpoint)

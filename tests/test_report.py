@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from qssm.app.durable import create_job, run_job
 from qssm.backends.base import Backend
 from qssm.cli import main
-from qssm.app.durable import create_job, run_job
 from qssm.jobs.spec import parse_spec
 from qssm.jobs.store import JobStore
 from qssm.models import checkpoint

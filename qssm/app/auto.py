@@ -162,7 +162,7 @@ def split_choice(spec, model, backend, frontier: list[dict] | None = None, optio
         split = dataclasses.replace(spec.split, **c)
         s, two_qubit = transpile_estimate(call, split, c, t, backend, options, cache)
         row = {**c, "success_estimate": s, "max_two_qubit": two_qubit,
-               **cost_per_image(call, split, c, t, spec.backend.shots, zne)}
+               **cost_per_image(call, split, c, t, spec.backend.circuit_shots, zne)}
         kind = split_kind(split)
         same = [r for r in measured if split_kind(r["split"]) == kind]
         here = [r["accuracy"] for r in same if r["target"] == backend.name]

@@ -19,6 +19,8 @@ from qssm.backends.registry import get_backend, paid_device
 from qssm.errors import QssmError
 from qssm.jobs.spec import BackendSpec, JobSpec
 from qssm.models.tasks import binomial_stderr
+from qssm.pipeline.adaptive import run_adaptive
+from qssm.pipeline.adaptive import summary as adaptive_summary
 from qssm.pipeline.build import build_pipeline, split_levers
 from qssm.pipeline.evaluator import PipelineEvaluator
 from qssm.pipeline.layout import device_layouts
@@ -73,7 +75,8 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if device and device != backend.name:  # a dry run: what it would have cost on the device it mimics
         priced = DeviceCost(device)
         pipeline.observe(priced)
-    shots = spec.backend.shots or None
+    shots = spec.backend.circuit_shots or None
+    adaptive = spec.backend.adaptive
     started = time.perf_counter()
     # the reference first: weights that overflow give nan logits here, and nan circuit angles on the
     # backend, so they are refused before anything is dispatched (nan never scores)
@@ -87,7 +90,9 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     trips = job.round_trips
     backend.set_mode("session" if trips > 1 else "batch")
     table = None
-    if model.token_table:  # circuits that depend on the token id only: measured once for the vocabulary
+    # circuits that depend on the token id only: measured once for the vocabulary (adaptive rounds
+    # measure the distinct tokens of each round instead)
+    if model.token_table and not adaptive:
         table = build_token_table(model, PipelineEvaluator(pipeline, shots=shots, counter="table_round_trips"),
                                   backend=backend.name)
     handoff, obp = split_levers(spec.split)
@@ -97,7 +102,11 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if inspect is not None:
         inspect(ev)
 
-    out = model(data.inputs, ev)
+    info = None
+    if adaptive:  # decision-aware shots: rounds until every example is decided (pipeline/adaptive.py)
+        out, info = run_adaptive(model, data.inputs, pipeline, spec.backend)
+    else:
+        out = model(data.inputs, ev)
     ev.progress.close()
     _check_finite(out, spec, f"the run on {backend.name}")
     wall = time.perf_counter() - started
@@ -112,7 +121,7 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         "backend": backend.name,
         "cluster": spec.backend.cluster or None,  # where the simulator batches ran: local:N or a scheduler
         "calibration": backend.calibration,
-        "shots": shots or 0,
+        "shots": "auto" if adaptive else (shots or 0),
         "n_examples": len(data.targets),
         "T": int(data.inputs.shape[1]),
         "segment": spec.split.segment if model.splits else None,
@@ -123,11 +132,14 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         "exact_accuracy": _acc(exact_last, data.targets),
         "exact_accuracy_stderr": binomial_stderr(_acc(exact_last, data.targets), len(data.targets)),
         "agreement": float((last.argmax(-1) == exact_last.argmax(-1)).double().mean()),
+        "decisions": last.argmax(-1).tolist(),
         "logit_error_max": float(err.max()),
         "logit_error_mean": float(err.mean()),
         "wall_seconds": wall,
         **tracker.summary(),
     }
+    if info:  # shots per example: each measured row's shots x circuits shared by the examples using it
+        report.update(adaptive_summary(info), adaptive=info)
     n = len(data.targets)
     report.update(per_example({"shots": report["total_shots"], "executions": report["executions"]}, n))
     if device and device != backend.name:

@@ -40,14 +40,20 @@ def estimate(job: Job, workload=None) -> dict:
     else:
         examples = workload(recorder)
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch, model=job.model)
-    shots = spec.backend.shots or None
+    shots = spec.backend.circuit_shots or None
+    if spec.backend.adaptive:  # priced at its cap: every circuit at the shots that spend it all
+        pilot = sum(b.executions * shots for trip in planned
+                    for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0] if b.calibration is None)
+        cap = spec.backend.max_shots_per_example
+        shots = shots * spec.backend.CAP_PILOTS if not cap else max(shots, int(shots * cap * spec.data.n / max(pilot, 1)))
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
     est = dict(backend.estimate_cost(sent))
     for k in ("usd", "qpu_seconds", "tasks"):
         est[k] = float(est.get(k, 0.0))
     est.update(batches=len(sent), executions=int(sum(b.executions for b in sent)),
-               shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=spec.backend.shots,
-               round_trips=len(planned), transpile_calls=int(pipeline.tracker.totals["transpile_calls"]))
+               shots=int(sum(b.executions * (b.shots or 0) for b in sent)), shots_per_circuit=shots or 0,
+               adaptive=spec.backend.adaptive, round_trips=len(planned),
+               transpile_calls=int(pipeline.tracker.totals["transpile_calls"]))
     price = backend.price()
     est.update(per_example(est, examples), backend=backend.name, price=price,
                price_source=price and price["source"], price_date=price and price["date"])

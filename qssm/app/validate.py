@@ -14,7 +14,10 @@ def validate(spec: JobSpec, backend, model=None, *, credentials: bool = True) ->
     shots against the backend, each stage's own keys, the runtime options, the model, credentials
     (credentials=False: pricing needs none, `qssm estimate`)."""
     caps = backend.capabilities
-    shots = spec.backend.shots
+    shots = spec.backend.circuit_shots
+    if spec.backend.adaptive and (spec.split.segment or spec.split.obp_steps):
+        raise QssmError('[backend] shots = "auto" runs whole QLAM circuits (its margins need every readout); '
+                        'set [split] segment = 0 and obp_steps = 0, or fixed shots')
     if shots == 0 and not caps.exact:
         raise QssmError(f"backend {backend.name} samples: set [backend] shots > 0 (e.g. shots = 4000)")
     if shots and caps.max_shots and shots > caps.max_shots:

@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a checkpoint's circuit templates (OpenQASM 3, QPY)"),
     "run": ("run", "dry-run a job spec on a simulator backend and score it against exact"),
     "estimate": ("estimate", "price a job spec as submit would (no credentials, nothing recorded)"),
+    "plan": ("plan", "predict agreement against shots per circuit and recommend the fewest (dm: backends)"),
     "compile": ("compile", "transpilation report per target: depth, 2q gates, swaps, success, cuts"),
     "report": ("report", "write an HTML + JSON report for a job spec or a stored job"),
     "generate": ("generate", "generate tokens with a QMamba checkpoint (prefill + cached decode)"),

@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="run in this process with progress and print the result")
     p.add_argument("--yes", action="store_true", help="submit even if the estimate exceeds the spec's budget")
     p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--shots", type=types.job_shots, help="override [backend] shots (or \"auto\")")
     p.add_argument("--cluster", type=types.cluster, help='simulators only: batches on Dask, "local:N" or tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("status", status)

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help=help_for("run"))
     p.add_argument("spec", help="job spec (TOML), see examples/")
     p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
+    p.add_argument("--shots", type=types.job_shots, help="override [backend] shots (or \"auto\")")
     p.add_argument("--n", type=types.examples, help="override [data] n: run the first N test examples")
     p.add_argument("--cluster", type=types.cluster, help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,7 +66,7 @@ def cost_line(c: dict, where: str) -> str:
 
 
 def format_run(r: dict) -> str:
-    shots = f"{r['shots']} shots" if r["shots"] else "exact expectation values"
+    shots = (f"{r['shots']} shots" if r["shots"] != "auto" else "adaptive shots") if r["shots"] else "exact expectation values"
     extras = [f"{r[k]} {label}" for k, label in (("cut_batches", "batches cut"), ("zne_circuits", "ZNE circuits"),
                                                   ("calibration_circuits", "calibration circuits")) if r.get(k)]
     seconds = r.get("seconds", {})
@@ -94,6 +94,11 @@ def format_run(r: dict) -> str:
     if r.get("resubmitted_batches"):
         lines.append(f"  resubmitted     {r['resubmitted_batches']} in-flight batches: their jobs died with the killed "
                      "process (local simulators keep no jobs across processes)")
+    if r.get("adaptive"):
+        lines.append(f"  adaptive shots  {r['adaptive_rounds']} rounds, {r['adaptive_decided']} decided at confidence "
+                     f"{r['adaptive']['confidence']}, {r['adaptive_capped']} capped; shots per example mean "
+                     f"{r['shots_per_example_mean']:,.0f}, median {r['shots_per_example_median']:,.0f}, "
+                     f"max {r['shots_per_example_max']:,.0f}")
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")

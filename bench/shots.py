@@ -1,0 +1,219 @@
+"""Shots from decisions, measured (issue 21): fixed shots per circuit against the dry-run plan's
+recommendation, adaptive shots and the floor, on the dm: engine with sampling.
+
+    OMP_NUM_THREADS=1 python bench/shots.py [--rows 0,1] [--n-qlam 359] [--n-qmamba 500] [--seeds 5]
+                                            [--json bench/shots.json]
+    python bench/shots.py --table bench/shots.json [more.json ...]    # print the table of saved rows
+
+Per row (checkpoint, device): `qssm plan`'s oracle (exact noisy values, the curve, the floor and
+the infinite-shot noisy decisions); full pipeline runs at fixed 4000 / 1000 / 250 / 64 / 16 shots
+per circuit and at the plan's recommendation (seed 1); adaptive shots over `--seeds` simulator seeds
+(the table shows seed 1; the confidence check pools them all). Every column: accuracy, agreement
+with the exact forward, agreement with the infinite-shot noisy decisions, shots per example (mean /
+median / p90 / max), and $ per example at Garnet's and IBM's prices: Garnet = the device snapshot's
+per-task + per-shot price over the batches dispatched (backends/devices.py estimate_cost, one task
+per batch), IBM = QPU seconds from backends/ibm.py's model (shots x (rep delay + the row's circuit
+durations) + per-job overhead) at its list price. Fixed shots: every example pays the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qssm.app.inference import run_inference  # noqa: E402
+from qssm.app.job import backend_for  # noqa: E402
+from qssm.app.plan import plan_spec  # noqa: E402
+from qssm.backends import (
+    devices,  # noqa: E402
+    ibm,  # noqa: E402
+)
+from qssm.jobs.spec import parse_spec  # noqa: E402
+from qssm.models import checkpoint  # noqa: E402
+from qssm.pipeline.build import build_pipeline  # noqa: E402
+
+ROWS = [("qlam-digits-chain", "dm:fake_fez"), ("qmamba-haystack-varlen", "dm:fake_fez"),
+        ("qlam-digits-chain", "dm:iqm_garnet"), ("qmamba-haystack-varlen", "dm:iqm_garnet"),
+        ("qlam-digits-chain-noisy-fez", "dm:fake_fez"), ("qmamba-haystack-varlen-noisy-fez", "dm:fake_fez")]
+FIXED = [4000, 1000, 250, 64, 16]
+CONFIDENCE = 0.99
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def spec_for(ck: str, backend: str, n: int, shots, seed: int = 1):
+    data = {"n": n, **({"T": 64} if "haystack" in ck else {})}
+    return parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": data,
+                       "backend": {"name": backend, "shots": shots, "seed_simulator": seed,
+                                   "confidence": CONFIDENCE}}, f"{ck}@{backend}")
+
+
+def prices(sent: list, n: int) -> dict:
+    shots = sum(b.executions * (b.shots or 0) for b in sent)
+    seconds, jobs = 0.0, 0
+    for b in sent:
+        s = b.executions * (b.shots or 0)
+        seconds += s * (ibm.REP_DELAY_S + float(b.meta.get("metrics", {}).get("duration_us") or 0.0) * 1e-6)
+        jobs += max(1, -(-s // ibm.MAX_EXECUTIONS_PER_JOB))
+    seconds += jobs * ibm.JOB_OVERHEAD_S
+    return {"tasks_per_example": len(sent) / n, "garnet_usd_per_example": devices.estimate_cost("iqm_garnet", len(sent), shots) / n,
+            "ibm_qpu_seconds_per_example": seconds / n, "ibm_usd_per_example": seconds * ibm.USD_PER_QPU_SECOND / n}
+
+
+def run(spec) -> dict:
+    model = checkpoint.load(spec.checkpoint)[0]
+    backend = backend_for(spec)
+    pipeline = build_pipeline(spec, backend, model=model)
+    sent = []
+    pipeline.observe(lambda e: sent.extend(e.batches) if e.stage == "dispatch" else None)
+    start = time.perf_counter()
+    try:
+        report = run_inference(spec, pipeline=pipeline, backend=backend, progress=False)
+    finally:
+        backend.close()
+    report["bench_seconds"] = time.perf_counter() - start
+    report.update(prices(sent, report["n_examples"]))
+    return report
+
+
+def column(report: dict, infinite: list[int], per_example=None) -> dict:
+    n = report["n_examples"]
+    s = np.asarray(per_example if per_example is not None else [report["total_shots"] / n] * n, dtype=float)
+    agree = np.asarray(report["decisions"]) == np.asarray(infinite)
+    keys = ("tasks_per_example", "garnet_usd_per_example", "ibm_qpu_seconds_per_example", "ibm_usd_per_example")
+    return {"accuracy": report["accuracy"], "agreement_exact": report["agreement"],
+            "agreement_infinite": float(agree.mean()), "shots_mean": float(s.mean()),
+            "shots_median": float(np.median(s)), "shots_p90": float(np.percentile(s, 90)), "shots_max": float(s.max()),
+            "seconds": report["bench_seconds"], **{k: report[k] for k in keys}}
+
+
+def one_row(ck: str, backend: str, n: int, seeds: int) -> dict:
+    print(f"== {ck} on {backend}, n = {n}", flush=True)
+    start = time.perf_counter()
+    plan = plan_spec(spec_for(ck, backend, n, 1000), CONFIDENCE, at_shots=FIXED)
+    plan_seconds = time.perf_counter() - start
+    infinite = plan["decisions"]
+    curve = {c["shots_per_circuit"]: c for c in plan["curve"]}
+    row = {"checkpoint": ck, "backend": backend, "n": n, "plan_seconds": plan_seconds,
+           "exact_accuracy": plan["exact_accuracy"], "noisy_accuracy_infinite": plan["noisy_accuracy_infinite"],
+           "noisy_exact_agreement_infinite": plan["noisy_exact_agreement_infinite"],
+           "circuits_per_example": plan["circuits_per_example"], "columns": {}, "plan_check": {}}
+    rec = plan["recommended_shots_per_circuit"]
+    if rec:
+        curve[rec] = plan["recommended"]
+    for shots in FIXED + ([rec] if rec else []):
+        r = run(spec_for(ck, backend, n, shots))
+        name = f"plan ({shots})" if shots == rec and shots not in FIXED else f"fixed {shots}"
+        row["columns"][name] = column(r, infinite)
+        pred = curve[shots]
+        measured = row["columns"][name]["agreement_infinite"]
+        se = math.sqrt(pred["flip_sd"] ** 2 + 0.25) / n  # the plan's own spread, half an example for discreteness
+        row["plan_check"][str(shots)] = {"predicted": pred["agreement_noisy"], "predicted_linear": pred["agreement_noisy_linear"],
+                                         "measured": measured, "se": se, "within_2se": abs(pred["agreement_noisy"] - measured) <= 2 * se}
+        print(f"   {name:>14}: acc {r['accuracy']:.3f}  agree(inf) {measured:.3f}  predicted {pred['agreement_noisy']:.3f}  "
+              f"shots/example {r['total_shots'] / n:,.0f}  {r['bench_seconds']:.0f} s", flush=True)
+    if rec:
+        row["columns"]["plan"] = row["columns"].get(f"fixed {rec}") or row["columns"][f"plan ({rec})"]
+        row["recommended_shots_per_circuit"] = rec
+    wrong = stopped = 0
+    for seed in range(1, seeds + 1):
+        r = run(spec_for(ck, backend, n, "auto", seed))
+        info = r["adaptive"]
+        early = np.asarray(info["decided_examples"])
+        differs = np.asarray(r["decisions"]) != np.asarray(infinite)
+        wrong += int((differs & early).sum())
+        stopped += int(early.sum())
+        if seed == 1:
+            row["columns"]["adaptive"] = column(r, infinite, info["shots_per_example"])
+            row["columns"]["adaptive"].update(rounds=len(info["rounds"]), capped=info["capped"])
+        print(f"   adaptive seed {seed}: acc {r['accuracy']:.3f}  agree(inf) {1 - differs.mean():.3f}  shots/example "
+              f"{np.mean(info['shots_per_example']):,.0f}  early-stopped wrong {int((differs & early).sum())}/{int(early.sum())}"
+              f"  {r['bench_seconds']:.0f} s", flush=True)
+    alpha = 1 - CONFIDENCE
+    row["confidence_check"] = {"seeds": seeds, "early_stopped": stopped, "differing": wrong,
+                               "fraction": wrong / max(stopped, 1), "bound": alpha + 3 * math.sqrt(alpha * (1 - alpha) / max(stopped, 1))}
+    floor = np.minimum(np.asarray(plan["floor_shots_per_example"]), 1e15)
+    row["columns"]["floor"] = {"accuracy": plan["noisy_accuracy_infinite"], "agreement_exact": plan["noisy_exact_agreement_infinite"],
+                               "agreement_infinite": 1.0, "shots_mean": float(floor.mean()),
+                               "shots_median": float(np.median(floor)), "shots_p90": float(np.percentile(floor, 90)),
+                               "shots_max": float(floor.max()),
+                               "garnet_usd_per_example": float(floor.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
+    row["acceptance"] = acceptance(row)
+    return row
+
+
+def acceptance(row: dict) -> dict:
+    c, n = row["columns"], row["n"]
+    a, f4000, f64, fl = c["adaptive"], c["fixed 4000"], c["fixed 64"], c["floor"]
+    se = math.sqrt(f4000["accuracy"] * (1 - f4000["accuracy"]) / n)
+    return {"accuracy_vs_4000": abs(a["accuracy"] - f4000["accuracy"]) <= max(2 / n, se) + 1e-12,
+            "mean_below_fixed_64": a["shots_mean"] < f64["shots_mean"],
+            "mean_within_3x_floor": a["shots_mean"] <= 3 * fl["shots_mean"],
+            "median_within_3x_floor": a["shots_median"] <= 3 * fl["shots_median"],
+            "plan_within_2se": all(v["within_2se"] for v in row["plan_check"].values()),
+            "confidence_honoured": row["confidence_check"]["fraction"] <= row["confidence_check"]["bound"]}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | device | column | accuracy | agree exact | agree ∞-shot | shots/example mean / median / p90 / max | "
+             "$/example Garnet | $/example IBM |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        order = [f"fixed {s}" for s in FIXED] + ["plan", "adaptive", "floor"]
+        for name in order:
+            col = row["columns"].get(name)
+            if col is None:
+                continue
+            label = f"plan ({row.get('recommended_shots_per_circuit')})" if name == "plan" else name
+            ibm_usd = f"{col['ibm_usd_per_example']:.2f}" if "ibm_usd_per_example" in col else "–"
+            lines.append(f"| {row['checkpoint']} | {row['backend']} | {label} | {col['accuracy']:.3f} | {col['agreement_exact']:.3f} | "
+                         f"{col['agreement_infinite']:.3f} | {col['shots_mean']:,.0f} / {col['shots_median']:,.0f} / "
+                         f"{col['shots_p90']:,.0f} / {col['shots_max']:,.0f} | {col['garnet_usd_per_example']:.2f} | {ibm_usd} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default="0,1,2,3", help="indices into ROWS")
+    ap.add_argument("--n-qlam", type=int, default=359)
+    ap.add_argument("--n-qmamba", type=int, default=500)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "shots.json"))
+    ap.add_argument("--table", nargs="+", help="print the table of saved results and stop")
+    args = ap.parse_args()
+    if args.table:
+        rows = [r for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
+        print(table(rows))
+        for r in rows:
+            print(r["checkpoint"], r["backend"], r["acceptance"], r["confidence_check"])
+        return
+    out = {"cpu": cpu_model(), "confidence": CONFIDENCE, "rows": []}
+    print(f"CPU: {out['cpu']}", flush=True)
+    for i in (int(x) for x in args.rows.split(",")):
+        ck, backend = ROWS[i]
+        row = one_row(ck, backend, args.n_qmamba if "qmamba" in ck else args.n_qlam, args.seeds)
+        out["rows"].append(row)
+        Path(args.json).write_text(json.dumps(out, indent=1))  # after every row: a killed run keeps what it finished
+        print(row["acceptance"], row["confidence_check"], flush=True)
+    print(table(out["rows"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The shot planner (pipeline/shotplan.py): its delta-method predictions against Monte Carlo runs
+of the sampled pipeline, and the floor's allocation against its own definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from qssm.app import plan as app_plan
+from qssm.backends.registry import get_backend
+from qssm.jobs.spec import parse_spec
+from qssm.models import checkpoint
+from qssm.models.tasks import first_test_examples
+from qssm.pipeline import shotplan
+from qssm.pipeline.build import build_pipeline
+
+CHAIN = "checkpoints/qlam-digits-chain.safetensors"
+
+
+def spec(ck, n, shots, backend="dm:fake_fez", **data):
+    return parse_spec({"model": {"checkpoint": ck}, "data": {"n": n, **data},
+                       "backend": {"name": backend, "shots": shots}})
+
+
+def test_one_rival_flip_probability_is_the_normal_tail():
+    m = np.array([[1.0], [0.5], [2.0]])
+    cov = np.array([[[0.25]], [[1.0]], [[1e-4]]])
+    p = shotplan.flip_probability(m, cov)
+    want = norm.cdf(-m[:, 0] / np.sqrt(cov[:, 0, 0]))
+    assert (np.abs(p - want) <= 3 * np.sqrt(want * (1 - want) / shotplan.DRAWS) + 1e-12).all(), (p, want)
+
+
+def _sensitivity(k, rng, m=40):
+    g = rng.normal(size=(m, k))
+    a = np.einsum("mc,md->mcd", g, g) * rng.uniform(0.2, 1.0, size=(m, 1, 1))
+    margin = rng.uniform(0.2, 1.0, size=(2, k))
+    return shotplan.Sensitivity(np.zeros(2, int), np.ones((2, k), int), margin, np.repeat([0, 1], m // 2),
+                                np.arange(m), a)
+
+
+def test_floor_is_the_neyman_allocation_for_one_rival():
+    """One rival: at the floor's allocation the margin sits exactly z standard deviations clear,
+    and any other allocation of the same cost leaves it closer."""
+    rng = np.random.default_rng(3)
+    sens = _sensitivity(1, rng)
+    cost = rng.integers(1, 4, size=40).astype(float)
+    shots, total = sens.neyman(cost, 0.99)
+    sd = np.sqrt(sens.cov(shots)[:, 0, 0])
+    np.testing.assert_allclose(sens.margin[:, 0] / sd, norm.ppf(0.99))
+    np.testing.assert_allclose(total, sens.floor(cost, 0.99))
+    for _ in range(5):
+        other = shots * rng.uniform(0.5, 1.5, size=40)
+        other *= (total / np.bincount(sens.example, other * cost))[sens.example]
+        assert (sens.cov(other)[:, 0, 0] >= sd**2 * (1 - 1e-9)).all()
+
+
+def test_several_rivals_allocation_clears_all_and_floor_bounds_it():
+    rng = np.random.default_rng(4)
+    sens = _sensitivity(3, rng)
+    cost = rng.integers(1, 4, size=40).astype(float)
+    shots, total = sens.neyman(cost, 0.99)
+    sd = np.sqrt(np.einsum("bcc->bc", sens.cov(shots)))
+    assert (sens.margin / sd >= norm.ppf(0.99) - 1e-9).all()
+    floor = sens.floor(cost, 0.99)
+    assert (floor <= total * (1 + 1e-12)).all() and (floor > 0).all()
+
+
+@pytest.mark.parametrize("shots", [16, 64])
+def test_predicted_flips_match_monte_carlo(shots):
+    """The plan's expected number of decisions differing from the infinite-shot noisy argmax, at
+    fixed shots per circuit, against that number in sampled runs of the pipeline over several
+    simulator seeds (independent examples: the tolerance is 3 standard errors of the count)."""
+    s = spec(CHAIN, 48, shots)
+    model = checkpoint.load(s.checkpoint)[0].double()
+    data = first_test_examples(model.cfg.task, s.data.n, s.data.seed, s.data.T or None)
+    backend = get_backend("dm:fake_fez", seed=1)
+    logits, ev = shotplan.oracle(s, model, data, backend)
+    sens = shotplan.sensitivity(logits, ev.records, ev.pool)
+    p = sens.flip(np.full(len(ev.pool.shots), float(shots)))
+    seeds = 4
+    flips = 0
+    for seed in range(seeds):
+        b = get_backend("dm:fake_fez", seed=100 + seed)
+        ev2 = shotplan.ShotEvaluator(build_pipeline(s, b, model=model), shots)
+        with torch.no_grad():
+            out = model(data.inputs, ev2)
+        flips += int((out.argmax(-1).numpy() != sens.top).sum())
+    expected, sd = seeds * p.sum(), np.sqrt(seeds * (p * (1 - p)).sum())
+    assert abs(flips - expected) <= 3 * sd + 1, (flips, expected, sd)
+    assert expected > 1  # the test can fail: some decisions do move at these shots
+
+
+def test_oracle_values_are_the_sampled_pipelines_mean():
+    """The oracle's expected counts give the values the sampled pipeline converges to (readout
+    correction included): one row's values at 200k shots sit within 4 standard errors."""
+    s = parse_spec({"model": {"checkpoint": CHAIN}, "data": {"n": 2},
+                    "backend": {"name": "dm:fake_fez", "shots": 200_000}, "mitigation": {"readout": True}})
+    model = checkpoint.load(s.checkpoint)[0].double()
+    data = first_test_examples(model.cfg.task, s.data.n, s.data.seed, s.data.T or None)
+    logits, ev = shotplan.oracle(s, model, data, get_backend("dm:fake_fez", seed=1))
+    ev2 = shotplan.ShotEvaluator(build_pipeline(s, get_backend("dm:fake_fez", seed=5), model=model), 200_000)
+    with torch.no_grad():
+        model(data.inputs, ev2)
+    for u in range(0, len(ev.pool.values), 5):
+        err = np.sqrt(np.diag(ev2.pool.var1[u]) / ev2.pool.shots[u])
+        assert (np.abs(ev.pool.values[u] - ev2.pool.values[u]) <= 4 * err + 1e-9).all()
+        np.testing.assert_allclose(ev.pool.var1[u], ev2.pool.var1[u], atol=0.02)
+
+
+def test_plan_curve_recommends_the_smallest_shots_meeting_the_confidence():
+    out = app_plan.plan_spec(spec(CHAIN, 24, 1000), confidence=0.95)
+    n = out["recommended_shots_per_circuit"]
+    assert n and out["recommended"]["agreement_noisy"] >= 0.95
+    below = [r for r in out["curve"] if r["shots_per_circuit"] < n]
+    assert all(r["agreement_noisy"] < 0.95 for r in below)
+    agree = [r["agreement_noisy"] for r in out["curve"]]
+    assert agree == sorted(agree)
+    assert len(out["floor_shots_per_example"]) == 24
