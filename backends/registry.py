@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from qssm.backends import devices
 from qssm.backends.aer import AerBackend
 from qssm.backends.base import Backend
@@ -48,21 +51,46 @@ def _check_snapshot(name: str) -> None:
         raise QssmError(f"unknown backend {name!r}: aer takes a device snapshot such as aer:fake_fez; {LIST}")
 
 
-def get_backend(name: str, *, seed: int | None = None) -> Backend:
+@dataclass(frozen=True)
+class Scheme:
+    """One family of backend names: whether a name takes a `:rest`, how it is built, whether it
+    runs here for free (known from the name alone, so asking needs no credentials: the backend's
+    own `Capabilities.simulator` says the same once it is built), and any check of `rest`."""
+
+    rest: bool | None  # True: required, False: none, None: optional
+    make: Callable[[str, str, int | None], Backend]  # (name, rest, seed) -> backend
+    simulator: Callable[[str], bool]  # rest -> free and local
+    check: Callable[[str], None] = lambda name: None
+
+
+# The one table of backends: a new backend is one row here.
+SCHEMES: dict[str, Scheme] = {
+    "exact": Scheme(False, lambda name, rest, seed: ExactBackend(seed=seed), lambda rest: True),
+    "dm": Scheme(True, lambda name, rest, seed: DensityMatrixBackend(rest, seed=seed), lambda rest: True,
+                 lambda name: _check_snapshot(name)),
+    "aer": Scheme(None, lambda name, rest, seed: AerBackend(rest or None, seed=seed), lambda rest: True,
+                  lambda name: _check_snapshot(name)),
+    "ibm": Scheme(True, lambda name, rest, seed: IBMBackend(rest, seed=seed), lambda rest: rest.startswith("fake_"),
+                  lambda name: _check_snapshot(name)),
+    "braket": Scheme(True, lambda name, rest, seed: BraketBackend(name, seed=seed),
+                     lambda rest: rest.startswith("local")),
+}
+
+
+def scheme(name: str) -> tuple[Scheme, str]:
+    """The name's row of SCHEMES and its `rest`, or the one-line unknown-backend error."""
     kind, _, rest = name.partition(":")
-    if kind == "exact" and not rest:
-        return ExactBackend(seed=seed)
-    if kind in ("dm", "aer", "ibm") and rest:
-        _check_snapshot(name)
-    if kind == "dm" and rest:
-        return DensityMatrixBackend(rest, seed=seed)
-    if kind == "aer":
-        return AerBackend(rest or None, seed=seed)
-    if kind == "ibm" and rest:
-        return IBMBackend(rest, seed=seed)
-    if kind == "braket" and rest:
-        return BraketBackend(name, seed=seed)
-    raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
+    row = SCHEMES.get(kind)
+    if row is None or (row.rest is True and not rest) or (row.rest is False and rest):
+        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
+    return row, rest
+
+
+def get_backend(name: str, *, seed: int | None = None) -> Backend:
+    row, rest = scheme(name)
+    if rest:
+        row.check(name)
+    return row.make(name, rest, seed)
 
 
 def device_target(name: str):
@@ -156,10 +184,7 @@ def noise_twin(name: str) -> str:
 
 
 def is_simulator(name: str) -> bool:
-    """Backends that cost nothing and run here: everything but real QPUs (known from the name alone,
-    so asking needs no credentials). Unknown names get the unknown-backend error."""
-    kind, _, rest = name.partition(":")
-    if not ((kind == "exact" and not rest) or kind == "aer" or (kind in ("ibm", "braket", "dm") and rest)):
-        raise QssmError(f"unknown backend {name!r}; valid forms: {FORMS}; {LIST}")
-    return kind in ("exact", "aer", "dm") or (kind == "ibm" and rest.startswith("fake_")) or (
-        kind == "braket" and rest.startswith("local"))
+    """Backends that cost nothing and run here: everything but real QPUs (SCHEMES, from the name
+    alone). Unknown names get the unknown-backend error."""
+    row, rest = scheme(name)
+    return row.simulator(rest)
