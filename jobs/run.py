@@ -20,14 +20,13 @@ from qssm.jobs.preflight import preflight
 from qssm.jobs.retry import PermanentError, RetryPolicy
 from qssm.jobs.spec import JobSpec
 from qssm.jobs.store import JobStore
+from qssm.models import checkpoint
 from qssm.pipeline.inference import backend_for
 from qssm.pipeline.tracker import Tracker
 
 
 def create_job(store: JobStore, spec: JobSpec, yes: bool = False, backend: Backend | None = None) -> tuple[str, dict]:
     """The preflight (checks, price, budget) and then, only if it passes, the job's record."""
-    from qssm.models import checkpoint
-
     backend = backend or backend_for(spec)
     model, _ = checkpoint.load(spec.checkpoint)
     estimate = preflight(spec, backend, model, price=True, yes=yes)
@@ -48,7 +47,6 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
     store (never paid again) and the ones it had in flight are submitted afresh. Everything that can
     refuse the job (its stored spec, the backend, the checks against the model) runs before the
     lease is taken, so a refused resume leaves the store as it was."""
-    from qssm.models import checkpoint
     from qssm.pipeline.inference import run_inference
 
     job = store.job(job_id)
