@@ -90,6 +90,11 @@ def estimate(spec: JobSpec, backend) -> dict:
     pipeline = build_pipeline(spec, backend, dispatch=_no_dispatch)
     shots = spec.backend.shots or None
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
+    # the execution mode is priced too (a Session bills its idle gaps): "auto" decides from this job's
+    # round trips and QPU time, and the estimate names the mode it priced
+    backend.set_mode("batch", round_trips=len(planned))
+    qpu = float(backend.estimate_cost(sent).get("qpu_seconds_if_real", 0.0) or 0.0) or None
+    backend.set_mode(spec.backend.mode, round_trips=len(planned), qpu_seconds=qpu)
     est = dict(backend.estimate_cost(sent))
     for k in ("usd", "qpu_seconds", "tasks"):
         est[k] = float(est.get(k, 0.0))

@@ -8,6 +8,7 @@ without resubmitting a finished or in-flight batch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def create_job(store: JobStore, spec: JobSpec, yes: bool = False, backend: Backe
     backend = backend or backend_for(spec)
     model, _ = checkpoint.load(spec.checkpoint)
     estimate = preflight(spec, backend, model, price=True, yes=yes)
+    if estimate.get("mode"):  # the job runs in the execution mode it was priced in
+        spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, mode=estimate["mode"]))
     job_id = store.create_job(raw_spec(spec), backend.name, spec.source, estimate)
     return job_id, estimate
 
@@ -48,6 +51,8 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
 
     job = store.job(job_id)
     if job["status"] == "done":
+        if store.totals(job_id)["usage_pending"]:  # paid results are in; what they cost was not yet
+            return settle_job_usage(store, job_id, backend, policy, log)
         return job["report"]
     if job["status"] == "cancelled":
         raise QssmError(f"job {job_id} was cancelled; submit the spec again to rerun it")
@@ -69,6 +74,9 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
             report = partial_report(store, job_id, tracker)
             store.set_status(job_id, "cancelled", report=report)
             return report
+        dispatch.settle_usage()
+        if backend.mode_usage():  # a Session bills its wall time: reconcile the estimate with it
+            report["mode_usage"] = backend.mode_usage()
         report.update(job_id=job_id, estimate=job["estimate"], **{f"store_{k}": v for k, v in
                                                                    store.totals(job_id).items()})
         if store.job(job_id)["status"] == "cancelled":  # cancelled after the last batch: keep the paid result
@@ -81,6 +89,18 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
         store.release(job_id)
         if backend is not None:
             backend.close()
+
+
+def settle_job_usage(store: JobStore, job_id: str, backend: Backend | None = None, policy: RetryPolicy | None = None,
+                     log=None) -> dict:
+    """A finished job whose provider had not settled every batch's usage: read it now and update the
+    report's totals (the results are untouched)."""
+    job = store.job(job_id)
+    backend = backend or backend_for(store.job_spec(job_id))
+    StoreDispatcher(store, job_id, backend, policy=policy, log=log).settle_usage()
+    report = dict(job["report"] or {}, **{f"store_{k}": v for k, v in store.totals(job_id).items()})
+    store.set_status(job_id, "done", report=report)
+    return report
 
 
 def partial_report(store: JobStore, job_id: str, tracker: Tracker) -> dict:

@@ -75,6 +75,7 @@ class BackendSpec:
     seed_simulator: int = 1
     layout: str = "default"  # default | noise_aware (pipeline.layout: lowest-error connected qubits)
     cluster: str = ""  # run simulator batches on Dask: "local:N" workers or a scheduler address "tcp://host:8786"
+    mode: str = "auto"  # IBM execution mode: auto | session | batch (backends/ibm.py)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ SECTIONS = {"data": DataSpec, "backend": BackendSpec, "split": SplitSpec,
             "mitigation": MitigationSpec, "budget": BudgetSpec}
 CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli", "shadows", "fit"),
            ("split", "prep"): ("mottonen", "shallow"),
-           ("backend", "layout"): ("default", "noise_aware"), ("mitigation", "extrapolation"): ("richardson", "linear")}
+           ("backend", "layout"): ("default", "noise_aware"), ("backend", "mode"): ("auto", "session", "batch"), ("mitigation", "extrapolation"): ("richardson", "linear")}
 MAX_SHOTS = 100_000_000
 AUTO = {("split", "segment"), ("split", "obp_steps")}  # these also take "auto" (pipeline/auto.py chooses)
 SEED = (0, 2**63 - 1)

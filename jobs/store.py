@@ -522,6 +522,30 @@ class JobStore:
                         time.time(), float(result.meta.get("cost_usd", 0.0))))
 
     @_guarded
+    def record_usage(self, job_id: str, key: str, usage: dict) -> None:
+        """What the provider billed for a finished batch, once it has settled (usage "final")."""
+        with self.transaction() as db:
+            row = db.execute("SELECT meta FROM batches WHERE job_id = ? AND key = ?", (job_id, key)).fetchone()
+            meta = json.loads(row[0] or "{}") if row else {}
+            meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]), cost_usd=float(usage["cost_usd"]))
+            db.execute("UPDATE batches SET meta = ?, cost_usd = ? WHERE job_id = ? AND key = ?",
+                       (_json(meta), float(usage["cost_usd"]), job_id, key))
+
+    @_guarded
+    def pending_usage(self, job_id: str) -> list[tuple[str, Handle]]:
+        """(key, handle) of finished batches whose usage the provider had not settled when stored."""
+        out = []
+        for key, meta, handle in self.db.execute("SELECT key, meta, handle FROM batches WHERE job_id = ? AND "
+                                                 "status = 'done' AND handle IS NOT NULL", (job_id,)).fetchall():
+            try:
+                pending = json.loads(meta or "{}").get("usage") == "pending"
+            except (TypeError, ValueError, AttributeError) as e:
+                raise self._corrupt(f"batch {key[:12]} of job {job_id}: meta", e) from None
+            if pending:
+                out.append((key, self.parse_handle(job_id, key, handle)))
+        return out
+
+    @_guarded
     def record_failure(self, job_id: str, key: str, message: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE batches SET status = 'failed', error = ? WHERE job_id = ? AND key = ?",
@@ -557,6 +581,8 @@ class JobStore:
 
     @_guarded
     def totals(self, job_id: str) -> dict:
-        row = self.db.execute("SELECT COUNT(*), SUM(status = 'done'), SUM(attempts), SUM(cost_usd) FROM batches "
+        row = self.db.execute("SELECT COUNT(*), SUM(status = 'done'), SUM(attempts), SUM(cost_usd), "
+                              "SUM(status = 'done' AND meta LIKE '%\"usage\": \"pending\"%') FROM batches "
                               "WHERE job_id = ?", (job_id,)).fetchone()
-        return {"batches": row[0] or 0, "done": row[1] or 0, "submissions": row[2] or 0, "cost_usd": row[3] or 0.0}
+        return {"batches": row[0] or 0, "done": row[1] or 0, "submissions": row[2] or 0, "cost_usd": row[3] or 0.0,
+                "usage_pending": row[4] or 0}

@@ -96,7 +96,7 @@ def _run(spec, model, backend, dispatch, pipeline, progress, tracker, inspect) -
 
         spec, choice = resolve_split(spec, model, backend)
     trips = model.cfg.n_layers if kind == "qmamba" else n_segments(data.inputs.shape[1], spec.split.segment)
-    backend.set_mode("session" if trips > 1 else "batch")
+    backend.set_mode(spec.backend.mode, round_trips=trips)
     table = None
     if kind == "qmamba":
         # layer 1 depends on the token id only: measure it once for the vocabulary (one round trip)

@@ -60,6 +60,9 @@ def submit(args) -> int:
     cost = f"estimated ${estimate['usd']:.2f}, {estimate['qpu_seconds']:.0f} QPU s, {int(estimate['tasks'])} tasks/jobs"
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
         cost += f"; on the real device about {estimate['qpu_seconds_if_real']:.0f} QPU s"
+    if estimate.get("mode"):
+        idle = estimate.get("session_idle_seconds") or 0.0
+        cost += f"; priced as a {estimate['mode']}" + (f" incl. {idle:.0f} s of billed idle time" if idle else "")
     if args.wait:
         if not args.json:
             print(f"job {job_id} ({cost})")
@@ -114,7 +117,9 @@ def status(args) -> int:
         print(f"  running in {runner}")
     if stalled:
         print(f"  its runner stopped (killed, rebooted, or lost its lease); continue it with `qssm resume {j['id']}`")
-    print(f"  batches {t['done']}/{t['batches']} done, {t['submissions']} submissions, ${t['cost_usd']:.2f} spent")
+    pending = f" (+ {t['usage_pending']} batches whose usage the provider has not settled yet: `qssm resume " \
+              f"{j['id']}` fills it in)" if t["usage_pending"] else ""
+    print(f"  batches {t['done']}/{t['batches']} done, {t['submissions']} submissions, ${t['cost_usd']:.2f} spent" + pending)
     for key, wave, pos, state, attempts, cost, handle, error in store.batches(args.id):
         ids = ",".join(store.parse_handle(args.id, key, handle).job_ids) if handle else "-"
         print(f"  trip {wave} #{pos:<3} {key[:12]} {state:<9} {ids[:60]}" + (f"  {error}" if error else ""))
