@@ -75,8 +75,9 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
             store.set_status(job_id, "cancelled", report=report)
             return report
         dispatch.settle_usage()
-        if backend.mode_usage():  # a Session bills its wall time: reconcile the estimate with it
-            report["mode_usage"] = backend.mode_usage()
+        mode_usage = backend.mode_usage()
+        if mode_usage:  # a Session bills its wall time, idle gaps included: reconciles the estimate
+            report["mode_usage"] = mode_usage
         report.update(job_id=job_id, estimate=job["estimate"], **{f"store_{k}": v for k, v in
                                                                    store.totals(job_id).items()})
         if store.job(job_id)["status"] == "cancelled":  # cancelled after the last batch: keep the paid result

@@ -4,6 +4,7 @@ the service does."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -25,8 +26,8 @@ def seeded_simulator(seed: int):
     """The local simulator draws its shots from np.random.default_rng() unseeded: give each draw a
     generator spawned from `seed`, so the same task gives the same samples in every run."""
     real = np.random.default_rng
-    children = iter(np.random.SeedSequence(seed).spawn(100_000))
-    with mock.patch("numpy.random.default_rng", lambda *a: real(next(children)) if not a else real(*a)):
+    draws = itertools.count()
+    with mock.patch("numpy.random.default_rng", lambda *a: real([seed, next(draws)]) if not a else real(*a)):
         yield
 
 
@@ -52,7 +53,7 @@ class FakeAwsSession:
     $QSSM_FAKE_AWS: "throttle" (ThrottlingException, nothing created), "fail" (InternalServerException,
     nothing created), "drop" (the task is created, the response lost: a read timeout), "kill" (the
     task is created, then the process SIGKILLs itself); "probabilities": true returns IonQ-style
-    measurementProbabilities."""
+    measurementProbabilities; "max_executables": n reports that program-set limit in GetDevice."""
 
     def __init__(self, store: Path, region: str, hold: bool = False, faults: dict | None = None):
         self.store, self.region, self.hold = Path(store), region, hold
@@ -62,7 +63,10 @@ class FakeAwsSession:
 
     def get_device(self, arn):
         doc = dict(devices.load_device(arn))
-        doc["deviceCapabilities"] = json.dumps(doc["deviceCapabilities"])  # a JSON string in the real API
+        caps = json.loads(json.dumps(doc["deviceCapabilities"]))
+        if self.faults.get("max_executables"):  # the device as it reports itself today, tighter than the snapshot
+            caps["action"]["braket.ir.openqasm.program_set"]["maximumExecutables"] = self.faults["max_executables"]
+        doc["deviceCapabilities"] = json.dumps(caps)  # a JSON string in the real API
         return doc
 
     def default_bucket(self) -> str:
@@ -103,7 +107,9 @@ class FakeAwsSession:
                 "actionMetadata": {"actionType": action["braketSchemaHeader"]["name"]},
                 "tags": kwargs.get("tags", {}), "clientToken": token}
         if not self.hold:
-            seed = int(hashlib.sha256((kwargs["action"] + str(kwargs["shots"])).encode()).hexdigest()[:15], 16)
+            # seeded by the content, its lines sorted: the SDK declares inputs in set order (per process)
+            content = "".join(sorted(kwargs["action"].split("\\n"))) + str(kwargs["shots"])
+            seed = int(hashlib.sha256(content.encode()).hexdigest()[:15], 16)
             with seeded_simulator(seed):
                 result = json.loads(StateVectorSimulator().run(program, shots=kwargs["shots"]).json())
             if self.faults.get("probabilities"):
