@@ -171,7 +171,15 @@ class Backend:
 
     def run(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]
-        return [self.result(h, b) for h, b in zip(handles, batches)]
+        results = [self.result(h, b) for h, b in zip(handles, batches)]
+        if not self.capabilities.simulator:  # what each cost, once the result is in hand
+            for h, r in zip(handles, results):
+                try:
+                    usage = self.usage(h)
+                except Exception:  # noqa: BLE001 - a paid result is kept whatever its usage call does
+                    usage = None
+                r.meta.update(usage="final", **usage) if usage else r.meta.update(usage="pending")
+        return results
 
     def map(self, fn: Callable[[Backend, Any], Any], items: list) -> list:
         """[fn(backend, item) for item in items], in order, wherever this backend computes: here in

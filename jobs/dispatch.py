@@ -225,28 +225,28 @@ class StoreDispatcher:
         self.store.record_result(self.job_id, batch.key, result, self.wave, position)
         if self._shareable(batch):
             self.store.cache(self.backend.name, batch.key, result)
-        if paid:
-            self._settle(batch.key, handle)
+        usage = self._settle(batch.key, handle) if paid else None
+        if usage:  # the run's totals (Tracker) read the cost from the result
+            result.meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]), cost_usd=float(usage["cost_usd"]))
         return result
 
-    def _settle(self, key: str, handle: Handle) -> bool:
+    def _settle(self, key: str, handle: Handle) -> dict | None:
         """Read one batch's usage; a failure or a pending usage leaves it pending (never the result)."""
         try:
             usage = call_with_retries(lambda: self.backend.usage(handle), self.policy)
         except Exception as e:  # noqa: BLE001 - usage is bookkeeping: the paid result is kept whatever happens
             self.log(f"usage of batch {key[:12]} not read yet ({type(e).__name__}: {redact(str(e))[:80]}); "
                      "filled in later")
-            return False
-        if usage is None:
-            return False
-        self.store.record_usage(self.job_id, key, usage)
-        return True
+            return None
+        if usage is not None:
+            self.store.record_usage(self.job_id, key, usage)
+        return usage
 
     def settle_usage(self) -> int:
         """Fill in the usage of finished batches whose usage was pending; returns how many remain."""
         left = 0
         for key, handle in self.store.pending_usage(self.job_id):
-            left += not self._settle(key, handle)
+            left += self._settle(key, handle) is None
         return left
 
     def _failure_message(self, handle: Handle, state: str) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 import requests
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
+from qiskit_ibm_runtime import session as runtime_session
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
 from qiskit_ibm_runtime.exceptions import IBMRuntimeError
 from qiskit_ibm_runtime.fake_provider import local_service
@@ -190,6 +191,7 @@ def install(root: str | Path) -> type:
     """Route runtime local mode through a FakeRuntimeService persisted at `root`."""
     FakeRuntimeService.root = Path(root)
     local_service.QiskitRuntimeLocalService = FakeRuntimeService
+    runtime_session.QiskitRuntimeLocalService = FakeRuntimeService  # a Session / Batch over a snapshot
     return FakeRuntimeService
 
 

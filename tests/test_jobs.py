@@ -514,14 +514,13 @@ def test_chaos_braket_nothing_billed_twice(tmp_path):
         return BraketBackend("braket:iqm_garnet", seed=1,
                              aws_session=FakeAwsSession(root, "eu-north-1", faults={"max_executables": 3, **faults}))
 
-    s = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / "qlam-digits.safetensors")},
-                    "data": {"n": 1}, "backend": {"name": "braket:iqm_garnet", "shots": 200}}, "test")
-    faults = [{"throttle": [2], "drop": [3], "kill": [5]}, {"fail": [1], "drop": [2]}]
+    s = spec("braket:iqm_garnet", shots=200, n=1)
+    faults = [{"throttle": [2], "drop": [3], "kill": [7]}, {"fail": [1], "drop": [2]}]
     env = lambda f: {"QSSM_FAKE_AWS": json.dumps({"max_executables": 3, **f})}  # noqa: E731
     created = chaos(tmp_path, s, backend, faults, lambda root: [t["quantumTaskArn"] for t in tasks(root)],
                     driver_args=("braket:iqm_garnet",), env=env)
     tokens = [t["clientToken"] for t in tasks(tmp_path / "chaos")]
-    assert len(set(tokens)) == len(tokens) == len(created) > 3
+    assert len(set(tokens)) == len(tokens) == len(created) > 8
 
 
 def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
@@ -633,7 +632,7 @@ def test_ibm_usage_failure_and_pending_keep_the_result_and_fill_the_cost_later(i
     from qssm.jobs.dispatch import StoreDispatcher
 
     make, store, job_id = ibm_qpu
-    backend = make({"usage": {"fail": 20, "pending": 2, "seconds": 3.5}})
+    backend = make({"usage": {"fail": 12, "pending": 2, "seconds": 3.5}})  # NO_SLEEP tries 12 times
     p = _manila_batch(backend)
     dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.01)
     [result] = dispatch([p.batch])
@@ -641,9 +640,11 @@ def test_ibm_usage_failure_and_pending_keep_the_result_and_fill_the_cost_later(i
     assert rec.status == "done" and rec.result.meta["usage"] == "pending" and store.totals(job_id)["usage_pending"] == 1
     np.testing.assert_array_equal(rec.result.counts[0], result.counts[0])
     assert store.totals(job_id)["cost_usd"] == 0.0  # not a final 0: pending
-    assert dispatch.settle_usage() == 1  # the failures are spent (12 attempts each time), then pending
-    assert dispatch.settle_usage() == 1 and store.totals(job_id)["usage_pending"] == 1
-    assert dispatch.settle_usage() == 0  # settled: 3.5 QPU s
+    # the 12 failures were spent right after the result, the first pending answer at the round trip's end
+    assert dispatch.settle_usage() == 1 and store.totals(job_id)["usage_pending"] == 1  # still pending
+    store.set_status(job_id, "done", report={"logit_error_mean": 0.1})
+    report = run_job(store, job_id, backend=backend, policy=NO_SLEEP)  # `qssm resume` of a finished job
+    assert report["store_usage_pending"] == 0 and report["logit_error_mean"] == 0.1  # settled: 3.5 QPU s
     rec = store.batch(job_id, p.batch.key)
     assert rec.result.meta["usage"] == "final" and rec.result.meta["qpu_seconds"] == 3.5
     assert store.totals(job_id) == dict(store.totals(job_id), usage_pending=0,
