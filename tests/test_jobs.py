@@ -674,24 +674,33 @@ def test_ibm_scripted_job_states(ibm_qpu):
 
 
 def test_ibm_unrecognized_state_is_shown_in_status(ibm_qpu, capsys):
+    """A state outside the map is not polled forever as "running": `qssm status` shows it while it
+    lasts, then the batch fails with it."""
     import threading
 
-    from qssm.jobs.dispatch import StoreDispatcher
+    from qssm.jobs.dispatch import JobFailed, StoreDispatcher
 
     make, store, job_id = ibm_qpu
     backend = make({"states": ["PAUSED"]})
     p = _manila_batch(backend, n=1)
-    dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.01, unrecognized_seconds=3)
-    worker = threading.Thread(target=lambda: pytest.raises(Exception, dispatch, [p.batch]), daemon=True)
+    raised = []
+
+    def work():  # its own store connection: SQLite connections stay in their thread
+        try:
+            StoreDispatcher(JobStore(store.path), job_id, backend, policy=NO_SLEEP, poll_seconds=0.01,
+                            unrecognized_seconds=5)([p.batch])
+        except JobFailed as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=work, daemon=True)
     worker.start()
     deadline = time.time() + 60
-    while time.time() < deadline and not (store.batch(job_id, p.batch.key) or None and
-                                          store.batch(job_id, p.batch.key).error):
+    while time.time() < deadline and not getattr(store.batch(job_id, p.batch.key), "error", None):
         time.sleep(0.05)
     assert main(["status", job_id, "--store", str(store.path)]) == 0
     assert "provider state 'PAUSED' (unknown to qssm)" in capsys.readouterr().out
     worker.join(timeout=60)
-    assert "unknown to qssm" in store.batch(job_id, p.batch.key).error
+    assert raised and "unknown to qssm" in store.batch(job_id, p.batch.key).error
 
 
 def test_ibm_find_units_per_chunk_skips_failed_jobs(ibm_qpu, monkeypatch):
@@ -726,7 +735,7 @@ def test_twirling_asks_for_exactly_the_shots(ibm_qpu):
     server does): qssm sets randomizations x shots per randomization = shots, so 1000 come back."""
     from qssm.backends.ibm import twirl_split
 
-    assert twirl_split(1000) == (25, 40) and twirl_split(4096) == (64, 64)
+    assert twirl_split(1000) == (20, 50) and twirl_split(4096) == (32, 128)  # "auto" would be 16 and 32
     for shots in (1, 7, 97, 1000, 1024, 5000, 99991):
         n, per = twirl_split(shots)
         assert n * per == shots
@@ -762,9 +771,10 @@ def test_auto_mode_by_plan_and_idle_billing(ibm_qpu):
     from qssm.backends.ibm import SESSION_GAP_S
 
     make, _, _ = ibm_qpu
-    open_plan, premium = make({"plan": "open"}), make({"plan": "premium"})
-    open_plan.set_mode("auto", round_trips=3)
+    open_plan = make({"plan": "open"})
+    open_plan.set_mode("auto", round_trips=3, qpu_seconds=1000.0)
     assert open_plan.mode == "batch"
+    premium = make({"plan": "premium"})
     premium.set_mode("auto", round_trips=3, qpu_seconds=1000.0)
     assert premium.mode == "session"
     premium.set_mode("auto", round_trips=3, qpu_seconds=10.0)  # 20 s idle for 10 s of QPU time
