@@ -4,10 +4,26 @@ backend with hasattr or tests its name.
 
     handle = backend.submit(batch)      # returns at once with provider job ids
     backend.status(handle)              # "queued" | "running" | "done" | "failed" | "cancelled" | "unknown"
-                                        # ("unknown": a local simulator job from a process that died)
+                                        # | "unrecognized" ("unknown": a local simulator job from a process
+                                        # that died; "unrecognized": a provider state qssm does not know,
+                                        # its name in handle.meta["provider_state"])
     backend.result(handle, batch)       # blocks until done; BatchResult
     backend.run(batches)                # convenience: submit all, then collect in order
-    backend.cancel(handle) / find(batch) / failure_reason(handle) / close()
+    backend.cancel(handle) / failure_reason(handle) / close()
+
+Paid backends submit a batch as units, one provider job or task each (IBM job chunks, Braket tasks),
+each with a deterministic identity (`Identity`: job scope, batch key, chunk, task) that it carries
+as tags (and on Braket as the CreateQuantumTask clientToken):
+
+    backend.units(batch)                        # how many provider jobs/tasks the batch becomes
+    backend.find_units(batch, scope)            # {unit: provider id} of live ones that already exist
+    backend.submit_unit(batch, unit, scope)     # create exactly one; returns its provider id
+    backend.handle(batch, ids)                  # the Handle over all of them
+    backend.usage(handle)                       # {"qpu_seconds", "cost_usd"} once the provider knows it,
+                                                # None while it is pending (read after the result)
+
+so the job store's dispatcher creates only what is missing, retries per unit, and reads usage after
+the result is safe (docs/architecture.md, "Submission identity").
 
 A batch is either estimate mode (observables: the backend returns their values; exact when shots is
 None) or sample mode (measured circuits: the backend returns each circuit's outcome histogram over
@@ -41,7 +57,7 @@ class Capabilities:
     exact: bool = True  # returns shot-free expectation values (estimate mode without shots)
     deterministic: bool = True  # shot-free results depend on the batch only: may be shared across jobs
     modes: tuple[str, ...] = ()  # execution modes it opens for a job, e.g. ("session", "batch")
-    find_by_tag: bool = False  # can find jobs a crashed process submitted but never recorded
+    find_by_tag: bool = False  # submits in units with identities, and finds them again (find_units)
     native_estimator: bool = False  # takes observables with shots itself (no measure stage)
     mid_circuit_measurement: bool = True  # runs cut subexperiments
     runtime_options: frozenset[str] = frozenset()  # [mitigation] pass-throughs it accepts
@@ -49,6 +65,21 @@ class Capabilities:
     max_qubits: int | None = None
     max_executions_per_job: int | None = None  # circuits x shots per provider job (split above it)
     chunkable: bool = False  # sampling seeded per row: a batch split into row chunks samples the same
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a provider job/task is: the job that sent it (scope), its batch, and its place in the batch."""
+
+    scope: str  # the qssm job id ("" outside the job store)
+    key: str  # the batch's content key
+    chunk: int  # IBM: job chunk; Braket: measured circuit
+    task: int = 0  # Braket: row chunk (program set or binding) of the circuit
+
+    @property
+    def token(self) -> str:
+        """One string for all four, <= 64 characters (Braket's clientToken limit)."""
+        return f"qssm-{self.scope[-22:]}-{self.key[:24]}-{self.chunk}-{self.task}"
 
 
 @dataclass
@@ -84,9 +115,14 @@ class Backend:
         """Everything beyond name and calibration that changes results (part of batch keys)."""
         return dict(sorted(getattr(self, "runtime_options", {}).items()))
 
-    def set_mode(self, mode: str) -> None:
-        """Execution mode for the job's shape ("session" for a recurrence, "batch" for one wave);
-        backends without modes ignore it."""
+    def set_mode(self, mode: str, round_trips: int = 1, qpu_seconds: float | None = None) -> None:
+        """Execution mode ("session", "batch", or "auto": chosen from the job's round trips and QPU
+        time); backends without modes ignore it."""
+
+    def mode_usage(self) -> dict | None:
+        """What the execution mode itself billed ({"mode", "seconds", "cost_usd"}), for reconciling
+        the estimate after a job; None where there is no such mode."""
+        return None
 
     def check_credentials(self) -> None:
         """Raise a one-line QssmError if paid execution would fail for lack of credentials."""
@@ -104,9 +140,24 @@ class Backend:
     def cancel(self, handle: Handle) -> None:
         raise NotImplementedError
 
-    def find(self, batch: CircuitBatch) -> Handle | None:
-        """Jobs a previous process submitted for this batch but never recorded (by tag)."""
-        return None
+    # -- units: one provider job/task each (module docstring) --------------------------------------
+    def units(self, batch: CircuitBatch) -> int:
+        return 1
+
+    def find_units(self, batch: CircuitBatch, scope: str = "") -> dict[int, str]:
+        """{unit: provider id} of the batch's live (not failed or cancelled) jobs that exist already."""
+        return {}
+
+    def submit_unit(self, batch: CircuitBatch, unit: int, scope: str = "") -> str:
+        raise NotImplementedError
+
+    def handle(self, batch: CircuitBatch, ids: list[str]) -> Handle:
+        return Handle(self.name, list(ids))
+
+    def usage(self, handle: Handle) -> dict[str, float] | None:
+        """What the provider billed for a finished handle: {"qpu_seconds", "cost_usd"}, or None while
+        the provider has not settled it. Simulators cost nothing."""
+        return {"qpu_seconds": 0.0, "cost_usd": 0.0}
 
     def failure_reason(self, handle: Handle) -> str | None:
         return None
@@ -131,7 +182,15 @@ class Backend:
 
     def run(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         handles = [self.submit(b) for b in batches]
-        return [self.result(h, b) for h, b in zip(handles, batches)]
+        results = [self.result(h, b) for h, b in zip(handles, batches)]
+        if not self.capabilities.simulator:  # what each cost, once the result is in hand
+            for h, r in zip(handles, results):
+                try:
+                    usage = self.usage(h)
+                except Exception:  # noqa: BLE001 - a paid result is kept whatever its usage call does
+                    usage = None
+                r.meta.update(usage="final", **usage) if usage else r.meta.update(usage="pending")
+        return results
 
     def map(self, fn: Callable[[Backend, Any], Any], items: list) -> list:
         """[fn(backend, item) for item in items], in order, wherever this backend computes: here in

@@ -18,12 +18,23 @@ Speed: the local simulators re-parse the OpenQASM text per run (ANTLR), ~7-10 ms
 6 qubits, which dominates; a LocalSimulator program set was 20x slower per binding, and
 run_batch's process pool does not pay off on two cores, so bindings run one by one.
 
-QPUs: where the device advertises program sets, a batch's executions (measured circuit x binding)
-fill program-set tasks up to the device's maximumExecutables / maximumTotalShots, several circuits
-per task (each task costs a fee); else one task per circuit and binding.
-Task ARNs go in Handle.job_ids; `result` rebuilds tasks from ARNs, so another process can
-collect them. Circuits are submitted in verbatim boxes on physical qubits: the pipeline has
-already mapped them to the device's native gates and connectivity.
+QPUs: where the device runs program sets (every gate-based QPU on Braket does), a batch's measured
+circuits and their bindings are one program set, cut by `ProgramSet.split` at the device's
+maximumExecutables / maximumTotalShots into as few tasks as the limits allow; elsewhere one task per
+circuit and binding. Each task is one unit of the batch (backends/base.py) and carries its identity
+as tags and as the CreateQuantumTask clientToken, so a retried create returns the task the first
+attempt made, and a resumed process finds the tasks it never recorded (`find_units`) and creates only
+the missing ones. Task ARNs go in Handle.job_ids; `result` rebuilds tasks from ARNs, so another
+process can collect them. Circuits are submitted in verbatim boxes on physical qubits: the pipeline
+has already mapped them to the device's native gates and connectivity.
+
+Results: a device that returns measurement probabilities only (IonQ) is rebuilt by the SDK as
+round(p x shots) rows per outcome, so a histogram may hold a shot or two more or fewer than asked
+for; each entry becomes a histogram of whatever it holds, and measure normalises by the shots counted.
+Capabilities (shot range, program-set limits) come from the device's live properties when AWS
+credentials exist, else from the dated snapshot in device_data (the estimate says which). Results go
+to QSSM_BRAKET_S3 ("bucket/prefix") when set, else to the SDK's default bucket
+(amazon-braket-<region>-<account>, created on demand).
 """
 
 from __future__ import annotations
@@ -45,15 +56,33 @@ from qiskit.transpiler.passes import BasisTranslator
 
 from qssm.backends import devices
 from qssm.backends.aer import active_qubits, compact
-from qssm.backends.base import Backend, Capabilities, Handle
+from qssm.backends.base import Backend, Capabilities, Handle, Identity
 from qssm.backends.sampling import broadcast, histograms
 from qssm.errors import QssmError
 from qssm.types import BatchResult, CircuitBatch
 
 DEFAULT_DM_DEVICE = "iqm_garnet"
-DEFAULT_S3 = "amazon-braket-qssm/tasks"  # bucket/prefix when QSSM_BRAKET_S3 is unset
 STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLETED": "done",
           "FAILED": "failed", "CANCELLING": "cancelled", "CANCELLED": "cancelled"}
+DEAD = ("FAILED", "CANCELLING", "CANCELLED")  # tasks that will never return a result: never adopted
+
+
+class ClientTokenSession:
+    """An AwsSession whose CreateQuantumTask carries the unit's clientToken: AwsDevice.run has no
+    parameter for it, and boto3 would otherwise draw a fresh token per call, so a create qssm retries
+    after a lost response would make (and bill) a second task. Everything else is the session's."""
+
+    def __init__(self, session):
+        self._session = session
+        self.client_token: str | None = None
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def create_quantum_task(self, **kwargs):
+        if self.client_token:
+            kwargs["clientToken"] = self.client_token
+        return self._session.create_quantum_task(**kwargs)
 
 
 def param_names(circuit: QuantumCircuit) -> list[str]:
@@ -106,6 +135,13 @@ def outcomes_from(measurements: np.ndarray, measured_qubits: list[int], labels: 
     return (m << np.arange(len(labels))).sum(1)
 
 
+def entry_histogram(entry, labels: list[int], num_clbits: int) -> np.ndarray:
+    """One result entry (a task's result or a program-set entry) -> its (2**clbits,) histogram of
+    whatever shots it holds: measured rows, or rows the SDK rebuilt from probabilities."""
+    outcomes = outcomes_from(entry.measurements, entry.measured_qubits, labels)
+    return np.bincount(outcomes, minlength=2**num_clbits)
+
+
 def clbit_labels(circuit: QuantumCircuit, labels=None) -> list[int]:
     """Qubit label measured into each clbit, in clbit order."""
     by_clbit = {}
@@ -149,8 +185,20 @@ class BraketBackend(Backend):
             self.mode, self.device = "qpu", devices.short_name(rest)
         self.target = devices.device_target(self.device)
         self.calibration = devices.calibration(self.device)
-        self.max_shots = devices.max_shots(self.device)
+        self._max_shots = devices.max_shots(self.device)
         self.arn = devices.load_device(self.device)["deviceArn"]
+        self._caps: dict | None = None  # the device's limits, live or from the snapshot (device_caps)
+        self._device = None
+        self._programs: tuple | None = None  # (batch key, its program set pieces): built once per batch
+        self._dead: dict[str, int] = {}  # identity token -> failed/cancelled tasks seen for it
+
+    @property
+    def max_shots(self) -> int:
+        return self.device_caps()["max_shots"] if self.mode == "qpu" else self._max_shots
+
+    @max_shots.setter
+    def max_shots(self, value: int) -> None:
+        self._max_shots = value
 
     @property
     def capabilities(self) -> Capabilities:
@@ -158,6 +206,27 @@ class BraketBackend(Backend):
         return Capabilities(simulator=not qpu, exact=not qpu, deterministic=not qpu, find_by_tag=qpu,
                             mid_circuit_measurement=False, max_shots=self.max_shots,
                             max_qubits=None if self.target is None else self.target.num_qubits)
+
+    def device_caps(self) -> dict:
+        """Shot range and program-set limits: the device's live properties when credentials exist
+        (one GetDevice call), else the snapshot, whose date `source` names."""
+        if self._caps is None:
+            self._caps = self._live_caps() or {
+                "max_shots": devices.max_shots(self.device), "program_set": devices.program_set_limits(self.device),
+                "source": f"snapshot of {devices.calibration(self.device)} (no AWS credentials: not live)"}
+        return self._caps
+
+    def _live_caps(self) -> dict | None:
+        if self._aws_session is None and not has_credentials():
+            return None
+        try:
+            props = self._aws_device().properties
+            action = props.action.get("braket.ir.openqasm.program_set")
+            return {"max_shots": int(props.service.shotsRange[1]),
+                    "program_set": (int(action.maximumExecutables), int(action.maximumTotalShots)) if action else None,
+                    "source": "device.properties (live)"}
+        except Exception:  # noqa: BLE001 - no network or no access: the snapshot's limits, and it says so
+            return None
 
     def check_credentials(self) -> None:
         if self.mode == "qpu" and self._aws_session is None and not has_credentials():
@@ -247,103 +316,140 @@ class BraketBackend(Backend):
             self._aws_session = AwsSession(boto_session=boto3.Session(region_name=region))
         return self._aws_session
 
-    def _s3(self) -> tuple[str, str]:
-        dest = os.environ.get("QSSM_BRAKET_S3", DEFAULT_S3).strip("/")
+    def _aws_device(self):
+        """The AwsDevice, over a session that adds each unit's clientToken (ClientTokenSession)."""
+        if self._device is None:
+            from braket.aws import AwsDevice
+
+            self._device = AwsDevice(self.arn, aws_session=ClientTokenSession(self.session()))
+        return self._device
+
+    def _s3(self) -> tuple[str, str] | None:
+        """QSSM_BRAKET_S3 ("bucket/prefix"); unset: None, and the SDK uses its default bucket."""
+        dest = os.environ.get("QSSM_BRAKET_S3", "").strip().strip("/")
+        if not dest:
+            return None
         bucket, _, prefix = dest.partition("/")
         return bucket, prefix or "tasks"
 
-    def _plan(self, batch: CircuitBatch) -> list[list[tuple[int, int, int]]]:
-        """Per task, its (circuit, first row, end row) segments. Program sets: the batch's executions
-        (circuit x binding) in order, as many per task as the device takes (maximumExecutables,
-        maximumTotalShots), circuits sharing a task, since each task costs its fee. Else one task
-        per circuit and binding."""
-        n_rows = len(batch.parameters)
-        limits = devices.program_set_limits(self.device)
-        rows = [n_rows if c.num_parameters else 1 for c in batch.circuits]
-        if limits is None:
-            return [[(i, r, r + 1)] for i, n in enumerate(rows) for r in range(n)]
-        per = max(1, min(limits[0], limits[1] // max(1, batch.shots or 1)))
-        tasks: list[list[tuple[int, int, int]]] = [[]]
-        room = per
-        for i, n in enumerate(rows):
-            r = 0
-            while r < n:
-                if room == 0:
-                    tasks.append([])
-                    room = per
-                take = min(room, n - r)
-                tasks[-1].append((i, r, r + take))
-                r, room = r + take, room - take
-        return tasks if tasks[0] else []
+    def _rows(self, batch: CircuitBatch) -> list[int]:
+        """Executables per measured circuit: its bindings, or one for a parameter-free circuit."""
+        return [len(batch.parameters) if c.num_parameters else 1 for c in batch.circuits]
 
-    def find(self, batch: CircuitBatch) -> Handle | None:
-        """Tasks a previous process created for this batch but never recorded (it died between
-        CreateQuantumTask and the job store's write): SearchQuantumTasks on the device over the
-        last week, matched by the batch tag. Missing tasks of a partly created plan are created."""
+    def _per_task(self, batch: CircuitBatch) -> int | None:
+        """Executables per program-set task (the device's limits), None without program sets."""
+        limits = self.device_caps()["program_set"]
+        return None if limits is None else max(1, min(limits[0], limits[1] // max(1, batch.shots or 1)))
+
+    def _plan(self, batch: CircuitBatch) -> list[tuple[int, int]]:
+        """Units as (first, end) executable indices, executables numbered circuit by circuit and
+        binding by binding: contiguous pieces of `per` (ProgramSet.split packs them so), or one
+        executable per task without program sets."""
+        total, per = sum(self._rows(batch)), self._per_task(batch) or 1
+        return [(a, min(total, a + per)) for a in range(0, total, per)]
+
+    def _executables(self, batch: CircuitBatch) -> list[tuple[int, int]]:
+        """(circuit, row) of every executable, in plan order."""
+        return [(i, r) for i, n in enumerate(self._rows(batch)) for r in range(n)]
+
+    def units(self, batch: CircuitBatch) -> int:
+        return len(self._plan(batch)) if self.mode == "qpu" else 1
+
+    def _identity(self, batch: CircuitBatch, unit: int, scope: str) -> Identity:
+        """Program sets: chunk = the piece, task 0; one task per executable: chunk = circuit, task = row."""
+        if self._per_task(batch) is not None:
+            return Identity(scope, batch.key, unit)
+        i, r = self._executables(batch)[unit]
+        return Identity(scope, batch.key, i, r)
+
+    def _tags(self, batch: CircuitBatch, unit: int, scope: str) -> dict[str, str]:
+        tags = {"qssm-batch": batch.key[:32], "qssm-task": str(unit), "qssm-id": self._identity(batch, unit, scope).token}
+        return {**tags, "qssm-job": scope} if scope else tags
+
+    def find_units(self, batch: CircuitBatch, scope: str = "") -> dict[int, str]:
+        """The batch's tasks that exist already (a process died between CreateQuantumTask and the
+        store's write, or a create's response was lost): SearchQuantumTasks on the device over the
+        last week, matched by identity tag. Failed or cancelled tasks are not adopted; they are
+        counted, so the unit's next create uses a fresh clientToken."""
         if self.mode != "qpu":
-            return None
+            return {}
 
         client = self.session().braket_client
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
         filters = [{"name": "deviceArn", "operator": "EQUAL", "values": [self.arn]},
                    {"name": "createdAt", "operator": "GTE", "values": [since]}]
-        tag = batch.key[:32]
+        wanted = {self._identity(batch, k, scope).token: k for k in range(self.units(batch))}
         found: dict[int, str] = {}
+        dead: dict[str, int] = {}
         token = None
         while True:
             page = client.search_quantum_tasks(filters=filters, **({"nextToken": token} if token else {}))
             for t in page.get("quantumTasks", []):
-                tags = t.get("tags") or {}
-                if tags.get("qssm-batch") == tag and t.get("status") not in ("FAILED", "CANCELLED", "CANCELLING"):
-                    found.setdefault(int(tags["qssm-task"]), t["quantumTaskArn"])
+                ident = (t.get("tags") or {}).get("qssm-id")
+                if ident not in wanted:
+                    continue
+                if t.get("status") in DEAD:
+                    dead[ident] = dead.get(ident, 0) + 1
+                else:
+                    found.setdefault(wanted[ident], t["quantumTaskArn"])
             token = page.get("nextToken")
             if not token:
                 break
-        if not found:
-            return None
-        n_tasks = len(self._plan(batch))
-        return self.submit(batch, known=[found.get(i) for i in range(n_tasks)])
+        self._dead.update(dead)
+        return found
 
-    def submit(self, batch: CircuitBatch, known: list[str | None] | None = None) -> Handle:
+    def _program_sets(self, batch: CircuitBatch) -> list:
+        """The batch's program set cut by ProgramSet.split at the device's limits (one per unit)."""
+        if self._programs is not None and self._programs[0] == batch.key:
+            return self._programs[1]
+        from braket.program_sets import CircuitBinding, ParameterSets, ProgramSet
+
+        circuits = self._braket_circuits(batch.circuits, devices.qubit_labels(self.device), verbatim=True)
+        programs = []
+        for i, (bc, _) in enumerate(circuits):
+            names = param_names(batch.circuits[i])
+            rows = batch.rows(i)
+            programs.append(CircuitBinding(bc, input_sets=ParameterSets({k: rows[:, j].tolist() for j, k in
+                                                                        enumerate(names)})) if names else bc)
+        pieces, index = ProgramSet(programs, shots_per_executable=batch.shots).split(self._per_task(batch))
+        assert [(m[0], m[-1] + 1) for m in index] == self._plan(batch), "ProgramSet.split packed unexpectedly"
+        self._programs = (batch.key, pieces)
+        return pieces
+
+    def submit_unit(self, batch: CircuitBatch, unit: int, scope: str = "") -> str:
+        """Create the batch's task `unit`, with its identity as tags and clientToken; returns its ARN."""
+        if not batch.sampled:
+            raise QssmError(f"{self.name} samples measured circuits: set [backend] shots > 0")
+        device = self._aws_device()
+        tags = self._tags(batch, unit, scope)
+        retry = self._dead.get(tags["qssm-id"], 0)  # the token of a failed task would return that task
+        device._aws_session.client_token = tags["qssm-id"] + (f"-r{retry}" if retry else "")
+        if self._per_task(batch) is not None:
+            spec = self._program_sets(batch)[unit]
+            return device.run(spec, self._s3(), shots=spec.total_shots, tags=tags).id
+        i, r = self._executables(batch)[unit]
+        bc = self._braket_circuits([batch.circuits[i]], devices.qubit_labels(self.device), verbatim=True)[0][0]
+        names = param_names(batch.circuits[i])
+        inputs = dict(zip(names, batch.rows(i)[r].tolist())) if names else {}
+        return device.run(bc, self._s3(), shots=batch.shots, inputs=inputs, tags=tags).id
+
+    def handle(self, batch: CircuitBatch, ids: list[str]) -> Handle:
+        labels = devices.qubit_labels(self.device) if self.mode == "qpu" else None
+        meta = {"device": self.device, "plan": [list(p) for p in self._plan(batch)],
+                "program_sets": self._per_task(batch) is not None, "rows": self._rows(batch),
+                "labels": [clbit_labels(c, labels) for c in self._native(batch.circuits)], "shots": batch.shots}
+        return Handle(self.name, list(ids), meta)
+
+    def _native(self, circuits):
+        basis = devices.native_names(self.device) if self.device else None
+        return [devices.to_braket_names(translate(qc, basis)) if basis else qc for qc in circuits]
+
+    def submit(self, batch: CircuitBatch, scope: str = "") -> Handle:
         if self.mode != "qpu":
             job = f"braket-local-{uuid.uuid4().hex[:12]}"
             self._jobs[job] = self.evaluate(batch)
             return Handle(self.name, [job])
-        if not batch.sampled:
-            raise QssmError(f"{self.name} samples measured circuits: set [backend] shots > 0")
-        from braket.aws import AwsDevice
-        from braket.program_sets import CircuitBinding, ParameterSets, ProgramSet
-
-        device = AwsDevice(self.arn, aws_session=self.session())
-        labels = devices.qubit_labels(self.device)
-        circuits = self._braket_circuits(batch.circuits, labels, verbatim=True)
-        plan = self._plan(batch)
-        program_sets = devices.program_set_limits(self.device) is not None
-        found = dict(enumerate(known or []))  # tasks a crashed process already created (see find)
-        arns = []
-        for t, segments in enumerate(plan):
-            if found.get(t):
-                arns.append(found[t])
-                continue
-            # tags let a resumed process find tasks whose ARNs it never recorded (see find)
-            tags = {"qssm-batch": batch.key[:32], "qssm-task": str(t)}
-            if program_sets:
-                programs = []
-                for i, a, b in segments:  # entries come back in this order (see result)
-                    names, rows = param_names(batch.circuits[i]), batch.rows(i)
-                    inputs = ParameterSets({k: rows[a:b, j].tolist() for j, k in enumerate(names)}) if names else None
-                    programs += [CircuitBinding(circuits[i][0], input_sets=inputs)] if names else [circuits[i][0]] * (b - a)
-                spec = ProgramSet(programs, shots_per_executable=batch.shots)
-                task = device.run(spec, self._s3(), shots=batch.shots * sum(b - a for _, a, b in segments), tags=tags)
-            else:
-                (i, a, _), = segments
-                names = param_names(batch.circuits[i])
-                task = device.run(circuits[i][0], self._s3(), shots=batch.shots,
-                                  inputs=dict(zip(names, batch.rows(i)[a].tolist())), tags=tags)
-            arns.append(task.id)
-        meta = {"device": self.device, "plan": [[list(seg) for seg in task] for task in plan], "program_sets": program_sets,
-                "labels": [c[1] for c in circuits], "shots": batch.shots}
-        return Handle(self.name, arns, meta)
+        return self.handle(batch, [self.submit_unit(batch, k, scope) for k in range(self.units(batch))])
 
     def _task(self, arn: str):
         from braket.aws import AwsQuantumTask
@@ -354,8 +460,13 @@ class BraketBackend(Backend):
     def status(self, handle: Handle) -> str:
         if self.mode != "qpu":
             return "done" if handle.job_ids[0] in self._jobs else "unknown"
-        states = {STATES.get(self._task(arn).state(), "unknown") for arn in handle.job_ids}
-        for s in ("failed", "cancelled", "unknown", "running", "queued"):
+        states = set()
+        for arn in handle.job_ids:
+            raw = self._task(arn).state()
+            states.add(STATES.get(raw, "unrecognized"))
+            if raw not in STATES:  # a state qssm does not know: shown, and timed out by the dispatcher
+                handle.meta["provider_state"] = raw
+        for s in ("failed", "cancelled", "unrecognized", "running", "queued"):
             if s in states:
                 return s
         return "done"
@@ -366,24 +477,31 @@ class BraketBackend(Backend):
                 raise QssmError(f"local Braket job {handle.job_ids[0]} is gone (another process); resubmit it")
             return self._jobs.pop(handle.job_ids[0])
         start = time.perf_counter()
-        n_rows, shots = len(batch.parameters), handle.meta["shots"]
-        outcomes = [np.zeros((n_rows if c.num_parameters else 1, shots), dtype=np.int64) for c in batch.circuits]
-        for arn, segments in zip(handle.job_ids, handle.meta["plan"]):
+        n_rows = len(batch.parameters)
+        hists = [np.zeros((n, 2**c.num_clbits), dtype=np.int64) for n, c in zip(handle.meta["rows"], batch.circuits)]
+        executables = [(i, r) for i, n in enumerate(handle.meta["rows"]) for r in range(n)]
+        for arn, (a, b) in zip(handle.job_ids, handle.meta["plan"]):
             res = self._task(arn).result()
             if res is None:
                 raise QssmError(f"Braket task {arn} ended {self._task(arn).state()} without a result; "
-                                "resubmit the batch (qssm retry)")
-            if isinstance(segments[0], int):  # a handle recorded when a task held one circuit
-                segments = [segments]
-            entries = iter([e for comp in res.entries for e in comp.entries] if handle.meta["program_sets"] else [res])
-            for i, a, b in segments:
-                for r in range(a, b):
-                    e = next(entries)
-                    outcomes[i][r] = outcomes_from(e.measurements, e.measured_qubits, handle.meta["labels"][i])
-        counts = tuple(broadcast(histograms(o, c.num_clbits), n_rows) for o, c in zip(outcomes, batch.circuits))
-        cost = self.estimate_cost([batch])["usd"]
-        return BatchResult(counts=counts, meta={"backend": self.name}, shots=shots, job_ids=tuple(handle.job_ids),
-                           cost_usd=cost, seconds=time.perf_counter() - start)
+                                f"`qssm resume` creates it again")
+            entries = [e for comp in res.entries for e in comp.entries] if handle.meta["program_sets"] else [res]
+            if len(entries) != b - a:
+                raise QssmError(f"Braket task {arn} returned {len(entries)} results for {b - a} executables; "
+                                f"its result is kept at the provider, report this with the task ARN")
+            for (i, r), e in zip(executables[a:b], entries):
+                hists[i][r] = entry_histogram(e, handle.meta["labels"][i], batch.circuits[i].num_clbits)
+        counts = tuple(broadcast(h, n_rows) for h in hists)
+        counted = int(counts[0][0].sum()) if counts else handle.meta["shots"]
+        return BatchResult(counts=counts, meta={"backend": self.name}, shots=counted, job_ids=tuple(handle.job_ids),
+                           seconds=time.perf_counter() - start)
+
+    def usage(self, handle: Handle) -> dict[str, float] | None:
+        """Braket bills by task and shot, known from the handle: per-task fee x tasks + per-shot x shots."""
+        if self.mode != "qpu":
+            return {"qpu_seconds": 0.0, "cost_usd": 0.0}
+        shots = sum(b - a for a, b in handle.meta["plan"]) * handle.meta["shots"]
+        return {"qpu_seconds": 0.0, "cost_usd": devices.estimate_cost(self.device, len(handle.job_ids), shots)}
 
     def cancel(self, handle: Handle) -> None:
         if self.mode != "qpu":
@@ -402,9 +520,10 @@ class BraketBackend(Backend):
         seconds = 0.0
         for b in batches:
             plan = self._plan(b)
-            total = sum((hi - lo) * (b.shots or 0) for task in plan for _, lo, hi in task)
+            total = sum((hi - lo) * (b.shots or 0) for lo, hi in plan)
             tasks += len(plan)
             shots += total
             per_shot = b.seconds_per_shot
             seconds += total * per_shot
-        return {"usd": devices.estimate_cost(self.device, tasks, shots), "qpu_seconds": seconds, "tasks": float(tasks)}
+        return {"usd": devices.estimate_cost(self.device, tasks, shots), "qpu_seconds": seconds, "tasks": float(tasks),
+                "capabilities": self.device_caps()["source"]}

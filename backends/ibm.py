@@ -6,10 +6,24 @@
 
 A sampled batch becomes one PUB per measured circuit (every binding in the PUB's parameter array),
 split over several jobs when circuits x shots exceed the 10 million executions IBM allows per
-Sampler job. Jobs carry the batch key as a job tag, so a process that
-died between submitting and recording the job id can find its job again (`find`) instead of
-paying twice. Execution mode follows the job's shape: a recurrence whose next round trip depends on
-this one runs in a Session (low latency between iterations); a single wave runs as a Batch.
+Sampler job. Each job is one unit of the batch (backends/base.py): it carries the batch tag, the
+qssm job's tag and its own identity tag, so a process that died between creating a job and recording
+its id, or whose create response was lost, finds it again (`find_units`, one query per batch, jobs
+that ended in ERROR or CANCELLED dropped) and creates only the chunks that are missing. IBM has no
+idempotency key: the tags are the only way not to pay twice.
+
+Execution mode ([backend] mode): "session" keeps the device between dependent round trips (no
+re-queueing) and is billed for its whole wall time, idle gaps included; "batch" bills QPU time only.
+"auto" picks a Session only for a recurrence (several round trips), where the plan allows one (the
+Open plan does not) and where its idle billing, SESSION_GAP_S per round trip, stays within
+SESSION_IDLE_SHARE of the job's QPU time; the estimate prices the mode it picked and says which.
+
+Usage is read after the result (`usage`): job.usage() is a network call and returns 0 while IBM
+is still computing it, so the job's metrics are read instead, and "pending" is reported as such.
+
+Twirling: the runtime's "auto" randomizations round the shots up (1000 shots ran as 16 x 64 =
+1024), so qssm sets num_randomizations x shots_per_randomization = shots exactly (`twirl_split`);
+histograms are normalised by the shots actually counted in any case (pipeline/measure.py).
 
 Which runtime API: the server-side SamplerV2 / EstimatorV2 (deprecated since 0.50 in favour of the
 client-side executor primitives, `qiskit_ibm_runtime.executor_sampler.Sampler`). The executor
@@ -39,7 +53,7 @@ from qssm.backends.aer import (
     active_qubits,
     compact,
 )
-from qssm.backends.base import Backend, Capabilities, Handle, batch_seed
+from qssm.backends.base import Backend, Capabilities, Handle, Identity, batch_seed
 from qssm.backends.fake_devices import calibration, fake_backend
 from qssm.backends.sampling import broadcast, histograms, register_outcomes
 from qssm.errors import QssmError
@@ -52,6 +66,9 @@ JOB_OVERHEAD_S = 2.0  # per-job QPU-time overhead (loading, calibration checks),
 USD_PER_QPU_SECOND = 96.0 / 60  # pay-as-you-go list price, 96 USD per QPU minute
 PRICE = {"usd_per_qpu_second": USD_PER_QPU_SECOND, "source": "https://www.ibm.com/quantum/pricing (Pay-As-You-Go)",
          "date": "2026-11-25"}
+SESSION_GAP_S = 10.0  # billed idle time per round trip in a Session: results down, recurrence, next job up
+SESSION_IDLE_SHARE = 0.25  # "auto" keeps a Session while its idle billing is at most this share of QPU time
+DEAD = ("ERROR", "CANCELLED")  # jobs that will never return a result: never adopted by find_units
 
 STATUS = {"INITIALIZING": "queued", "QUEUED": "queued", "VALIDATING": "queued", "RUNNING": "running",
           "DONE": "done", "ERROR": "failed", "CANCELLED": "cancelled"}
@@ -78,9 +95,27 @@ def job_tag(key: str) -> str:
     return f"qssm-{key[:32]}"
 
 
+def scope_tag(scope: str) -> str:
+    return f"qssm-job-{scope}"
+
+
+def _raw_status(status) -> str:
+    return getattr(status, "name", str(status)).upper()
+
+
 def _status_name(status) -> str:
-    name = getattr(status, "name", str(status)).upper()
-    return STATUS.get(name, "running")
+    """The contract's state; a provider state qssm does not know is "unrecognized", never "running"."""
+    return STATUS.get(_raw_status(status), "unrecognized")
+
+
+def twirl_split(shots: int) -> tuple[int, int]:
+    """(num_randomizations, shots_per_randomization) whose product is exactly `shots`: the divisor of
+    shots nearest (in ratio) to the runtime's own "auto" count, ceil(shots / max(64, ceil(shots / 32)))."""
+    auto = -(-shots // max(64, -(-shots // 32)))
+    divisors = [d for d in range(1, int(shots**0.5) + 1) if shots % d == 0]
+    divisors += [shots // d for d in divisors]
+    n = min(divisors, key=lambda d: (abs(np.log(d / auto)), -d))
+    return n, shots // n
 
 
 class IBMBackend(Backend):
@@ -110,8 +145,11 @@ class IBMBackend(Backend):
         self.calibration = calibration(self.device)
         self.runtime_options.update(options or {})
         self.mode = "session"  # the recurrence feeds results into the next round trip
+        self.round_trips = 1
         self._mode = None
+        self._mode_usage: dict | None = None
         self._jobs: dict[str, object] = {}  # job id -> job object submitted by this process
+        self._pubs: tuple[tuple, list] | None = None  # (batch key, its job chunks): units are asked for one by one
 
     @property
     def capabilities(self) -> Capabilities:
@@ -120,8 +158,30 @@ class IBMBackend(Backend):
                             runtime_options=self.RUNTIME_OPTIONS, max_shots=100_000,
                             max_qubits=self.target.num_qubits, max_executions_per_job=MAX_EXECUTIONS_PER_JOB)
 
-    def set_mode(self, mode: str) -> None:
-        self.mode = mode
+    def set_mode(self, mode: str, round_trips: int = 1, qpu_seconds: float | None = None) -> None:
+        """"session" / "batch" as asked; "auto" by the plan and the job's shape (module docstring)."""
+        self.round_trips = max(1, int(round_trips))
+        if mode != "auto":
+            self.mode = mode
+            return
+        idle = (self.round_trips - 1) * SESSION_GAP_S
+        worth = qpu_seconds is None or idle <= SESSION_IDLE_SHARE * qpu_seconds
+        self.mode = "session" if self.round_trips > 1 and self.sessions_allowed() and worth else "batch"
+
+    def plan(self) -> str | None:
+        """The IBM plan of the instance the device is used through ("open", "premium", ...), if known."""
+        if self.local:
+            return None
+        try:
+            crn = getattr(self.device, "_instance", None) or self.service.active_instance()
+            return next((i.get("plan") for i in self.service.instances() if i.get("crn") == crn), None)
+        except Exception:  # noqa: BLE001 - an account without instance listing: the plan stays unknown
+            return None
+
+    def sessions_allowed(self) -> bool:
+        """The Open plan runs no Sessions; an unknown plan gets a Batch, which runs everywhere."""
+        plan = self.plan()
+        return self.local or (plan is not None and plan != "open")
 
     # -- execution mode ---------------------------------------------------------------------------
     def _local_simulator(self, active: tuple[int, ...]):
@@ -139,22 +199,43 @@ class IBMBackend(Backend):
 
     def close(self) -> None:
         if self._mode is not None:
+            self._mode_usage = self._read_mode_usage()
             self._mode.close()
             self._mode = None
 
-    def _primitive(self, cls, key: str, active: tuple[int, ...] | None, twirl_measure: bool):
-        """A runtime primitive for one batch: its job tag, per-batch seed in local mode, and the
-        spec's runtime pass-throughs."""
+    def _read_mode_usage(self) -> dict | None:
+        """A Session bills its wall time (idle gaps included), a Batch its jobs' QPU time: the
+        runtime's usage of the mode, for reconciling the estimate after the job."""
+        try:
+            seconds = self._mode.usage()
+        except Exception:  # noqa: BLE001 - bookkeeping only
+            return None
+        if seconds is None:
+            return None
+        return {"mode": self.mode, "seconds": float(seconds), "cost_usd": float(seconds) * USD_PER_QPU_SECOND}
+
+    def mode_usage(self) -> dict | None:
+        if self._mode is not None:
+            self._mode_usage = self._read_mode_usage()
+        return self._mode_usage
+
+    def _primitive(self, cls, ident: Identity, active: tuple[int, ...] | None, twirl_measure: bool, shots: int):
+        """A runtime primitive for one unit of a batch: its tags (batch, qssm job, identity), per-batch
+        seed in local mode, and the spec's runtime pass-throughs."""
         with warnings.catch_warnings():  # the server-side primitives are deprecated (0.50), see above
             warnings.simplefilter("ignore", DeprecationWarning)
             primitive = cls(mode=self._execution_mode(active))
-        primitive.options.environment.job_tags = [job_tag(key)]
+        primitive.options.environment.job_tags = [job_tag(ident.key)] + ([scope_tag(ident.scope)] if ident.scope
+                                                                          else []) + [ident.token]
         if self.seed is not None and self.local:
-            primitive.options.simulator.seed_simulator = batch_seed(self.seed, key)
+            primitive.options.simulator.seed_simulator = batch_seed(self.seed, ident.key)
         if self.runtime_options.get("twirling"):
             primitive.options.twirling.enable_gates = True
             if twirl_measure:
                 primitive.options.twirling.enable_measure = True
+            n, per = twirl_split(shots)  # exactly the shots asked for ("auto" rounds them up)
+            primitive.options.twirling.num_randomizations = n
+            primitive.options.twirling.shots_per_randomization = per
         if self.runtime_options.get("dynamical_decoupling"):
             primitive.options.dynamical_decoupling.enable = True
         return primitive
@@ -172,6 +253,14 @@ class IBMBackend(Backend):
 
     def pubs(self, batch: CircuitBatch) -> list[list[tuple]]:
         """PUBs per job: one per measured circuit (all its rows), chunked to the executions limit."""
+        cache = (batch.key, MAX_EXECUTIONS_PER_JOB)
+        if self._pubs is not None and self._pubs[0] == cache:
+            return self._pubs[1]
+        jobs = self._chunks(batch)
+        self._pubs = (cache, jobs)
+        return jobs
+
+    def _chunks(self, batch: CircuitBatch) -> list[list[tuple]]:
         circuits, _, _ = self.prepared(batch)
         n = len(batch.parameters)
         per_job = max(1, MAX_EXECUTIONS_PER_JOB // batch.shots)
@@ -198,48 +287,60 @@ class IBMBackend(Backend):
     def resilience_level(self) -> int:
         return int(self.runtime_options.get("resilience_level", -1))
 
-    def _estimator(self, key: str, active: tuple[int, ...] | None, shots: int):
+    def _estimator(self, ident: Identity, active: tuple[int, ...] | None, shots: int):
         """The runtime Estimator, for its resilience levels (TREX readout, ZNE, PEC on the server);
         qssm's own readout/ZNE mitigation runs on the Sampler path instead."""
         from qiskit_ibm_runtime import EstimatorV2
 
-        est = self._primitive(EstimatorV2, key, active, twirl_measure=False)
+        est = self._primitive(EstimatorV2, ident, active, twirl_measure=False, shots=shots)
         est.options.default_shots = shots
         if not self.local:  # local testing mode has no resilience (it warns and ignores it)
             est.options.resilience_level = self.resilience_level
         return est
 
-    def submit(self, batch: CircuitBatch) -> Handle:
+    def units(self, batch: CircuitBatch) -> int:
+        return 1 if not batch.sampled else len(self.pubs(batch))
+
+    def submit_unit(self, batch: CircuitBatch, unit: int, scope: str = "") -> str:
+        """Create the batch's job chunk `unit` (one runtime job) and return its id."""
         if not batch.shots:
             raise QssmError(f"{self.name} samples: set [backend] shots > 0")
+        ident = Identity(scope, batch.key, unit)
         circuits, observables, active = self.prepared(batch)
         if not batch.sampled:  # native estimator (resilience levels)
             rows = batch.rows()[:, None, :] if circuits[0].num_parameters else None
-            job = self._estimator(batch.key, active, batch.shots).run([(circuits[0], [observables], rows)])
-            self._jobs[job.job_id()] = job
-            return Handle(self.name, [job.job_id()], {"tag": job_tag(batch.key), "primitive": "estimator",
-                                                      "submitted": time.time()})
-        from qiskit_ibm_runtime import SamplerV2
+            job = self._estimator(ident, active, batch.shots).run([(circuits[0], [observables], rows)])
+        else:
+            from qiskit_ibm_runtime import SamplerV2
 
-        ids = []
-        for pubs in self.pubs(batch):
-            job = self._primitive(SamplerV2, batch.key, active, twirl_measure=True).run(pubs)
-            self._jobs[job.job_id()] = job
-            ids.append(job.job_id())
-        return Handle(self.name, ids, {"tag": job_tag(batch.key), "submitted": time.time()})
+            job = self._primitive(SamplerV2, ident, active, twirl_measure=True, shots=batch.shots).run(self.pubs(batch)[unit])
+        self._jobs[job.job_id()] = job
+        return job.job_id()
 
-    def find(self, batch: CircuitBatch) -> Handle | None:
-        """Jobs a previous process submitted for this batch (by job tag), if the service knows them."""
+    def handle(self, batch: CircuitBatch, ids: list[str]) -> Handle:
+        meta = {"tag": job_tag(batch.key), "submitted": time.time()}
+        if not batch.sampled:
+            meta["primitive"] = "estimator"
+        return Handle(self.name, list(ids), meta)
+
+    def submit(self, batch: CircuitBatch, scope: str = "") -> Handle:
+        return self.handle(batch, [self.submit_unit(batch, k, scope) for k in range(self.units(batch))])
+
+    def find_units(self, batch: CircuitBatch, scope: str = "") -> dict[int, str]:
+        """The batch's jobs the service already has, by identity tag (one query): {chunk: job id}.
+        Jobs in ERROR or CANCELLED never return a result, so they are not adopted; their chunk is
+        created again."""
         if not self.capabilities.find_by_tag:
-            return None
-        found = self.service.jobs(job_tags=[job_tag(batch.key)], limit=100)
-        if found and not batch.sampled and len(found) == 1:
-            return Handle(self.name, [found[0].job_id()], {"tag": job_tag(batch.key), "primitive": "estimator",
-                                                           "found": True})
-        if not found or len(found) != len(self.pubs(batch)):
-            return None
-        ids = [j.job_id() for j in sorted(found, key=lambda j: getattr(j, "creation_date", None) or 0)]
-        return Handle(self.name, ids, {"tag": job_tag(batch.key), "found": True})
+            return {}
+        tags = [job_tag(batch.key)] + ([scope_tag(scope)] if scope else [])
+        wanted = {Identity(scope, batch.key, k).token: k for k in range(self.units(batch))}
+        found: dict[int, tuple] = {}
+        for job in self.service.jobs(job_tags=tags, limit=None, descending=False):
+            unit = next((wanted[t] for t in (getattr(job, "tags", None) or []) if t in wanted), None)
+            if unit is None or unit in found or _raw_status(job.status()) in DEAD:
+                continue
+            found[unit] = job.job_id()
+        return found
 
     def _job(self, job_id: str):
         if job_id in self._jobs:
@@ -251,8 +352,11 @@ class IBMBackend(Backend):
         states = []
         for job_id in handle.job_ids:
             job = self._job(job_id)
-            states.append("unknown" if job is None else _status_name(job.status()))
-        for s in ("failed", "cancelled", "unknown", "queued", "running"):
+            raw = None if job is None else _raw_status(job.status())
+            states.append("unknown" if job is None else STATUS.get(raw, "unrecognized"))
+            if states[-1] == "unrecognized":
+                handle.meta["provider_state"] = raw
+        for s in ("failed", "cancelled", "unknown", "unrecognized", "queued", "running"):
             if s in states:
                 return s
         return "done"
@@ -274,7 +378,6 @@ class IBMBackend(Backend):
                                shots=batch.shots or 0, job_ids=tuple(handle.job_ids))
         circuits, _, _ = self.prepared(batch)
         pubs = [pub for job in jobs for pub in job.result()]
-        usage = 0.0 if self.local else sum(float(getattr(job, "usage", lambda: 0.0)() or 0.0) for job in jobs)
         # PUBs were chunked by rows within each circuit: stitch the chunks back per circuit
         n = len(batch.parameters)
         counts, k = [], 0
@@ -286,10 +389,28 @@ class IBMBackend(Backend):
                 got += len(parts[-1])
                 k += 1
             counts.append(broadcast(histograms(np.concatenate(parts), circuit.num_clbits), n))
-        for job_id in handle.job_ids:
+        for job_id in handle.job_ids:  # usage() retrieves them again by id
             self._jobs.pop(job_id, None)
-        return BatchResult(counts=tuple(counts), meta={"backend": self.name, "qpu_seconds": usage},
-                           shots=batch.shots or 0, job_ids=tuple(handle.job_ids), cost_usd=usage * USD_PER_QPU_SECOND)
+        # the shots the device returned (twirling may round them): measure normalises by these
+        counted = int(counts[0][0].sum()) if counts and len(counts[0]) else batch.shots
+        return BatchResult(counts=tuple(counts), meta={"backend": self.name}, shots=counted,
+                           job_ids=tuple(handle.job_ids))
+
+    def usage(self, handle: Handle) -> dict[str, float] | None:
+        """QPU seconds IBM charged for the handle's jobs, from their metrics (job.usage() says 0
+        while the usage is pending); None while any job's usage is pending."""
+        if self.local:
+            return {"qpu_seconds": 0.0, "cost_usd": 0.0}
+        seconds = 0.0
+        for job_id in handle.job_ids:
+            job = self._job(job_id)
+            if job is None:
+                return None
+            usage = (job.metrics() or {}).get("usage") or {}
+            if usage.get("status", "pending") == "pending" or usage.get("qpu_charge_time_seconds") is None:
+                return None
+            seconds += float(usage["qpu_charge_time_seconds"])
+        return {"qpu_seconds": seconds, "cost_usd": seconds * USD_PER_QPU_SECOND}
 
     def failure_reason(self, handle: Handle) -> str | None:
         for job_id in handle.job_ids:
@@ -323,6 +444,8 @@ class IBMBackend(Backend):
             seconds += shots * (REP_DELAY_S + duration)
             jobs += max(1, -(-shots // MAX_EXECUTIONS_PER_JOB))
         seconds += jobs * JOB_OVERHEAD_S
-        usd = 0.0 if self.local else seconds * USD_PER_QPU_SECOND
+        # a Session bills its idle gaps between round trips too (module docstring)
+        idle = (self.round_trips - 1) * SESSION_GAP_S if self.mode == "session" else 0.0
+        usd = 0.0 if self.local else (seconds + idle) * USD_PER_QPU_SECOND
         return {"usd": usd, "qpu_seconds": 0.0 if self.local else seconds, "tasks": float(jobs),
-                "qpu_seconds_if_real": seconds}
+                "qpu_seconds_if_real": seconds, "mode": self.mode, "session_idle_seconds": idle}

@@ -8,10 +8,20 @@ trip, by its content key:
                                 backend from any job (sampled results are never shared: they depend
                                 on the job's seed)
     submitted                -> poll the recorded provider ids; never resubmit
-    claimed, no ids          -> a crash between submit and record: find the job by its tag, else submit
-    new                      -> claim, submit, record the ids, then collect
-Every provider call goes through call_with_retries; a permanent fault fails the job with the
-provider's message and leaves every finished batch in the store.
+    claimed, no ids          -> a crash between submit and record: ask the provider which of the
+                                batch's units exist (by identity), create only the missing ones
+    new                      -> claim, create its units, record the ids, then collect
+Paid backends submit a batch as units, one provider job/task each, with a deterministic identity
+(job, batch key, chunk, task; backends/base.py). The recovery rule: nothing is created before the
+provider has been asked whether it exists already, whenever it might (a resumed claim, a retry after
+a transient fault, which may have been a dropped response to a create that succeeded); retries are
+per unit, never per batch. Every provider call goes through call_with_retries; a permanent fault
+fails the job with the provider's message and leaves every finished batch in the store.
+
+Results are stored as soon as they are parsed; usage (what the provider billed) is read after, with
+its own error handling: a failed or pending usage call leaves the result stored and the batch's
+usage "pending", filled in by `settle_usage` at the next round trip, at the end of the job, or by
+`qssm resume` on a finished job.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import time
 
 from qssm.backends.base import Backend, Handle
 from qssm.errors import QssmError
+from qssm.jobs.redact import redact
 from qssm.jobs.retry import PermanentError, RetryPolicy, call_with_retries
 from qssm.jobs.store import BatchRecord, JobStore
 from qssm.pipeline.tracker import Tracker
@@ -36,7 +47,8 @@ class JobCancelled(QssmError):
 
 class StoreDispatcher:
     def __init__(self, store: JobStore, job_id: str, backend: Backend, policy: RetryPolicy | None = None,
-                 poll_seconds: float = 2.0, log=None, tracker: Tracker | None = None):
+                 poll_seconds: float = 2.0, log=None, tracker: Tracker | None = None,
+                 unrecognized_seconds: float = 3600.0):
         self.store = store
         self.job_id = job_id
         self.backend = backend
@@ -45,6 +57,8 @@ class StoreDispatcher:
         self.log = log or (lambda msg: None)
         self.wave = 0
         self.tracker = tracker or Tracker()  # reused_batches, provider_submissions, retries
+        # a provider state qssm does not know is polled this long, then fails the batch
+        self.unrecognized_seconds = unrecognized_seconds
 
     def _call(self, fn, key: str | None = None):
         def note(attempt, exc):
@@ -87,6 +101,8 @@ class StoreDispatcher:
                 raise
         for n, (i, handle) in enumerate(pending.items()):
             results[i] = self._collect(batches[i], handle, i, in_flight=list(pending.values())[n:])
+        if not self.backend.capabilities.simulator:
+            self.settle_usage()  # what earlier round trips' providers had not settled yet
         self.store.heartbeat(self.job_id)
         return results  # type: ignore[return-value]
 
@@ -118,11 +134,6 @@ class StoreDispatcher:
     def _handle(self, batch: CircuitBatch, position: int, rec: BatchRecord | None) -> Handle:
         if rec is not None and rec.status == "submitted" and rec.handle is not None:
             return rec.handle  # poll what a previous process submitted
-        if rec is not None and rec.status == "claimed" and self.backend.capabilities.find_by_tag:
-            found = self._call(lambda: self.backend.find(batch), batch.key)
-            if found is not None:  # submitted before the crash, id never recorded: adopt it
-                self.store.record_handle(self.job_id, batch.key, found)
-                return found
         if not self.store.claim(self.job_id, batch.key, self.wave, position):
             rec = self.store.batch(self.job_id, batch.key)
             if rec is not None and rec.handle is not None:
@@ -130,23 +141,65 @@ class StoreDispatcher:
             raise QssmError(f"batch {batch.key[:12]} of job {self.job_id} is being submitted by another process; "
                             f"wait for it to finish (qssm status {self.job_id})")
         self.tracker.add(submitted_batches=1)
-        return self._submit(batch)
+        # claimed before (a process died, or a unit failed): some of its units may exist already
+        return self._submit(batch, look_first=rec is not None)
 
-    def _submit(self, batch: CircuitBatch) -> Handle:
-        """One provider submission, counted, its ids recorded before anything waits on them."""
-        handle = self._call(lambda: self.backend.submit(batch), batch.key)
-        self.tracker.add(provider_submissions=1)
+    def _submit(self, batch: CircuitBatch, look_first: bool = True) -> Handle:
+        """The batch's provider jobs, counted, their ids recorded before anything waits on them."""
+        if not self.backend.capabilities.find_by_tag:  # a simulator: one call, nothing billed
+            handle = self._call(lambda: self.backend.submit(batch), batch.key)
+            self.tracker.add(provider_submissions=1)
+        else:
+            n = self.backend.units(batch)
+            found = self._call(lambda: self.backend.find_units(batch, self.job_id), batch.key) if look_first else {}
+            ids = [found.get(k) or self._create(batch, k) for k in range(n)]
+            handle = self.backend.handle(batch, ids)
         self.store.record_handle(self.job_id, batch.key, handle)
         return handle
 
+    def _create(self, batch: CircuitBatch, unit: int) -> str:
+        """One unit, retried on its own. After a transient fault the create may have succeeded with
+        its response lost: the provider is asked for the unit's identity before trying again."""
+        faults = []
+
+        def attempt() -> str:
+            if faults:
+                existing = self.backend.find_units(batch, self.job_id).get(unit)
+                if existing:
+                    return existing
+            try:
+                provider_id = self.backend.submit_unit(batch, unit, self.job_id)
+            except Exception as e:
+                faults.append(e)
+                raise
+            self.tracker.add(provider_submissions=1)
+            return provider_id
+
+        return self._call(attempt, batch.key)
+
     def _collect(self, batch: CircuitBatch, handle: Handle, position: int, in_flight=()) -> BatchResult:
         delay = self.poll_seconds
+        strange_since = None
         while True:
             state = self._call(lambda: self.backend.status(handle), batch.key)
-            if state in ("queued", "running"):
+            if state in ("queued", "running", "unrecognized"):
                 self._stop_if_cancelled(in_flight or [handle])
             if state == "done":
                 break
+            if state == "unrecognized":  # a provider state qssm does not know: shown, then timed out
+                raw = handle.meta.get("provider_state", "?")
+                strange_since = strange_since or time.time()
+                waited = time.time() - strange_since
+                if waited >= self.unrecognized_seconds:
+                    message = (f"provider reports state {raw!r}, unknown to qssm, for {waited:.0f} s "
+                               f"({', '.join(handle.job_ids)}); check the job on the provider's console, "
+                               f"then `qssm resume {self.job_id}`")
+                    self.store.record_failure(self.job_id, batch.key, message)
+                    raise JobFailed(f"batch {batch.key[:12]} on {self.backend.name}: {message}")
+                self.store.note(self.job_id, batch.key, f"provider state {raw!r} (unknown to qssm) for {waited:.0f} s; "
+                                f"fails after {self.unrecognized_seconds:.0f} s")
+            else:
+                strange_since = None
             if state == "unknown":  # a local simulator's job died with its process: run it again
                 self.log(f"batch {batch.key[:12]}: its job {', '.join(handle.job_ids)[:60]} died with the process "
                          "that submitted it (local simulators and testing mode keep no jobs); submitting it again")
@@ -169,10 +222,36 @@ class StoreDispatcher:
             raise JobFailed(f"batch {batch.key[:12]} failed on {self.backend.name}: {e}") from None
         result.job_ids = result.job_ids or tuple(handle.job_ids)
         result.meta.setdefault("template", batch.meta.get("template"))
+        paid = not self.backend.capabilities.simulator
+        if paid:
+            result.meta["usage"] = "pending"  # stored first; what it cost is read after (below)
         self.store.record_result(self.job_id, batch.key, result, self.wave, position)
         if self._shareable(batch):
             self.store.cache(self.backend.name, batch.key, result)
+        usage = self._settle(batch.key, handle) if paid else None
+        if usage:  # the run's totals (Tracker) read the cost from the result
+            result.meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]))
+            result.cost_usd = float(usage["cost_usd"])
         return result
+
+    def _settle(self, key: str, handle: Handle) -> dict | None:
+        """Read one batch's usage; a failure or a pending usage leaves it pending (never the result)."""
+        try:
+            usage = call_with_retries(lambda: self.backend.usage(handle), self.policy)
+        except Exception as e:  # noqa: BLE001 - usage is bookkeeping: the paid result is kept whatever happens
+            self.log(f"usage of batch {key[:12]} not read yet ({type(e).__name__}: {redact(str(e))[:80]}); "
+                     "filled in later")
+            return None
+        if usage is not None:
+            self.store.record_usage(self.job_id, key, usage)
+        return usage
+
+    def settle_usage(self) -> int:
+        """Fill in the usage of finished batches whose usage was pending; returns how many remain."""
+        left = 0
+        for key, handle in self.store.pending_usage(self.job_id):
+            left += self._settle(key, handle) is None
+        return left
 
     def _failure_message(self, handle: Handle, state: str) -> str:
         try:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+import tenacity
+
 T = TypeVar("T")
 
 TRANSIENT_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestTimeout",
@@ -104,14 +106,17 @@ class RetryPolicy:
 
 def call_with_retries(fn: Callable[[], T], policy: RetryPolicy | None = None,
                       on_retry: Callable[[int, BaseException], None] | None = None) -> T:
+    """fn() until it returns, a permanent fault, or policy.attempts transient faults (the last one
+    is raised as it is). tenacity runs the loop; the policy supplies the delays and the sleep."""
     policy = policy or RetryPolicy()
-    for attempt in range(policy.attempts):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - classified below
-            if not is_transient(e) or attempt == policy.attempts - 1:
-                raise
-            if on_retry is not None:
-                on_retry(attempt + 1, e)
-            policy.sleep(policy.delay(attempt))
-    raise AssertionError("unreachable")
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry(state.attempt_number, state.outcome.exception())
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=lambda state: policy.delay(state.attempt_number - 1),
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, Exception) and is_transient(e)),
+        sleep=policy.sleep, before_sleep=before_sleep, reraise=True)
+    return retrying(fn)

@@ -94,6 +94,7 @@ class BackendSpec:
     seed_simulator: int = 1
     layout: str = "default"  # default | noise_aware (pipeline.layout: lowest-error connected qubits)
     cluster: str = ""  # run simulator batches on Dask: "local:N" workers or a scheduler address "tcp://host:8786"
+    mode: str = "auto"  # IBM execution mode: auto | session | batch (backends/ibm.py)
 
     CAP_PILOTS = 16  # max_shots_per_example = 0: an example spends at most this many pilot rounds' shots
 
@@ -169,7 +170,7 @@ SECTIONS = {"data": DataSpec, "backend": BackendSpec, "split": SplitSpec,
             "mitigation": MitigationSpec, "budget": BudgetSpec}
 CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography"): ("pauli", "shadows", "fit"),
            ("split", "prep"): ("mottonen", "shallow"),
-           ("backend", "layout"): ("default", "noise_aware"), ("mitigation", "extrapolation"): ("richardson", "linear")}
+           ("backend", "layout"): ("default", "noise_aware"), ("backend", "mode"): ("auto", "session", "batch"), ("mitigation", "extrapolation"): ("richardson", "linear")}
 AUTO = {("split", "segment"), ("split", "obp_steps"), ("backend", "shots")}  # these also take "auto" (qssm/app/auto.py, pipeline/adaptive.py choose)
 SEED = (0, 2**63 - 1)
 # inclusive bounds of every number, with what a value means where that is not obvious; floats are

@@ -618,6 +618,30 @@ class JobStore:
                         _json({**result.meta, **result.accounting()}), time.time(), float(result.cost_usd)))
 
     @_guarded
+    def record_usage(self, job_id: str, key: str, usage: dict) -> None:
+        """What the provider billed for a finished batch, once it has settled (usage "final")."""
+        with self.transaction() as db:
+            row = db.execute("SELECT meta FROM batches WHERE job_id = ? AND key = ?", (job_id, key)).fetchone()
+            meta = json.loads(row[0] or "{}") if row else {}
+            meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]), cost_usd=float(usage["cost_usd"]))
+            db.execute("UPDATE batches SET meta = ?, cost_usd = ? WHERE job_id = ? AND key = ?",
+                       (_json(meta), float(usage["cost_usd"]), job_id, key))
+
+    @_guarded
+    def pending_usage(self, job_id: str) -> list[tuple[str, Handle]]:
+        """(key, handle) of finished batches whose usage the provider had not settled when stored."""
+        out = []
+        for key, meta, handle in self.db.execute("SELECT key, meta, handle FROM batches WHERE job_id = ? AND "
+                                                 "status = 'done' AND handle IS NOT NULL", (job_id,)).fetchall():
+            try:
+                pending = json.loads(meta or "{}").get("usage") == "pending"
+            except (TypeError, ValueError, AttributeError) as e:
+                raise self._corrupt(f"batch {key[:12]} of job {job_id}: meta", e) from None
+            if pending:
+                out.append((key, self.parse_handle(job_id, key, handle)))
+        return out
+
+    @_guarded
     def record_failure(self, job_id: str, key: str, message: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE batches SET status = 'failed', error = ? WHERE job_id = ? AND key = ?",
@@ -667,14 +691,18 @@ class JobStore:
     def totals(self, job_id: str) -> dict:
         """Batches recorded and done; provider submissions the provider acknowledged (ids returned)
         and claims (attempts to submit, some of which may never have reached it); cost; QPU seconds
-        the provider reported; the first claim and last finish (for elapsed time and the ETA)."""
+        the provider reported; the first claim and last finish (for elapsed time and the ETA); batches
+        whose usage the provider had not settled when their result was stored."""
         ack = "acknowledged" if self.version >= 2 else ACK_V1
         row = self.db.execute(f"SELECT COUNT(*), SUM(status = 'done'), SUM({ack}), SUM(attempts), SUM(cost_usd), "
                               "SUM(CASE WHEN json_valid(meta) THEN json_extract(meta, '$.qpu_seconds') END), "
-                              "MIN(claimed), MAX(finished) FROM batches WHERE job_id = ?", (job_id,)).fetchone()
+                              "MIN(claimed), MAX(finished), "
+                              "SUM(status = 'done' AND meta LIKE '%\"usage\": \"pending\"%') "
+                              "FROM batches WHERE job_id = ?", (job_id,)).fetchone()
         numbers = [v if v is None or _number(v) else float("nan") for v in row]
         if any(v != v for v in numbers):
             raise self._corrupt(f"job {job_id}'s batch counters", "not numbers")
         return {"batches": int(numbers[0] or 0), "done": int(numbers[1] or 0), "submissions": int(numbers[2] or 0),
                 "claims": int(numbers[3] or 0), "cost_usd": float(numbers[4] or 0.0),
-                "qpu_seconds": float(numbers[5] or 0.0), "first_claimed": numbers[6], "last_finished": numbers[7]}
+                "qpu_seconds": float(numbers[5] or 0.0), "first_claimed": numbers[6], "last_finished": numbers[7],
+                "usage_pending": int(numbers[8] or 0)}

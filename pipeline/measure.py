@@ -102,16 +102,22 @@ def expectations(counts, observables, groups: list[Group], shots: int, readout: 
     values = np.zeros((n_bind, len(observables))) + identity_constants(observables)  # identity terms are exact
     var = np.zeros((n_bind, len(observables)))
     for g, (group, rows) in enumerate(zip(groups, parity_masks(observables, groups))):
-        probs = np.asarray(counts[g], dtype=np.float64) / shots
+        hist = np.asarray(counts[g], dtype=np.float64)
+        # the shots the device counted, per row: a provider may return more or fewer than were asked
+        # for (twirling rounds them up, IonQ rebuilds round(p x shots) per outcome); readout
+        # correction keeps each row's total
+        counted = hist.sum(axis=1)
+        counted = np.where(counted > 0, counted, shots)
+        probs = hist / counted[:, None]
         idx = np.arange(probs.shape[1])
         for i, j, mask, coef in rows:
             sign = 1.0 - 2.0 * (np.bitwise_count(idx & mask) & 1)  # bitwise_count is uint8
             m = probs @ sign
             values[:, i] += coef.real * m
-            term_var = np.clip(1 - m**2, 0, None) / shots
+            term_var = np.clip(1 - m**2, 0, None) / counted
             if readout:
                 term_var = readout_variance(m, [group.support[k] for k in range(len(group.support)) if mask >> k & 1],
-                                            readout, shots, readout_shots or shots)
+                                            readout, counted, readout_shots or shots)
             var[:, i] += coef.real**2 * term_var
     return values, np.sqrt(var)
 
@@ -124,7 +130,9 @@ def shot_covariance(counts, observables, groups: list[Group], shots: int) -> np.
     n_bind = counts[0].shape[0] if len(counts) else 1
     cov = np.zeros((n_bind, len(observables), len(observables)))
     for g, rows in enumerate(parity_masks(observables, groups)):
-        probs = np.asarray(counts[g], dtype=np.float64) / shots
+        hist = np.asarray(counts[g], dtype=np.float64)
+        counted = hist.sum(axis=1)  # the shots the device counted, per row (as `expectations` divides)
+        probs = hist / np.where(counted > 0, counted, shots)[:, None]
         idx = np.arange(probs.shape[1])
         signs = [(i, coef.real, 1.0 - 2.0 * (np.bitwise_count(idx & mask) & 1)) for i, _, mask, coef in rows]
         means = [probs @ sign for _, _, sign in signs]
@@ -134,7 +142,7 @@ def shot_covariance(counts, observables, groups: list[Group], shots: int) -> np.
     return cov
 
 
-def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots: int, cal_shots: int) -> np.ndarray:
+def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots, cal_shots: int) -> np.ndarray:
     """Variance of a readout-corrected Pauli expectation m on `qubits` (first-order propagation):
     the inverse divides the raw parity by b = prod_q (1 - p(1|0) - p(0|1)), and the calibration's
     own shot noise adds var(p) (dm/dp)^2 per qubit:
@@ -143,7 +151,7 @@ def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots: int
     bq = {q: max(1.0 - sum(table.get(q, (0.0, 0.0))), 1e-3) for q in qubits}
     b = float(np.prod(list(bq.values()))) if bq else 1.0
     mc = np.clip(m, -1, 1)
-    var = (1 - np.clip(mc * b, -1, 1) ** 2) / (b**2 * max(shots, 1))
+    var = (1 - np.clip(mc * b, -1, 1) ** 2) / (b**2 * np.maximum(shots, 1))
     for q in qubits:
         p10, p01 = table.get(q, (0.0, 0.0))
         var = var + ((1 + mc) ** 2 * p10 * (1 - p10) + (1 - mc) ** 2 * p01 * (1 - p01)) / (max(cal_shots, 1) * bq[q]**2)

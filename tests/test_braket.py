@@ -24,6 +24,7 @@ from qssm.pipeline.measure import measurement_groups
 from qssm.types import Template
 
 sys.path.insert(0, str(Path(__file__).parent))
+import fake_aws  # noqa: E402
 from fake_aws import FakeAwsSession  # noqa: E402
 from prepared import Prepared  # noqa: E402
 
@@ -123,30 +124,32 @@ def test_local_dm_noise_shrinks_values_and_shows_readout():
     assert abs(Prepared(idle, b, np.zeros((1, 1)), None).run().values[0, 0] - expected) < 1e-9
 
 
-@pytest.mark.parametrize("device,per_task", [("iqm_garnet", None), ("iqm_garnet", 2), ("ionq_forte", None)])
-def test_qpu_through_fake_session(tmp_path, device, per_task, monkeypatch):
-    """Program sets (Garnet) fill each task with as many executions as the device takes, circuits
-    sharing a task (per_task = 2: tasks that split circuits and join them); IonQ: one task per
-    circuit and binding."""
+@pytest.mark.parametrize("device,limits", [("iqm_garnet", None), ("ionq_forte", None), ("iqm_garnet", (4, 10**6)),
+                                           ("rigetti_ankaa3", "none")])
+def test_qpu_through_fake_session(tmp_path, device, limits, monkeypatch):
+    """Program sets on every device that has them, cut by ProgramSet.split at the device's limits
+    (the snapshot's, or tighter ones), one task per circuit and binding on a device without them."""
     monkeypatch.setenv("QSSM_BRAKET_S3", "my-bucket/qssm")
-    if per_task:
-        monkeypatch.setattr(devices, "program_set_limits", lambda name: (per_task, 10**9))
     region = devices.load_device(device)["deviceArn"].split(":")[3]
     t, rows, shots = template(), ROWS[:3], 800
     b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
     assert not b.capabilities.exact and b.capabilities.max_shots == devices.max_shots(device)
+    assert b.device_caps()["source"] == "device.properties (live)"  # credentials: GetDevice, not the snapshot
+    if limits is not None:
+        b._caps = dict(b.device_caps(), program_set=None if limits == "none" else limits)
     p = Prepared(t, b, rows, shots)
     cb = p.batch
     est = b.estimate_cost([cb])
     handle = b.submit(cb)
     stored = json.loads(json.dumps(dataclasses.asdict(handle)))  # what the job store persists
     groups = len(measurement_groups(p.planned.observables))
-    assert len(cb.circuits) == groups
-    limits = devices.program_set_limits(device)
-    tasks = -(-groups * len(rows) // min(limits[0], limits[1] // shots)) if limits else groups * len(rows)
-    assert groups > 1 and (tasks == 1 if device == "iqm_garnet" and not per_task else tasks > groups)
+    executables = groups * len(rows)
+    assert len(cb.circuits) == groups >= 2
+    per = {None: 100, "none": 1}.get(limits, 4)
+    tasks = -(-executables // per)  # one program-set task holds every circuit while the limits allow
     assert len(stored["job_ids"]) == tasks and all(a.startswith("arn:aws:braket:") for a in stored["job_ids"])
     created = b._aws_session.created
+    assert len(created) == tasks and len({c["clientToken"] for c in created}) == tasks
     assert {c["outputS3Bucket"] for c in created} == {"my-bucket"} and created[0]["outputS3KeyPrefix"] == "qssm"
     assert "verbatim" in json.loads(created[0]["action"]).get("source", created[0]["action"])
     # a new backend instance (another process) with only the handle
@@ -157,8 +160,52 @@ def test_qpu_through_fake_session(tmp_path, device, per_task, monkeypatch):
     assert list(r.job_ids) == stored["job_ids"] and r.shots == shots
     assert (np.abs(r.values - ideal_planned(t, p)) < 4 * r.stderr + 1e-9).all()
     price = devices.load_device(device)["pricing"]
-    usd = tasks * price["per_task_usd"] + groups * len(rows) * shots * price["per_shot_usd"]
-    assert est["tasks"] == tasks and est["usd"] == pytest.approx(usd) and r.cost_usd == pytest.approx(usd)
+    usd = tasks * price["per_task_usd"] + executables * shots * price["per_shot_usd"]
+    assert est["tasks"] == tasks and est["usd"] == pytest.approx(usd) and other.usage(h2)["cost_usd"] == pytest.approx(usd)
+
+
+def test_ionq_probabilities_with_shots_off_by_one(tmp_path, monkeypatch):
+    """IonQ returns measurement probabilities only; the SDK rebuilds round(p x shots) rows per
+    outcome, so an entry can hold a shot more or fewer than asked for. Each becomes a histogram of
+    what it holds and is normalised by it (a fixed (rows, shots) array failed to assign, after payment)."""
+    monkeypatch.setenv("QSSM_BRAKET_S3", "my-bucket/qssm")
+    session = FakeAwsSession(tmp_path, "us-east-1", faults={"probabilities": True})
+    b = BraketBackend("braket:ionq_forte", aws_session=session)
+    t, rows, shots = template(), ROWS, 2999  # p to 3 digits: round(p x shots) is off by up to 1.5 per outcome
+    p = Prepared(t, b, rows, shots)
+    handle = b.submit(p.batch)
+    raw = b.result(handle, p.batch)
+    totals = np.concatenate([c.sum(axis=1) for c in raw.counts])
+    width = p.batch.circuits[0].num_clbits  # each outcome's rounding is off by at most 0.0005 x shots + 0.5
+    assert (np.abs(totals - shots) <= 2**width * (0.0005 * shots + 0.5)).all() and (totals != shots).any(), totals
+    r = p.values(raw)
+    assert (np.abs(r.values - ideal_planned(t, p)) < 4 * r.stderr + 0.01).all()
+
+
+def test_default_s3_bucket_is_the_sdks(tmp_path, monkeypatch):
+    """QSSM_BRAKET_S3 unset: no destination is passed and the SDK's default bucket
+    (amazon-braket-<region>-<account>) takes the results; a fixed bucket name only one AWS account
+    in the world could own made every other account's CreateQuantumTask fail."""
+    monkeypatch.delenv("QSSM_BRAKET_S3", raising=False)
+    session = FakeAwsSession(tmp_path, "eu-north-1")
+    b = BraketBackend("braket:iqm_garnet", aws_session=session)
+    p = Prepared(template(), b, ROWS[:2], 100)
+    r = p.values(b.result(b.submit(p.batch), p.batch))
+    assert {c["outputS3Bucket"] for c in session.created} == {session.default_bucket()}
+    assert session.default_bucket() == "amazon-braket-eu-north-1-123456789012" and r.values.shape == (2, 5)
+    assert session.created[0]["outputS3KeyPrefix"] == "tasks"
+
+
+def test_capabilities_from_the_snapshot_say_so_without_credentials(tmp_path, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    b = BraketBackend("braket:ionq_forte")
+    est = b.estimate_cost([Prepared(template(), b, ROWS[:2], 100).batch])
+    assert est["capabilities"] == f"snapshot of {devices.calibration('ionq_forte')} (no AWS credentials: not live)"
+    assert devices.program_set_limits("ionq_forte") is not None and est["tasks"] == 1  # one program set, not 2 x groups
 
 
 def test_qpu_cancel_and_limits(tmp_path):
@@ -197,26 +244,33 @@ def test_missing_credentials_one_line(tmp_path, monkeypatch):
         assert "\n" not in msg and "AWS_ACCESS_KEY_ID" in msg and "AWS_PROFILE" in msg
 
 
-def test_find_recovers_tasks_whose_arns_were_never_recorded(tmp_path):
+def test_find_units_recovers_tasks_whose_arns_were_never_recorded(tmp_path):
     """A process that died between CreateQuantumTask and the store's write: a new process finds the
-    tasks by their batch tag (SearchQuantumTasks) and creates only the ones that never existed."""
-    device = "ionq_forte"  # one task per group and binding: several tasks per batch
+    tasks by their identity tags (SearchQuantumTasks), skips failed ones, and creates only the
+    missing units; a create retried with the unit's clientToken returns the task it made."""
+    device = "ionq_forte"
     region = devices.load_device(device)["deviceArn"].split(":")[3]
     t, rows = template(), ROWS[:3]
     b = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
+    b._caps = dict(b.device_caps(), program_set=(1, 10**6))  # a task per executable
     p = Prepared(t, b, rows, 300)
     cb = p.batch
-    lost = b.submit(cb)  # the handle dies with the process
-    metas = sorted(tmp_path.glob("*.meta.json"))
-    assert len(metas) == len(lost.job_ids) >= 4
+    lost = b.submit(cb, scope="job-1")  # the handle dies with the process
+    n = len(lost.job_ids)
+    assert n == b.units(cb) >= 4 and len(fake_aws.tasks(tmp_path)) == n
+    assert b.submit_unit(cb, 1, "job-1") == lost.job_ids[1] and len(fake_aws.tasks(tmp_path)) == n  # clientToken
     other_batch = Prepared(template(seed=5), b, rows, 300).batch
-    assert BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region)).find(other_batch) is None
-    # the crash came mid-plan: the last task was never created
-    last = tmp_path / (lost.job_ids[-1].rsplit("/", 1)[1] + ".meta.json")
-    last.unlink()
+    assert b.find_units(other_batch, "job-1") == {} and b.find_units(cb, "job-2") == {}
+    # the crash came mid-plan: the last task was never created, and the provider failed the third
+    (tmp_path / (lost.job_ids[-1].rsplit("/", 1)[1] + ".meta.json")).unlink()
+    third = tmp_path / (lost.job_ids[2].rsplit("/", 1)[1] + ".meta.json")
+    third.write_text(json.dumps(dict(json.loads(third.read_text()), status="FAILED")))
     fresh = BraketBackend(f"braket:{device}", aws_session=FakeAwsSession(tmp_path, region))
-    found = fresh.find(cb)
-    assert found is not None and found.job_ids[:-1] == lost.job_ids[:-1] and found.job_ids[-1] != lost.job_ids[-1]
-    assert len(fresh._aws_session.created) == 1  # only the missing task was created
-    r = p.values(fresh.result(found, cb))
+    fresh._caps = b._caps
+    found = fresh.find_units(cb, "job-1")
+    assert found == {k: a for k, a in enumerate(lost.job_ids[:-1]) if k != 2}
+    ids = [found.get(k) or fresh.submit_unit(cb, k, "job-1") for k in range(n)]
+    assert len(fresh._aws_session.created) == 2 and ids[2] != lost.job_ids[2]  # a fresh token for the failed one
+    assert fresh._aws_session.created[0]["clientToken"].endswith("-r1")
+    r = p.values(fresh.result(fresh.handle(cb, ids), cb))
     assert (np.abs(r.values - ideal_planned(t, p)) < 4 * r.stderr + 1e-9).all()

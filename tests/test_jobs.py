@@ -453,6 +453,78 @@ def test_braket_qpu_job_retrieved_by_task_arn_from_another_process(tmp_path):
         np.testing.assert_array_equal(again[key], first[key])
 
 
+# --- chaos: providers that throttle, drop responses and lose the process mid-loop -----------------
+def stored_ids(store: JobStore, job_id: str) -> list[str]:
+    return [i for row in store.batches(job_id) if row[6] for i in json.loads(row[6])["job_ids"]]
+
+
+def chaos(tmp_path, spec_, backend, faults: list[dict], provider_ids, driver_args=(), env=None):
+    """An undisturbed run, then the same job through `faults`: the first run in a driver process that
+    the fake provider SIGKILLs mid-loop (faults from the environment), the others in this process, a
+    clean run last. The provider must hold exactly one job/task per distinct identity, every one
+    recorded in the store (no orphans), and the results must be bit-identical.
+    backend(root, faults) builds the backend over the fake."""
+    ref_store = JobStore(tmp_path / "ref.sqlite")
+    ref_id, _ = create_job(ref_store, spec_, backend=backend(tmp_path / "ref", {}))
+    run_job(ref_store, ref_id, backend=backend(tmp_path / "ref", {}), policy=NO_SLEEP)
+    store = JobStore(tmp_path / "chaos.sqlite")
+    job_id, _ = create_job(store, spec_, backend=backend(tmp_path / "chaos", {}))
+    killed = subprocess.run([sys.executable, DRIVER, str(store.path), job_id, str(tmp_path / "chaos"), *driver_args],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, **env(faults[0])})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert 0 < len(provider_ids(tmp_path / "chaos")) and store.totals(job_id)["done"] < ref_store.totals(ref_id)["done"]
+    for f in faults[1:] + [{}]:
+        run_job(store, job_id, backend=backend(tmp_path / "chaos", f), policy=NO_SLEEP)
+    assert store.job(job_id)["status"] == "done"
+    assert_same_results(results_by_key(store, job_id), results_by_key(ref_store, ref_id))
+    created, recorded = provider_ids(tmp_path / "chaos"), stored_ids(store, job_id)
+    assert len(created) == len(set(recorded)) == len(recorded) == len(stored_ids(ref_store, ref_id))  # none twice
+    assert set(created) == set(recorded)  # no orphans
+    return created
+
+
+def test_chaos_ibm_nothing_billed_twice(tmp_path, monkeypatch):
+    """IBM: a 429 on a create, a create whose response is lost (the job exists, the client got a read
+    timeout), a SIGKILL between a create and the store's write, mid-batch (chunks of 2 bindings)."""
+    import qssm.backends.ibm as ibm
+
+    monkeypatch.setattr(ibm, "MAX_EXECUTIONS_PER_JOB", 2 * 1000)  # several jobs per batch
+    monkeypatch.setattr(fake_ibm.FakeRuntimeService, "script", {})
+
+    def backend(root, faults):
+        fake_ibm.install(root)
+        fake_ibm.FakeRuntimeService.script, fake_ibm.FakeRuntimeService.creates = faults, 0
+        return ibm.IBMBackend("fake_fez", seed=1)
+
+    faults = [{"throttle": [2], "drop": [4], "kill": [7]}, {"drop": [1], "throttle": [3]}]
+    env = lambda f: {"QSSM_FAKE_IBM": json.dumps(f), "QSSM_TEST_MAX_EXEC": str(2 * 1000)}  # noqa: E731
+    created = chaos(tmp_path, spec(n=1), backend, faults, lambda root: [r["id"] for r in fake_ibm.records(root)],
+                    env=env)
+    identities = [r["tags"][-1] for r in fake_ibm.records(tmp_path / "chaos")]  # batch, job, identity
+    assert len(set(identities)) == len(identities) == len(created) > 8
+
+
+def test_chaos_braket_nothing_billed_twice(tmp_path):
+    """Braket: a ThrottlingException and a 500 on creates, a create whose response is lost, a SIGKILL
+    mid-loop, with program sets cut at 3 executables (several tasks per batch)."""
+    from fake_aws import FakeAwsSession, tasks
+
+    from qssm.backends.braket import BraketBackend
+
+    def backend(root, faults):
+        root.mkdir(exist_ok=True)
+        return BraketBackend("braket:iqm_garnet", seed=1,
+                             aws_session=FakeAwsSession(root, "eu-north-1", faults={"max_executables": 3, **faults}))
+
+    s = spec("braket:iqm_garnet", shots=200, n=1)
+    faults = [{"throttle": [2], "drop": [3], "kill": [7]}, {"fail": [1], "drop": [2]}]
+    env = lambda f: {"QSSM_FAKE_AWS": json.dumps({"max_executables": 3, **f})}  # noqa: E731
+    created = chaos(tmp_path, s, backend, faults, lambda root: [t["quantumTaskArn"] for t in tasks(root)],
+                    driver_args=("braket:iqm_garnet",), env=env)
+    tokens = [t["clientToken"] for t in tasks(tmp_path / "chaos")]
+    assert len(set(tokens)) == len(tokens) == len(created) > 8
+
+
 def test_ibm_jobs_split_at_the_execution_limit(monkeypatch):
     """A batch over IBM's 10M executions per Sampler job is split over several jobs and stitched back."""
     from prepared import Prepared
@@ -528,6 +600,197 @@ def test_ibm_qpu_path_opens_a_session_for_recurrences_and_a_batch_otherwise():
         assert result.values.shape == (2, 2) and np.abs(result.values - ideal).max() < 0.25  # noisy device
         assert len(result.job_ids) == 1
         backend.close()
+
+
+# --- IBM failure paths on a fake service that fails as IBM's does ---------------------------------
+@pytest.fixture
+def ibm_qpu(tmp_path, monkeypatch):
+    """(make_backend(script), store, job_id): an `ibm:ibm_manila` QPU backend whose service is the
+    fake (jobs persisted under tmp_path, states and usage as scripted), and a job in a store."""
+    from qssm.backends.ibm import IBMBackend
+
+    service = fake_ibm.install(tmp_path / "ibm")
+    monkeypatch.setattr(service, "script", {})
+    monkeypatch.setattr(service, "creates", 0)
+
+    def make(script=None):
+        service.script = script or {}
+        return IBMBackend("ibm_manila", seed=1, service=service())
+
+    store = JobStore(tmp_path / "s.sqlite")
+    return make, store, store.create_job({}, "ibm:ibm_manila")
+
+
+def _manila_batch(backend, shots=2000, n=3):
+    from prepared import Prepared
+
+    rows = np.random.default_rng(4).uniform(-2, 2, (n, 2))
+    return Prepared(two_qubit_template(("IZ", "ZI"), f"fail-test-{shots}-{n}"), backend, rows, shots)
+
+
+def test_ibm_usage_failure_and_pending_keep_the_result_and_fill_the_cost_later(ibm_qpu):
+    """usage is a network call after payment: a failing call, then a pending usage (job.usage() says
+    0 then), leave the result stored with its usage pending; the cost is filled in once IBM has it."""
+    from qssm.backends.ibm import USD_PER_QPU_SECOND
+    from qssm.jobs.dispatch import StoreDispatcher
+
+    make, store, job_id = ibm_qpu
+    backend = make({"usage": {"fail": 12, "pending": 2, "seconds": 3.5}})  # NO_SLEEP tries 12 times
+    p = _manila_batch(backend)
+    dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.01)
+    [result] = dispatch([p.batch])
+    rec = store.batch(job_id, p.batch.key)
+    assert rec.status == "done" and rec.result.meta["usage"] == "pending" and store.totals(job_id)["usage_pending"] == 1
+    np.testing.assert_array_equal(rec.result.counts[0], result.counts[0])
+    assert store.totals(job_id)["cost_usd"] == 0.0  # not a final 0: pending
+    # the 12 failures were spent right after the result, the first pending answer at the round trip's end
+    assert dispatch.settle_usage() == 1 and store.totals(job_id)["usage_pending"] == 1  # still pending
+    store.set_status(job_id, "done", report={"logit_error_mean": 0.1})
+    report = run_job(store, job_id, backend=backend, policy=NO_SLEEP)  # `qssm resume` of a finished job
+    assert report["store_usage_pending"] == 0 and report["logit_error_mean"] == 0.1  # settled: 3.5 QPU s
+    rec = store.batch(job_id, p.batch.key)
+    assert rec.result.meta["usage"] == "final" and rec.result.meta["qpu_seconds"] == 3.5
+    assert store.totals(job_id) == dict(store.totals(job_id), usage_pending=0,
+                                        cost_usd=pytest.approx(3.5 * USD_PER_QPU_SECOND))
+
+
+def test_ibm_scripted_job_states(ibm_qpu):
+    """queued -> running -> done is polled to the result; ERROR and CANCELLED fail the batch with the
+    provider's message; a state outside the map is shown by `qssm status` and times out."""
+    from qssm.jobs.dispatch import JobFailed, StoreDispatcher
+
+    make, store, job_id = ibm_qpu
+    backend = make({"states": ["QUEUED", "QUEUED", "RUNNING", "DONE"]})
+    p = _manila_batch(backend, n=2)
+    dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.001)
+    [r] = dispatch([p.batch])
+    assert r.counts[0].sum(axis=1).tolist() == [2000, 2000]
+    for states, needle in ((["RUNNING", "ERROR"], "Error code 1517"), (["CANCELLED"], "cancelled"),
+                           (["QUEUED", "PAUSED"], "'PAUSED', unknown to qssm")):
+        backend = make({"states": states})
+        p = _manila_batch(backend, n=2, shots=1000 + len(states))  # a new batch each time
+        dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.001,
+                                   unrecognized_seconds=0.05)
+        with pytest.raises(JobFailed, match=needle):
+            dispatch([p.batch])
+        assert store.batch(job_id, p.batch.key).status == "failed"
+
+
+def test_ibm_unrecognized_state_is_shown_in_status(ibm_qpu, capsys):
+    """A state outside the map is not polled forever as "running": `qssm status` shows it while it
+    lasts, then the batch fails with it."""
+    import threading
+
+    from qssm.jobs.dispatch import JobFailed, StoreDispatcher
+
+    make, store, job_id = ibm_qpu
+    backend = make({"states": ["PAUSED"]})
+    p = _manila_batch(backend, n=1)
+    raised = []
+
+    def work():  # its own store connection: SQLite connections stay in their thread
+        try:
+            StoreDispatcher(JobStore(store.path), job_id, backend, policy=NO_SLEEP, poll_seconds=0.01,
+                            unrecognized_seconds=5)([p.batch])
+        except JobFailed as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not getattr(store.batch(job_id, p.batch.key), "error", None):
+        time.sleep(0.05)
+    assert main(["status", job_id, "--store", str(store.path)]) == 0
+    assert "provider state 'PAUSED' (unknown to qssm)" in capsys.readouterr().out
+    worker.join(timeout=60)
+    assert raised and "unknown to qssm" in store.batch(job_id, p.batch.key).error
+
+
+def test_ibm_find_units_per_chunk_skips_failed_jobs(ibm_qpu, monkeypatch):
+    """A crash after 2 of 3 chunk jobs, one of which then failed: resuming creates the missing chunk
+    and the failed one, and adopts the live one; a job of another qssm job is never adopted."""
+    import qssm.backends.ibm as ibm
+    from qssm.jobs.dispatch import StoreDispatcher
+
+    make, store, job_id = ibm_qpu
+    monkeypatch.setattr(ibm, "MAX_EXECUTIONS_PER_JOB", 2 * 1000)
+    backend = make()
+    p = _manila_batch(backend, shots=1000, n=6)
+    assert backend.units(p.batch) == 3
+    store.claim(job_id, p.batch.key, 1, 0)  # the crashed process had claimed it
+    first = backend.submit_unit(p.batch, 0, job_id)
+    failed = backend.submit_unit(p.batch, 1, job_id)
+    backend.submit_unit(p.batch, 2, "another-job")
+    path = fake_ibm.FakeRuntimeService.root / "jobs" / f"{failed}.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), states=["ERROR"])))
+    assert backend.find_units(p.batch, job_id) == {0: first}
+    before = fake_ibm.submissions(fake_ibm.FakeRuntimeService.root)
+    dispatch = StoreDispatcher(store, job_id, make(), policy=NO_SLEEP, poll_seconds=0.01)
+    [r] = dispatch([p.batch])
+    ids = list(store.batch(job_id, p.batch.key).result.job_ids)
+    assert ids[0] == first and failed not in ids and len(set(ids)) == 3
+    assert fake_ibm.submissions(fake_ibm.FakeRuntimeService.root) == before + 2
+    assert dispatch.tracker.totals["provider_submissions"] == 2
+
+
+def test_twirling_asks_for_exactly_the_shots(ibm_qpu):
+    """The server's "auto" randomizations run 1000 shots as 16 x 64 = 1024 (the fake rounds as the
+    server does): qssm sets randomizations x shots per randomization = shots, so 1000 come back."""
+    from qssm.backends.ibm import twirl_split
+
+    assert twirl_split(1000) == (20, 50) and twirl_split(4096) == (32, 128)  # "auto" would be 16 and 32
+    for shots in (1, 7, 97, 1000, 1024, 5000, 99991):
+        n, per = twirl_split(shots)
+        assert n * per == shots
+    make, store, job_id = ibm_qpu
+    backend = make()
+    backend.configure(twirling=True)
+    p = _manila_batch(backend, shots=1000, n=2)
+    r = backend.result(backend.submit(p.batch), p.batch)
+    assert r.shots == 1000 and (r.counts[0].sum(axis=1) == 1000).all()
+
+
+def test_values_are_normalised_by_the_shots_counted():
+    """A provider that returned 1024 shots for 1000 asked: values and standard errors use 1024."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    from qssm.pipeline.measure import expectations, measurement_groups
+
+    obs = [SparsePauliOp("IZ"), SparsePauliOp("ZZ")]
+    groups = measurement_groups(obs)
+    counts = [np.array([[512, 256, 128, 128], [1024, 0, 0, 0]])]  # 1024 counted per row
+    values, stderr = expectations(counts, obs, groups, shots=1000)
+    p = counts[0] / 1024
+    iz = p[:, 0] - p[:, 1] + p[:, 2] - p[:, 3]
+    zz = p[:, 0] - p[:, 1] - p[:, 2] + p[:, 3]
+    np.testing.assert_allclose(values, np.stack([iz, zz], axis=1), atol=1e-12)
+    np.testing.assert_allclose(stderr, np.sqrt((1 - np.stack([iz, zz], axis=1) ** 2) / 1024), atol=1e-12)
+
+
+def test_auto_mode_by_plan_and_idle_billing(ibm_qpu):
+    """mode = "auto": a Batch on the Open plan (no Sessions there) or where a Session's idle billing
+    would outweigh the QPU time; a Session for a recurrence otherwise. The estimate names the mode and
+    prices the idle time."""
+    from qssm.backends.ibm import SESSION_GAP_S
+
+    make, _, _ = ibm_qpu
+    open_plan = make({"plan": "open"})
+    open_plan.set_mode("auto", round_trips=3, qpu_seconds=1000.0)
+    assert open_plan.mode == "batch"
+    premium = make({"plan": "premium"})
+    premium.set_mode("auto", round_trips=3, qpu_seconds=1000.0)
+    assert premium.mode == "session"
+    premium.set_mode("auto", round_trips=3, qpu_seconds=10.0)  # 20 s idle for 10 s of QPU time
+    assert premium.mode == "batch"
+    premium.set_mode("auto", round_trips=1)
+    assert premium.mode == "batch"
+    batch = _manila_batch(premium, n=2).batch
+    premium.set_mode("session", round_trips=3)
+    session = premium.estimate_cost([batch])
+    premium.set_mode("batch", round_trips=3)
+    plain = premium.estimate_cost([batch])
+    assert session["mode"] == "session" and plain["mode"] == "batch"
+    assert session["session_idle_seconds"] == 2 * SESSION_GAP_S and session["usd"] > plain["usd"]
 
 
 # --- leases: a heartbeat with expiry, stalled jobs, --force ---------------------------------------

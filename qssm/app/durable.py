@@ -8,6 +8,7 @@ without resubmitting a finished or in-flight batch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -29,11 +30,14 @@ def create_job(store: JobStore, job: Job | JobSpec, yes: bool = False, backend: 
                ) -> tuple[str, dict]:
     """The price and budget of a prepared job (a spec is prepared here, on `backend` if given) and
     then, only if they pass, its record: the spec as it was resolved (the split that was priced is
-    the split that runs, whatever changes later)."""
+    the split that runs, whatever changes later) in the execution mode it was priced in."""
     if isinstance(job, JobSpec):
         job = prepare(job, backend)
     estimate = preflight(job, yes=yes)
-    job_id = store.create_job(raw_spec(job.spec), job.backend.name, job.spec.source, estimate)
+    spec = job.spec
+    if estimate.get("mode"):  # the job runs in the execution mode it was priced in
+        spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, mode=estimate["mode"]))
+    job_id = store.create_job(raw_spec(spec), job.backend.name, spec.source, estimate)
     return job_id, estimate
 
 
@@ -55,6 +59,8 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
     if job["status"] == "done":
         if prepared is not None:
             prepared.close()
+        if store.totals(job_id)["usage_pending"]:  # paid results are in; what they cost was not yet
+            return settle_job_usage(store, job_id, backend, policy, log)
         return job["report"]
     try:
         prepared = prepared or prepare(store.job_spec(job_id), backend)  # closes the backend if it refuses
@@ -86,6 +92,10 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
             report = partial_report(store, job_id, tracker)
             store.set_status(job_id, "cancelled", report=report)
             return report
+        dispatch.settle_usage()
+        mode_usage = prepared.backend.mode_usage()
+        if mode_usage:  # a Session bills its wall time, idle gaps included: reconciles the estimate
+            report["mode_usage"] = mode_usage
         report.update(job_id=job_id, estimate=job["estimate"], **{f"store_{k}": v for k, v in
                                                                    store.totals(job_id).items()})
         if store.job(job_id)["status"] == "cancelled":  # cancelled after the last batch: keep the paid result
@@ -97,6 +107,18 @@ def run_job(store: JobStore, job_id: str, backend: Backend | None = None, progre
     finally:
         store.release(job_id)
         prepared.close()
+
+
+def settle_job_usage(store: JobStore, job_id: str, backend: Backend | None = None, policy: RetryPolicy | None = None,
+                     log=None) -> dict:
+    """A finished job whose provider had not settled every batch's usage: read it now and update the
+    report's totals (the results are untouched)."""
+    job = store.job(job_id)
+    with backend or backend_for(store.job_spec(job_id)) as backend:
+        StoreDispatcher(store, job_id, backend, policy=policy, log=log).settle_usage()
+    report = dict(job["report"] or {}, **{f"store_{k}": v for k, v in store.totals(job_id).items()})
+    store.set_status(job_id, "done", report=report)
+    return report
 
 
 def partial_report(store: JobStore, job_id: str, tracker: Tracker) -> dict:

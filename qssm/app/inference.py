@@ -88,7 +88,7 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     # QPU execution mode by the job's shape: a recurrence of several dependent round trips keeps a
     # Session (no re-queueing between them); a single round trip is a Batch of independent jobs
     trips = job.round_trips
-    backend.set_mode("session" if trips > 1 else "batch")
+    backend.set_mode(spec.backend.mode, round_trips=trips)
     table = None
     # circuits that depend on the token id only: measured once for the vocabulary (adaptive rounds
     # measure the distinct tokens of each round instead)

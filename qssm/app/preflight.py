@@ -47,6 +47,11 @@ def estimate(job: Job, workload=None) -> dict:
         cap = spec.backend.max_shots_per_example
         shots = shots * spec.backend.CAP_PILOTS if not cap else max(shots, int(shots * cap * spec.data.n / max(pilot, 1)))
     sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
+    # the execution mode is priced too (a Session bills its idle gaps): "auto" decides from this job's
+    # round trips and QPU time, and the estimate names the mode it priced
+    backend.set_mode("batch", round_trips=len(planned))
+    qpu = float(backend.estimate_cost(sent).get("qpu_seconds_if_real", 0.0) or 0.0) or None
+    backend.set_mode(spec.backend.mode, round_trips=len(planned), qpu_seconds=qpu)
     est = dict(backend.estimate_cost(sent))
     for k in ("usd", "qpu_seconds", "tasks"):
         est[k] = float(est.get(k, 0.0))

@@ -70,6 +70,9 @@ def submit(args) -> int:
         cost += f" (${estimate['usd_per_example']:.2f} per example)"
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
         cost += f"; on the real device about {estimate['qpu_seconds_if_real']:.0f} QPU s"
+    if estimate.get("mode"):
+        idle = estimate.get("session_idle_seconds") or 0.0
+        cost += f"; priced as a {estimate['mode']}" + (f" incl. {idle:.0f} s of billed idle time" if idle else "")
     if args.wait:
         if not args.json:
             print(f"job {job_id} ({cost})")
@@ -165,6 +168,9 @@ def status(args) -> int:
           f"  submissions {t['submissions']} acknowledged by the provider")
     print(f"  cost ${t['cost_usd']:.2f} spent of ${_estimated(j, 'usd'):.2f} estimated; QPU seconds "
           f"{t['qpu_seconds']:.0f} used of {_estimated(j, 'qpu_seconds'):.0f} estimated")
+    if t["usage_pending"]:
+        print(f"  usage pending for {t['usage_pending']} batches: the provider has not settled it yet; "
+              f"`qssm resume {j['id']}` fills it in")
     for key, wave, pos, state, attempts, cost, handle, error in store.batches(args.id):
         ids = ",".join(store.parse_handle(args.id, key, handle).job_ids) if handle else "-"
         print(f"  trip {wave} #{pos:<3} {key[:12]} {state:<9} {ids[:60]}" + (f"  {error}" if error else ""))
