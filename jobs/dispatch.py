@@ -30,10 +30,10 @@ import time
 
 from qssm.backends.base import Backend, Handle
 from qssm.errors import QssmError
-from qssm.jobs.redact import redact
 from qssm.jobs.retry import PermanentError, RetryPolicy, call_with_retries
 from qssm.jobs.store import BatchRecord, JobStore
 from qssm.pipeline.tracker import Tracker
+from qssm.redact import redact
 from qssm.types import BatchResult, CircuitBatch
 
 
