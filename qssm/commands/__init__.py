@@ -8,6 +8,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a preset model and write its checkpoint"),
     "eval": ("eval", "evaluate a checkpoint on its test split"),
     "export": ("export", "export a checkpoint's circuit templates (OpenQASM 3, QPY)"),
+    "devices": ("devices", "list every target: simulators, IBM and Braket device snapshots"),
     "run": ("run", "dry-run a job spec on a simulator backend and score it against exact"),
     "estimate": ("estimate", "price a job spec as submit would (no credentials, nothing recorded)"),
     "plan": ("plan", "predict agreement against shots per circuit and recommend the fewest (dm: backends)"),

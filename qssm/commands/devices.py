@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from qssm.backends.catalog import catalog
+from qssm.commands import help_for
 
 
 def register(sub) -> None:
-    p = sub.add_parser("devices", help="list every target: simulators, IBM and Braket device snapshots")
+    p = sub.add_parser("devices", help=help_for("devices"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
