@@ -183,7 +183,7 @@ class Measure:
                 stderr = np.zeros_like(values)
             meta = {k: v for k, v in r.meta.items() if k != "readout"}
             meta["measurement_groups"] = len(groups)
-            if results:
+            if results and "round" in batch.meta:  # planned by the shot planner / adaptive rounds only
                 meta["shot_covariance"] = shot_covariance(r.counts, observables, groups, shots)
             return BatchResult(values, stderr, meta=meta)
 
