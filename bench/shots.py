@@ -105,7 +105,7 @@ def column(report: dict, infinite: list[int], per_example=None) -> dict:
             "seconds": report["bench_seconds"], **{k: report[k] for k in keys}}
 
 
-def one_row(ck: str, backend: str, n: int, seeds: int) -> dict:
+def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) -> dict:
     print(f"== {ck} on {backend}, n = {n}", flush=True)
     start = time.perf_counter()
     plan = plan_spec(spec_for(ck, backend, n, 1000), CONFIDENCE, at_shots=FIXED)
@@ -128,6 +128,7 @@ def one_row(ck: str, backend: str, n: int, seeds: int) -> dict:
         se = math.sqrt(pred["flip_sd"] ** 2 + 0.25) / n  # the plan's own spread, half an example for discreteness
         row["plan_check"][str(shots)] = {"predicted": pred["agreement_noisy"], "predicted_linear": pred["agreement_noisy_linear"],
                                          "measured": measured, "se": se, "within_2se": abs(pred["agreement_noisy"] - measured) <= 2 * se}
+        save(row)
         print(f"   {name:>14}: acc {r['accuracy']:.3f}  agree(inf) {measured:.3f}  predicted {pred['agreement_noisy']:.3f}  "
               f"shots/example {r['total_shots'] / n:,.0f}  {r['bench_seconds']:.0f} s", flush=True)
     if rec:
@@ -144,6 +145,8 @@ def one_row(ck: str, backend: str, n: int, seeds: int) -> dict:
         if seed == 1:
             row["columns"]["adaptive"] = column(r, infinite, info["shots_per_example"])
             row["columns"]["adaptive"].update(rounds=len(info["rounds"]), capped=info["capped"])
+        row["adaptive_seeds_done"] = seed
+        save(row)
         print(f"   adaptive seed {seed}: acc {r['accuracy']:.3f}  agree(inf) {1 - differs.mean():.3f}  shots/example "
               f"{np.mean(info['shots_per_example']):,.0f}  early-stopped wrong {int((differs & early).sum())}/{int(early.sum())}"
               f"  {r['bench_seconds']:.0f} s", flush=True)
@@ -202,15 +205,18 @@ def main() -> None:
         rows = [r for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
         print(table(rows))
         for r in rows:
-            print(r["checkpoint"], r["backend"], r["acceptance"], r["confidence_check"])
+            print(r["checkpoint"], r["backend"], r.get("acceptance"), r.get("confidence_check"))
         return
     out = {"cpu": cpu_model(), "confidence": CONFIDENCE, "rows": []}
     print(f"CPU: {out['cpu']}", flush=True)
     for i in (int(x) for x in args.rows.split(",")):
         ck, backend = ROWS[i]
-        row = one_row(ck, backend, args.n_qmamba if "qmamba" in ck else args.n_qlam, args.seeds)
+        def save(partial, done=out["rows"][:]):  # after every run: a killed bench keeps what it finished
+            Path(args.json).write_text(json.dumps({**out, "rows": done + [partial]}, indent=1))
+
+        row = one_row(ck, backend, args.n_qmamba if "qmamba" in ck else args.n_qlam, args.seeds, save)
         out["rows"].append(row)
-        Path(args.json).write_text(json.dumps(out, indent=1))  # after every row: a killed run keeps what it finished
+        Path(args.json).write_text(json.dumps(out, indent=1))
         print(row["acceptance"], row["confidence_check"], flush=True)
     print(table(out["rows"]))
 

@@ -4,10 +4,11 @@
               the exact margins), between MIN_PILOT and pilot_shots
     round r   per example: top-1 minus top-k margins of the pooled-mean forward and their covariance
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
-              differs from the infinite-shot one) <= 1 - confidence, or capped at
-              max_shots_per_example (0: 16 pilot rounds' worth); the undecided ones get each measured row's Neyman shots
-              (sensitivity x standard deviation over cost), at most 4x a row's shots per round, in
-              powers of two of the pilot, and run again
+              differs from the infinite-shot one) <= 1 - confidence (the measured margins less
+              their curvature shift), or capped at max_shots_per_example (0: 16 uniform pilot
+              rounds' worth); the undecided ones get each measured row's Neyman shots (sensitivity
+              x standard deviation over cost), at most 4x a row's shots per round, in powers of
+              two, and run again
     stop      when every example is decided or capped, or after MAX_ROUNDS
 
 Each round is ordinary batches through the stages and dispatch (so the job store and the
@@ -37,7 +38,6 @@ from qssm.pipeline.shotplan import (
 )
 
 MAX_ROUNDS = 8
-ALPHA_SHARE = 1.0  # of 1 - confidence allowed per stop
 MIN_PILOT = 8  # shots of the pilot on a circuit no decision is sensitive to
 PAIRS = 4  # antithetic draws per round for the curvature shift
 GROWTH = 4  # a row's shots grow at most this much per round: margins from few shots are themselves noisy
@@ -97,7 +97,7 @@ def pilot_targets(model, inputs: torch.Tensor, pilot: int, confidence: float) ->
 
 def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=None) -> tuple[torch.Tensor, dict]:
     pilot, confidence, cap = backend_spec.pilot_shots, backend_spec.confidence, backend_spec.max_shots_per_example
-    alpha = (1 - confidence) * ALPHA_SHARE
+    alpha = 1 - confidence
     ev = ShotEvaluator(pipeline, pilot)
     ev.pool.sampled = True
     model.requires_grad_(False)
@@ -137,7 +137,7 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
             progress.update(1)
         if done.all():
             break
-        want, _ = sens.neyman(cost, 1 - alpha)
+        want, _ = sens.neyman(cost, confidence)
         now = shots[sens.unit]
         want = np.clip(np.nan_to_num(want, posinf=GROWTH * now), now, GROWTH * now)
         # the cap: an example's further rows scaled so its shots stay within it

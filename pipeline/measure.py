@@ -188,8 +188,9 @@ class Measure(SpecStage):
             if not results:  # identity observables only: nothing was sent
                 values = np.broadcast_to(values, (len(batch.parameters), len(observables))).copy()
                 stderr = np.zeros_like(values)
+            planned = results and batch.round is not None  # planned by the shot planner / adaptive rounds only
             return dataclasses.replace(r, values=values, stderr=stderr, counts=(), readout=None, readout_shots=0,
                                        meta={**r.meta, "measurement_groups": len(groups)},
-                                       covariance=shot_covariance(r.counts, observables, groups, shots) if results else None)
+                                       covariance=shot_covariance(r.counts, observables, groups, shots) if planned else None)
 
         return ([child] if circuits else []), combine

@@ -4,20 +4,22 @@ and the evaluator both they and the adaptive rounds (pipeline/adaptive.py) run t
 A classifier's answer is its argmax, so a circuit needs only as many shots as its value's noise
 can move that argmax. Per example, with margins m_c = logit(top) - logit(c) of the noise-mean
 forward and g_c their gradients with respect to every measured value (autograd through the
-classical recurrence and head), the delta method gives the margin's variance at n_u shots on
+classical recurrence and head), the delta method gives the margins' covariance at n_u shots on
 measured row u:
 
-    sigma_c^2 = sum_u a_uc / n_u,    a_uc = sum_k (sum of g_c over the example's uses of u)_k^2 var1_uk
+    Cov(m_c, m_d) = sum_u a_ucd / n_u,    a_ucd = G_uc^T C_u G_ud
 
-var1 is a value's variance at one shot (1 - <P>^2 for a Pauli parity, wider after readout
-correction: the measure stage's own error model), and P(argmax moves) ~ sum_c Phi(-m_c / sigma_c)
-over the top competitors. Every observable of a measured group is estimated from the same shots,
-so a row's cost per shot is its number of measured circuits (groups); a deduplicated row shared by
-several examples (QMamba's tokens) is summed within an example before squaring.
+G_uc sums g_c over the example's uses of row u (a deduplicated row shared by positions or
+examples is one noise draw), C_u is the row's one-shot covariance: the measure stage's (Pauli
+terms of one qubit-wise-commuting group are read from the same shots, so their errors correlate;
+1 - <P>^2 on the diagonal, wider after readout correction). A row's cost per shot is its number of
+measured circuits (groups). P(argmax moves) = P(some margin < 0) under the Gaussian, plus the
+margins' curvature shift (curvature_bias: the recurrence is not linear, and at few shots QMamba's
+exp(Delta A) over many tokens turns noise into a bias common to every example).
 
-Uniform shots N per circuit: sigma^2 = sigma_1^2 / N, the planner's curve. The floor: the
-fewest shots for one example under the allocation minimising cost, n_u ~ sqrt(a_u / c_u)
-(Neyman), total (sum_u sqrt(a_u c_u))^2 z^2 / m^2 with z = Phi^-1(confidence).
+Uniform shots N per circuit: Cov / N, the planner's curve. The floor: the fewest shots for one
+example under the allocation minimising cost, n_u ~ sqrt(a_u / c_u) (Neyman), total
+(sum_u sqrt(a_u c_u))^2 z^2 / m^2 with z = Phi^-1(confidence), the largest over rivals.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class CircuitBatch:
     shared_body: int | None = None  # measured circuits share their first `shared_body` instructions (one body, k bases)
     calibration: tuple[int, ...] | None = None  # a readout-calibration batch: the qubits it calibrates
     seconds_per_shot: float = 0.0  # the compiled circuit's scheduled duration: what QPU-time pricing multiplies
-    round: int = 0  # adaptive shots: the round that asked for these rows (part of the content key)
+    round: int | None = None  # the shot planner's / adaptive rounds' round that asked for these rows (in the key)
 
     @property
     def sampled(self) -> bool:

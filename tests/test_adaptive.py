@@ -24,7 +24,7 @@ from qssm.app.inference import run_inference  # noqa: E402
 from qssm.cli import main  # noqa: E402
 from qssm.jobs.spec import parse_spec  # noqa: E402
 from qssm.jobs.store import JobStore  # noqa: E402
-from qssm.pipeline.adaptive import quantize  # noqa: E402
+from qssm.pipeline.adaptive import MIN_PILOT, quantize  # noqa: E402
 
 CHAIN = "checkpoints/qlam-digits-chain.safetensors"
 
@@ -115,7 +115,8 @@ def test_adaptive_spends_less_where_decisions_are_clear():
     shots per example add up to what was dispatched (calibrations aside)."""
     r = run_inference(adaptive_spec("dm:fake_fez", 24, CHAIN, pilot_shots=16, confidence=0.99), progress=False)
     s = np.asarray(r["adaptive"]["shots_per_example"])
-    assert s.min() == 16 * 24  # 8 prefixes x 3 measured groups at the pilot's 16 shots
+    # 8 prefixes x 3 measured groups, each at 8..16 pilot shots as the noiseless sensitivity asks
+    assert MIN_PILOT * 24 <= s.min() < 16 * 24
     assert s.max() > s.min() and r["adaptive_rounds"] >= 2
     assert s.sum() == pytest.approx(r["total_shots"])  # no readout calibration here
     assert r["agreement"] >= 0.9
