@@ -48,7 +48,7 @@ def rows() -> dict:
 
 def table(results: dict, noise: dict) -> list[str]:
     names = [BENCHMARKS[b][0] for b in BENCHMARKS]
-    lines = ["| model | params (quantum) | " + " | ".join(names) + " |",
+    lines = ["| model | params (quantum) at 28-pixel rows | " + " | ".join(names) + " |",
              "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for kind, label in MODELS.items():
         n = n_params(build_model(preset(f"{kind}-smnist-full").config))  # the same on sMNIST and sFashion
