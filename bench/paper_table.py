@@ -58,8 +58,11 @@ def table(results: dict, noise: dict) -> list[str]:
             if r is None:
                 cells.append("not trained (no data here)" if bench == "scifar" else "–")
                 continue
-            cell = (f"**{100 * r['accuracy']:.1f}** ± {100 * r['se']:.1f}<br>{r['epochs']:g} epochs, "
-                    f"{r['train_seconds'] / 60:.0f} min")
+            best = r["accuracy"] == max(v["accuracy"] for k, v in results.items() if k.endswith(f"-{bench}"))
+            acc = f"{100 * r['accuracy']:.1f}"
+            secs = r["train_seconds"]
+            cell = (f"{f'**{acc}**' if best else acc} ± {100 * r['se']:.1f}<br>{r['epochs']:g} epochs, "
+                    f"{f'{secs / 60:.0f} min' if secs >= 120 else f'{secs:.0f} s'}")
             for device, v in sorted(noise.get(f"{kind}-{bench}", {}).items()):
                 cell += (f"<br>`dm:{device}`: {100 * v['accuracy']:.1f} ± {100 * v['se']:.1f} "
                          f"(exact {100 * v['exact_accuracy']:.1f}; first {v['n']}, {v['shots']} shots)")
