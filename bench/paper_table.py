@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from qssm.models import checkpoint
+from qssm.models.registry import build_model, n_params, preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = {"smnist-full": ("sMNIST", 92.6), "sfashion": ("sFashion-MNIST", 81.4), "scifar": ("sCIFAR-10", 53.6)}
@@ -47,24 +48,33 @@ def rows() -> dict:
 
 def table(results: dict, noise: dict) -> list[str]:
     names = [BENCHMARKS[b][0] for b in BENCHMARKS]
-    lines = ["| model | params (quantum) | " + " | ".join(names) + " |",
+    lines = ["| model | params (quantum) at 28-pixel rows | " + " | ".join(names) + " |",
              "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for kind, label in MODELS.items():
-        cells, params = [], ""
+        n = n_params(build_model(preset(f"{kind}-smnist-full").config))  # the same on sMNIST and sFashion
+        cells, params = [], f"{n['total']:,} ({n['quantum']})"
         for bench in BENCHMARKS:
             r = results.get(f"{kind}-{bench}")
             if r is None:
                 cells.append("not trained (no data here)" if bench == "scifar" else "–")
                 continue
-            params = f"{r['params']['total']:,} ({r['params']['quantum']})"
-            cell = (f"**{100 * r['accuracy']:.1f}** ± {100 * r['se']:.1f}<br>{r['epochs']:g} epochs, "
-                    f"{r['train_seconds'] / 60:.0f} min")
+            best = r["accuracy"] == max(v["accuracy"] for k, v in results.items() if k.endswith(f"-{bench}"))
+            acc = f"{100 * r['accuracy']:.1f}"
+            secs = r["train_seconds"]
+            cell = (f"{f'**{acc}**' if best else acc} ± {100 * r['se']:.1f}<br>{r['epochs']:g} epochs, "
+                    f"{f'{secs / 60:.0f} min' if secs >= 120 else f'{secs:.0f} s'}")
             for device, v in sorted(noise.get(f"{kind}-{bench}", {}).items()):
                 cell += (f"<br>`dm:{device}`: {100 * v['accuracy']:.1f} ± {100 * v['se']:.1f} "
                          f"(exact {100 * v['exact_accuracy']:.1f}; first {v['n']}, {v['shots']} shots)")
             cells.append(cell)
         lines.append(f"| {label} | {params} | " + " | ".join(cells) + " |")
     lines.append("| QLAM paper (arXiv 2605.13833) | – | " + " | ".join(f"{BENCHMARKS[b][1]}" for b in BENCHMARKS) + " |")
+    lines.append("")
+    for name, r in results.items():
+        if r["curve"]:
+            points = ", ".join(f"{p['step']}: {p['test_accuracy_first_1000']:.3f}" for p in r["curve"])
+            lines.append(f"- `{name}` learning curve (step: accuracy on the first 1000 test images; training "
+                         f"loss {r['curve'][0]['loss']:.3f} → {r['curve'][-1]['loss']:.3f}): {points}")
     return lines
 
 

@@ -130,7 +130,7 @@ _QLAM_CIFAR = dataclasses.replace(_QLAM_MNIST, input_dim=32, task=CIFAR10)
 
 def _standard_benchmark(name: str, qlam: QLAMConfig, steps: int = 3000) -> dict[str, Preset]:
     """QLAM on a standard split and its three equal-parameter baselines: GRU (hidden 97 at 28
-    features: 60,831 params against QLAM's 60,758), the classical SSM (equal_param_classical) and a
+    features: 60,829 params against QLAM's 60,758), the classical SSM (equal_param_classical) and a
     2-layer causal transformer (d_model 56, 4 heads, feed-forward 136: 60,706). The transformer
     trains at lr 1e-3 (a usual transformer rate; 1e-2 is the recurrent models' rate). QLAM trains
     `steps` batches of 128 (3000 = 6.4 epochs of 60,000); the baselines 500 (1.07 epochs): on the
