@@ -192,10 +192,17 @@ def fake_garnet(tmp_path, monkeypatch):
     import qssm.backends.registry as registry
     from qssm.backends.braket import BraketBackend
 
+    import qssm.commands.eval as eval_command
+    import qssm.commands.generate as generate_command
+
     session = FakeAwsSession(tmp_path, "eu-north-1")
     real = registry.get_backend
-    monkeypatch.setattr(registry, "get_backend", lambda name, seed=None: BraketBackend(name, seed=seed, aws_session=session)
-                        if name == "braket:iqm_garnet" else real(name, seed=seed))
+
+    def get_backend(name, seed=None):
+        return BraketBackend(name, seed=seed, aws_session=session) if name == "braket:iqm_garnet" else real(name, seed=seed)
+
+    for module in (registry, eval_command, generate_command):  # the commands import it by name
+        monkeypatch.setattr(module, "get_backend", get_backend)
     return session
 
 
