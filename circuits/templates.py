@@ -142,7 +142,7 @@ def model_templates(model) -> list[Template]:
     """Every quantum sub-circuit template of a model (for export and compile reports): QMamba's
     A/B/C/Delta per layer; QLAM's one-step circuit and a prepared two-step segment."""
     dtype = next(model.parameters()).dtype  # float32 as trained, float64 after .double()
-    if model.cfg.kind == "qmamba":
+    if not model.splits:  # QMamba: every layer's A/B/C/Delta
         x = torch.zeros(1, model.cfg.d_model, dtype=dtype)
         return [subcircuit_template(c) for layer in model.layers for c in layer.calls(x)]
     call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim, dtype=dtype))

@@ -284,9 +284,10 @@ def load_spec(path: str | Path) -> JobSpec:
     return parse_spec(raw, str(path), base=path.parent.parent)
 
 
-def check_spec_against_model(spec: JobSpec, cfg) -> None:
+def check_spec_against_model(spec: JobSpec, model) -> None:
     """The checks that need the model's config: [data] n and T against its task, [split] segment
     against its kind. Called once per job, before anything runs or is stored."""
+    cfg = model.cfg
     where, task = spec.source or "spec", cfg.task
     name = task["name"]
     if spec.data.T:
@@ -296,12 +297,12 @@ def check_spec_against_model(spec: JobSpec, cfg) -> None:
         lo = TASK_FIELDS[name]["T"][1]
         if spec.data.T < lo:
             raise QssmError(f"{where}: data.T must be 0 (the trained length) or {lo}..{MAX_T} for {name}, got {spec.data.T}")
-    if (spec.split.segment or spec.split.obp_steps) and cfg.kind != "qlam":
+    if (spec.split.segment or spec.split.obp_steps) and not model.splits:
         key = "segment" if spec.split.segment else "obp_steps"
         raise QssmError(f"{where}: split.{key} shortens a QLAM memory's circuits, and {spec.checkpoint} is a "
                         f"{cfg.kind} model; remove [split] {key}")
     steps = spec.split.obp_steps
-    if cfg.kind == "qlam" and isinstance(steps, int) and steps:
+    if model.splits and isinstance(steps, int) and steps:
         length = spec.data.T or task.get("T") or test_set(task, root=spec.data.path or None).inputs.shape[1]
         if steps >= length:
             raise QssmError(f"{where}: split.obp_steps = {steps} back-propagates through every one of the "

@@ -39,6 +39,8 @@ class TransformerBaseline(nn.Module):
     learned positions, cfg.n_layers pre-norm encoder layers (GELU, no dropout) under a causal mask,
     so the output at token t has read tokens 0..t; the class is read at the last token."""
 
+    token_table = generates = splits = False  # the model contract (models/qlam.py): a classical baseline
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg

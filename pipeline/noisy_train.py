@@ -40,7 +40,7 @@ def finetune_noisy(model: torch.nn.Module, tuning: NoiseTuning, progress: bool =
     teacher = frozen_copy(model) if tuning.target == "teacher" else None
     if tuning.readout_norm and tuning.readout_norm != getattr(model.cfg, "readout_norm", tuning.readout_norm):
         model = with_readout_norm(model, tuning.readout_norm, tuning.seed)
-    elif tuning.readout_norm and model.cfg.kind != "qlam":
+    elif tuning.readout_norm and not hasattr(model.cfg, "readout_norm"):
         raise QssmError(f"readout_norm applies to QLAM memories, not to a {model.cfg.kind} model")
     cfg = model.cfg
     model.train()

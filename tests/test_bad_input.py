@@ -766,7 +766,7 @@ def test_spec_against_model(ck, raw, needle):
     model, _ = checkpoint.load(ck)
     s = parse_spec({"model": {"checkpoint": str(ck)}, **raw}, "spec.toml")
     with pytest.raises(QssmError, match=None) as e:
-        check_spec_against_model(s, model.cfg)
+        check_spec_against_model(s, model)
     assert needle in str(e.value) and len(str(e.value).splitlines()) == 1
 
 
@@ -775,7 +775,7 @@ def test_spec_against_model_accepts_a_good_spec():
 
     for ck, raw in ((HAYSTACK, {"data": {"n": 1000, "T": 64}}), (QLAM, {"data": {"n": 359}, "split": {"segment": 4}})):
         model, _ = checkpoint.load(ck)
-        check_spec_against_model(parse_spec({"model": {"checkpoint": str(ck)}, **raw}, "spec.toml"), model.cfg)
+        check_spec_against_model(parse_spec({"model": {"checkpoint": str(ck)}, **raw}, "spec.toml"), model)
 
 
 # -- the files a root user can still not read or write ------------------------------------------------

@@ -24,7 +24,7 @@ def validate(spec: JobSpec, backend, model=None, *, credentials: bool = True) ->
         raise QssmError(f"{shots} shots exceed backend {backend.name}'s limit of {caps.max_shots} shots per circuit; "
                         f"set [backend] shots to at most {caps.max_shots}")
     if model is not None:
-        check_spec_against_model(spec, model.cfg)
+        check_spec_against_model(spec, model)
     for stage in build.STAGES:
         stage.validate(spec, backend, model)
     unknown = set(runtime_options(spec)) - caps.runtime_options
