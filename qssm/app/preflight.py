@@ -109,7 +109,7 @@ def paid_run(spec: JobSpec, backend, model, workload, yes: bool, what: str,
     validate(spec, backend, model)
     if backend.capabilities.simulator:
         return None
-    est = estimate(Job(spec, model.double(), None, backend), workload)
+    est = estimate(Job(spec, model, None, backend), workload)  # the workload runs the model as the command will
     if (est["usd"] or est["qpu_seconds"]) and not yes:
         raise QssmError(f"{what} on {backend.name} would cost about ${est['usd']:,.2f} ({est['qpu_seconds']:,.0f} QPU s, "
                         f"{est['tasks']:.0f} tasks/jobs, {est['examples']} examples, ${est['usd_per_example']:,.2f} per "
