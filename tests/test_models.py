@@ -285,12 +285,12 @@ def test_generate_prefills_once(monkeypatch, capsys):
     """qssm generate pays for the prompt once: n_layers round trips, then n_layers per token."""
     import json
 
-    import qssm.app.inference as inference
+    import qssm.commands.generate as generate
     from qssm.cli import main
     from qssm.models import checkpoint
 
     trips = []
-    make = inference.evaluator_for
+    make = generate.evaluator_for
 
     def counting(*args, **kwargs):
         ev = make(*args, **kwargs)
@@ -298,7 +298,7 @@ def test_generate_prefills_once(monkeypatch, capsys):
         ev.evaluate = lambda calls: trips.append(len(calls)) or evaluate(calls)
         return ev
 
-    monkeypatch.setattr(inference, "evaluator_for", counting)
+    monkeypatch.setattr(generate, "evaluator_for", counting)  # the command's own name for it
     ck = "checkpoints/qmamba-haystack.safetensors"
     assert main(["generate", ck, "--prompt", "0,3,9,1", "-n", "3", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
