@@ -16,10 +16,10 @@ import math
 
 from qssm.app.inference import run
 from qssm.app.job import Job
-from qssm.app.pricing import per_example
+from qssm.app.pricing import on_device, per_example
 from qssm.app.validate import validate
 from qssm.backends.exact import ExactBackend
-from qssm.backends.registry import paid_device, pricing_backend
+from qssm.backends.registry import paid_device
 from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec
 from qssm.pipeline.build import build_pipeline
@@ -66,15 +66,6 @@ def estimate(job: Job, workload=None) -> dict:
     if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
         est["on_device"] = on_device(device, sent, examples)
     return est
-
-
-def on_device(device: str, batches, examples: int) -> dict:
-    """The price of batches on a paid device (its snapshot, no credentials), total and per example."""
-    dev = pricing_backend(device)
-    cost = {k: float(v) for k, v in dev.estimate_cost(batches).items() if k in ("usd", "qpu_seconds", "tasks")}
-    cost.update(shots=int(sum(b.executions * (b.shots or 0) for b in batches)),
-                executions=int(sum(b.executions for b in batches)))
-    return {"device": device, **cost, **per_example(cost, examples), "price": dev.price()}
 
 
 def exact_plan_spec(spec: JobSpec) -> JobSpec:

@@ -23,13 +23,22 @@ class DeviceCost:
         self.totals = {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0, "shots": 0, "executions": 0}
 
     def __call__(self, event) -> None:
-        if event.stage != "dispatch" or not event.batches:
-            return
-        cost = self.backend.estimate_cost(event.batches)
+        if event.stage == "dispatch" and event.batches:
+            self.add(event.batches)
+
+    def add(self, batches) -> None:
+        cost = self.backend.estimate_cost(batches)
         for k in ("usd", "qpu_seconds", "tasks"):
             self.totals[k] += float(cost.get(k, 0.0))
-        self.totals["shots"] += int(sum(b.executions * (b.shots or 0) for b in event.batches))
-        self.totals["executions"] += int(sum(b.executions for b in event.batches))
+        self.totals["shots"] += int(sum(b.executions * (b.shots or 0) for b in batches))
+        self.totals["executions"] += int(sum(b.executions for b in batches))
 
     def summary(self, examples: int) -> dict:
         return {"device": self.device, **self.totals, **per_example(self.totals, examples), "price": self.backend.price()}
+
+
+def on_device(device: str, batches, examples: int) -> dict:
+    """The price of batches on a paid device (its snapshot, no credentials), total and per example."""
+    cost = DeviceCost(device)
+    cost.add(batches)
+    return cost.summary(examples)
