@@ -28,9 +28,10 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(spec) -> dict:
+def provenance(spec, sha256: str | None = None) -> dict:
     """Versions, the spec as run, when, on which cluster, and the checkpoint's content hash (the
-    SHA-256 over its tensors that `checkpoint.load` verifies)."""
+    SHA-256 over its tensors that `checkpoint.load` verifies: `sha256` when the caller read it,
+    else from the checkpoint's header)."""
     return {"versions": versions(), "timestamp": now(), "spec": spec.to_dict(),
             "cluster": spec.backend.cluster or None,
-            "checkpoint_sha256": checkpoint.read_metadata(spec.checkpoint).get("sha256")}
+            "checkpoint_sha256": sha256 or checkpoint.read_metadata(spec.checkpoint).get("sha256")}

@@ -156,7 +156,7 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if compiled:  # what each template became on the target: the report shows it without transpiling
         report["compiled"] = compiled
         report["layouts"] = device_layouts(compiled, {backend.name: backend.target})
-    report["provenance"] = provenance(spec)
+    report["provenance"] = provenance(spec, job.checkpoint_hash or None)  # the hash prepare read
     if out.dim() == 3:  # a logit per position: the error at every position, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     report.update(model.report_extras(last, data.targets, data.meta))
