@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-from qssm import args as types
 from qssm.app.job import prepare
 from qssm.app.preflight import check_budget, estimate
 from qssm.backends.registry import pricing_backend
 from qssm.commands import help_for
-from qssm.commands.run import apply_overrides
+from qssm.commands.run import add_overrides, apply_overrides
 from qssm.errors import QssmError
 from qssm.jobs.spec import load_spec
 
@@ -18,9 +17,7 @@ from qssm.jobs.spec import load_spec
 def register(sub) -> None:
     p = sub.add_parser("estimate", help=help_for("estimate"))
     p.add_argument("spec", help="job spec (TOML)")
-    p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=types.shots, help="override [backend] shots")
-    p.add_argument("--n", type=types.examples, help="override [data] n: price the first N test examples")
+    add_overrides(p, "price")  # as run and submit take them: "auto" shots are priced at their cap
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -19,13 +19,18 @@ from qssm.report import write_report
 def register(sub) -> None:
     p = sub.add_parser("run", help=help_for("run"))
     p.add_argument("spec", help="job spec (TOML), see examples/")
-    p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=types.job_shots, help="override [backend] shots (or \"auto\")")
-    p.add_argument("--n", type=types.examples, help="override [data] n: run the first N test examples")
+    add_overrides(p, "run")
     p.add_argument("--cluster", type=types.cluster, help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
     p.set_defaults(func=run)
+
+
+def add_overrides(p, verb: str) -> None:
+    """The spec overrides every spec command takes alike (`apply_overrides` applies them)."""
+    p.add_argument("--backend", help="override [backend] name")
+    p.add_argument("--shots", type=types.job_shots, help="override [backend] shots (or \"auto\")")
+    p.add_argument("--n", type=types.examples, help=f"override [data] n: {verb} the first N test examples")
 
 
 def apply_overrides(spec, args):
