@@ -1,5 +1,6 @@
 """Model invariants: parallel form == step form, chunked scan == sequential scan, tasks, baselines."""
 
+import contextlib
 import json
 
 import pytest
@@ -345,24 +346,32 @@ def test_transformer_baseline_is_causal_and_round_trips(tmp_path):
         TransformerConfig(input_dim=14, n_out=10, max_len=14, d_model=18)
 
 
+class _Stopped(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def stop_at_first_resume_point(monkeypatch):
+    """A training that writes its first resume file and is then killed (the file is kept)."""
+    save = resume_state.save
+
+    def save_then_stop(*args, **kw):
+        save(*args, **kw)
+        raise _Stopped
+
+    monkeypatch.setattr(resume_state, "save", save_then_stop)
+    with pytest.raises(_Stopped):
+        yield
+    monkeypatch.setattr(resume_state, "save", save)
+
+
 def test_interrupted_training_resumes_bit_identically(tmp_path, monkeypatch):
     """A run stopped after its first resume point and started again ends with the same tensors
     as an uninterrupted run, and its record carries the learning curve."""
     p = preset("qlam-digits-chain")
     ref, _ = train(p, steps=30, progress=False)
-    save = resume_state.save
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(*args, **kw):
-        save(*args, **kw)
-        raise Stop
-
-    monkeypatch.setattr(resume_state, "save", save_then_stop)
-    with pytest.raises(Stop):
+    with stop_at_first_resume_point(monkeypatch):
         train(p, steps=30, progress=False, resume=tmp_path / "r.safetensors", save_every=10)
-    monkeypatch.setattr(resume_state, "save", save)
     resumed, record = train(p, steps=30, progress=False, resume=tmp_path / "r.safetensors", save_every=10)
     for name, t in ref.state_dict().items():
         assert torch.equal(t, resumed.state_dict()[name]), name
@@ -381,17 +390,7 @@ def test_shipped_standard_checkpoint_retrains_bit_identically(name, tmp_path, mo
     digest compare loss and accuracy)."""
     _, shipped = checkpoint.load(f"checkpoints/{name}.safetensors")
     want = shipped["curve"][0]
-    save = resume_state.save
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(*args, **kw):
-        save(*args, **kw)
-        raise Stop
-
-    monkeypatch.setattr(resume_state, "save", save_then_stop)
-    with pytest.raises(Stop):
+    with stop_at_first_resume_point(monkeypatch):
         train(preset(name), progress=False, resume=tmp_path / "r.safetensors", save_every=want["step"])
     with safe_open(str(tmp_path / "r.safetensors"), framework="pt") as f:
         got = json.loads(f.metadata()["curve"])[0]
