@@ -191,7 +191,7 @@ def _frontier():
     from qssm.app.auto import FRONTIER
 
     if not FRONTIER.exists():
-        pytest.skip("no measured frontier (bench/qlam_split.py --frontier)")
+        pytest.skip("no measured frontier (python -m bench.generate.qlam_split --frontier)")
     return json.loads(FRONTIER.read_text())
 
 

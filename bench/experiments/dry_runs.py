@@ -1,9 +1,9 @@
 """Noisy dry runs of the shipped checkpoints on every device snapshot at three shot counts, on
 whole test sets (at least 200 examples per cell).
 
-    python bench/dry_runs.py [--checkpoints a,b] [--backends dm:fake_fez,...] [--shots 500,2000,8000]
-                             [--n 200] [--json bench/dry_runs.json]
-    python bench/dry_runs.py --render   # the README table from the JSON
+    python -m bench.experiments.dry_runs [--checkpoints a,b] [--backends dm:fake_fez,...] [--shots 500,2000,8000]
+                                         [--n 200] [--json bench/experiments/dry_runs.json]
+    python -m bench.experiments.dry_runs --render   # the README table from the JSON
 
 Prints accuracy with its standard error (and exact accuracy on the same examples), agreement with
 the exact predictions, mean logit error against exact, and wall time per run: the README's table.
@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--backends", default=BACKENDS)
     ap.add_argument("--shots", default="500,2000,8000")
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--json", default="bench/dry_runs.json")
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "dry_runs.json"))
     ap.add_argument("--render", action="store_true")
     args = ap.parse_args()
     if args.render:

@@ -1,7 +1,7 @@
 """Noisy simulation: backends/dmsim.py (the torch density-matrix engine) against the libraries it
 replaces, measured side by side in one run.
 
-    python bench/noisy_sim.py [--bindings 128] [--repeats 3] [--json out.json]
+    python -m bench.speed.noisy_sim [--bindings 128] [--repeats 3] [--json out.json]
 
 (1) QMamba (qmamba-haystack) layer templates on FakeFez, compacted with qssm's noise model, N
     bindings: exact values (engine vs Aer's density-matrix EstimatorV2, one PUB per batch) and
@@ -29,18 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, check, environment, fmt_seconds, median, render, times  # noqa: E402
-
-from qssm.backends import devices, dmsim  # noqa: E402
-from qssm.backends.aer import active_noise_model, compact  # noqa: E402
-from qssm.backends.fake_devices import fake_backend  # noqa: E402
-from qssm.backends.noise import noise_from_aer  # noqa: E402
-from qssm.backends.sampling import bitarray_outcomes, histograms  # noqa: E402
-from qssm.pipeline.measure import expectations, measurement_groups, parity_masks, with_measurement  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from bench.harness import ROOT, Row, check, environment, fmt_seconds, median, render, times
+from qssm.backends import devices, dmsim
+from qssm.backends.aer import active_noise_model, compact
+from qssm.backends.fake_devices import fake_backend
+from qssm.backends.noise import noise_from_aer
+from qssm.backends.sampling import bitarray_outcomes, histograms
+from qssm.pipeline.measure import expectations, measurement_groups, parity_masks, with_measurement
 
 # ---- circuits ------------------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """What each piece of noise-aware fine-tuning buys (one base checkpoint, one device).
 
-    python bench/noise_ablation.py qmamba-haystack-varlen [--variants a,b,...] [--json bench/noise_ablation.json]
+    python -m bench.experiments.noise_ablation qmamba-haystack-varlen [--variants a,b,...]
+                                               [--json bench/experiments/noise_ablation.json]
 
 Every variant fine-tunes the base checkpoint with pipeline/noisy_train.py `finetune_noisy` (the preset's
 NoiseTuning with some fields changed) and is then measured through the real pipeline
 (`run_inference` on dm:<device>, 4000 shots, the first 200 test examples, simulator seed 1), like
-bench/noise_tuning.py. One training process at a time, one thread.
+bench/experiments/noise_tuning.py. One training process at a time, one thread.
 
 The row "post-measurement normalization" trains nothing: it is QuantumNAT's normalization
 (Wang et al., 2022) applied to the base model's noisy readouts, each observable standardized over
@@ -19,15 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import ROOT
 
 VARIANTS = {
     "ce-noisy": {"w_exact": 0.0, "w_consistency": 0.0, "shots": 0},

@@ -1,7 +1,7 @@
 """Noise-aware fine-tuning, before and after, through the real pipeline.
 
-    python bench/noise_tuning.py [--pairs base:tuned,...] [--devices fake_fez,fake_sherbrooke]
-                                 [--shots 4000] [--sim-seeds 1,2] [--json bench/noise_tuning.json]
+    python -m bench.experiments.noise_tuning [--pairs base:tuned,...] [--devices fake_fez,fake_sherbrooke]
+        [--shots 4000] [--sim-seeds 1,2] [--json bench/experiments/noise_tuning.json]
 
 Each checkpoint runs as `qssm run` would (run_inference: transpile for the device, measure stage,
 dm:<device> with `shots` per circuit, QMamba's token table) on n test examples, per data seed and
@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import ROOT
 
 PAIRS = "qmamba-haystack-varlen:qmamba-haystack-varlen-noisy-fez,qlam-digits-chain:qlam-digits-chain-noisy-fez"
 

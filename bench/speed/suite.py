@@ -1,6 +1,6 @@
 """The qssm benchmark: one table of ratios, every pair measured side by side in one run.
 
-    python bench/run.py [--quick] [--json bench/results.json] [--rows abcd]
+    python -m bench [--quick] [--json bench/speed/results.json] [--rows abcd]
 
 Rows (the shipped QMamba checkpoint, checkpoints/qmamba-haystack.safetensors, throughout):
   a  compile reuse: the pipeline's compile stage (transpile each sub-circuit template once for
@@ -34,12 +34,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
-
-from qssm.circuits.templates import subcircuit_template  # noqa: E402
-from qssm.models import checkpoint  # noqa: E402
-from qssm.models.tasks import test_set  # noqa: E402
+from bench import harness as C
+from qssm.circuits.templates import subcircuit_template
+from qssm.models import checkpoint
+from qssm.models.tasks import test_set
 
 
 @dataclass(frozen=True)

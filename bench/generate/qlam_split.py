@@ -1,7 +1,8 @@
 """QLAM on noisy devices: what each lever buys (the README's table and the report's frontier).
 
-    python bench/qlam_split.py [--n 200] [--shots 4000] [--targets dm:fake_fez,...] [--rows a,b]
-    python bench/qlam_split.py --render        # print the README table from bench/qlam_split.json
+    python -m bench.generate.qlam_split [--n 200] [--shots 4000] [--targets dm:fake_fez,...] [--rows a,b]
+    python -m bench.generate.qlam_split --render      # the README table from bench/generate/qlam_split.json
+    python -m bench.generate.qlam_split --frontier    # write qssm/app/qlam_frontier.json from it
 
 Every row runs the whole pipeline (plan -> compile -> zne -> measure -> readout -> dispatch) on the
 dm: backends: qssm's exact noisy density-matrix engine with the same noise as Aer's device models
@@ -12,7 +13,7 @@ two-qubit gate count of any circuit sent, circuits and shots per image, and esti
 image = sum over circuits of shots x (duration + 250 us repetition delay) / n. Hand-off rows also
 record the fidelity of each hand-off's estimate to the exact state: of the physical (mixed) estimate,
 <psi|rho|psi>, and of its dominant eigenvector (purification) or fitted pure state.
-Results are appended to bench/qlam_split.json as each run finishes.
+Results are appended to bench/generate/qlam_split.json as each run finishes.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "qlam_split.json"
+from bench.harness import ROOT
+
+OUT = Path(__file__).resolve().parent / "qlam_split.json"
 REP_DELAY_US = 250.0  # IBM's default repetition delay; the same assumption for every target
 RING, CHAIN = "qlam-digits", "qlam-digits-chain"
 SHALLOW = {"prep": "shallow"}
@@ -245,7 +247,7 @@ def main() -> None:
         return
     if args.budget:
         rows = noise_budget()
-        (ROOT / "bench" / "qlam_noise_budget.json").write_text(json.dumps(rows, indent=1))
+        (OUT.parent / "qlam_noise_budget.json").write_text(json.dumps(rows, indent=1))
         print("| target | circuit | 2q gates | 2q error | 1q error | readout error | duration us | est. success |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:

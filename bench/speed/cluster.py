@@ -1,7 +1,7 @@
 """Dask on paper: the wall time of a sweep that outgrows one machine, projected from costs measured
 here on LocalClusters of 1 and 2 workers.
 
-    python bench/cluster.py [--images 20] [--json bench/cluster.json]
+    python -m bench.speed.cluster [--images 20] [--json bench/speed/cluster.json]
 
 The sweep: qlam-smnist (sMNIST, 1,000 test images, 14 tokens, 6 qubits) on 4 device snapshots
 (dm:fake_fez, dm:fake_torino, dm:fake_sherbrooke, dm:iqm_garnet) at 3 shot counts (500, 2000,
@@ -29,14 +29,12 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
+from bench import harness as C
 
 TARGETS = ("dm:fake_fez", "dm:fake_torino", "dm:fake_sherbrooke", "dm:iqm_garnet")
 SHOTS = (500, 2000, 8000)
