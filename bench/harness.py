@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from qssm.models.evaluator import ExactEvaluator, QuantumCall, z_labels
-from qssm.models.statevector import _bits, compile_ops, default_device, phi, rotation_matrix
+from qssm.models.statevector import compile_ops, default_device, phi, rotation_matrix, z_expectations
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
@@ -247,9 +247,7 @@ class FusedCircuits:
             amp = rotation_matrix(self.gates[q], theta[..., q])[..., :, 0]  # (K, R, 2)
             # qubit q is bit q of the index: it becomes the more significant factor of the kron
             state = amp if state is None else (amp[..., :, None] * state[..., None, :]).reshape(k, -1, 2 ** (q + 1))
-        state = torch.bmm(state, self.unitaries.transpose(1, 2))
-        probs = state.real**2 + state.imag**2
-        return probs @ (1 - 2 * _bits(self.n)).to(probs.dtype)
+        return z_expectations(torch.bmm(state, self.unitaries.transpose(1, 2)), self.n)
 
 
 def qssm_circuits(calls: Sequence[QuantumCall]) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from bench.harness import ROOT
 from qssm.models import checkpoint
 from qssm.models.tasks import GENERATED, TEST_SEED, test_set
-from qssm.models.train import _by_depth, accuracy, evaluate, predict
+from qssm.models.train import accuracy, accuracy_by_depth, evaluate, predict
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
                 lg = predict(model, b)
                 extra = {"seed": seed, "n_examples": len(b.targets), "accuracy": accuracy(lg, b.targets)}
                 if "depth" in b.meta:
-                    extra["by_depth"] = _by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
+                    extra["by_depth"] = accuracy_by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
                 out[name].setdefault("extra_lengths", {})[str(T)] = extra
                 print(f"{name:24} seed {seed:6} T={T}: {extra['accuracy']:.3f} (n={extra['n_examples']})"
                       + (" depth quartiles " + " ".join(f"{v:.3f}" for v in extra["by_depth"].values())

@@ -83,11 +83,11 @@ class Costs:
 
 
 def exact_states(model, inputs, token: int) -> np.ndarray:
-    from qssm.models.evaluator import _program
+    from qssm.models.evaluator import fused_program
     from qssm.models.statevector import run_program
 
     call = model.memory_call(inputs)
-    prog, state = _program(call), None
+    prog, state = fused_program(call), None
     for t in range(token):
         state = run_program(prog, call.inputs[:, t], state)
     return state.detach().numpy()
@@ -188,7 +188,7 @@ def noise_budget(targets=TARGETS) -> list[dict]:
     from qssm.circuits.stateprep import n_prep_params, prep_circuit
     from qssm.models import checkpoint
     from qssm.pipeline.compile import CompileOptions, compile_circuit
-    from qssm.pipeline.metrics import _props
+    from qssm.pipeline.metrics import instruction_properties
 
     circuits = {}
     for ck in (RING, CHAIN):
@@ -207,10 +207,10 @@ def noise_budget(targets=TARGETS) -> list[dict]:
             isa, index = c.circuit, {q: i for i, q in enumerate(c.circuit.qubits)}
             logs = {"2q": 0.0, "1q": 0.0}
             for inst in isa.data:
-                props = _props(backend.target, inst.operation.name, tuple(index[q] for q in inst.qubits))
+                props = instruction_properties(backend.target, inst.operation.name, tuple(index[q] for q in inst.qubits))
                 if props is not None and props.error:
                     logs["2q" if inst.operation.num_qubits == 2 else "1q"] += m.log1p(-props.error)
-            ro = sum(m.log1p(-(_props(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
+            ro = sum(m.log1p(-(instruction_properties(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
             out.append({"target": t, "circuit": name, "two_qubit": c.metrics["two_qubit"],
                         "error_2q": 1 - m.exp(logs["2q"]), "error_1q": 1 - m.exp(logs["1q"]),
                         "error_readout": 1 - m.exp(ro), "duration_us": c.metrics["duration_us"],
