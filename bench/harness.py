@@ -1,5 +1,7 @@
-"""Shared pieces of the benchmark (bench/run.py): timing, the results table, and the two reference
-implementations the exact-inference row compares against (PennyLane, and a hand-fused torch floor).
+"""What the bench scripts share (bench/__init__.py): the repository's paths, one job run through
+the pipeline as `qssm run` runs it, timing, the results table, and the two reference
+implementations the speed suite's exact-inference row compares against (PennyLane, and a
+hand-fused torch floor).
 
 Timings are medians over repeats after one warm-up; machines are noisy, so only ratios measured
 side by side in one run are quoted. Every measurement runs with torch.set_num_threads(1).
@@ -14,17 +16,62 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
+import qiskit
 import torch
 
+from qssm.app.inference import run
+from qssm.app.job import Job, prepare
+from qssm.jobs.spec import JobSpec, parse_spec
 from qssm.models.evaluator import ExactEvaluator, QuantumCall, z_labels
 from qssm.models.statevector import compile_ops, default_device, phi, rotation_matrix, z_expectations
+from qssm.pipeline.build import build_pipeline
+from qssm.pipeline.stages import Event, Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
+
+
+# ---- one job through the pipeline -------------------------------------------------------------
+
+
+def checkpoint_path(name: str | Path) -> Path:
+    """A shipped checkpoint by name (checkpoints/NAME.safetensors); a path is kept as given."""
+    return Path(name) if str(name).endswith(".safetensors") else ROOT / "checkpoints" / f"{name}.safetensors"
+
+
+def job_spec(checkpoint: str | Path, backend: str, n: int, shots: int | str = 0, *, data: dict | None = None,
+             split: dict | None = None, mitigation: dict | None = None, **backend_fields) -> JobSpec:
+    """The spec a job file would give: [data] n (plus `data`: seed, T), [backend] name and shots
+    (plus `backend_fields`: seed_simulator, seed_transpiler, cluster, layout, ...), [split], [mitigation]."""
+    return parse_spec({"model": {"checkpoint": str(checkpoint_path(checkpoint))}, "data": {"n": n, **(data or {})},
+                       "backend": {"name": backend, "shots": shots, **backend_fields},
+                       "split": split or {}, "mitigation": mitigation or {}})
+
+
+@dataclass
+class Run:
+    report: dict  # the report `qssm run` prints: accuracy (and its standard error), agreement, logit errors, ...
+    seconds: float  # wall clock of the whole run, checkpoint read included
+    pipeline: Pipeline  # after the run: its tracker, layout report, mitigation settings
+    job: Job  # the prepared job (closed): its resolved spec, float64 model and test examples
+
+
+def run_job(spec: JobSpec, observers: Sequence[Callable[[Event], None]] = (), inspect=None,
+            progress: bool = False) -> Run:
+    """One job as `qssm run` runs it: prepared once (checkpoint read, checks, split resolved), its
+    test examples through the pipeline with `observers` watching every stage, scored against the
+    exact forward. `inspect(evaluator)` sees the evaluator before it runs. The backend is closed."""
+    start = time.perf_counter()
+    with prepare(spec) as job:
+        pipeline = build_pipeline(job.spec, job.backend, model=job.model)
+        for fn in observers:
+            pipeline.observe(fn)
+        report = run(job, pipeline=pipeline, progress=progress, inspect=inspect).report
+    return Run(report, time.perf_counter() - start, pipeline, job)
 
 
 # ---- timing ---------------------------------------------------------------------------------
@@ -106,8 +153,6 @@ def render(rows: list[Row], env: dict) -> str:
 
 
 def environment(mode: str) -> dict:
-    import qiskit
-
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")

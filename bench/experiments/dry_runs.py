@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import time
 from pathlib import Path
 
 import torch
 
-from qssm.app.inference import run_inference
+from bench.harness import job_spec, run_job
 from qssm.errors import QssmError
-from qssm.jobs.spec import parse_spec
 
 CHECKPOINTS = "qmamba-haystack,qmamba-haystack-varlen,qlam-digits,qlam-digits-chain"
 BACKENDS = "dm:fake_fez,dm:fake_torino,dm:fake_sherbrooke,dm:iqm_garnet,dm:rigetti_ankaa3,dm:ionq_forte"
@@ -66,19 +63,17 @@ def main() -> None:
     for name in args.checkpoints.split(","):
         for backend in args.backends.split(","):
             for shots in map(int, args.shots.split(",")):
-                spec = parse_spec({"model": {"checkpoint": f"checkpoints/{name}.safetensors"}, "data": {"n": args.n},
-                                   "backend": {"name": backend, "shots": shots}})
-                start = time.perf_counter()
                 try:
-                    r = run_inference(spec, progress=False)
+                    done = run_job(job_spec(name, backend, args.n, shots))
                 except QssmError as e:  # e.g. more shots than the device allows: say so, keep going
                     print(f"{name:<24}{backend:<22}{shots:>6}  refused: {e}", flush=True)
                     continue
+                r = done.report
                 p, n = r["accuracy"], r["n_examples"]
                 row = {"checkpoint": name, "backend": backend, "shots": shots, "n": n, "accuracy": p,
-                       "accuracy_stderr": math.sqrt(p * (1 - p) / n), "exact_accuracy": r["exact_accuracy"],
+                       "accuracy_stderr": r["accuracy_stderr"], "exact_accuracy": r["exact_accuracy"],
                        "agreement": r["agreement"], "logit_error_mean": r["logit_error_mean"],
-                       "seconds": time.perf_counter() - start}
+                       "seconds": done.seconds}
                 rows = [r for r in rows if (r["checkpoint"], r["backend"], r["shots"]) != (name, backend, shots)]
                 rows.append(row)
                 print(f"{name:<24}{backend:<22}{shots:>6}{n:>5}{p:>7.3f}{row['accuracy_stderr']:>6.3f}"

@@ -19,12 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import CHECKPOINT
-from qssm.app.inference import run_inference
-from qssm.app.job import backend_for
-from qssm.jobs.spec import parse_spec
-from qssm.models import checkpoint
-from qssm.pipeline.build import build_pipeline
+from bench.harness import CHECKPOINT, job_spec, run_job
 from qssm.pipeline.mitigation import mitigation_report
 
 DEVICES = ("aer:fake_fez", "aer:fake_sherbrooke")
@@ -33,14 +28,11 @@ SETTINGS = {"none": {}, "readout": {"readout": True}, "zne": {"zne": True},
 
 
 def run(device: str, mitigation: dict, seed: int, args, layout: str = "default") -> dict:
-    raw = {"model": {"checkpoint": str(CHECKPOINT)}, "data": {"n": args.n, "T": args.T},
-           "backend": {"name": device, "shots": args.shots, "seed_simulator": seed, "layout": layout},
-           "mitigation": mitigation}
-    spec = parse_spec(raw)
-    pipeline = build_pipeline(spec, backend_for(spec), model=checkpoint.load(spec.checkpoint)[0])
-    r = run_inference(spec, pipeline=pipeline, progress=False)
-    r["mitigation_report"] = {row["setting"]: row for row in mitigation_report(pipeline)} or None
-    r["layout_report"] = pipeline.layout_report
+    done = run_job(job_spec(CHECKPOINT, device, args.n, args.shots, data={"T": args.T}, mitigation=mitigation,
+                            seed_simulator=seed, layout=layout))
+    r = done.report
+    r["mitigation_report"] = {row["setting"]: row for row in mitigation_report(done.pipeline)} or None
+    r["layout_report"] = done.pipeline.layout_report
     return r
 
 

@@ -21,13 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from qiskit.circuit import ParameterVector
 
-from bench.harness import ROOT
+from bench.harness import ROOT, job_spec, run_job
+from qssm.app.auto import transpile_estimate
+from qssm.backends.registry import get_backend
+from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
+from qssm.circuits.stateprep import n_prep_params, prep_circuit
+from qssm.circuits.templates import memory_template
+from qssm.jobs.spec import parse_spec
+from qssm.models import checkpoint
+from qssm.models.evaluator import fused_program
+from qssm.models.statevector import run_program
+from qssm.models.tasks import first_test_examples
+from qssm.pipeline.compile import CompileCache, CompileOptions, compile_circuit
+from qssm.pipeline.metrics import instruction_properties, two_qubit_count
+from qssm.pipeline.tomography import physical_state
 
 OUT = Path(__file__).resolve().parent / "qlam_split.json"
 REP_DELAY_US = 250.0  # IBM's default repetition delay; the same assumption for every target
@@ -69,8 +82,6 @@ class Costs:
         self.qpu_seconds = 0.0
 
     def __call__(self, event) -> None:
-        from qssm.pipeline.metrics import two_qubit_count
-
         if event.stage != "dispatch":
             return
         for b in event.batches:
@@ -83,9 +94,6 @@ class Costs:
 
 
 def exact_states(model, inputs, token: int) -> np.ndarray:
-    from qssm.models.evaluator import fused_program
-    from qssm.models.statevector import run_program
-
     call = model.memory_call(inputs)
     prog, state = fused_program(call), None
     for t in range(token):
@@ -94,8 +102,6 @@ def exact_states(model, inputs, token: int) -> np.ndarray:
 
 
 def handoff_fidelities(model, inputs, handoffs: list[dict]) -> dict:
-    from qssm.pipeline.tomography import physical_state
-
     mixed, pure, prep = [], [], []
     for h in handoffs:
         psi = exact_states(model, inputs, h["token"])
@@ -109,49 +115,27 @@ def handoff_fidelities(model, inputs, handoffs: list[dict]) -> dict:
 
 
 def run_row(name: str, target: str, n: int, shots: int) -> dict:
-    from qssm.app.inference import run_inference
-    from qssm.app.job import backend_for
-    from qssm.jobs.spec import parse_spec
-    from qssm.models import checkpoint
-    from qssm.models.tasks import first_test_examples
-    from qssm.pipeline.build import build_pipeline
-
     ck, split, mitigation, label = ROWS[name]
-    spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
-                       "backend": {"name": target, "shots": shots}, "split": split, "mitigation": mitigation})
-    model = checkpoint.load(spec.checkpoint)[0]
-    pipeline = build_pipeline(spec, backend_for(spec), model=model)
-    costs = Costs()
-    pipeline.observe(costs)
-    seen = []
-    start = time.perf_counter()
-    r = run_inference(spec, pipeline=pipeline, progress=False,
-                      inspect=lambda ev: (setattr(ev, "keep_states", True), seen.append(ev)))
-    p = r["accuracy"]
+    costs, seen = Costs(), []
+    done = run_job(job_spec(ck, target, n, shots, split=split, mitigation=mitigation), [costs],
+                   inspect=lambda ev: (setattr(ev, "keep_states", True), seen.append(ev)))
+    r = done.report
     row = {"row": name, "label": label, "checkpoint": ck, "target": target, "n": r["n_examples"], "shots": shots,
-           "split": split, "mitigation": mitigation, "accuracy": p, "accuracy_stderr": math.sqrt(p * (1 - p) / r["n_examples"]),
+           "split": split, "mitigation": mitigation, "accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"],
            "exact_accuracy": r["exact_accuracy"], "logit_error_mean": r["logit_error_mean"],
            "max_two_qubit": costs.max_two_qubit, "circuits_per_image": r["executions"] / r["n_examples"],
            "shots_per_image": r["total_shots"] / r["n_examples"], "qpu_seconds_per_image": costs.qpu_seconds / r["n_examples"],
            "round_trips": r["round_trips"], "purity": r.get("mean_segment_purity"),
            "obp_truncation_bound": r.get("obp_truncation_bound"), "obp_terms": r.get("obp_terms"),
-           "wall_seconds": time.perf_counter() - start}
+           "wall_seconds": done.seconds}
     if seen and seen[0].handoff_states:
-        inputs = first_test_examples(model.cfg.task, spec.data.n, spec.data.seed, spec.data.T or None).inputs
-        row.update(handoff_fidelities(model.double(), inputs, seen[0].handoff_states))
+        row.update(handoff_fidelities(done.job.model, done.job.data.inputs, seen[0].handoff_states))
     return row
 
 
 def frontier(rows: list[dict]) -> list[dict]:
     """The measured points pipeline/auto.py predicts from: each row with the estimated success
     probability of its deepest circuit on its target (the transpilation estimate)."""
-
-    from qssm.app.auto import transpile_estimate
-    from qssm.backends.registry import get_backend
-    from qssm.jobs.spec import parse_spec
-    from qssm.models import checkpoint
-    from qssm.models.tasks import first_test_examples
-    from qssm.pipeline.compile import CompileCache, CompileOptions
 
     out, caches = [], {}
     for r in rows:
@@ -179,23 +163,10 @@ def noise_budget(targets=TARGETS) -> list[dict]:
     two-qubit gates, over one-qubit gates, and over the readout of the 6 measured qubits. Idle time
     costs nothing in these noise models (circuits are not scheduled: relaxation acts during gates),
     so the duration is shown beside them: a real device adds T1/T2 decay over it."""
-    import math as m
-
-    from qiskit.circuit import ParameterVector
-
-    from qssm.backends.registry import get_backend
-    from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
-    from qssm.circuits.stateprep import n_prep_params, prep_circuit
-    from qssm.models import checkpoint
-    from qssm.pipeline.compile import CompileOptions, compile_circuit
-    from qssm.pipeline.metrics import instruction_properties
-
     circuits = {}
     for ck in (RING, CHAIN):
         model = checkpoint.load(ROOT / "checkpoints" / f"{ck}.safetensors")[0].double()
         call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim, dtype=torch.float64))
-        from qssm.circuits.templates import memory_template
-
         circuits[f"{ck} step"] = memory_template(call, 1).circuit
     circuits["Moettoenen prep"] = prep_circuit(6, ParameterVector("p", n_prep_params(6)))
     circuits["shallow prep (12 layers)"] = hea_circuit(6, 12, ParameterVector("p", n_hea_params(6, 12)))
@@ -209,11 +180,11 @@ def noise_budget(targets=TARGETS) -> list[dict]:
             for inst in isa.data:
                 props = instruction_properties(backend.target, inst.operation.name, tuple(index[q] for q in inst.qubits))
                 if props is not None and props.error:
-                    logs["2q" if inst.operation.num_qubits == 2 else "1q"] += m.log1p(-props.error)
-            ro = sum(m.log1p(-(instruction_properties(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
+                    logs["2q" if inst.operation.num_qubits == 2 else "1q"] += math.log1p(-props.error)
+            ro = sum(math.log1p(-(instruction_properties(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
             out.append({"target": t, "circuit": name, "two_qubit": c.metrics["two_qubit"],
-                        "error_2q": 1 - m.exp(logs["2q"]), "error_1q": 1 - m.exp(logs["1q"]),
-                        "error_readout": 1 - m.exp(ro), "duration_us": c.metrics["duration_us"],
+                        "error_2q": 1 - math.exp(logs["2q"]), "error_1q": 1 - math.exp(logs["1q"]),
+                        "error_readout": 1 - math.exp(ro), "duration_us": c.metrics["duration_us"],
                         "success_estimate": c.metrics["success_probability"]})
     return out
 
