@@ -37,6 +37,7 @@ import torch
 from qiskit.transpiler import generate_preset_pass_manager
 
 from bench import harness as C
+from bench.speed import references
 from qssm.app.inference import evaluator_for
 from qssm.backends.cluster import local_cluster
 from qssm.backends.fake_devices import fake_backend
@@ -95,7 +96,7 @@ def layer_workload(model, T: int, layer: int | None = None):
     sequence of length T. Default: the last layer, whose inputs depend on the context."""
     layer = model.cfg.n_layers - 1 if layer is None else layer
     tokens = test_set({**model.cfg.task, "n_test": 1}, T=T).inputs
-    calls = [c for c in C.record_calls(model, tokens) if c.name.startswith(f"layer{layer}.")]
+    calls = [c for c in references.record_calls(model, tokens) if c.name.startswith(f"layer{layer}.")]
     templates = [subcircuit_template(c) for c in calls]
     rows = [c.inputs.reshape(-1, c.inputs.shape[-1]).double().numpy() for c in calls]
     return templates, rows
@@ -262,7 +263,7 @@ def rows_noisy(s: Settings) -> list[C.Row]:
 def rows_exact(model, s: Settings) -> list[C.Row]:
     tokens = test_set(model.cfg.task).inputs[: s.exact_batch]
     B, T = tokens.shape
-    pl = C.PennyLaneEvaluator(model)
+    pl = references.PennyLaneEvaluator(model)
     pipe = evaluator_for("exact")
     ref = model(tokens)
     err_pl = float((model(tokens, pl) - ref).abs().max())
@@ -274,11 +275,11 @@ def rows_exact(model, s: Settings) -> list[C.Row]:
     t_pl = C.median(C.times(lambda: model(tokens, pl), reps))
     t_pipe = C.median(C.times(lambda: model(tokens, pipe), reps))
 
-    calls = C.record_calls(model, tokens)
-    fused = C.FusedCircuits.from_calls(calls)
-    err_floor = float((fused.run() - C.qssm_circuits(calls)).abs().max())
+    calls = references.record_calls(model, tokens)
+    fused = references.FusedCircuits.from_calls(calls)
+    err_floor = float((fused.run() - references.qssm_circuits(calls)).abs().max())
     assert err_floor < 1e-10, err_floor
-    c_qssm = C.median(C.times(lambda: C.qssm_circuits(calls), reps))
+    c_qssm = C.median(C.times(lambda: references.qssm_circuits(calls), reps))
     c_pl = C.median(C.times(lambda: pl.evaluate(calls), reps))
     c_floor = C.median(C.times(fused.run, reps))
     size = f"B={B} T={T}, {len(calls)} subcircuits x {B * T} rows"
