@@ -7,7 +7,7 @@ side by side in one run are quoted. Every measurement runs with torch.set_num_th
 
 from __future__ import annotations
 
-import datetime as _dt
+import datetime
 import math
 import os
 import platform
@@ -155,7 +155,7 @@ def environment(mode: str) -> dict:
         cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")
     except (OSError, subprocess.SubprocessError):
         cpu = ""
-    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu or platform.processor(),
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu or platform.processor(),
             "python": platform.python_version(), "torch": torch.__version__, "qiskit": qiskit.__version__,
             "threads": torch.get_num_threads(), "mode": mode, "device": str(default_device()),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
