@@ -55,27 +55,38 @@ class MthreeReadout(Readout):
         mit = self._mitigator()
         counts, used = [], {}
         for c, h in zip(batch.circuits, result.counts):
-            clbits = measured_clbits(c)
-            if sorted(clbits) != list(range(c.num_clbits)) or any(q not in self.table for q in clbits.values()):
-                raise QssmError(f"readout = \"mthree\" needs every classical bit of {c.name!r} measured on a calibrated "
-                                "qubit; set [mitigation] readout = true for this job")
-            qubits = [clbits[k] for k in range(c.num_clbits)]  # bit k of an outcome -> its physical qubit
-            used.update({q: list(self.table[q]) for q in qubits})
-            counts.append(self._quasi_counts(mit, np.asarray(h, dtype=np.float64), qubits))
+            clbits = measured_clbits(c)  # a cut subexperiment may leave some clbits unmeasured (always 0)
+            if any(q not in self.table for q in clbits.values()):
+                raise QssmError(f"readout = \"mthree\": a qubit of {c.name!r} has no calibration; "
+                                "set [mitigation] readout = true for this job")
+            used.update({q: list(self.table[q]) for q in clbits.values()})
+            counts.append(self._quasi_counts(mit, np.asarray(h, dtype=np.float64), clbits))
         return dataclasses.replace(result, counts=tuple(counts), readout=used, readout_shots=self.shots or batch.shots)
 
     @staticmethod
-    def _quasi_counts(mit, hist: np.ndarray, qubits: list[int]) -> np.ndarray:
-        """(bindings, 2**n) histograms -> M3-corrected quasi-counts (same totals)."""
-        n = len(qubits)
-        rows = [{format(i, f"0{n}b"): float(row[i]) for i in np.flatnonzero(row)} for row in hist]
+    def _quasi_counts(mit, hist: np.ndarray, clbits: dict[int, int]) -> np.ndarray:
+        """(bindings, 2**num_clbits) histograms -> M3-corrected quasi-counts (same totals). The
+        measured clbits are corrected; outcomes are grouped by the bits no measurement wrote (always
+        0 in practice), each group corrected on its own."""
+        bits = sorted(clbits)
+        if not bits:  # nothing measured, nothing to correct
+            return hist.copy()
+        qubits = [clbits[k] for k in bits]  # bit j of mthree's bitstring (rightmost = 0) -> its physical qubit
+        unmeasured = sum(1 << k for k in range(int(np.log2(hist.shape[1]))) if k not in clbits)
+        groups = []  # (binding, unmeasured bits' value, {bitstring: count})
+        for row, h in enumerate(hist):
+            by_rest: dict[int, dict[str, float]] = {}
+            for i in np.flatnonzero(h):
+                key = "".join("1" if i >> k & 1 else "0" for k in reversed(bits))
+                by_rest.setdefault(int(i) & unmeasured, {})[key] = float(h[i])
+            groups += [(row, rest, d) for rest, d in by_rest.items()]
         out = np.zeros_like(hist)
-        live = [i for i, r in enumerate(rows) if r]
-        if live:
-            quasi = mit.apply_correction([rows[i] for i in live], qubits)
-            for i, q in zip(live, quasi):
-                for bits, p in q.items():
-                    out[i, int(bits, 2)] = p * hist[i].sum()
+        if groups:
+            quasi = mit.apply_correction([d for _, _, d in groups], qubits)
+            for (row, rest, d), q in zip(groups, quasi):
+                total = sum(d.values())
+                for key, p in q.items():
+                    out[row, rest | sum(1 << k for k, b in zip(reversed(bits), key) if b == "1")] = p * total
         return out
 
     def report(self, totals: dict) -> dict:

@@ -266,3 +266,23 @@ def test_mthree_readout_agrees_with_qssm_readout_and_both_beat_unmitigated(name,
     assert (np.abs(m3.values - exact) > 4 * m3.stderr).sum() < (np.abs(raw.values - exact) > 4 * raw.stderr).sum()
     rows_ = {r["setting"]: r for r in mitigation_report(pipes["mthree"])}
     assert rows_["readout"]["method"] == "mthree" and rows_["readout"]["circuits"] == 2
+
+
+def test_mthree_correction_equals_the_tensored_inverse_and_skips_unmeasured_clbits():
+    """With every outcome observed, M3 over all measured bits is the tensored inverse qssm applies
+    (to float32 calibration precision). A cut subexperiment can leave a clbit unmeasured (always 0):
+    only the measured clbits are corrected, each on its own physical qubit's calibration."""
+    from qssm.pipeline.mthree_readout import MthreeReadout
+
+    stage = MthreeReadout(None)
+    stage.table = {5: (0.04, 0.10), 7: (0.12, 0.06)}
+    clbits = {0: 5, 2: 7}  # clbit 1 is never written
+    rng = np.random.default_rng(1)
+    hist = np.zeros((3, 8))
+    hist[:, [0, 1, 4, 5]] = rng.integers(50, 500, size=(3, 4))  # bit 1 always 0
+    got = MthreeReadout._quasi_counts(stage._mitigator(), hist, clbits)
+    inverses = {k: np.linalg.inv(np.array([[1 - p10, p01], [p10, 1 - p01]])) for k, (p10, p01) in
+                ((0, stage.table[5]), (2, stage.table[7]))}
+    want = correct_counts(hist, inverses, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert (got[:, [2, 3, 6, 7]] == 0).all() and np.allclose(got.sum(1), hist.sum(1))
