@@ -133,7 +133,7 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class MitigationSpec:
-    readout: bool = False
+    readout: bool | str = False  # or "mthree": mthree's M3 correction (pipeline/mthree_readout.py) instead of qssm's
     zne: bool = False
     zne_scales: str = "1,3,5"  # odd two-qubit gate folding factors
     extrapolation: str = "richardson"  # richardson | linear
@@ -172,6 +172,7 @@ CHOICES = {("split", "cutting"): ("off", "auto", "force"), ("split", "tomography
            ("split", "prep"): ("mottonen", "shallow"),
            ("backend", "layout"): ("default", "noise_aware"), ("backend", "mode"): ("auto", "session", "batch"), ("mitigation", "extrapolation"): ("richardson", "linear")}
 AUTO = {("split", "segment"), ("split", "obp_steps"), ("backend", "shots")}  # these also take "auto" (qssm/app/auto.py, pipeline/adaptive.py choose)
+NAMED = {("mitigation", "readout"): ("mthree",)}  # switches that also take a method's name
 SEED = (0, 2**63 - 1)
 # inclusive bounds of every number, with what a value means where that is not obvious; floats are
 # also refused when not finite (nan would slip past every comparison, a budget included)
@@ -222,13 +223,15 @@ def _section(where: str, name: str, cls, raw: Any):
     values = {}
     for key, value in raw.items():
         want = type(fields[key].default)
-        if (name, key) in AUTO and value == "auto":
+        if (name, key) in AUTO and value == "auto" or value in NAMED.get((name, key), ()):
             values[key] = value
             continue
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not want:
-            kind = f'{want.__name__} or "auto"' if (name, key) in AUTO else want.__name__
+            kind = (f'{want.__name__} or "auto"' if (name, key) in AUTO else
+                    " or ".join([want.__name__, *(f'"{n}"' for n in NAMED[name, key])]) if (name, key) in NAMED
+                    else want.__name__)
             raise QssmError(f"{where}: {name}.{key} must be {kind}, got {value!r:.80}")
         if want in (int, float):
             _bounded(where, name, key, value)

@@ -10,6 +10,7 @@ from qssm.pipeline.handoff import Handoff
 from qssm.pipeline.layout import layout_report
 from qssm.pipeline.measure import Measure
 from qssm.pipeline.mitigation import ZNE, Readout
+from qssm.pipeline.mthree_readout import MthreeReadout
 from qssm.pipeline.obp import OBP
 from qssm.pipeline.stages import Dispatch, Pipeline, StageContext
 from qssm.pipeline.tracker import Tracker
@@ -55,7 +56,7 @@ def runtime_options(spec) -> dict:
 # The pipeline's shape: its stages in order. Each class reads its own spec keys (`from_spec`), checks
 # them (`validate`) and reports itself, so a new stage is a new module and one entry here (or a
 # `register_stage` call): building, validation, pricing and the report all read this list.
-STAGES: list[type] = [CutSplit, Compile, ZNE, Measure, Readout]
+STAGES: list[type] = [CutSplit, Compile, ZNE, Measure, Readout, MthreeReadout]  # one readout: the spec's method
 
 
 def register_stage(cls: type, after: str) -> None:

@@ -94,7 +94,8 @@ class Readout(SpecStage):
 
     @classmethod
     def from_spec(cls, spec, ctx):
-        return cls(ctx.backend, spec.mitigation.readout_shots, ctx.tracker) if spec.mitigation.readout else None
+        # readout = "mthree" is pipeline/mthree_readout.py's stage
+        return cls(ctx.backend, spec.mitigation.readout_shots, ctx.tracker) if spec.mitigation.readout is True else None
 
     @classmethod
     def validate(cls, spec, backend, model=None) -> None:

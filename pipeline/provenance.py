@@ -11,7 +11,7 @@ from importlib import metadata
 from qssm.models import checkpoint
 
 PACKAGES = ("qssm", "qiskit", "torch", "qiskit-aer", "qiskit-ibm-runtime", "amazon-braket-sdk",
-            "qiskit-addon-cutting", "numpy")
+            "qiskit-addon-cutting", "mthree", "numpy")
 
 
 def versions() -> dict[str, str | None]:

@@ -319,7 +319,8 @@ def render_html(r: dict) -> str:
         parts.append(_figure(plan_plot, "Predicted agreement against shots per circuit (delta method)"))
     if r.get("mitigation"):
         m = r["mitigation"] if isinstance(r["mitigation"], list) else [r["mitigation"]]
-        parts.append("<h2>Mitigation and its overhead</h2>" + _table(m, list(m[0].keys())))
+        columns = list(dict.fromkeys(k for row in m for k in row))  # every stage's columns (readout's method)
+        parts.append("<h2>Mitigation and its overhead</h2>" + _table(m, columns))
     cost = [(label, r[k]) for k, label in COST_KEYS if r.get(k)]
     cost += [(f"seconds in {k.replace('_', ' ')}" + (" (all stages)" if k == "transpile" else ""), v)
              for k, v in (r.get("seconds") or {}).items()]

@@ -332,6 +332,10 @@ CASES = [
     ("spec-zne-scales-one", SUBMIT, "zne_scales needs", spec('[mitigation]\nzne_scales = "1"\n')),
     ("spec-extrapolation", SUBMIT, "extrapolation must be one of richardson, linear", spec('[mitigation]\nextrapolation = "cubic"\n')),
     ("spec-zne-int", SUBMIT, "mitigation.zne must be bool", spec("[mitigation]\nzne = 1\n")),
+    ("spec-readout-method", SUBMIT, 'mitigation.readout must be bool or "mthree"', spec('[mitigation]\nreadout = "m3"\n')),
+    ("spec-mthree-on-braket", SUBMIT, 'readout = "mthree" runs on ibm: and aer: targets, not braket:local_dm',
+     spec('[backend]\nname = "braket:local_dm"\nshots = 100\n[mitigation]\nreadout = "mthree"\n')),
+    ("spec-mthree-exact", SUBMIT, "readout needs sampled results", spec('[mitigation]\nreadout = "mthree"\n')),
     ("spec-budget-negative", SUBMIT, "max_cost_usd must be >= 0", spec("[budget]\nmax_cost_usd = -1\n")),
     ("spec-budget-string", SUBMIT, "max_cost_usd must be float", spec('[budget]\nmax_cost_usd = "5"\n')),
     ("spec-qpu-seconds-negative", SUBMIT, "max_qpu_seconds must be >= 0", spec("[budget]\nmax_qpu_seconds = -1\n")),
@@ -636,6 +640,9 @@ CASES = [
     ("arg-eval-missing", "eval", "required: checkpoint", None),
     ("arg-submit-shots-negative", "submit {ok} --shots -1 --store {store}", "--shots: must be 0..", None),
     ("arg-submit-missing", "submit --store {store}", "required: spec", None),
+    ("arg-submit-n-zero", "submit {ok} --n 0 --store {store}", "argument --n: must be 1..100000", None),
+    ("arg-submit-n-word", "submit {ok} --n all --store {store}", "argument --n: must be an integer", None),
+    ("arg-submit-n-over-task", "submit {ok} --n 5000 --wait --store {store}", "haystack has 1000 test examples", None),
     ("arg-report-shots-word", "report {ok} --out {tmp}/out --shots a", "--shots: must be an integer", None),
     ("arg-report-shots-zero", "report {ok} --out {tmp}/out --shots 0", "--shots: must be", None),
     ("arg-report-shots-negative", "report {ok} --out {tmp}/out --shots=-5", "--shots: must be", None),
@@ -682,6 +689,9 @@ CASES = [
     ("out-report-devnull", "report {ok} --out /dev/null", "is a character device", None),
     ("out-report-proc", "report {ok} --out /proc/qssm-report", "cannot write in /proc", None),
     ("out-report-empty", 'report {ok} --out ""', "--out is empty", None),
+    ("out-run-empty", 'run {ok} --out ""', "--out is empty", None),
+    ("out-plan-empty", 'plan {ok} --backend dm:fake_fez --out ""', "--out is empty", None),
+    ("store-report-empty", 'report {ok} --out {tmp}/out --store ""', "store path is empty", None),
     ("out-report-job", "report {done} --store {store} --out /dev/null/x", "not a directory", None),
     ("out-export-file", "export {ck} --out {file}", "is a file, not a directory", out_file),
     ("out-export-devnull-child", "export {ck} --out /dev/null/x", "not a directory", None),
@@ -744,6 +754,35 @@ def test_malformed_input(env, capsys, argv, needle, setup):
     if setup is not None:
         env.update(setup(env))
     one_line_error(env, capsys, [a.format(**env) for a in shlex.split(argv)], needle)
+
+
+def value_flags() -> list[tuple[str, str]]:
+    """(command, flag) for every option of every command that takes a value."""
+    import argparse
+
+    from qssm.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [(name, action.option_strings[-1]) for name, parser in sub.choices.items() if name != "store"
+            for action in parser._actions if action.option_strings and action.nargs != 0]
+
+
+# what each command needs besides the flag under test, so that the flag is what is refused
+EMPTY_FLAG_ARGS = {"train": "qmamba-haystack --out {tmp}/out", "eval": "{ck}", "export": "{ck}", "run": "{ok}",
+                   "plan": "{ok} --backend dm:fake_fez", "compile": "{ok}", "estimate": "{ok}",
+                   "report": "{ok} --out {tmp}/out", "generate": "{ck} --prompt 1,2", "submit": "{ok}",
+                   "results": "{done}", "cancel": "{queued}", "resume": "{queued}"}
+
+
+@pytest.mark.parametrize("command,flag", value_flags(), ids=lambda x: x)
+def test_every_value_flag_refuses_an_empty_value(env, capsys, command, flag):
+    """`--flag ""` on every command: one line naming the flag or the empty value, exit 2 (qssm
+    train --noise "" once trained from scratch; run --out "" and report --store "" were ignored)."""
+    base = [a.format(**env) for a in shlex.split(EMPTY_FLAG_ARGS.get(command, ""))]
+    if flag in base:  # the flag under test replaces the one the command needs
+        del base[base.index(flag):base.index(flag) + 2]
+    line = one_line_error(env, capsys, [command, *base, flag, ""], "")
+    assert any(k in line for k in (flag, "''", "is empty", "path is empty")), line
 
 
 def test_the_table_is_large():

@@ -44,6 +44,7 @@ def test_cluster_gives_the_same_results_as_one_process(scheduler, backend, shots
     for key in ("logit_error_max", "logit_error_mean", "accuracy", "dispatched_batches", "executions"):
         assert spread[key] == alone[key], key
     assert spread["cluster"] == scheduler and alone["cluster"] is None  # the report says where it ran
+    assert spread["provenance"]["cluster"] == scheduler and alone["provenance"]["cluster"] is None
 
 
 def test_chunks_cover_the_rows_in_order():

@@ -25,15 +25,16 @@ def spec(checkpoint: str, backend="dm:fake_fez", shots=100, n=1, **extra):
     return parse_spec(raw, "test")
 
 
-@pytest.mark.parametrize("checkpoint,extra", [
-    ("qmamba-haystack.safetensors", {}),  # token-table round trip, then a layer on the same qubits
-    ("qlam-digits-chain.safetensors", {"split": {"segment": 4}}),  # hand-off round trips
+@pytest.mark.parametrize("checkpoint,extra,readout", [
+    ("qmamba-haystack.safetensors", {}, True),  # token-table round trip, then a layer on the same qubits
+    ("qlam-digits-chain.safetensors", {"split": {"segment": 4}}, True),  # hand-off round trips
+    ("qmamba-haystack.safetensors", {"backend": "aer:fake_fez"}, "mthree"),  # mthree's correction, same calibrations
 ])
-def test_readout_mitigated_preflight_prices_what_dispatch_sends(tmp_path, checkpoint, extra):
+def test_readout_mitigated_preflight_prices_what_dispatch_sends(tmp_path, checkpoint, extra, readout):
     """Readout calibrations are planned once per qubit per run: the priced transform (no results
     ever come back) must plan them as the dispatched run does (it once priced one extra batch per
     later round trip)."""
-    s = spec(checkpoint, mitigation={"readout": True}, **extra)
+    s = spec(checkpoint, mitigation={"readout": readout}, **extra)
     store = JobStore(tmp_path / "s.sqlite")
     job_id, est = create_job(store, s)
     report = run_job(store, job_id)
@@ -41,6 +42,8 @@ def test_readout_mitigated_preflight_prices_what_dispatch_sends(tmp_path, checkp
     assert (est["batches"], est["executions"], est["shots"]) == (
         report["dispatched_batches"], report["executions"], report["total_shots"])
     assert est["batches"] == report["store_batches"]
+    assert [r.get("method") for r in report["mitigation"] if r["setting"] == "readout"] == [
+        "mthree" if readout == "mthree" else None]
 
 
 # --- qssm estimate: no credentials, nothing recorded ----------------------------------------------

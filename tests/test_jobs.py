@@ -376,6 +376,16 @@ def test_cli_submit_wait_status_results_cancel(tmp_path, capsys):
     assert "already done" in capsys.readouterr().err
 
 
+def test_submit_takes_n_as_run_and_estimate_do(tmp_path, capsys):
+    """`qssm submit SPEC --n N` stores and runs the first N examples (the spec says 200), priced at N."""
+    store = str(tmp_path / "s.sqlite")
+    assert main(["submit", str(ROOT / "examples" / "exact.toml"), "--n", "3", "--store", store, "--wait", "--json"]) == 0, \
+        capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    job = JobStore(store).job(report["job_id"])
+    assert job["spec"]["data"]["n"] == 3 and job["estimate"]["examples"] == 3 and report["examples"] == 3
+
+
 def test_submit_returns_at_once_and_a_background_worker_finishes(tmp_path):
     f = tmp_path / "spec.toml"
     f.write_text(f'[model]\ncheckpoint = "{HAYSTACK}"\n[data]\nn = 2\n[backend]\nname = "aer"\nshots = 200\n')

@@ -229,3 +229,60 @@ def test_readout_mitigation_on_every_sampling_backend(name):
     assert (np.abs(mit.values - 1.0) <= 3 * mit.stderr + 1e-12).all(), (mit.values, mit.stderr)
     if backend.target is not None:  # a device's readout error is visible without mitigation
         assert (np.abs(raw.values - 1.0) > 3 * raw.stderr).any(), (raw.values, raw.stderr)
+
+
+@pytest.mark.parametrize("name", ["aer:fake_fez", "ibm:fake_fez"])
+def test_mthree_readout_agrees_with_qssm_readout_and_both_beat_unmitigated(name, monkeypatch):
+    """[mitigation] readout = "mthree" on a device snapshot (ibm:fake_fez: runtime primitives in local
+    mode): mthree's M3 correction of the same samples (same backend seed) agrees with qssm's tensored
+    inverse within a thousandth of a standard error, mthree really corrected every histogram, and
+    both are closer to the noiseless values than the unmitigated run (gate noise stays: only the
+    mean error is compared)."""
+    import mthree
+
+    from qssm.backends.registry import get_backend
+
+    calls = []
+    real = mthree.M3Mitigation.apply_correction
+    monkeypatch.setattr(mthree.M3Mitigation, "apply_correction",
+                        lambda self, counts, qubits, **kw: calls.append(len(counts)) or real(self, counts, qubits, **kw))
+    labels = ["IIZ", "IZI", "ZII", "IZZ", "XII", "ZZZ"]
+    rows = np.array([[0.3, 1.2, 2.5], [2.0, 0.1, 0.7], [1.0, 2.8, 0.0]])
+    circuit, shots = small_circuit(), 20_000
+    exact = ideal(circuit, labels, batch(circuit, labels, rows, shots).parameters)
+    out, pipes = {}, {}
+    for readout in (False, True, "mthree"):
+        spec = JobSpec("", backend=BackendSpec(name=name, shots=shots, optimization_level=1),
+                       mitigation=MitigationSpec(readout=readout))
+        pipes[readout] = build_pipeline(spec, get_backend(name, seed=3))
+        [out[readout]] = pipes[readout]([batch(circuit, labels, rows, shots)])
+    raw, own, m3 = out[False], out[True], out["mthree"]
+    assert type(pipes["mthree"]["readout"]).__name__ == "MthreeReadout"
+    assert calls == [3, 3]  # one M3 call per measured group (Z..., X...), one histogram per binding
+    assert (np.abs(m3.values - own.values) <= 1e-3 * np.hypot(m3.stderr, own.stderr)).all()
+    assert np.allclose(m3.stderr, own.stderr, rtol=1e-3)
+    err = {k: np.abs(v.values - exact).mean() for k, v in (("raw", raw), ("own", own), ("mthree", m3))}
+    assert err["mthree"] < err["raw"] and err["own"] < err["raw"], err
+    assert (np.abs(m3.values - exact) > 4 * m3.stderr).sum() < (np.abs(raw.values - exact) > 4 * raw.stderr).sum()
+    rows_ = {r["setting"]: r for r in mitigation_report(pipes["mthree"])}
+    assert rows_["readout"]["method"] == "mthree" and rows_["readout"]["circuits"] == 2
+
+
+def test_mthree_correction_equals_the_tensored_inverse_and_skips_unmeasured_clbits():
+    """With every outcome observed, M3 over all measured bits is the tensored inverse qssm applies
+    (to float32 calibration precision). A cut subexperiment can leave a clbit unmeasured (always 0):
+    only the measured clbits are corrected, each on its own physical qubit's calibration."""
+    from qssm.pipeline.mthree_readout import MthreeReadout
+
+    stage = MthreeReadout(None)
+    stage.table = {5: (0.04, 0.10), 7: (0.12, 0.06)}
+    clbits = {0: 5, 2: 7}  # clbit 1 is never written
+    rng = np.random.default_rng(1)
+    hist = np.zeros((3, 8))
+    hist[:, [0, 1, 4, 5]] = rng.integers(50, 500, size=(3, 4))  # bit 1 always 0
+    got = MthreeReadout._quasi_counts(stage._mitigator(), hist, clbits)
+    inverses = {k: np.linalg.inv(np.array([[1 - p10, p01], [p10, 1 - p01]])) for k, (p10, p01) in
+                ((0, stage.table[5]), (2, stage.table[7]))}
+    want = correct_counts(hist, inverses, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert (got[:, [2, 3, 6, 7]] == 0).all() and np.allclose(got.sum(1), hist.sum(1))

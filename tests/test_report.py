@@ -120,3 +120,16 @@ def test_depth_quartiles_are_explained():
     assert [r["quartile"] for r in rows] == ["q1", "q2", "q3", "q4"]
     assert "furthest from the query" in rows[0]["needle_position"] and "nearest" in rows[3]["needle_position"]
     assert rows[0]["n"] == 2 and rows[0]["accuracy"] == 0.5 and rows[0]["accuracy_stderr"] == pytest.approx(0.5 ** 1.5)
+
+
+def test_mitigation_table_shows_every_stages_columns():
+    """The mitigation table's columns are the union of its rows' keys: the readout row's method
+    (mthree) and calibrated qubits show even when the ZNE row comes first."""
+    from qssm.report import render_html
+
+    zne = {"setting": "zne", "circuits": 8, "shots": 800, "circuit_multiplier": 2.0, "shot_multiplier": 1.0}
+    readout = {"setting": "readout", "circuits": 2, "shots": 200, "circuit_multiplier": 1.25,
+               "shot_multiplier": 1.25, "calibrated_qubits": 4, "calibration_sets": 1, "method": "mthree"}
+    page = render_html({"mitigation": [zne, readout]})
+    table = page.split("<h2>Mitigation and its overhead</h2>")[1].split("</table>")[0]
+    assert "mthree" in table and table.count("<tr>") == 3

@@ -12,7 +12,7 @@ from qssm import args as types
 from qssm.app.durable import cancel_job, create_job, run_job, spawn_worker
 from qssm.app.job import prepare
 from qssm.commands import help_for
-from qssm.commands.run import apply_overrides, format_run
+from qssm.commands.run import add_overrides, apply_overrides, format_run
 from qssm.errors import QssmError
 from qssm.jobs.spec import load_spec
 from qssm.jobs.store import JobStore
@@ -34,8 +34,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="job spec (TOML)")
     p.add_argument("--wait", action="store_true", help="run in this process with progress and print the result")
     p.add_argument("--yes", action="store_true", help="submit even if the estimate exceeds the spec's budget")
-    p.add_argument("--backend", help="override [backend] name")
-    p.add_argument("--shots", type=types.job_shots, help="override [backend] shots (or \"auto\")")
+    add_overrides(p, "submit")  # --backend, --shots, --n as run and estimate take them
     p.add_argument("--cluster", type=types.cluster, help='simulators only: batches on Dask, "local:N" or tcp://host:8786')
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = add("status", status)

@@ -32,10 +32,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.out:
+    if args.out is not None:  # --out "" too: refused, not read as "no report"
         check_out_dir(args.out)
     spec = load_spec(args.spec)
-    if args.backend:
+    if args.backend is not None:  # --backend "" too: "unknown backend ''", not the spec's backend
         spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name=args.backend))
     if args.n:
         spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, n=args.n))

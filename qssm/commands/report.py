@@ -128,6 +128,9 @@ def measured_frontier(checkpoint_path: str) -> list[dict]:
 
 def run(args) -> int:
     check_out_dir(args.out)
+    if args.store is not None and not args.store.strip():  # refused for a spec too, which reads no store
+        raise QssmError("store path is empty; give the job store file with --store (default: $QSSM_STORE or "
+                        "~/.local/share/qssm/jobs.sqlite)")
     source = Path(args.source)
     base = None
     if source.suffix == ".toml" or source.exists():

@@ -44,7 +44,7 @@ def apply_overrides(spec, args):
 
 
 def run(args) -> int:
-    if args.out:
+    if args.out is not None:  # --out "" too: refused, not read as "no report"
         check_out_dir(args.out)  # before any work: a bad --out fails now, not after the run
     spec = apply_overrides(load_spec(args.spec), args)
     if not is_simulator(spec.backend.name):
