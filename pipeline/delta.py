@@ -11,8 +11,8 @@ logits' standard errors of an ordinary run (qssm.logits, qssm.run).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

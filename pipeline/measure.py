@@ -20,7 +20,6 @@ from qiskit import ClassicalRegister, QuantumCircuit
 from qssm.pipeline.stages import SpecStage, first, map_batches
 from qssm.types import BatchResult, CircuitBatch
 
-
 COVARIANCE_PAIRS = 256  # term pairs up to which every sampled batch gets its values' covariance
 
 

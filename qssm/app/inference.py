@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import torch
 from tqdm import tqdm
@@ -41,9 +43,13 @@ class Inference:
     exact_logits: torch.Tensor
     targets: torch.Tensor
     report: dict
-    # (examples, classes): each measured value's shot noise through the model (the delta method,
-    # pipeline/delta.py); zero for exact values
-    stderr: torch.Tensor
+    errors: Callable[[], torch.Tensor] = field(repr=False)  # computes `stderr` when it is first read
+
+    @cached_property
+    def stderr(self) -> torch.Tensor:
+        """(examples, classes): each measured value's shot noise carried to the logits (the delta method,
+        pipeline/delta.py: a replay of the forward, so only when asked for); zero for exact values."""
+        return self.errors()
 
 
 def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1,
@@ -119,7 +125,10 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
 
     exact_last = exact_out[:, -1] if exact_out.dim() == 3 else exact_out
     last = out[:, -1] if out.dim() == 3 else out
-    stderr = info.pop("logit_stderr") if info else logit_stderr(model, data.inputs, recorder, last)
+    if info:  # the adaptive rounds' own, each example's from its last round
+        stderr = partial(torch.clone, info.pop("logit_stderr"))
+    else:
+        stderr = partial(logit_stderr, model, data.inputs, recorder, last)
     err = (last - exact_last).abs()
     report = {
         "checkpoint": spec.checkpoint,
