@@ -118,7 +118,7 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
             out = torch.zeros((b, *logits.shape[1:]), dtype=logits.dtype)
             err = torch.zeros((b, logits.shape[-1]), dtype=logits.dtype)  # the scored logits' standard errors
         out[active] = logits.detach()
-        err[active] = torch.as_tensor(logit_stderr(final_logits(logits), ev.records, ev.pool.variance,
+        err[active] = torch.as_tensor(logit_stderr(logits, ev.records, ev.pool.variance,
                                                    ev.pool.arrays()[0], keep_graph=True))
         sens = sensitivity(logits, ev.records, ev.pool)
         shots, cost = ev.pool.arrays()

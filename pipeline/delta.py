@@ -51,15 +51,17 @@ def row_covariances(outputs: torch.Tensor, records: Sequence, variance: Callable
 
 def logit_stderr(logits: torch.Tensor, records: Sequence, variance: Callable[[int], np.ndarray],
                  shots: np.ndarray | None = None, keep_graph: bool = False) -> np.ndarray:
-    """(B, classes) standard errors of `logits` (B, classes), from the leaves in `records`; with
-    `shots`, variance(u) is one shot's and row u had shots[u]."""
+    """(B, classes) standard errors of the scored logits (the last position of `logits`), from the
+    leaves in `records`; with `shots`, variance(u) is one shot's and row u had shots[u]."""
+    with torch.enable_grad():  # a slice taken under no_grad would be cut from the graph
+        last = logits[:, -1] if logits.dim() == 3 else logits
     if not records:
-        return np.zeros(tuple(logits.shape))
-    example, unit, a, _ = row_covariances(logits, records, variance, keep_graph)
+        return np.zeros(tuple(last.shape))
+    example, unit, a, _ = row_covariances(last, records, variance, keep_graph)
     var = np.einsum("mcc->mc", a)
     if shots is not None:
         var = var / shots[unit][:, None]
-    out = np.zeros(tuple(logits.shape))
+    out = np.zeros(tuple(last.shape))
     np.add.at(out, example, var)
     return np.sqrt(out)
 
@@ -149,9 +151,8 @@ def stderr(model, inputs: torch.Tensor, recorder: Recorder, logits: torch.Tensor
     try:
         with torch.enable_grad():
             out = model(inputs, Replay(recorder.calls))
-            last = out[:, -1] if out.dim() == 3 else out
-            err = logit_stderr(last, recorder.calls, covariances.__getitem__)
+        err = logit_stderr(out, recorder.calls, covariances.__getitem__)
     finally:
         for p, g in zip(model.parameters(), grad):
             p.requires_grad_(g)
-    return torch.as_tensor(err, dtype=last.dtype)
+    return torch.as_tensor(err, dtype=logits.dtype)

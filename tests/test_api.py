@@ -61,10 +61,14 @@ def test_logits_standard_errors_match_the_spread_over_seeds():
 
 def test_a_run_reports_its_logits_standard_errors():
     """qssm.run: zero standard errors on the exact backend; on a sampled dm: run (layer 1 read from
-    the token table, measured at the run's shots) positive, one per logit."""
+    the token table, measured at the run's shots) and an adaptive one, positive, one per logit."""
     import qssm
 
     exact = qssm.run("examples/exact.toml", n=2)
     assert exact.stderr.shape == exact.logits.shape and not exact.stderr.any()
     sampled = qssm.run("examples/demo.toml", n=2, shots=1000)
     assert sampled.stderr.shape == sampled.logits.shape and (sampled.stderr > 0).all()
+    # adaptive rounds: each example's from its last round
+    adaptive = qssm.run("examples/demo.toml", n=2, shots="auto")
+    assert adaptive.stderr.shape == adaptive.logits.shape and (adaptive.stderr > 0).all()
+    assert "logit_stderr" not in adaptive.report["adaptive"]
