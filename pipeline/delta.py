@@ -106,12 +106,10 @@ class Recorder:
 
     def covariances(self) -> list[np.ndarray]:
         """Per measured row: its values' covariance (..., K, K), in unit order."""
-        out: list[np.ndarray | None] = [None] * self.units
-        for rec in self.calls:
-            cov = rec.covariance.reshape(len(rec.unit), *rec.covariance.shape[-2:]).numpy()
-            for row, u in enumerate(rec.unit):
-                if out[u] is None:
-                    out[u] = cov[row]
+        out: list[np.ndarray] = []
+        for rec in self.calls:  # a call's rows are units offset .. offset + distinct rows - 1
+            _, first = np.unique(rec.unit, return_index=True)
+            out += list(rec.covariance.reshape(len(rec.unit), *rec.covariance.shape[-2:]).numpy()[first])
         return out
 
 
