@@ -26,6 +26,7 @@ import torch
 from qiskit.quantum_info import SparsePauliOp
 
 from qssm.models.evaluator import ExactEvaluator
+from qssm.pipeline.delta import logit_stderr
 from qssm.pipeline.measure import measurement_groups
 from qssm.pipeline.shotplan import (
     Pool,
@@ -115,7 +116,10 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
             logits = model(inputs[active], ev)
         if out is None:
             out = torch.zeros((b, *logits.shape[1:]), dtype=logits.dtype)
+            err = torch.zeros((b, logits.shape[-1]), dtype=logits.dtype)  # the scored logits' standard errors
         out[active] = logits.detach()
+        err[active] = torch.as_tensor(logit_stderr(logits, ev.records, ev.pool.variance,
+                                                   ev.pool.arrays()[0], keep_graph=True))
         sens = sensitivity(logits, ev.records, ev.pool)
         shots, cost = ev.pool.arrays()
         uses.append(np.stack([active[sens.example], sens.unit], 1))
@@ -157,7 +161,7 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
             "decided_examples": decided.tolist(),
             "stopped_round": stopped_round.tolist(), "shots_per_example": per_example.tolist(),
             "confidence": confidence, "pilot_shots": pilot, "max_shots_per_example": cap,
-            "decisions": final_logits(out).argmax(-1).tolist()}
+            "decisions": final_logits(out).argmax(-1).tolist(), "logit_stderr": err}
     return out, info
 
 

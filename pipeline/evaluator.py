@@ -46,6 +46,9 @@ class PipelineEvaluator:
         self.counter = counter  # the tracker total its round trips add to ("table_round_trips" for a token table)
         self.round_trips = 0  # this evaluator's own
         self.stderr: dict[str, torch.Tensor] = {}  # last standard errors per call name
+        # last covariance of each call's values at the shots they had, (..., K, K): the delta method's input
+        # (pipeline/delta.py); zero for exact values
+        self.covariance: dict[str, torch.Tensor] = {}
         self.progress = None  # anything with update(n): advanced once per round trip
 
     def close(self) -> None:
@@ -73,7 +76,7 @@ class PipelineEvaluator:
                     out[i] = _NoGradient.apply(call.weights, call.inputs, out[i])
             elif self.token_table is not None and not differentiable(call) and (
                     hit := self.token_table.lookup(call)) is not None:
-                out[i] = hit
+                out[i], self.covariance[call.name] = hit
                 self.tracker.add(table_hits=1)
             else:
                 pending.append(i)
@@ -100,6 +103,8 @@ class PipelineEvaluator:
         shape = (*call.inputs.shape[:-1], len(call.observables))
         dtype = call.inputs.dtype
         self.stderr[call.name] = torch.as_tensor(res.stderr[batch.inverse], dtype=dtype).reshape(shape)
+        cov = value_covariance(res, batch.shots)[batch.inverse]
+        self.covariance[call.name] = torch.as_tensor(cov, dtype=dtype).reshape(*shape, shape[-1])
         return torch.as_tensor(res.values[batch.inverse], dtype=dtype).reshape(shape)
 
     def _sequential(self, call: QuantumCall) -> torch.Tensor:
@@ -150,8 +155,13 @@ class PipelineEvaluator:
                 self.tracker.prep_fidelity += fid.tolist()
                 if self.keep_states:
                     self.handoff_states.append({"token": start + length, "rho": rho, "targets": psi, "fidelity": fid})
-        self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
+        self._diagonal(call, errors)
         return torch.as_tensor(values, dtype=call.inputs.dtype)
+
+    def _diagonal(self, call: QuantumCall, errors: np.ndarray) -> None:
+        """Standard errors without a covariance (QLAM's memory readouts: a mixture's, a back-propagated sum's)."""
+        self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
+        self.covariance[call.name] = torch.diag_embed(self.stderr[call.name] ** 2)
 
     def _backpropagated(self, call: QuantumCall) -> torch.Tensor:
         """QLAM memory without a hand-off: the device runs prefixes of at most T - s steps, and
@@ -159,8 +169,20 @@ class PipelineEvaluator:
         (pipeline/obp.py). One round trip."""
         batches, combine = plan_backpropagated(call, self.obp, self.shots, self.tracker)
         values, errors = combine(self._round_trip(batches))
-        self.stderr[call.name] = torch.as_tensor(errors, dtype=call.inputs.dtype)
+        self._diagonal(call, errors)
         return torch.as_tensor(values, dtype=call.inputs.dtype)
+
+
+def value_covariance(res: BatchResult, shots: int | None) -> np.ndarray:
+    """(rows, K, K) covariance of a result's values at the shots they were measured with: the standard
+    errors squared on the diagonal (readout correction widens them), the measure stage's one-shot
+    covariance / shots off it (terms read from the same shots correlate); zero for exact values."""
+    var = np.zeros_like(res.values) if res.stderr is None else res.stderr**2
+    rows, k = var.shape
+    cov = res.covariance
+    out = cov / shots if cov is not None and shots and cov.shape == (rows, k, k) else np.zeros((rows, k, k))
+    out[:, np.arange(k), np.arange(k)] = var
+    return out
 
 
 def differentiable(call: QuantumCall) -> bool:

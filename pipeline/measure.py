@@ -20,6 +20,8 @@ from qiskit import ClassicalRegister, QuantumCircuit
 from qssm.pipeline.stages import SpecStage, first, map_batches
 from qssm.types import BatchResult, CircuitBatch
 
+COVARIANCE_PAIRS = 256  # term pairs up to which every sampled batch gets its values' covariance
+
 
 @dataclass
 class Group:
@@ -142,6 +144,11 @@ def shot_covariance(counts, observables, groups: list[Group], shots: int) -> np.
     return cov
 
 
+def term_pairs(groups: list[Group]) -> int:
+    """The term pairs shot_covariance sums over (its cost per binding)."""
+    return sum(len(g.members) ** 2 for g in groups)
+
+
 def readout_variance(m: np.ndarray, qubits: list[int], readout: dict, shots, cal_shots: int) -> np.ndarray:
     """Variance of a readout-corrected Pauli expectation m on `qubits` (first-order propagation):
     the inverse divides the raw parity by b = prod_q (1 - p(1|0) - p(0|1)), and the calibration's
@@ -188,7 +195,9 @@ class Measure(SpecStage):
             if not results:  # identity observables only: nothing was sent
                 values = np.broadcast_to(values, (len(batch.parameters), len(observables))).copy()
                 stderr = np.zeros_like(values)
-            planned = results and batch.round is not None  # planned by the shot planner / adaptive rounds only
+            # the covariance feeds the delta method: the shot planner's rounds always, any other batch
+            # while it is cheap (a tomography hand-off's groups have thousands of term pairs)
+            planned = results and (batch.round is not None or term_pairs(groups) <= COVARIANCE_PAIRS)
             return dataclasses.replace(r, values=values, stderr=stderr, counts=(), readout=None, readout_shots=0,
                                        meta={**r.meta, "measurement_groups": len(groups)},
                                        covariance=shot_covariance(r.counts, observables, groups, shots) if planned else None)

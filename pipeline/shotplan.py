@@ -35,6 +35,7 @@ from scipy.stats import norm
 from qssm.errors import QssmError
 from qssm.models.evaluator import ExactEvaluator, QuantumCall
 from qssm.pipeline.build import build_pipeline
+from qssm.pipeline.delta import row_covariances
 from qssm.pipeline.evaluator import PipelineEvaluator
 from qssm.pipeline.measure import measurement_groups
 from qssm.pipeline.plan import plan_call, plan_segment
@@ -330,26 +331,8 @@ def sensitivity(logits: torch.Tensor, records: list[Record], pool: Pool, k: int 
     with torch.enable_grad():  # callers run under no_grad (inference); the graph is already built
         vals, idx = final_logits(logits).topk(k + 1, dim=-1)
         margins = vals[:, :1] - vals[:, 1:]
-        leaves = [r.values for r in records]
-        grads = [torch.autograd.grad(margins[:, c].sum(), leaves, retain_graph=c < k - 1, allow_unused=True)
-                 for c in range(k)]
-    example, unit, a, rows, offset = [], [], [], [], 0
-    for i, r in enumerate(records):
-        g = torch.stack([torch.zeros_like(r.values) if gr[i] is None else gr[i] for gr in grads])  # (k, ..., K)
-        g = g.reshape(k, len(r.unit), -1).detach().numpy()
-        pair, inv = np.unique(np.stack([r.example, r.unit], 1), axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
-        summed = np.zeros((k, len(pair), g.shape[-1]))
-        np.add.at(summed, (slice(None), inv), g)  # a row used twice in one example: its noise counts once
-        kk = g.shape[-1]
-        cov1 = np.stack([pool.variance(u)[:kk, :kk] for u in pair[:, 1]])  # (P, K, K)
-        a.append(np.einsum("cpk,dpl,pkl->pcd", summed, summed, cov1))
-        example.append(pair[:, 0])
-        unit.append(pair[:, 1])
-        rows.append(offset + inv)
-        offset += len(pair)
-    return Sensitivity(idx[:, 0].numpy(), idx[:, 1:].numpy(), margins.detach().numpy(),
-                       np.concatenate(example), np.concatenate(unit), np.concatenate(a), rows)
+    example, unit, a, rows = row_covariances(margins, records, pool.variance)
+    return Sensitivity(idx[:, 0].numpy(), idx[:, 1:].numpy(), margins.detach().numpy(), example, unit, a, rows)
 
 
 # -- the dry-run plan ------------------------------------------------------------------------------

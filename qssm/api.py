@@ -4,7 +4,7 @@ Qiskit, so the package itself stays light for the command line.
 
     import qssm
     job = qssm.prepare("examples/demo.toml", n=8)     # a spec file, a dict in the TOML layout, or a JobSpec
-    out = qssm.run(job)                                # logits, exact logits, targets, report
+    out = qssm.run(job)                                # logits, their standard errors, exact logits, targets, report
     price = qssm.estimate(job)                         # what `qssm submit` would charge
     job.close()
 """
@@ -28,8 +28,8 @@ from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec, load_spec, parse_spec
 from qssm.jobs.store import JobStore
 from qssm.models import checkpoint
-from qssm.models.evaluator import ExactEvaluator
 from qssm.models.registry import last_logits
+from qssm.pipeline.delta import Recorder, stderr
 
 __all__ = ["Inference", "Job", "JobSpec", "QssmError", "estimate", "job", "load", "logits", "prepare", "run",
            "spec", "submit"]
@@ -107,15 +107,19 @@ def job(job_id: str, *, store: str | Path | None = None) -> dict:
 
 @torch.no_grad()
 def logits(model: nn.Module, inputs: torch.Tensor, backend: str = "exact", shots: int | None = None,
-           seed: int = 1) -> torch.Tensor:
+           seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """A model's scored logits (the last position) for `inputs` on any backend, through the
-    pipeline's default stages: exact values, or `shots` per circuit."""
+    pipeline's default stages, and their standard errors: exact values (errors zero), or `shots`
+    per circuit (each measured value's shot noise carried through the model: the delta method)."""
     if backend == "exact" and not shots:
-        return last_logits(model, inputs)
+        out = last_logits(model, inputs)
+        return out, torch.zeros_like(out)
     model = model.double()
     ev = evaluator_for(backend, shots=shots, seed=seed)
     try:
         x = inputs.double() if inputs.is_floating_point() else inputs
-        return last_logits(model, x, ev if backend != "exact" or shots else ExactEvaluator())
+        recorder = Recorder(ev)
+        out = last_logits(model, x, recorder)
+        return out, stderr(model, x, recorder, out)
     finally:
         ev.execute.backend.close()

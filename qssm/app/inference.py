@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import torch
 from tqdm import tqdm
@@ -22,6 +24,8 @@ from qssm.models.tasks import binomial_stderr
 from qssm.pipeline.adaptive import run_adaptive
 from qssm.pipeline.adaptive import summary as adaptive_summary
 from qssm.pipeline.build import build_pipeline, split_levers
+from qssm.pipeline.delta import Recorder
+from qssm.pipeline.delta import stderr as logit_stderr
 from qssm.pipeline.evaluator import PipelineEvaluator
 from qssm.pipeline.layout import device_layouts
 from qssm.pipeline.mitigation import mitigation_report
@@ -32,13 +36,20 @@ from qssm.pipeline.token_table import build_token_table
 
 @dataclass
 class Inference:
-    """One run of a job: the logits the backend's measurements gave, the exact forward's, and the
-    report (plain data the CLI prints, the report renders and the job store keeps)."""
+    """One run of a job: the logits the backend's measurements gave, their standard errors, the
+    exact forward's, and the report (plain data the CLI prints, the report renders and the job store keeps)."""
 
     logits: torch.Tensor  # (examples, classes) at the scored position
     exact_logits: torch.Tensor
     targets: torch.Tensor
     report: dict
+    errors: Callable[[], torch.Tensor] = field(repr=False)  # computes `stderr` when it is first read
+
+    @cached_property
+    def stderr(self) -> torch.Tensor:
+        """(examples, classes): each measured value's shot noise carried to the logits (the delta method,
+        pipeline/delta.py: a replay of the forward, so only when asked for); zero for exact values."""
+        return self.errors()
 
 
 def evaluator_for(name: str, shots: int | None = None, segment: int = 0, seed: int = 1,
@@ -106,13 +117,18 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if adaptive:  # decision-aware shots: rounds until every example is decided (pipeline/adaptive.py)
         out, info = run_adaptive(model, data.inputs, pipeline, spec.backend)
     else:
-        out = model(data.inputs, ev)
+        recorder = Recorder(ev)
+        out = model(data.inputs, recorder)
     ev.progress.close()
     _check_finite(out, spec, f"the run on {backend.name}")
     wall = time.perf_counter() - started
 
     exact_last = exact_out[:, -1] if exact_out.dim() == 3 else exact_out
     last = out[:, -1] if out.dim() == 3 else out
+    if info:  # the adaptive rounds' own, each example's from its last round
+        stderr = partial(torch.clone, info.pop("logit_stderr"))
+    else:
+        stderr = partial(logit_stderr, model, data.inputs, recorder, last)
     err = (last - exact_last).abs()
     report = {
         "checkpoint": spec.checkpoint,
@@ -160,7 +176,7 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
     if out.dim() == 3:  # a logit per position: the error at every position, for the report's plot
         report["logit_error_by_position"] = (out - exact_out).abs().mean(dim=(0, 2)).tolist()
     report.update(model.report_extras(last, data.targets, data.meta))
-    return Inference(last, exact_last, data.targets, report)
+    return Inference(last, exact_last, data.targets, report, stderr)
 
 
 def _check_finite(logits: torch.Tensor, spec: JobSpec, where: str) -> None:
