@@ -125,7 +125,9 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) ->
         row["columns"][name] = column(r, infinite)
         pred = curve[shots]
         measured = row["columns"][name]["agreement_infinite"]
-        se = math.sqrt(pred["flip_sd"] ** 2 + 0.25) / n  # the plan's own spread, half an example for discreteness
+        # one run's agreement spreads as the plan's draws do (flip_sd: errors shared by examples move them
+        # together), the prediction by that over the square root of its draws; half an example for discreteness
+        se = math.sqrt(pred["flip_sd"] ** 2 * (1 + 1 / max(plan.get("mc_draws") or 1, 1)) + 0.25) / n
         row["plan_check"][str(shots)] = {"predicted": pred["agreement_noisy"], "predicted_linear": pred["agreement_noisy_linear"],
                                          "measured": measured, "se": se, "within_2se": abs(pred["agreement_noisy"] - measured) <= 2 * se}
         save(row)
