@@ -43,4 +43,4 @@ test-all: install $(CHROMIUM) data
 
 bench: install
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench

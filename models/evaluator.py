@@ -60,7 +60,7 @@ class Evaluator(Protocol):
 _PROGRAMS: OrderedDict[tuple, object] = OrderedDict()
 
 
-def _program(call: QuantumCall):
+def fused_program(call: QuantumCall):
     """compile_ops fuses the weight-only gates into unitaries. At inference the weights are fixed,
     so the fused program is cached: re-fusing was 6.6 ms of an 8 ms QMamba layer call. The key is
     the weights' values (a copy of a few hundred bytes, about a microsecond), not their storage: a
@@ -97,7 +97,7 @@ class ExactEvaluator:
         return [self._one(c) for c in calls]
 
     def _one(self, call: QuantumCall) -> torch.Tensor:
-        prog = _program(call)
+        prog = fused_program(call)
         if not call.sequential:
             flat = call.inputs.reshape(-1, call.inputs.shape[-1])
             out = self.expect(run_program(prog, flat), call)

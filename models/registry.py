@@ -221,7 +221,7 @@ NOISE_TUNING: dict[str, NoiseTuning] = {
     # -68% logit error on fake_fez, noisy accuracy +0.30 +- 0.16 images over the base's (20 simulator
     # seeds). Every gradient recipe measured after it (circuits, encoder or only the readout; labels
     # or teacher; 60-150 steps, lr 3e-3-1e-2; 3 tuning seeds) buys at most 2 more points of logit
-    # error and gives back 0.1-4 images (bench/noise_tuning_variants.json, README "Noise-aware
+    # error and gives back 0.1-4 images (bench/experiments/noise_tuning_variants.json, README "Noise-aware
     # fine-tuning"), so QLAM's recipe is the normalization alone: no gradient step unless --steps N
     # asks for one, which then distils only the readout (rms gains, linear head) on the device's noise.
     "qlam-digits": NoiseTuning(lr=5e-4, steps=100, readout_norm="rms"),

@@ -146,7 +146,7 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
 LENGTH_MULTIPLES = {"haystack": (1, 2, 4, 8), "pattern": (1, 2, 4, 8)}
 
 
-def _by_depth(correct: np.ndarray, depth: np.ndarray) -> dict[str, float]:
+def accuracy_by_depth(correct: np.ndarray, depth: np.ndarray) -> dict[str, float]:
     """Accuracy by needle depth quartile (depth 0 = needle at the start, far from the query)."""
     bins = np.minimum((depth * 4).astype(int), 3)
     return {f"{q / 4:.2f}-{(q + 1) / 4:.2f}": float(correct[bins == q].mean()) if (bins == q).any() else float("nan")
@@ -170,7 +170,7 @@ def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: 
     logits = predict(model, batch, evaluator)
     out = {"accuracy": accuracy(logits, batch.targets), "n_examples": len(batch.targets)}
     if task["name"] == "haystack":
-        out["by_depth"] = _by_depth((logits.argmax(-1) == batch.targets).numpy(), batch.meta["depth"])
+        out["by_depth"] = accuracy_by_depth((logits.argmax(-1) == batch.targets).numpy(), batch.meta["depth"])
     if task["name"] in LENGTH_MULTIPLES and lengths:
         out["by_length"], depth = {}, {}
         for mult in LENGTH_MULTIPLES[task["name"]]:
@@ -179,7 +179,7 @@ def evaluate(model, cfg: ModelConfig, evaluator: Evaluator | None = None, seed: 
             lg = predict(model, b, evaluator) if mult > 1 else logits
             out["by_length"][str(T)] = accuracy(lg, b.targets)
             if "depth" in b.meta:
-                depth[str(T)] = _by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
+                depth[str(T)] = accuracy_by_depth((lg.argmax(-1) == b.targets).numpy(), b.meta["depth"])
         if depth:
             out["by_depth_length"] = depth
     out["examples_run"] = out["n_examples"] * len(out.get("by_length", {None: 0}))  # every length's test set

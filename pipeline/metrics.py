@@ -41,7 +41,8 @@ def two_qubit_count(circuit: QuantumCircuit) -> int:
     return sum(1 for inst in circuit.data if inst.operation.num_qubits == 2 and inst.operation.name != "barrier")
 
 
-def _props(target: Target, name: str, qubits: tuple[int, ...]):
+def instruction_properties(target: Target, name: str, qubits: tuple[int, ...]):
+    """The target's InstructionProperties (error, duration) of `name` on `qubits`, or None."""
     if name not in target.operation_names:
         return None
     try:
@@ -84,7 +85,7 @@ def circuit_metrics(
             continue
         qargs = tuple(index[q] for q in inst.qubits)
         active.update(qargs)
-        props = _props(target, op.name, qargs)
+        props = instruction_properties(target, op.name, qargs)
         log_success += _log1m(props.error if props is not None else None)
         if op.name == "delay":
             dur = float(op.duration or 0) * (target.dt or 0.0) if op.unit == "dt" else 0.0
@@ -94,7 +95,7 @@ def circuit_metrics(
         for q in qargs:
             busy[q] = start + dur
     for q in measured:  # final readout: the backend appends a measurement on each measured qubit
-        props = _props(target, "measure", (q,))
+        props = instruction_properties(target, "measure", (q,))
         if props is not None:
             log_success += _log1m(props.error)
             busy[q] = busy.get(q, 0.0) + (props.duration or 0.0)

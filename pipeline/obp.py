@@ -24,7 +24,7 @@ import torch
 from qiskit.quantum_info import Pauli
 
 from qssm.circuits.templates import memory_template
-from qssm.models.evaluator import QuantumCall, _program
+from qssm.models.evaluator import QuantumCall, fused_program
 from qssm.models.statevector import pauli_masks, run_program
 from qssm.pipeline.plan import make_batch
 from qssm.pipeline.tomography import tomography_paulis
@@ -69,7 +69,7 @@ def pauli_coefficients(a) -> np.ndarray:
 @torch.no_grad()
 def step_unitaries(call: QuantumCall, first: int, steps: int) -> np.ndarray:
     """(B, d, d) unitary of memory steps [first, first + steps) for every sequence."""
-    prog = _program(call)
+    prog = fused_program(call)
     b = call.inputs.shape[0]
     d = 2**call.n_qubits
     state = torch.eye(d, dtype=torch.complex128).repeat(b, 1)  # row (seq, j) = |j>

@@ -1,31 +1,17 @@
-"""Smoke test of the benchmark (bench/run.py): every row runs at tiny sizes, the table and its JSON
-have the documented structure, and every ratio is a positive finite number."""
+"""Smoke test of the speed suite (bench/speed/suite.py, `python -m bench`): every row runs at tiny
+sizes, the table and its JSON have the documented structure, and every ratio is a positive finite
+number."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from bench.speed import suite as R
 
-
-def _load():
-    if "qssm_bench_run" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("qssm_bench_run", BENCH / "run.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["qssm_bench_run"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["qssm_bench_run"]
-
-
-R = _load()
-C = R.C
 TINY = dataclasses.replace(R.QUICK, mode="tiny", compile_T=(8,), compile_sample=4, noisy_device="fake_manila",
                            noisy_sequences=1, naive_bindings=3, exact_batch=4, trips_new_tokens=2)
 

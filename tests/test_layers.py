@@ -96,7 +96,7 @@ def test_the_command_line_starts_without_torch():
     assert out.stdout.strip() == "False"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "qssm.cli", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - start < 5  # a loose bound for a loaded machine; bench/cli_startup.py measures
+    assert time.perf_counter() - start < 5  # a loose bound for a loaded machine; bench/speed/cli_startup.py measures
 
 
 def test_every_command_registers():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from bench.experiments import shots as shots_bench
 from qssm.app import plan as app_plan
 from qssm.backends.registry import get_backend
 from qssm.jobs.spec import parse_spec
@@ -121,20 +122,13 @@ def test_plan_curve_recommends_the_smallest_shots_meeting_the_confidence():
 
 
 def test_bench_shots_row_runs_at_a_tiny_size():
-    """bench/shots.py at 6 images and one adaptive seed: every column, its prices and the checks."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "shots.py"
-    spec_ = importlib.util.spec_from_file_location("bench_shots", path)
-    bench = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(bench)
-    row = bench.one_row("qlam-digits-chain", "dm:fake_fez", 6, 1)
+    """bench/experiments/shots.py at 6 images and one adaptive seed: every column, its prices and the checks."""
+    row = shots_bench.one_row("qlam-digits-chain", "dm:fake_fez", 6, 1)
     assert {"fixed 4000", "fixed 16", "adaptive", "floor"} <= set(row["columns"])
     assert row["columns"]["fixed 4000"]["shots_mean"] == pytest.approx(4000 * 24, rel=0.05)
     assert row["columns"]["fixed 4000"]["garnet_usd_per_example"] > row["columns"]["fixed 16"]["garnet_usd_per_example"]
     assert set(row["acceptance"]) >= {"accuracy_vs_4000", "mean_below_fixed_64", "confidence_honoured"}
-    assert "| qlam-digits-chain | dm:fake_fez | adaptive |" in bench.table([row])
+    assert "| qlam-digits-chain | dm:fake_fez | adaptive |" in shots_bench.table([row])
 
 
 def test_drawn_errors_are_binomial_means_with_the_rows_moments():

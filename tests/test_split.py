@@ -19,7 +19,7 @@ from qssm.circuits.stateprep import n_prep_params, prep_circuit
 from qssm.circuits.templates import memory_template
 from qssm.jobs.spec import parse_spec
 from qssm.models import checkpoint
-from qssm.models.evaluator import _program
+from qssm.models.evaluator import fused_program
 from qssm.models.statevector import pauli_expectations, run_program
 from qssm.models.tasks import test_set
 from qssm.pipeline.compile import CompileOptions, compile_circuit
@@ -37,7 +37,7 @@ def handoff_states(path: str, n: int, token: int = 4) -> np.ndarray:
     x = test_set(model.cfg.task, 10007).inputs[:n].double()
     with torch.no_grad():
         call = model.memory_call(x)
-        prog, state = _program(call), None
+        prog, state = fused_program(call), None
         for t in range(token):
             state = run_program(prog, call.inputs[:, t], state)
     return state.numpy()
@@ -191,7 +191,7 @@ def _frontier():
     from qssm.app.auto import FRONTIER
 
     if not FRONTIER.exists():
-        pytest.skip("no measured frontier (bench/qlam_split.py --frontier)")
+        pytest.skip("no measured frontier (python -m bench.generate.qlam_split --frontier)")
     return json.loads(FRONTIER.read_text())
 
 

@@ -4,7 +4,7 @@ a target within the shot budget (docs/architecture.md, "QLAM segments").
 For every candidate (one circuit; segments of 1, 2, 4 tokens with the spec's hand-off; OBP of 1 or
 2 steps) the deepest circuit of a round trip is transpiled for the target and its estimated success
 probability S taken (pipeline/metrics.py: the product of (1 - error) over gates and readout). The
-measured frontier (bench/qlam_split.py, shipped as qssm/app/qlam_frontier.json) gives accuracy:
+measured frontier (bench/generate/qlam_split.py, shipped as qssm/app/qlam_frontier.json) gives accuracy:
 - measured on this target with this split: the measurement itself;
 - else measured with this split on other targets: a monotone (isotonic) fit of accuracy against S
   over those, anchored at (0, chance) and (1, exact). Per split, because S of the deepest circuit

@@ -119,7 +119,7 @@ def build_report(spec, targets: list[str] | None, shots: list[int], segments: li
 
 
 def measured_frontier(checkpoint_path: str) -> list[dict]:
-    """The shipped measurements (bench/qlam_split.py -> qssm/app/qlam_frontier.json) for every QLAM
+    """The shipped measurements (bench/generate/qlam_split.py -> qssm/app/qlam_frontier.json) for every QLAM
     checkpoint, as the report's accuracy-against-cost section: this model's levers beside the others."""
     if not FRONTIER.exists():
         return []

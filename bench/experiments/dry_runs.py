@@ -1,9 +1,9 @@
 """Noisy dry runs of the shipped checkpoints on every device snapshot at three shot counts, on
 whole test sets (at least 200 examples per cell).
 
-    python bench/dry_runs.py [--checkpoints a,b] [--backends dm:fake_fez,...] [--shots 500,2000,8000]
-                             [--n 200] [--json bench/dry_runs.json]
-    python bench/dry_runs.py --render   # the README table from the JSON
+    python -m bench.experiments.dry_runs [--checkpoints a,b] [--backends dm:fake_fez,...] [--shots 500,2000,8000]
+                                         [--n 200] [--json bench/experiments/dry_runs.json]
+    python -m bench.experiments.dry_runs --render   # the README table from the JSON
 
 Prints accuracy with its standard error (and exact accuracy on the same examples), agreement with
 the exact predictions, mean logit error against exact, and wall time per run: the README's table.
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import time
+from pathlib import Path
 
 import torch
 
-from qssm.app.inference import run_inference
+from bench.harness import job_spec, run_job
 from qssm.errors import QssmError
-from qssm.jobs.spec import parse_spec
 
 CHECKPOINTS = "qmamba-haystack,qmamba-haystack-varlen,qlam-digits,qlam-digits-chain"
 BACKENDS = "dm:fake_fez,dm:fake_torino,dm:fake_sherbrooke,dm:iqm_garnet,dm:rigetti_ankaa3,dm:ionq_forte"
@@ -51,7 +49,7 @@ def main() -> None:
     ap.add_argument("--backends", default=BACKENDS)
     ap.add_argument("--shots", default="500,2000,8000")
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--json", default="bench/dry_runs.json")
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "dry_runs.json"))
     ap.add_argument("--render", action="store_true")
     args = ap.parse_args()
     if args.render:
@@ -65,19 +63,17 @@ def main() -> None:
     for name in args.checkpoints.split(","):
         for backend in args.backends.split(","):
             for shots in map(int, args.shots.split(",")):
-                spec = parse_spec({"model": {"checkpoint": f"checkpoints/{name}.safetensors"}, "data": {"n": args.n},
-                                   "backend": {"name": backend, "shots": shots}})
-                start = time.perf_counter()
                 try:
-                    r = run_inference(spec, progress=False)
+                    done = run_job(job_spec(name, backend, args.n, shots))
                 except QssmError as e:  # e.g. more shots than the device allows: say so, keep going
                     print(f"{name:<24}{backend:<22}{shots:>6}  refused: {e}", flush=True)
                     continue
+                r = done.report
                 p, n = r["accuracy"], r["n_examples"]
                 row = {"checkpoint": name, "backend": backend, "shots": shots, "n": n, "accuracy": p,
-                       "accuracy_stderr": math.sqrt(p * (1 - p) / n), "exact_accuracy": r["exact_accuracy"],
+                       "accuracy_stderr": r["accuracy_stderr"], "exact_accuracy": r["exact_accuracy"],
                        "agreement": r["agreement"], "logit_error_mean": r["logit_error_mean"],
-                       "seconds": time.perf_counter() - start}
+                       "seconds": done.seconds}
                 rows = [r for r in rows if (r["checkpoint"], r["backend"], r["shots"]) != (name, backend, shots)]
                 rows.append(row)
                 print(f"{name:<24}{backend:<22}{shots:>6}{n:>5}{p:>7.3f}{row['accuracy_stderr']:>6.3f}"

@@ -1,7 +1,7 @@
 """How fast the command line starts: `qssm --help` (median of 5 wall-clock runs) beside the floor of
 a bare interpreter and the cost of the imports `--help` no longer pays (torch, Qiskit).
 
-    python bench/cli_startup.py [--repeats 5]
+    python -m bench.speed.cli_startup [--repeats 5]
 """
 
 from __future__ import annotations

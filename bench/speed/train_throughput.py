@@ -1,6 +1,6 @@
 """Training throughput (sequences per second) of each preset, forward + backward + Adam step.
 
-    python bench/train_throughput.py [--steps 20] [--repeats 5]
+    python -m bench.speed.train_throughput [--steps 20] [--repeats 5]
 
 Prints a table of medians over repeats; machines are noisy, so compare ratios within one run.
 """

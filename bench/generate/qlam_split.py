@@ -1,7 +1,8 @@
 """QLAM on noisy devices: what each lever buys (the README's table and the report's frontier).
 
-    python bench/qlam_split.py [--n 200] [--shots 4000] [--targets dm:fake_fez,...] [--rows a,b]
-    python bench/qlam_split.py --render        # print the README table from bench/qlam_split.json
+    python -m bench.generate.qlam_split [--n 200] [--shots 4000] [--targets dm:fake_fez,...] [--rows a,b]
+    python -m bench.generate.qlam_split --render      # the README table from bench/generate/qlam_split.json
+    python -m bench.generate.qlam_split --frontier    # write qssm/app/qlam_frontier.json from it
 
 Every row runs the whole pipeline (plan -> compile -> zne -> measure -> readout -> dispatch) on the
 dm: backends: qssm's exact noisy density-matrix engine with the same noise as Aer's device models
@@ -12,7 +13,7 @@ two-qubit gate count of any circuit sent, circuits and shots per image, and esti
 image = sum over circuits of shots x (duration + 250 us repetition delay) / n. Hand-off rows also
 record the fidelity of each hand-off's estimate to the exact state: of the physical (mixed) estimate,
 <psi|rho|psi>, and of its dominant eigenvector (purification) or fitted pure state.
-Results are appended to bench/qlam_split.json as each run finishes.
+Results are appended to bench/generate/qlam_split.json as each run finishes.
 """
 
 from __future__ import annotations
@@ -20,14 +21,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from qiskit.circuit import ParameterVector
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "qlam_split.json"
+from bench.harness import ROOT, job_spec, run_job
+from qssm.app.auto import transpile_estimate
+from qssm.backends.registry import get_backend
+from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
+from qssm.circuits.stateprep import n_prep_params, prep_circuit
+from qssm.circuits.templates import memory_template
+from qssm.jobs.spec import parse_spec
+from qssm.models import checkpoint
+from qssm.models.evaluator import fused_program
+from qssm.models.statevector import run_program
+from qssm.models.tasks import first_test_examples
+from qssm.pipeline.compile import CompileCache, CompileOptions, compile_circuit
+from qssm.pipeline.metrics import instruction_properties, two_qubit_count
+from qssm.pipeline.tomography import physical_state
+
+OUT = Path(__file__).resolve().parent / "qlam_split.json"
 REP_DELAY_US = 250.0  # IBM's default repetition delay; the same assumption for every target
 RING, CHAIN = "qlam-digits", "qlam-digits-chain"
 SHALLOW = {"prep": "shallow"}
@@ -67,8 +82,6 @@ class Costs:
         self.qpu_seconds = 0.0
 
     def __call__(self, event) -> None:
-        from qssm.pipeline.metrics import two_qubit_count
-
         if event.stage != "dispatch":
             return
         for b in event.batches:
@@ -81,19 +94,14 @@ class Costs:
 
 
 def exact_states(model, inputs, token: int) -> np.ndarray:
-    from qssm.models.evaluator import _program
-    from qssm.models.statevector import run_program
-
     call = model.memory_call(inputs)
-    prog, state = _program(call), None
+    prog, state = fused_program(call), None
     for t in range(token):
         state = run_program(prog, call.inputs[:, t], state)
     return state.detach().numpy()
 
 
 def handoff_fidelities(model, inputs, handoffs: list[dict]) -> dict:
-    from qssm.pipeline.tomography import physical_state
-
     mixed, pure, prep = [], [], []
     for h in handoffs:
         psi = exact_states(model, inputs, h["token"])
@@ -107,49 +115,27 @@ def handoff_fidelities(model, inputs, handoffs: list[dict]) -> dict:
 
 
 def run_row(name: str, target: str, n: int, shots: int) -> dict:
-    from qssm.app.inference import run_inference
-    from qssm.app.job import backend_for
-    from qssm.jobs.spec import parse_spec
-    from qssm.models import checkpoint
-    from qssm.models.tasks import first_test_examples
-    from qssm.pipeline.build import build_pipeline
-
     ck, split, mitigation, label = ROWS[name]
-    spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
-                       "backend": {"name": target, "shots": shots}, "split": split, "mitigation": mitigation})
-    model = checkpoint.load(spec.checkpoint)[0]
-    pipeline = build_pipeline(spec, backend_for(spec), model=model)
-    costs = Costs()
-    pipeline.observe(costs)
-    seen = []
-    start = time.perf_counter()
-    r = run_inference(spec, pipeline=pipeline, progress=False,
-                      inspect=lambda ev: (setattr(ev, "keep_states", True), seen.append(ev)))
-    p = r["accuracy"]
+    costs, seen = Costs(), []
+    done = run_job(job_spec(ck, target, n, shots, split=split, mitigation=mitigation), [costs],
+                   inspect=lambda ev: (setattr(ev, "keep_states", True), seen.append(ev)))
+    r = done.report
     row = {"row": name, "label": label, "checkpoint": ck, "target": target, "n": r["n_examples"], "shots": shots,
-           "split": split, "mitigation": mitigation, "accuracy": p, "accuracy_stderr": math.sqrt(p * (1 - p) / r["n_examples"]),
+           "split": split, "mitigation": mitigation, "accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"],
            "exact_accuracy": r["exact_accuracy"], "logit_error_mean": r["logit_error_mean"],
            "max_two_qubit": costs.max_two_qubit, "circuits_per_image": r["executions"] / r["n_examples"],
            "shots_per_image": r["total_shots"] / r["n_examples"], "qpu_seconds_per_image": costs.qpu_seconds / r["n_examples"],
            "round_trips": r["round_trips"], "purity": r.get("mean_segment_purity"),
            "obp_truncation_bound": r.get("obp_truncation_bound"), "obp_terms": r.get("obp_terms"),
-           "wall_seconds": time.perf_counter() - start}
+           "wall_seconds": done.seconds}
     if seen and seen[0].handoff_states:
-        inputs = first_test_examples(model.cfg.task, spec.data.n, spec.data.seed, spec.data.T or None).inputs
-        row.update(handoff_fidelities(model.double(), inputs, seen[0].handoff_states))
+        row.update(handoff_fidelities(done.job.model, done.job.data.inputs, seen[0].handoff_states))
     return row
 
 
 def frontier(rows: list[dict]) -> list[dict]:
     """The measured points pipeline/auto.py predicts from: each row with the estimated success
     probability of its deepest circuit on its target (the transpilation estimate)."""
-
-    from qssm.app.auto import transpile_estimate
-    from qssm.backends.registry import get_backend
-    from qssm.jobs.spec import parse_spec
-    from qssm.models import checkpoint
-    from qssm.models.tasks import first_test_examples
-    from qssm.pipeline.compile import CompileCache, CompileOptions
 
     out, caches = [], {}
     for r in rows:
@@ -177,23 +163,10 @@ def noise_budget(targets=TARGETS) -> list[dict]:
     two-qubit gates, over one-qubit gates, and over the readout of the 6 measured qubits. Idle time
     costs nothing in these noise models (circuits are not scheduled: relaxation acts during gates),
     so the duration is shown beside them: a real device adds T1/T2 decay over it."""
-    import math as m
-
-    from qiskit.circuit import ParameterVector
-
-    from qssm.backends.registry import get_backend
-    from qssm.circuits.shallow_prep import hea_circuit, n_hea_params
-    from qssm.circuits.stateprep import n_prep_params, prep_circuit
-    from qssm.models import checkpoint
-    from qssm.pipeline.compile import CompileOptions, compile_circuit
-    from qssm.pipeline.metrics import _props
-
     circuits = {}
     for ck in (RING, CHAIN):
         model = checkpoint.load(ROOT / "checkpoints" / f"{ck}.safetensors")[0].double()
         call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim, dtype=torch.float64))
-        from qssm.circuits.templates import memory_template
-
         circuits[f"{ck} step"] = memory_template(call, 1).circuit
     circuits["Moettoenen prep"] = prep_circuit(6, ParameterVector("p", n_prep_params(6)))
     circuits["shallow prep (12 layers)"] = hea_circuit(6, 12, ParameterVector("p", n_hea_params(6, 12)))
@@ -205,13 +178,13 @@ def noise_budget(targets=TARGETS) -> list[dict]:
             isa, index = c.circuit, {q: i for i, q in enumerate(c.circuit.qubits)}
             logs = {"2q": 0.0, "1q": 0.0}
             for inst in isa.data:
-                props = _props(backend.target, inst.operation.name, tuple(index[q] for q in inst.qubits))
+                props = instruction_properties(backend.target, inst.operation.name, tuple(index[q] for q in inst.qubits))
                 if props is not None and props.error:
-                    logs["2q" if inst.operation.num_qubits == 2 else "1q"] += m.log1p(-props.error)
-            ro = sum(m.log1p(-(_props(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
+                    logs["2q" if inst.operation.num_qubits == 2 else "1q"] += math.log1p(-props.error)
+            ro = sum(math.log1p(-(instruction_properties(backend.target, "measure", (q,)).error or 0)) for q in c.layout)
             out.append({"target": t, "circuit": name, "two_qubit": c.metrics["two_qubit"],
-                        "error_2q": 1 - m.exp(logs["2q"]), "error_1q": 1 - m.exp(logs["1q"]),
-                        "error_readout": 1 - m.exp(ro), "duration_us": c.metrics["duration_us"],
+                        "error_2q": 1 - math.exp(logs["2q"]), "error_1q": 1 - math.exp(logs["1q"]),
+                        "error_readout": 1 - math.exp(ro), "duration_us": c.metrics["duration_us"],
                         "success_estimate": c.metrics["success_probability"]})
     return out
 
@@ -245,7 +218,7 @@ def main() -> None:
         return
     if args.budget:
         rows = noise_budget()
-        (ROOT / "bench" / "qlam_noise_budget.json").write_text(json.dumps(rows, indent=1))
+        (OUT.parent / "qlam_noise_budget.json").write_text(json.dumps(rows, indent=1))
         print("| target | circuit | 2q gates | 2q error | 1q error | readout error | duration us | est. success |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:

@@ -1,7 +1,7 @@
 """Noisy simulation: backends/dmsim.py (the torch density-matrix engine) against the libraries it
 replaces, measured side by side in one run.
 
-    python bench/noisy_sim.py [--bindings 128] [--repeats 3] [--json out.json]
+    python -m bench.speed.noisy_sim [--bindings 128] [--repeats 3] [--json out.json]
 
 (1) QMamba (qmamba-haystack) layer templates on FakeFez, compacted with qssm's noise model, N
     bindings: exact values (engine vs Aer's density-matrix EstimatorV2, one PUB per batch) and
@@ -28,36 +28,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from qiskit.quantum_info import SparsePauliOp
+from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Row, check, environment, fmt_seconds, median, render, times  # noqa: E402
-
-from qssm.backends import devices, dmsim  # noqa: E402
-from qssm.backends.aer import active_noise_model, compact  # noqa: E402
-from qssm.backends.fake_devices import fake_backend  # noqa: E402
-from qssm.backends.noise import noise_from_aer  # noqa: E402
-from qssm.backends.sampling import bitarray_outcomes, histograms  # noqa: E402
-from qssm.pipeline.measure import expectations, measurement_groups, parity_masks, with_measurement  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from bench.harness import ROOT, Row, check, environment, fmt_seconds, median, render, times
+from qssm.backends import devices, dmsim
+from qssm.backends.aer import active_noise_model, compact
+from qssm.backends.fake_devices import fake_backend
+from qssm.backends.noise import noise_from_aer
+from qssm.backends.sampling import bitarray_outcomes, histograms
+from qssm.circuits.templates import memory_template, model_templates
+from qssm.models import checkpoint
+from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch, transpile
+from qssm.pipeline.measure import expectations, measurement_groups, parity_masks, with_measurement
+from qssm.pipeline.plan import make_batch
 
 # ---- circuits ------------------------------------------------------------------------------------
 
 
 def _model(name: str):
-    from qssm.models import checkpoint
-
     return checkpoint.load(ROOT / "checkpoints" / f"{name}.safetensors")[0]
 
 
 def _compacted(template, target):
     """(circuit, observables, active physical qubits) of a template transpiled for `target` and
     compacted onto its active qubits, as backends/aer.py runs it."""
-    from qiskit.quantum_info import SparsePauliOp
-
-    from qssm.pipeline.compile import CompileOptions, transpile
-
     isa, _ = transpile(template.circuit, target, CompileOptions(2, 7))
     obs = [SparsePauliOp(label).apply_layout(isa.layout) for label in template.observables]
     circuit, obs, active = compact(isa, obs)
@@ -95,14 +90,10 @@ class Case:
         return {"backend_options": {"method": "density_matrix", "noise_model": self.model}}
 
     def aer_exact(self, rows) -> np.ndarray:
-        from qiskit_aer.primitives import EstimatorV2
-
         res = EstimatorV2(options=self._options()).run([(self.circuit, [self.observables], rows[:, None, :])]).result()
         return np.asarray(res[0].data.evs).reshape(len(rows), -1)
 
     def aer_sampled(self, rows, shots: int, seed: int) -> np.ndarray:
-        from qiskit_aer.primitives import SamplerV2
-
         pubs = [(with_measurement(self.circuit, g), rows, shots) for g in self.groups]
         res = SamplerV2(options=self._options(), seed=seed).run(pubs).result()
         counts = [histograms(bitarray_outcomes(r.data.meas), len(g.support)) for r, g in zip(res, self.groups)]
@@ -121,8 +112,6 @@ def _timed(fn, repeats: int) -> float:
 
 
 def qmamba_fez(bindings: int, repeats: int) -> tuple[list[Row], dict]:
-    from qssm.circuits.templates import model_templates
-
     target = fake_backend("fake_fez").target
     cases = []
     for t in model_templates(_model("qmamba-haystack")):
@@ -147,8 +136,6 @@ def qmamba_fez(bindings: int, repeats: int) -> tuple[list[Row], dict]:
 
 
 def qlam_fez(bindings: int, aer_bindings: int) -> tuple[list[Row], dict]:
-    from qssm.circuits.templates import memory_template
-
     model = _model("qlam-digits")
     call = model.memory_call(torch.zeros(1, 1, model.cfg.input_dim))
     target = fake_backend("fake_fez").target
@@ -188,16 +175,12 @@ def qlam_fez(bindings: int, aer_bindings: int) -> tuple[list[Row], dict]:
 
 
 def braket_garnet(bindings: int, repeats: int) -> tuple[list[Row], dict]:
-    from qssm.backends.braket import BraketBackend
-    from qssm.circuits.templates import model_templates
-    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.types import CircuitBatch
+    from qssm.backends.braket import BraketBackend  # braket's SDK: heavy, and only measurement (3) needs it
 
     template = model_templates(_model("qmamba-haystack"))[0]
     backend = BraketBackend("braket:local_dm:iqm_garnet")
     rows = _rows(template.circuit, bindings, seed=3)
-    batch = compile_batch(CircuitBatch(template, rows, np.arange(bindings), None), backend, CompileOptions(2, 7),
-                          CompileCache())
+    batch = compile_batch(make_batch(template, rows, None), backend, CompileOptions(2, 7), CompileCache())
     circuit, obs, active = compact(batch.circuit, batch.observables)
     case = Case(circuit, obs, devices.aer_noise_model("iqm_garnet", active))
     ro = np.array(devices.readout_errors("iqm_garnet", active))

@@ -1,7 +1,7 @@
 """Dask on paper: the wall time of a sweep that outgrows one machine, projected from costs measured
 here on LocalClusters of 1 and 2 workers.
 
-    python bench/cluster.py [--images 20] [--json bench/cluster.json]
+    python -m bench.speed.cluster [--images 20] [--json bench/speed/cluster.json]
 
 The sweep: qlam-smnist (sMNIST, 1,000 test images, 14 tokens, 6 qubits) on 4 device snapshots
 (dm:fake_fez, dm:fake_torino, dm:fake_sherbrooke, dm:iqm_garnet) at 3 shot counts (500, 2000,
@@ -29,14 +29,12 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
+from bench import harness as C
+from qssm.backends.cluster import local_cluster
 
 TARGETS = ("dm:fake_fez", "dm:fake_torino", "dm:fake_sherbrooke", "dm:iqm_garnet")
 SHOTS = (500, 2000, 8000)
@@ -44,18 +42,12 @@ IMAGES = 1000
 
 
 def spec(images: int, backend: str = "dm:fake_fez", shots: int = 2000, cluster: str = ""):
-    from qssm.jobs.spec import parse_spec
-
-    return parse_spec({"model": {"checkpoint": str(C.ROOT / "checkpoints" / "qlam-smnist.safetensors")},
-                       "data": {"n": images}, "backend": {"name": backend, "shots": shots, "cluster": cluster}})
+    return C.job_spec("qlam-smnist", backend, images, shots, cluster=cluster)
 
 
 def run(s) -> tuple[float, dict]:
-    from qssm.app.inference import run_inference
-
-    start = time.perf_counter()
-    r = run_inference(s, progress=False)
-    return time.perf_counter() - start, r
+    r = C.run_job(s)
+    return r.seconds, r.report
 
 
 def serial(r: dict, wall: float) -> float:
@@ -64,8 +56,6 @@ def serial(r: dict, wall: float) -> float:
 
 
 def measure(images: int) -> dict:
-    from qssm.backends.cluster import local_cluster
-
     out = {"images": images}
     run(spec(2))  # warm-up: noise models, programs, imports
     wall, r = run(spec(images))

@@ -1,6 +1,6 @@
 """Two-qubit gates and swaps per circuit after transpilation: ring vs chain entanglers.
 
-    python bench/entanglers.py [--json out.json] [--levels 2] [--steps 1,4]
+    python -m bench.experiments.entanglers [--json out.json] [--levels 2] [--steps 1,4]
 
 For every QLAM checkpoint given (default: qlam-digits and qlam-digits-chain when present) the
 memory template of k steps is transpiled with qssm.pipeline.compile.transpile (preset pass
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bench.harness import ROOT
 from qssm.backends.devices import device_target
 from qssm.backends.fake_devices import fake_backend
 from qssm.circuits.templates import memory_template, subcircuit_template
@@ -27,8 +28,6 @@ from qssm.models import checkpoint
 from qssm.models.registry import build_model, preset
 from qssm.pipeline.compile import CompileOptions, transpile
 from qssm.pipeline.metrics import two_qubit_count
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TARGETS = ("fake_fez", "fake_sherbrooke", "iqm_garnet", "rigetti_ankaa3")
 

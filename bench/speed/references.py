@@ -1,127 +1,18 @@
-"""Shared pieces of the benchmark (bench/run.py): timing, the results table, and the two reference
-implementations the exact-inference row compares against (PennyLane, and a hand-fused torch floor).
-
-Timings are medians over repeats after one warm-up; machines are noisy, so only ratios measured
-side by side in one run are quoted. Every measurement runs with torch.set_num_threads(1).
+"""The reference implementations the speed suite's exact-inference rows (c1-c4) compare qssm
+against: the model's sub-circuits as PennyLane TorchLayers, and a hand-fused batched statevector
+floor; plus the recorder that captures a model's quantum calls to replay them in isolation.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import os
-import platform
-import statistics
-import subprocess
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from qssm.models.evaluator import ExactEvaluator, QuantumCall, z_labels
-from qssm.models.statevector import _bits, compile_ops, default_device, phi, rotation_matrix
-
-ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
-
-
-# ---- timing ---------------------------------------------------------------------------------
-
-
-def times(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
-    """Wall-clock seconds of `repeats` calls of fn, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def median(xs: Sequence[float]) -> float:
-    return float(statistics.median(xs))
-
-
-def fmt_seconds(s: float) -> str:
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} us"
-
-
-# ---- the results table ----------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the table. `ratio` is comparison / qssm (a speedup) unless `ratio_def` says
-    otherwise; `goal` is the threshold the ratio is checked against (None: informational)."""
-
-    key: str  # "a1", "b", ...
-    what: str
-    qssm: float  # seconds (or a count when unit == "trips")
-    other: float
-    unit: str  # "s" | "s/binding" | "trips"
-    ratio: float
-    ratio_def: str  # e.g. "naive/qssm"
-    goal: str = ""  # e.g. ">= 100"; "" = no goal
-    met: bool | None = None
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def cells(self) -> list[str]:
-        show = (lambda v: f"{v:g}") if self.unit == "trips" else fmt_seconds
-        suffix = "" if self.unit in ("s", "trips") else f" /{self.unit.split('/')[-1]}"
-        met = "" if self.met is None else ("met" if self.met else "NOT met")
-        return [self.key, self.what, show(self.qssm) + suffix, show(self.other) + suffix,
-                f"{self.ratio:.3g}x {self.ratio_def}", f"{self.goal} {met}".strip()]
-
-
-def check(ratio: float, goal: str) -> bool | None:
-    if not goal:
-        return None
-    op, value = goal.split()
-    return {">=": ratio >= float(value), "<=": ratio <= float(value), "==": math.isclose(ratio, float(value))}[op]
-
-
-def render(rows: list[Row], env: dict) -> str:
-    head = ["row", "measurement", "qssm", "comparison", "ratio", "goal"]
-    body = [r.cells() for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [f"qssm bench  {env['date']}  {env['cpu']}  torch {env['torch']} on {env.get('device', 'cpu')}, "
-           f"{env['threads']} thread(s) (torch.set_num_threads(1) for every measurement)  mode: {env['mode']}  "
-           f"load average at start {env.get('load_average')}",
-           line(head), line(["-" * w for w in widths])]
-    out += [line(c) for c in body]
-    notes = [f"  {r.key}: {r.note}" for r in rows if r.note]
-    if notes:
-        out += ["notes:"] + notes
-    return "\n".join(out)
-
-
-def environment(mode: str) -> dict:
-    import qiskit
-
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")
-    except (OSError, subprocess.SubprocessError):
-        cpu = ""
-    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu or platform.processor(),
-            "python": platform.python_version(), "torch": torch.__version__, "qiskit": qiskit.__version__,
-            "threads": torch.get_num_threads(), "mode": mode, "device": str(default_device()),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
-
-
-def as_json(rows: list[Row], env: dict, settings: dict) -> dict:
-    return {"environment": env, "settings": settings, "rows": [asdict(r) for r in rows]}
-
+from qssm.models.statevector import compile_ops, phi, rotation_matrix, z_expectations
 
 # ---- capturing a model's quantum calls ------------------------------------------------------
 
@@ -154,7 +45,7 @@ class PennyLaneEvaluator:
     unchanged model through the Evaluator interface."""
 
     def __init__(self, model, device: str = "default.qubit"):
-        import pennylane as qml
+        import pennylane as qml  # the optional `bench` extra, slow to import: only rows c load it
 
         self.layers = {}
         for layer in model.layers:
@@ -218,7 +109,7 @@ class FusedCircuits:
     n: int
 
     @classmethod
-    def from_calls(cls, calls: Sequence[QuantumCall]) -> "FusedCircuits":
+    def from_calls(cls, calls: Sequence[QuantumCall]) -> FusedCircuits:
         n = calls[0].n_qubits
         us, cols, gates = [], [], None
         for c in calls:
@@ -247,9 +138,7 @@ class FusedCircuits:
             amp = rotation_matrix(self.gates[q], theta[..., q])[..., :, 0]  # (K, R, 2)
             # qubit q is bit q of the index: it becomes the more significant factor of the kron
             state = amp if state is None else (amp[..., :, None] * state[..., None, :]).reshape(k, -1, 2 ** (q + 1))
-        state = torch.bmm(state, self.unitaries.transpose(1, 2))
-        probs = state.real**2 + state.imag**2
-        return probs @ (1 - 2 * _bits(self.n)).to(probs.dtype)
+        return z_expectations(torch.bmm(state, self.unitaries.transpose(1, 2)), self.n)
 
 
 def qssm_circuits(calls: Sequence[QuantumCall]) -> torch.Tensor:

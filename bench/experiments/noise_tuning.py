@@ -1,7 +1,7 @@
 """Noise-aware fine-tuning, before and after, through the real pipeline.
 
-    python bench/noise_tuning.py [--pairs base:tuned,...] [--devices fake_fez,fake_sherbrooke]
-                                 [--shots 4000] [--sim-seeds 1,2] [--json bench/noise_tuning.json]
+    python -m bench.experiments.noise_tuning [--pairs base:tuned,...] [--devices fake_fez,fake_sherbrooke]
+        [--shots 4000] [--sim-seeds 1,2] [--json bench/experiments/noise_tuning.json]
 
 Each checkpoint runs as `qssm run` would (run_inference: transpile for the device, measure stage,
 dm:<device> with `shots` per circuit, QMamba's token table) on n test examples, per data seed and
@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import ROOT, job_spec, run_job
+from qssm.models import checkpoint
+from qssm.models.registry import last_logits
+from qssm.models.tasks import GENERATED, TEST_SEED, test_set, test_size
 
 PAIRS = "qmamba-haystack-varlen:qmamba-haystack-varlen-noisy-fez,qlam-digits-chain:qlam-digits-chain-noisy-fez"
 
 
 def spread(path: str, n: int, seed: int) -> float:
-    from qssm.models import checkpoint
-    from qssm.models.registry import last_logits
-    from qssm.models.tasks import test_set
-
     model, _ = checkpoint.load(path)
     x = test_set(model.cfg.task, seed).inputs[:n]
     with torch.no_grad():
@@ -43,12 +40,7 @@ def spread(path: str, n: int, seed: int) -> float:
 
 
 def run(path: str, device: str, n: int, shots: int, data_seed: int, sim_seed: int) -> dict:
-    from qssm.app.inference import run_inference
-    from qssm.jobs.spec import parse_spec
-
-    spec = parse_spec({"model": {"checkpoint": path}, "data": {"n": n, "seed": data_seed},
-                       "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": sim_seed}})
-    r = run_inference(spec, progress=False)
+    r = run_job(job_spec(path, f"dm:{device}", n, shots, data={"seed": data_seed}, seed_simulator=sim_seed)).report
     return {k: r[k] for k in ("accuracy", "exact_accuracy", "agreement", "logit_error_mean", "logit_error_max",
                               "n_examples", "wall_seconds")}
 
@@ -63,9 +55,6 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from qssm.models import checkpoint
-    from qssm.models.tasks import GENERATED, TEST_SEED, test_size
-
     out = {"shots": args.shots, "rows": []}
     for pair in args.pairs.split(","):
         base, tuned = pair.split(":")

@@ -1,11 +1,12 @@
 """What each piece of noise-aware fine-tuning buys (one base checkpoint, one device).
 
-    python bench/noise_ablation.py qmamba-haystack-varlen [--variants a,b,...] [--json bench/noise_ablation.json]
+    python -m bench.experiments.noise_ablation qmamba-haystack-varlen [--variants a,b,...]
+                                               [--json bench/experiments/noise_ablation.json]
 
 Every variant fine-tunes the base checkpoint with pipeline/noisy_train.py `finetune_noisy` (the preset's
 NoiseTuning with some fields changed) and is then measured through the real pipeline
 (`run_inference` on dm:<device>, 4000 shots, the first 200 test examples, simulator seed 1), like
-bench/noise_tuning.py. One training process at a time, one thread.
+bench/experiments/noise_tuning.py. One training process at a time, one thread.
 
 The row "post-measurement normalization" trains nothing: it is QuantumNAT's normalization
 (Wang et al., 2022) applied to the base model's noisy readouts, each observable standardized over
@@ -19,15 +20,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import ROOT, job_spec, run_job
+from qssm.models import checkpoint
+from qssm.models.evaluator import ExactEvaluator
+from qssm.models.registry import last_logits, noise_tuning
+from qssm.models.tasks import test_set
+from qssm.models.train import accuracy
+from qssm.pipeline.noisy import NoisyEvaluator
+from qssm.pipeline.noisy_train import finetune_noisy
 
 VARIANTS = {
     "ce-noisy": {"w_exact": 0.0, "w_consistency": 0.0, "shots": 0},
@@ -48,8 +54,6 @@ class Normalized:
     readouts' batch mean and standard deviation."""
 
     def __init__(self, noisy):
-        from qssm.models.evaluator import ExactEvaluator
-
         self.noisy, self.exact = noisy, ExactEvaluator()
 
     def evaluate(self, calls):
@@ -62,22 +66,12 @@ class Normalized:
 
 
 def pipeline(path: str, device: str, n: int = 200, shots: int = 4000) -> dict:
-    from qssm.app.inference import run_inference
-    from qssm.jobs.spec import parse_spec
-
-    spec = parse_spec({"model": {"checkpoint": path}, "data": {"n": n},
-                       "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": 1}})
-    r = run_inference(spec, progress=False)
+    r = run_job(job_spec(path, f"dm:{device}", n, shots, seed_simulator=1)).report
     return {k: r[k] for k in ("accuracy", "exact_accuracy", "logit_error_mean")}
 
 
 @torch.no_grad()
 def normalization_row(model, device: str, n: int = 200) -> dict:
-    from qssm.models.registry import last_logits
-    from qssm.models.tasks import test_set
-    from qssm.models.train import accuracy
-    from qssm.pipeline.noisy import NoisyEvaluator
-
     b = test_set(model.cfg.task)
     x, y = b.inputs[:n], b.targets[:n]
     exact = last_logits(model, x)
@@ -97,10 +91,6 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from qssm.models import checkpoint
-    from qssm.models.registry import noise_tuning
-    from qssm.pipeline.noisy_train import finetune_noisy
-
     base_path = ROOT / "checkpoints" / f"{args.preset}.safetensors"
     out = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
     rows = out.setdefault(f"{args.preset}@{args.device}", {})

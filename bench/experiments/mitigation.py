@@ -2,11 +2,11 @@
 readout mitigation, ZNE, and both, at equal shots per circuit (ZNE splits them over its scales;
 readout calibration is a cached per-run overhead, reported), plus noise-aware vs default layout.
 
-    python bench/mitigation.py [--n 16] [--T 16] [--shots 2000] [--seeds 3]
+    python -m bench.experiments.mitigation [--n 16] [--T 16] [--shots 2000] [--seeds 3]
 
 Every row is mean +- standard error over seeds (seed_simulator; the transpile seed is fixed, so
 layouts and ISA circuits are identical across seeds). Logit error = mean |logits - exact torch
-logits| at the last position. Writes bench/mitigation.json.
+logits| at the last position. Writes bench/experiments/mitigation.json.
 """
 
 from __future__ import annotations
@@ -19,29 +19,20 @@ from pathlib import Path
 
 import torch
 
-from qssm.app.inference import run_inference
-from qssm.app.job import backend_for
-from qssm.jobs.spec import parse_spec
-from qssm.models import checkpoint
-from qssm.pipeline.build import build_pipeline
+from bench.harness import CHECKPOINT, job_spec, run_job
 from qssm.pipeline.mitigation import mitigation_report
 
-ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT = ROOT / "checkpoints" / "qmamba-haystack.safetensors"
 DEVICES = ("aer:fake_fez", "aer:fake_sherbrooke")
 SETTINGS = {"none": {}, "readout": {"readout": True}, "zne": {"zne": True},
             "both": {"readout": True, "zne": True}}
 
 
 def run(device: str, mitigation: dict, seed: int, args, layout: str = "default") -> dict:
-    raw = {"model": {"checkpoint": str(CHECKPOINT)}, "data": {"n": args.n, "T": args.T},
-           "backend": {"name": device, "shots": args.shots, "seed_simulator": seed, "layout": layout},
-           "mitigation": mitigation}
-    spec = parse_spec(raw)
-    pipeline = build_pipeline(spec, backend_for(spec), model=checkpoint.load(spec.checkpoint)[0])
-    r = run_inference(spec, pipeline=pipeline, progress=False)
-    r["mitigation_report"] = {row["setting"]: row for row in mitigation_report(pipeline)} or None
-    r["layout_report"] = pipeline.layout_report
+    done = run_job(job_spec(CHECKPOINT, device, args.n, args.shots, data={"T": args.T}, mitigation=mitigation,
+                            seed_simulator=seed, layout=layout))
+    r = done.report
+    r["mitigation_report"] = {row["setting"]: row for row in mitigation_report(done.pipeline)} or None
+    r["layout_report"] = done.pipeline.layout_report
     return r
 
 
@@ -85,7 +76,7 @@ def main() -> None:
     print()
     print(table(rows, args))
     out = {"settings": vars(args), "seconds": time.perf_counter() - started, "rows": rows}
-    (ROOT / "bench" / "mitigation.json").write_text(json.dumps(out, indent=1))
+    (Path(__file__).resolve().parent / "mitigation.json").write_text(json.dumps(out, indent=1))
 
 
 def table(rows: list[dict], args) -> str:

@@ -22,15 +22,12 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+from bench.harness import ROOT
 from qssm.app.inference import run_inference  # noqa: E402
 from qssm.app.job import backend_for  # noqa: E402
 from qssm.app.plan import plan_spec  # noqa: E402
@@ -200,7 +197,7 @@ def main() -> None:
     ap.add_argument("--n-qlam", type=int, default=359)
     ap.add_argument("--n-qmamba", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--json", default=str(ROOT / "bench" / "shots.json"))
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "shots.json"))
     ap.add_argument("--table", nargs="+", help="print the table of saved results and stop")
     args = ap.parse_args()
     if args.table:

@@ -1,6 +1,6 @@
 """The qssm benchmark: one table of ratios, every pair measured side by side in one run.
 
-    python bench/run.py [--quick] [--json bench/results.json] [--rows abcd]
+    python -m bench [--quick] [--json bench/speed/results.json] [--rows abcd]
 
 Rows (the shipped QMamba checkpoint, checkpoints/qmamba-haystack.safetensors, throughout):
   a  compile reuse: the pipeline's compile stage (transpile each sub-circuit template once for
@@ -27,19 +27,27 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from qiskit.transpiler import generate_preset_pass_manager
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
-
-from qssm.circuits.templates import subcircuit_template  # noqa: E402
-from qssm.models import checkpoint  # noqa: E402
-from qssm.models.tasks import test_set  # noqa: E402
+from bench import harness as C
+from bench.speed import references
+from qssm.app.inference import evaluator_for
+from qssm.backends.cluster import local_cluster
+from qssm.backends.fake_devices import fake_backend
+from qssm.circuits.templates import subcircuit_template
+from qssm.models import checkpoint
+from qssm.models.tasks import test_set
+from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
+from qssm.pipeline.evaluator import PipelineEvaluator
+from qssm.pipeline.plan import make_batch
+from qssm.pipeline.token_table import build_token_table
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ def layer_workload(model, T: int, layer: int | None = None):
     sequence of length T. Default: the last layer, whose inputs depend on the context."""
     layer = model.cfg.n_layers - 1 if layer is None else layer
     tokens = test_set({**model.cfg.task, "n_test": 1}, T=T).inputs
-    calls = [c for c in C.record_calls(model, tokens) if c.name.startswith(f"layer{layer}.")]
+    calls = [c for c in references.record_calls(model, tokens) if c.name.startswith(f"layer{layer}.")]
     templates = [subcircuit_template(c) for c in calls]
     rows = [c.inputs.reshape(-1, c.inputs.shape[-1]).double().numpy() for c in calls]
     return templates, rows
@@ -97,9 +105,6 @@ def layer_workload(model, T: int, layer: int | None = None):
 def qssm_compile(templates, rows, target, seed: int):
     """The pipeline's compile stage with a cold cache: each template transpiled once, T rows bound
     (the rows travel with the ISA circuit; the primitive binds them natively)."""
-    from qssm.pipeline.compile import CompileCache, CompileOptions, compile_batch
-    from qssm.pipeline.plan import make_batch
-
     backend = SimpleNamespace(name="fake_fez", calibration="bench", target=target, fingerprint=dict)
     cache, options = CompileCache(), CompileOptions(2, seed)
     out = [compile_batch(make_batch(t, r, None), backend, options, cache) for t, r in zip(templates, rows)]
@@ -122,10 +127,7 @@ def python_bind(compiled):
 
 
 def rows_compile(model, s: Settings) -> list[C.Row]:
-    from qiskit.transpiler import generate_preset_pass_manager
-    from qiskit_ibm_runtime.fake_provider import FakeFez
-
-    target = FakeFez().target
+    target = fake_backend("fake_fez").target
     pm = generate_preset_pass_manager(optimization_level=2, target=target, seed_transpiler=s.seed_transpiler)
     rows = []
     for i, T in enumerate(s.compile_T):
@@ -171,19 +173,10 @@ class DispatchRecorder:
 
 
 def qssm_noisy(backend: str, n_seqs: int, shots: int, seed: int):
-    """One run_inference through the pipeline; returns (seconds, dispatch recorder, report, pipeline)."""
-    from qssm.app.inference import run_inference
-    from qssm.app.job import backend_for
-    from qssm.jobs.spec import parse_spec
-    from qssm.pipeline.build import build_pipeline
-
-    spec = parse_spec({"model": {"checkpoint": str(C.CHECKPOINT)}, "data": {"n": n_seqs},
-                       "backend": {"name": backend, "shots": shots, "seed_transpiler": seed}})
-    pipeline = build_pipeline(spec, backend_for(spec))
-    pipeline.observe(recorder := DispatchRecorder())
-    start = time.perf_counter()
-    report = run_inference(spec, pipeline=pipeline, progress=False)
-    return time.perf_counter() - start, recorder, report, pipeline
+    """One job through the pipeline; returns (seconds, dispatch recorder, report, pipeline)."""
+    recorder = DispatchRecorder()
+    r = C.run_job(C.job_spec(C.CHECKPOINT, backend, n_seqs, shots, seed_transpiler=seed), [recorder])
+    return r.seconds, recorder, r.report, r.pipeline
 
 
 def clbit_z(counts: np.ndarray, num_clbits: int) -> np.ndarray:
@@ -195,9 +188,9 @@ def clbit_z(counts: np.ndarray, num_clbits: int) -> np.ndarray:
 def naive_job(fake, qc, row, shots: int) -> np.ndarray:
     """One binding, one local-mode job: a fresh SamplerV2 on the fake device (its noise model);
     returns <Z> of each measured qubit."""
-    import warnings
-
-    from qiskit_ibm_runtime import SamplerV2  # deprecated since 0.50, but it is what such scripts use
+    # ibm-runtime's primitives load lazily (a heavy SDK); SamplerV2 is deprecated since 0.50, but it is what such
+    # scripts use
+    from qiskit_ibm_runtime import SamplerV2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -219,8 +212,6 @@ def subset(picked) -> list:
 
 
 def rows_noisy(s: Settings) -> list[C.Row]:
-    from qssm.backends.fake_devices import fake_backend
-
     backend = f"{s.noisy_backend}:{s.noisy_device}"
     runs = [qssm_noisy(backend, s.noisy_sequences, s.noisy_shots, s.seed_transpiler)
             for _ in range(s.noisy_repeats)]
@@ -270,11 +261,9 @@ def rows_noisy(s: Settings) -> list[C.Row]:
 
 @torch.no_grad()
 def rows_exact(model, s: Settings) -> list[C.Row]:
-    from qssm.app.inference import evaluator_for
-
     tokens = test_set(model.cfg.task).inputs[: s.exact_batch]
     B, T = tokens.shape
-    pl = C.PennyLaneEvaluator(model)
+    pl = references.PennyLaneEvaluator(model)
     pipe = evaluator_for("exact")
     ref = model(tokens)
     err_pl = float((model(tokens, pl) - ref).abs().max())
@@ -286,11 +275,11 @@ def rows_exact(model, s: Settings) -> list[C.Row]:
     t_pl = C.median(C.times(lambda: model(tokens, pl), reps))
     t_pipe = C.median(C.times(lambda: model(tokens, pipe), reps))
 
-    calls = C.record_calls(model, tokens)
-    fused = C.FusedCircuits.from_calls(calls)
-    err_floor = float((fused.run() - C.qssm_circuits(calls)).abs().max())
+    calls = references.record_calls(model, tokens)
+    fused = references.FusedCircuits.from_calls(calls)
+    err_floor = float((fused.run() - references.qssm_circuits(calls)).abs().max())
     assert err_floor < 1e-10, err_floor
-    c_qssm = C.median(C.times(lambda: C.qssm_circuits(calls), reps))
+    c_qssm = C.median(C.times(lambda: references.qssm_circuits(calls), reps))
     c_pl = C.median(C.times(lambda: pl.evaluate(calls), reps))
     c_floor = C.median(C.times(fused.run, reps))
     size = f"B={B} T={T}, {len(calls)} subcircuits x {B * T} rows"
@@ -317,10 +306,6 @@ def rows_exact(model, s: Settings) -> list[C.Row]:
 
 @torch.no_grad()
 def count_trips(model, prompt: torch.Tensor, n_new: int, token_table: bool) -> dict:
-    from qssm.app.inference import evaluator_for
-    from qssm.pipeline.evaluator import PipelineEvaluator
-    from qssm.pipeline.token_table import build_token_table
-
     ev = evaluator_for("exact")  # an exact pipeline: counting only
     table = build_token_table(model, PipelineEvaluator(ev.execute, counter="table_round_trips"),
                               "exact") if token_table else None
@@ -362,25 +347,16 @@ def rows_trips(model, s: Settings) -> list[C.Row]:
 
 
 def timed_run(spec, repeats: int) -> tuple[float, dict]:
-    """Median wall seconds of run_inference (after one warm-up: noise models, programs) and the last report."""
-    from qssm.app.inference import run_inference
-
+    """Median wall seconds of a job (after one warm-up: noise models, programs) and the last report."""
     out = {"dispatch": []}
 
     def once():
-        out["r"] = run_inference(spec, progress=False)
+        out["r"] = C.run_job(spec).report
         out["dispatch"].append(out["r"]["seconds"].get("dispatch", 0.0))
 
     wall = C.median(C.times(once, repeats))
     out["r"]["dispatch_median"] = C.median(out["dispatch"][-repeats:])
     return wall, out["r"]
-
-
-def demo_spec(ck: str, backend: str, n: int, shots: int, cluster: str = ""):
-    from qssm.jobs.spec import parse_spec
-
-    return parse_spec({"model": {"checkpoint": str(C.ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": {"n": n},
-                       "backend": {"name": backend, "shots": shots, "cluster": cluster}})
 
 
 def rows_dm(s: Settings) -> list[C.Row]:
@@ -390,7 +366,7 @@ def rows_dm(s: Settings) -> list[C.Row]:
     # shots); the whole run's wall (transpile, plan, exact reference, the same on both) in the note
     runs = {}
     for be in ("dm:fake_fez", "aer:fake_fez"):
-        secs, r = timed_run(demo_spec("qmamba-haystack", be, s.dm_sequences, 2000), s.dm_repeats)
+        secs, r = timed_run(C.job_spec("qmamba-haystack", be, s.dm_sequences, 2000), s.dm_repeats)
         runs[be] = (r["dispatch_median"] / r["executions"], r, secs)
     (dm, rd, wd), (aer, ra, wa) = runs["dm:fake_fez"], runs["aer:fake_fez"]
     assert rd["executions"] == ra["executions"]
@@ -403,7 +379,7 @@ def rows_dm(s: Settings) -> list[C.Row]:
     # e2: Braket snapshot noise (IQM Garnet) on the engine vs Braket's own density-matrix simulator
     runs = {}
     for be in ("dm:iqm_garnet", "braket:local_dm"):  # braket_dm once: it takes a minute
-        secs, r = timed_run(demo_spec("qmamba-haystack", be, s.dm_braket_sequences, 500),
+        secs, r = timed_run(C.job_spec("qmamba-haystack", be, s.dm_braket_sequences, 500),
                             s.dm_repeats if be.startswith("dm:") else 1)
         runs[be] = (r["dispatch_median"] / r["executions"], r, secs)
     (dm, rd, wd), (bk, rb, wb) = runs["dm:iqm_garnet"], runs["braket:local_dm"]
@@ -414,9 +390,9 @@ def rows_dm(s: Settings) -> list[C.Row]:
                       f"({wb / wd:.0f}x); logit error {rd['logit_error_mean']:.3f} (dm) vs "
                       f"{rb['logit_error_mean']:.3f} (braket_dm)", {"dm": rd, "braket": rb, "wall": {"dm": wd, "braket": wb}}))
     # e3: the 200-image QLAM dry run (4000 shots), and Aer on a slice of it for the ratio
-    secs, rq = timed_run(demo_spec("qlam-digits", "dm:fake_fez", s.dm_qlam_images, 4000), 1)
+    secs, rq = timed_run(C.job_spec("qlam-digits", "dm:fake_fez", s.dm_qlam_images, 4000), 1)
     few = max(2, s.dm_qlam_images // 25)
-    aer_secs, ra = timed_run(demo_spec("qlam-digits", "aer:fake_fez", few, 4000), 1)
+    aer_secs, ra = timed_run(C.job_spec("qlam-digits", "aer:fake_fez", few, 4000), 1)
     projected = aer_secs / ra["executions"] * rq["executions"]
     rows.append(C.Row("e3", f"QLAM dry run, {s.dm_qlam_images} images, 4000 shots: dm:fake_fez vs aer:fake_fez", secs,
                       projected, "s", projected / secs, "aer/dm", "dm < 60 s", secs < 60,
@@ -430,14 +406,12 @@ def rows_dm(s: Settings) -> list[C.Row]:
 def rows_cluster(s: Settings) -> list[C.Row]:
     """The demo job on warm LocalClusters of 1 and 2 single-threaded workers (cluster start-up and
     the workers' first imports excluded: a cluster is started once and serves many jobs)."""
-    from qssm.backends.cluster import local_cluster
-
     secs, reports = {}, {}
     sizes = (s.cluster_sequences, s.cluster_large)
     for workers in (1, 2):
         with local_cluster(workers) as c:
             for n in sizes:
-                spec = demo_spec("qmamba-haystack", "dm:fake_fez", n, 2000, c.scheduler_address)
+                spec = C.job_spec("qmamba-haystack", "dm:fake_fez", n, 2000, cluster=c.scheduler_address)
                 secs[workers, n], reports[workers, n] = timed_run(spec, s.dm_repeats)
     rows = []
     # e4 carries the goal (the demo job as shipped); e5 shows how the ratio grows with the job
@@ -472,15 +446,13 @@ def run(s: Settings, which: str = "abcde") -> tuple[list[C.Row], dict]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller samples (~2 minutes)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results.json"), help="output file")
     ap.add_argument("--rows", default="abcde", help="subset of rows to run, e.g. 'ad'")
     ap.add_argument("--noisy-backend", choices=("aer", "ibm"), default="aer", help="qssm backend kind for row b")
     args = ap.parse_args(argv)
     s = dataclasses.replace(QUICK if args.quick else FULL, noisy_backend=args.noisy_backend)
-    import warnings
-
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     rows, env = run(s, args.rows)
     print(C.render(rows, env))

@@ -1,0 +1,1 @@
+"""Experiments: accuracy, noise and cost studies whose results the README quotes."""

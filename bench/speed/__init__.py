@@ -1,0 +1,1 @@
+"""Speed benchmarks: wall-clock timings and ratios measured side by side in one run."""
