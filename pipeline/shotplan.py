@@ -83,17 +83,21 @@ class Pool:
             self.shots[u] = n
 
     def variance(self, u: int) -> np.ndarray:
-        """(K, K) one-shot covariance of row u's values. From samples (`sampled`), never below the
-        posterior mean of a parity's 1 - <P>^2 = 4 p (1 - p) after k of n outcomes +1 (Jeffreys'
-        prior: p ~ Beta(k + 1/2, n - k + 1/2)): a pilot whose every shot agreed would otherwise
-        claim a noiseless value."""
+        """(K, K) one-shot covariance of row u's values. From samples (`sampled`): the plug-in
+        1 - <P>^2 of n shots is low by a factor (n - 1) / n, so it is scaled up by n / (n - 1), which
+        makes it unbiased; a margin's variance sums many rows, whose estimation errors then average
+        out. Never below the posterior mean under Jeffreys' prior, 4 a b / ((n + 1)(n + 2)),
+        a, b = n (1 +- <P>) / 2 + 1/2: a pilot whose every shot agreed would otherwise claim a
+        noiseless value (and one shot says nothing of its spread)."""
         if not self.sampled:
             return self.var1[u]
         n = self.shots[u]
         mu = np.clip(self.values[u], -1.0, 1.0)
         a, b = n * (1 + mu) / 2 + 0.5, n * (1 - mu) / 2 + 0.5
-        floor = np.maximum(np.diag(self.var1[u]), 4 * a * b / ((n + 1) * (n + 2)))
-        return self.var1[u] + np.diag(floor - np.diag(self.var1[u]))
+        jeffreys = 4 * a * b / ((n + 1) * (n + 2))
+        d = np.diag(self.var1[u])
+        diag = np.maximum(d * n / max(n - 1, 1), jeffreys)
+        return self.var1[u] + np.diag(diag - d)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.shots, dtype=np.float64), np.asarray(self.cost, dtype=np.float64)
@@ -360,7 +364,7 @@ def oracle(spec, model, data, backend, pipeline=None):
     """The exact noisy forward: every measured row at NOMINAL shots of expected counts on the dm:
     engine (the infinite-shot values and the pipeline's own per-shot variances), differentiable.
     Returns (logits, evaluator)."""
-    if not hasattr(backend, "expected"):
+    if not backend.capabilities.expected_counts:
         raise QssmError(f"the shot plan needs the exact noisy values of a dm: backend, got {backend.name}; "
                         f"use --backend dm:<device>")
     backend.expected = True
@@ -394,7 +398,7 @@ def draw_errors(pool: Pool, shots: np.ndarray, rng: np.random.Generator) -> list
         corr = cov / np.maximum(sd[:, :, None] * sd[:, None, :], 1e-300)
         corr[:, np.arange(k), np.arange(k)] = 1.0
         x = np.einsum("ukl,ul->uk", np.linalg.cholesky(corr + 1e-9 * np.eye(k)), rng.standard_normal((len(units), k)))
-        n = np.maximum(shots[units], 1.0)[:, None]
+        n = np.maximum(np.ceil(shots[units]), 1.0)[:, None]  # whole shots: binom takes integer counts
         q = binom.ppf(norm.cdf(x), n, np.clip((1 + mu) / 2, 0.0, 1.0))
         parity = np.maximum(1 - mu**2, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -422,6 +426,32 @@ def monte_carlo(model, inputs, records: list[Record], pool: Pool, shots: np.ndar
     return np.stack(out)
 
 
+FLOOR_FACTORS = tuple(2 ** (j / 2) for j in range(13))  # 1, 1.4, 2, ..., 64: multiples the floor check tries
+
+
+def checked_floor(model, inputs, records: list[Record], pool: Pool, sens: "Sensitivity", cost: np.ndarray,
+                  confidence: float, draws: int = MC_DRAWS) -> np.ndarray:
+    """The floor with the model's nonlinearity in it: each example's Neyman allocation (the cheapest
+    that clears its margins under the delta method) scaled by 1, 1.4, 2, ..., pushed through the model
+    by monte_carlo; per example its cost at the smallest multiple whose draws keep its decision
+    every time (inf past the last). Every row takes at least the multiple in shots: rows the delta
+    method finds insensitive (zero gradient at the mean) still move decisions through the
+    recurrence when read with one shot. A row shared by examples gets the largest of their asks."""
+    alloc, _ = sens.neyman(cost, confidence)
+    alloc = np.nan_to_num(alloc, nan=0.0, posinf=1e12)
+    out = np.full(sens.n, np.inf)
+    for f in FLOOR_FACTORS:
+        open_ = ~np.isfinite(out)
+        if not open_.any():
+            break
+        shots = np.ones(len(cost))
+        np.maximum.at(shots, sens.unit, np.ceil(np.maximum(f * alloc, f)))
+        kept = (monte_carlo(model, inputs, records, pool, shots, draws) == sens.top).all(0)
+        spent = np.bincount(sens.example, np.ceil(np.maximum(f * alloc, f)) * cost[sens.unit], minlength=sens.n)
+        out[open_ & kept] = spent[open_ & kept]
+    return out
+
+
 def shot_grid(hi: int) -> list[int]:
     out, n = [], 4
     while n < hi:
@@ -431,7 +461,7 @@ def shot_grid(hi: int) -> list[int]:
 
 
 def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidence: float,
-         max_shots: int = 100_000, model=None, inputs=None, at_shots=()) -> dict:
+         max_shots: int = 100_000, model=None, inputs=None, at_shots=(), check_floor: bool = False) -> dict:
     """The curve of predicted agreement vs uniform shots per circuit, the recommendation and the
     floor, from the oracle forward. With the model and its inputs, every point is a Monte Carlo of
     MC_DRAWS sampled runs through the model (monte_carlo) wherever the delta method leaves any
@@ -483,6 +513,7 @@ def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidenc
             lo, hi = (mid + 1, hi) if at(steps[mid])["agreement_noisy"] < confidence else (lo, mid)
         recommended = steps[lo]
     floor = sens.floor(cost, confidence)
+    checked = checked_floor(model, inputs, ev.records, ev.pool, sens, cost, confidence) if check_floor else None
     return {
         "confidence": confidence,
         "examples": sens.n,
@@ -497,6 +528,9 @@ def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidenc
         "floor_shots_per_example": floor.tolist(),
         "floor_mean": float(np.mean(np.minimum(floor, 1e12))),
         "floor_median": float(np.median(floor)),
+        # the delta method's floor pushed through the model (checked_floor): what the recurrence's
+        # nonlinearity adds at few shots; inf where 64x the allocation still moved the decision
+        "floor_checked_shots_per_example": None if checked is None else [float(x) for x in np.minimum(checked, 1e15)],
         "decisions": sens.top.tolist(),
         "margin_sigma1": (sens.margin[:, 0] / np.sqrt(np.maximum(base[:, 0, 0], 1e-300))).tolist(),
     }
