@@ -73,7 +73,8 @@ class DensityMatrixBackend(LocalBackend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_shots=self.max_shots, max_qubits=self.target.num_qubits, chunkable=True)
+        return Capabilities(max_shots=self.max_shots, max_qubits=self.target.num_qubits, chunkable=True,
+                            expected_counts=True)
 
     def noise(self, active: tuple[int, ...]):
         return noise_from_aer(self._noise_model(active), len(active))

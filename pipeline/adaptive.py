@@ -6,7 +6,8 @@
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
               differs from the infinite-shot one) <= 1 - confidence (the measured margins less
               their curvature shift), or capped at max_shots_per_example (0: 16 uniform pilot
-              rounds' worth); the undecided ones get each measured row's Neyman shots (sensitivity
+              rounds' worth), or futile (the cap cannot decide it even at a margin one standard
+              error wider: a near-tie); the undecided ones get each measured row's Neyman shots (sensitivity
               x standard deviation over cost), at most 4x a row's shots per round, in powers of
               two, and run again
     stop      when every example is decided or capped, or after MAX_ROUNDS
@@ -20,6 +21,8 @@ samples afresh and a killed job resumes bit-identical (the store replays finishe
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -39,7 +42,7 @@ from qssm.pipeline.shotplan import (
 )
 
 MAX_ROUNDS = 8
-MIN_PILOT = 8  # shots of the pilot on a circuit no decision is sensitive to
+MIN_PILOT = 2  # shots of the pilot on a circuit no decision is sensitive to
 PAIRS = 4  # antithetic draws per round for the curvature shift
 GROWTH = 4  # a row's shots grow at most this much per round: margins from few shots are themselves noisy
 
@@ -130,13 +133,20 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         # into bias): the infinite-shot margins are estimated without it
         sens.margin = sens.margin - curvature_bias(model, inputs[active], ev.records, ev.pool, sens, shots,
                                                    pairs=PAIRS, seed=r)
-        p = flip_probability(sens.margin, sens.cov(shots))
+        cov = sens.cov(shots)
+        p = flip_probability(sens.margin, cov)
         sure = p <= alpha
-        done = sure | (spent >= cap) | (r == MAX_ROUNDS - 1)
+        # futile: even at a margin one standard error above the measured one, the shots that would
+        # decide the example exceed its cap; more shots would only narrow a near-tie it cannot
+        # settle, so it stops now (counted as capped) instead of spending the cap
+        hopeful = dataclasses.replace(sens, margin=sens.margin + np.sqrt(np.maximum(np.einsum("bcc->bc", cov), 0)))
+        futile = hopeful.neyman(cost, confidence)[1] > cap
+        done = sure | futile | (spent >= cap) | (r == MAX_ROUNDS - 1)
         decided[active[sure]] = True
         stopped_round[active[done]] = r
         rounds.append({"round": r, "examples": int(len(active)), "decided": int(sure.sum()),
-                       "capped": int((done & ~sure).sum()), "shots": int((shots * cost).sum())})
+                       "capped": int((done & ~sure).sum()), "futile": int((futile & ~sure).sum()),
+                       "shots": int((shots * cost).sum())})
         if progress is not None:
             progress.update(1)
         if done.all():

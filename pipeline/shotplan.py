@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.stats import norm
+from scipy.stats import binom, norm
 
 from qssm.errors import QssmError
 from qssm.models.evaluator import ExactEvaluator, QuantumCall
@@ -84,14 +84,21 @@ class Pool:
             self.shots[u] = n
 
     def variance(self, u: int) -> np.ndarray:
-        """(K, K) one-shot covariance of row u's values. From samples (`sampled`), never below that of a
-        parity seen n times with one pseudo-count each way, 4 (n + 1) / (n + 2)^2: a pilot whose
-        every shot agreed would otherwise claim a noiseless value."""
+        """(K, K) one-shot covariance of row u's values. From samples (`sampled`): the plug-in
+        1 - <P>^2 of n shots is low by a factor (n - 1) / n, so it is scaled up by n / (n - 1), which
+        makes it unbiased; a margin's variance sums many rows, whose estimation errors then average
+        out. Never below the posterior mean under Jeffreys' prior, 4 a b / ((n + 1)(n + 2)),
+        a, b = n (1 +- <P>) / 2 + 1/2: a pilot whose every shot agreed would otherwise claim a
+        noiseless value (and one shot says nothing of its spread)."""
         if not self.sampled:
             return self.var1[u]
         n = self.shots[u]
-        floor = np.maximum(np.diag(self.var1[u]), 4 * (n + 1) / (n + 2) ** 2)
-        return self.var1[u] + np.diag(floor - np.diag(self.var1[u]))
+        mu = np.clip(self.values[u], -1.0, 1.0)
+        a, b = n * (1 + mu) / 2 + 0.5, n * (1 - mu) / 2 + 0.5
+        jeffreys = 4 * a * b / ((n + 1) * (n + 2))
+        d = np.diag(self.var1[u])
+        diag = np.maximum(d * n / max(n - 1, 1), jeffreys)
+        return self.var1[u] + np.diag(diag - d)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.shots, dtype=np.float64), np.asarray(self.cost, dtype=np.float64)
@@ -340,7 +347,7 @@ def oracle(spec, model, data, backend, pipeline=None):
     """The exact noisy forward: every measured row at NOMINAL shots of expected counts on the dm:
     engine (the infinite-shot values and the pipeline's own per-shot variances), differentiable.
     Returns (logits, evaluator)."""
-    if not hasattr(backend, "expected"):
+    if not backend.capabilities.expected_counts:
         raise QssmError(f"the shot plan needs the exact noisy values of a dm: backend, got {backend.name}; "
                         f"use --backend dm:<device>")
     backend.expected = True
@@ -353,7 +360,79 @@ def oracle(spec, model, data, backend, pipeline=None):
     return logits, ev
 
 
-BIAS_UP_TO = 4096  # curvature shifts are drawn up to here; beyond, 1/N from the last
+MC_DRAWS = 16  # noise draws pushed through the model per shot count (the plan's Monte Carlo)
+RECOMMEND_STEP = 2 ** 0.25  # the recommendation is searched on shots 1, 2^(1/4), 2^(1/2), ... (rounded)
+
+
+def draw_errors(pool: Pool, shots: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """One draw of every measured row's sampling error at `shots[u]` shots: each value a mean of
+    +-1 outcomes (binomial, so bounded and skewed at few shots as the device's are), the row's
+    values correlated as its one-shot covariance says (a Gaussian copula), and scaled to that
+    covariance's variances where a stage widened them (readout correction). Rows of equal width
+    are drawn together."""
+    out: list[np.ndarray] = [np.zeros(0)] * len(pool.values)
+    by_width: dict[int, list[int]] = {}
+    for u, v in enumerate(pool.values):
+        by_width.setdefault(len(v), []).append(u)
+    for k, units in by_width.items():
+        mu = np.stack([pool.values[u] for u in units])  # (U, k)
+        cov = np.stack([pool.variance(u) for u in units])  # (U, k, k)
+        sd = np.sqrt(np.maximum(np.einsum("ukk->uk", cov), 0.0))
+        corr = cov / np.maximum(sd[:, :, None] * sd[:, None, :], 1e-300)
+        corr[:, np.arange(k), np.arange(k)] = 1.0
+        x = np.einsum("ukl,ul->uk", np.linalg.cholesky(corr + 1e-9 * np.eye(k)), rng.standard_normal((len(units), k)))
+        n = np.maximum(np.ceil(shots[units]), 1.0)[:, None]  # whole shots: binom takes integer counts
+        q = binom.ppf(norm.cdf(x), n, np.clip((1 + mu) / 2, 0.0, 1.0))
+        parity = np.maximum(1 - mu**2, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.where(parity > 1e-9, (2 * q / n - 1 - mu) * sd / np.sqrt(parity), sd * x / np.sqrt(n))
+        for u, e in zip(units, err):
+            out[u] = e
+    return out
+
+
+def monte_carlo(model, inputs, records: list[Record], pool: Pool, shots: np.ndarray, draws: int = MC_DRAWS,
+                seed: int = 0) -> np.ndarray:
+    """(draws, B) argmax of the final logits when the device returns the noisy means plus a sampling
+    error at these shots, the whole forward re-run on each draw: the recurrence's nonlinearity and
+    the errors every example shares (a QMamba token's layer-1 row is one draw for all of them) are
+    in it, which the delta method's per-example Gaussian is not. Fixed seed: a plan is reproducible
+    and the curve's points share their draws."""
+    rng = np.random.default_rng(seed)
+    out = []
+    with torch.no_grad():
+        for _ in range(draws):
+            err = draw_errors(pool, shots, rng)
+            noise = [torch.as_tensor(np.stack([err[u][: r.mean.shape[-1]] for u in r.unit]), dtype=r.mean.dtype)
+                     for r in records]
+            out.append(final_logits(model(inputs, Replay(records, noise))).argmax(-1).numpy())
+    return np.stack(out)
+
+
+FLOOR_FACTORS = tuple(2 ** (j / 2) for j in range(13))  # 1, 1.4, 2, ..., 64: multiples the floor check tries
+
+
+def checked_floor(model, inputs, records: list[Record], pool: Pool, sens: "Sensitivity", cost: np.ndarray,
+                  confidence: float, draws: int = MC_DRAWS) -> np.ndarray:
+    """The floor with the model's nonlinearity in it: each example's Neyman allocation (the cheapest
+    that clears its margins under the delta method) scaled by 1, 1.4, 2, ..., pushed through the model
+    by monte_carlo; per example its cost at the smallest multiple whose draws keep its decision
+    every time (inf past the last). Every row takes at least the multiple in shots: rows the delta
+    method finds insensitive (zero gradient at the mean) still move decisions through the
+    recurrence when read with one shot. A row shared by examples gets the largest of their asks."""
+    alloc, _ = sens.neyman(cost, confidence)
+    alloc = np.nan_to_num(alloc, nan=0.0, posinf=1e12)
+    out = np.full(sens.n, np.inf)
+    for f in FLOOR_FACTORS:
+        open_ = ~np.isfinite(out)
+        if not open_.any():
+            break
+        shots = np.ones(len(cost))
+        np.maximum.at(shots, sens.unit, np.ceil(np.maximum(f * alloc, f)))
+        kept = (monte_carlo(model, inputs, records, pool, shots, draws) == sens.top).all(0)
+        spent = np.bincount(sens.example, np.ceil(np.maximum(f * alloc, f)) * cost[sens.unit], minlength=sens.n)
+        out[open_ & kept] = spent[open_ & kept]
+    return out
 
 
 def shot_grid(hi: int) -> list[int]:
@@ -365,11 +444,11 @@ def shot_grid(hi: int) -> list[int]:
 
 
 def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidence: float,
-         max_shots: int = 100_000, model=None, inputs=None, at_shots=()) -> dict:
+         max_shots: int = 100_000, model=None, inputs=None, at_shots=(), check_floor: bool = False) -> dict:
     """The curve of predicted agreement vs uniform shots per circuit, the recommendation and the
-    floor, from the oracle forward. With the model and its inputs, the margins' curvature shift
-    (curvature_bias) at every grid point up to BIAS_UP_TO shots, as 1/N beyond; between grid
-    points N x shift is interpolated in log N."""
+    floor, from the oracle forward. With the model and its inputs, every point is a Monte Carlo of
+    MC_DRAWS sampled runs through the model (monte_carlo) wherever the delta method leaves any
+    decision in doubt; the delta method's own prediction stays beside it (agreement_noisy_linear)."""
     sens = sensitivity(logits, ev.records, ev.pool)
     _, cost = ev.pool.arrays()
     used = np.unique(sens.unit)
@@ -377,49 +456,47 @@ def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidenc
     exact_class = final_logits(exact).argmax(-1).numpy()
     rival = sens.rivals == exact_class[:, None]
     base = sens.cov(np.ones(len(cost)))
-    grid = sorted(set(shot_grid(max_shots)) | {int(n) for n in at_shots})
-    shift = {}
-    if model is not None:
-        for n in grid:
-            if n > BIAS_UP_TO:
-                break
-            shift[n] = n * curvature_bias(model, inputs, ev.records, ev.pool, sens, np.full(len(cost), float(n)))
-    known = sorted(shift)
+    memo: dict[int, dict] = {}
 
-    def bias(n: float) -> np.ndarray:
-        if not known:
-            return 0.0
-        if n <= known[0] or n >= known[-1]:
-            return shift[known[0] if n <= known[0] else known[-1]] / n
-        j = np.searchsorted(known, n)
-        lo, hi = known[j - 1], known[j]
-        w = (np.log(n) - np.log(lo)) / (np.log(hi) - np.log(lo))
-        return ((1 - w) * shift[lo] + w * shift[hi]) / n
-
-    def flips(n: float) -> np.ndarray:
-        return flip_probability(sens.margin + bias(n), base / n)
-
-    def at(n: float) -> dict:
-        p = flips(n)
+    def delta(n: float) -> tuple[np.ndarray, np.ndarray]:
+        p = flip_probability(sens.margin, base / n)
         sigma = np.sqrt(np.einsum("bcc->bc", base) / n)
         with np.errstate(divide="ignore", invalid="ignore"):
-            to_exact = np.where(sigma > 0, norm.cdf(-(sens.margin + bias(n)) / sigma), 0.0)
-        agree_exact = np.where(sens.top == exact_class, 1 - p, (to_exact * rival).sum(1))
-        delta = flip_probability(sens.margin, base / n)
-        return {"shots_per_circuit": int(n), "shots_per_example": per_shot * n,
-                "agreement_noisy": float(1 - p.mean()), "agreement_exact": float(agree_exact.mean()),
-                "expected_flips": float(p.sum()), "flip_sd": float(np.sqrt((p * (1 - p)).sum())),
-                "agreement_noisy_linear": float(1 - delta.mean())}
+            to_exact = np.where(sigma > 0, norm.cdf(-sens.margin / sigma), 0.0)
+        return p, np.where(sens.top == exact_class, 1 - p, (to_exact * rival).sum(1))
 
-    lo, hi = 1, max_shots
-    if 1 - flips(hi).mean() < confidence:
+    def at(n: int) -> dict:
+        if n in memo:
+            return memo[n]
+        p, agree_exact = delta(n)
+        point = {"shots_per_circuit": int(n), "shots_per_example": per_shot * n,
+                 "agreement_noisy_linear": float(1 - p.mean()), "method": "delta"}
+        flips = p.sum()
+        flip_sd = float(np.sqrt((p * (1 - p)).sum()))
+        if model is not None and delta(n / 4)[0].max() > 1e-9:  # else every margin is > 12 sigma clear at n
+            dec = monte_carlo(model, inputs, ev.records, ev.pool, np.full(len(cost), float(n)))
+            flipped = (dec != sens.top).sum(1)  # per draw: one run's flips (shared errors make them move together)
+            p, agree_exact = (dec != sens.top).mean(0), (dec == exact_class).mean(0)
+            flips, flip_sd = float(flipped.mean()), float(flipped.std(ddof=1))
+            point["method"] = f"monte carlo, {len(dec)} draws"
+        point.update(agreement_noisy=float(1 - p.mean()), agreement_exact=float(np.mean(agree_exact)),
+                     expected_flips=float(flips), flip_sd=flip_sd)
+        memo[n] = point
+        return point
+
+    grid = sorted(set(shot_grid(max_shots)) | {int(n) for n in at_shots})
+    steps = sorted({int(round(RECOMMEND_STEP**j)) for j in range(int(np.log(max_shots) / np.log(RECOMMEND_STEP)) + 1)}
+                   | {max_shots})
+    if at(max_shots)["agreement_noisy"] < confidence:
         recommended = None
-    else:
-        while lo < hi:  # the mean agreement grows with the shots: bisect for the smallest
+    else:  # the agreement grows with the shots (the draws are shared): bisect for the smallest
+        lo, hi = 0, len(steps) - 1
+        while lo < hi:
             mid = (lo + hi) // 2
-            lo, hi = (mid + 1, hi) if 1 - flips(mid).mean() < confidence else (lo, mid)
-        recommended = lo
+            lo, hi = (mid + 1, hi) if at(steps[mid])["agreement_noisy"] < confidence else (lo, mid)
+        recommended = steps[lo]
     floor = sens.floor(cost, confidence)
+    checked = checked_floor(model, inputs, ev.records, ev.pool, sens, cost, confidence) if check_floor else None
     return {
         "confidence": confidence,
         "examples": sens.n,
@@ -428,11 +505,15 @@ def plan(logits: torch.Tensor, exact: torch.Tensor, ev: ShotEvaluator, confidenc
         "noisy_accuracy_infinite": None,
         "noisy_exact_agreement_infinite": float((sens.top == exact_class).mean()),
         "curve": [at(n) for n in grid],
+        "mc_draws": MC_DRAWS if model is not None else 0,
         "recommended_shots_per_circuit": recommended,
         "recommended": at(recommended) if recommended else None,
         "floor_shots_per_example": floor.tolist(),
         "floor_mean": float(np.mean(np.minimum(floor, 1e12))),
         "floor_median": float(np.median(floor)),
+        # the delta method's floor pushed through the model (checked_floor): what the recurrence's
+        # nonlinearity adds at few shots; inf where 64x the allocation still moved the decision
+        "floor_checked_shots_per_example": None if checked is None else [float(x) for x in np.minimum(checked, 1e15)],
         "decisions": sens.top.tolist(),
         "margin_sigma1": (sens.margin[:, 0] / np.sqrt(np.maximum(base[:, 0, 0], 1e-300))).tolist(),
     }

@@ -129,3 +129,49 @@ def test_bench_shots_row_runs_at_a_tiny_size():
     assert row["columns"]["fixed 4000"]["garnet_usd_per_example"] > row["columns"]["fixed 16"]["garnet_usd_per_example"]
     assert set(row["acceptance"]) >= {"accuracy_vs_4000", "mean_below_fixed_64", "confidence_honoured"}
     assert "| qlam-digits-chain | dm:fake_fez | adaptive |" in shots_bench.table([row])
+
+
+def test_drawn_errors_are_binomial_means_with_the_rows_moments():
+    """draw_errors: a +-1 row's drawn values are means of `shots` outcomes (on the 2/shots lattice,
+    inside [-1, 1]) with the row's mean and variance / shots; the correlation of a row's values is
+    the one-shot covariance's."""
+    pool = shotplan.Pool()
+    pool.ids([b"a"], 2, 1)
+    mu = np.array([0.8, -0.3])
+    cov = np.array([[1 - 0.64, 0.1], [0.1, 1 - 0.09]])
+    pool.values[0], pool.var1[0], pool.shots[0] = mu, cov, 1000
+    rng = np.random.default_rng(0)
+    shots = np.array([16.0])
+    v = mu + np.stack([shotplan.draw_errors(pool, shots, rng)[0] for _ in range(4000)])
+    assert (np.abs(v) <= 1 + 1e-12).all()
+    np.testing.assert_allclose((v + 1) * 16 / 2, np.round((v + 1) * 16 / 2), atol=1e-9)
+    se_mean = np.sqrt(np.diag(cov) / 16 / 4000)
+    assert (np.abs(v.mean(0) - mu) <= 4 * se_mean).all()
+    np.testing.assert_allclose(v.var(0), np.diag(cov) / 16, rtol=0.1)
+    corr = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])
+    assert abs(np.corrcoef(v.T)[0, 1] - corr) < 0.06
+
+
+@pytest.mark.slow
+def test_plan_monte_carlo_predicts_qmamba_where_the_delta_method_cannot():
+    """QMamba's layer-1 rows are one draw for every example (the token table) and its recurrence is
+    not linear: at 16 shots per circuit the delta method predicts no flips while sampled runs of the
+    pipeline (run_inference, token table and all) move many decisions together. The plan's Monte
+    Carlo agreement matches the runs' mean within 3 standard errors of the runs' own spread."""
+    from qssm.app.inference import run_inference
+
+    ck, n, shots, seeds = "checkpoints/qmamba-haystack-varlen-noisy-fez.safetensors", 120, 16, 4
+    out = app_plan.plan_spec(spec(ck, n, 1000, T=64), at_shots=[shots])
+    point = next(c for c in out["curve"] if c["shots_per_circuit"] == shots)
+    assert point["method"].startswith("monte carlo")
+    measured = []
+    for seed in range(1, seeds + 1):
+        s = parse_spec({"model": {"checkpoint": ck}, "data": {"n": n, "T": 64},
+                        "backend": {"name": "dm:fake_fez", "shots": shots, "seed_simulator": seed}})
+        r = run_inference(s, progress=False)
+        measured.append(np.mean(np.asarray(r["decisions"]) == np.asarray(out["decisions"])))
+    spread = max(point["flip_sd"], 1.0) / n  # one run's agreement sd, from the plan's draws
+    se = spread * np.sqrt(1 / seeds + 1 / out["mc_draws"])
+    assert abs(np.mean(measured) - point["agreement_noisy"]) <= 3 * se + 0.5 / n, (measured, point)
+    # the test can fail: every run moves decisions, which the delta method alone does not foresee
+    assert max(measured) < 0.99 and point["agreement_noisy_linear"] > 0.995

@@ -1,9 +1,9 @@
 """Shots from decisions, measured (issue 21): fixed shots per circuit against the dry-run plan's
 recommendation, adaptive shots and the floor, on the dm: engine with sampling.
 
-    OMP_NUM_THREADS=1 python bench/shots.py [--rows 0,1] [--n-qlam 359] [--n-qmamba 500] [--seeds 5]
-                                            [--json bench/shots.json]
-    python bench/shots.py --table bench/shots.json [more.json ...]    # print the table of saved rows
+    OMP_NUM_THREADS=1 python -m bench.experiments.shots [--rows 0,1] [--n-qlam 359] [--n-qmamba 500] [--seeds 5]
+                                                        [--json bench/experiments/shots.json]
+    python -m bench.experiments.shots --table bench/experiments/shots.json [more.json ...]   # the saved rows' table
 
 Per row (checkpoint, device): `qssm plan`'s oracle (exact noisy values, the curve, the floor and
 the infinite-shot noisy decisions); full pipeline runs at fixed 4000 / 1000 / 250 / 64 / 16 shots
@@ -14,6 +14,9 @@ median / p90 / max), and $ per example at Garnet's and IBM's prices: Garnet = th
 per-task + per-shot price over the batches dispatched (backends/devices.py estimate_cost, one task
 per batch), IBM = QPU seconds from backends/ibm.py's model (shots x (rep delay + the row's circuit
 durations) + per-job overhead) at its list price. Fixed shots: every example pays the same.
+Two floors: the delta method's (pipeline/shotplan.py Sensitivity.floor, a lower bound where the
+forward is linear in the noise) and the same allocation checked through the model by Monte Carlo
+(checked_floor: what QMamba's recurrence adds at few shots).
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def column(report: dict, infinite: list[int], per_example=None) -> dict:
 def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) -> dict:
     print(f"== {ck} on {backend}, n = {n}", flush=True)
     start = time.perf_counter()
-    plan = plan_spec(spec_for(ck, backend, n, 1000), CONFIDENCE, at_shots=FIXED)
+    plan = plan_spec(spec_for(ck, backend, n, 1000), CONFIDENCE, at_shots=FIXED, check_floor=True)
     plan_seconds = time.perf_counter() - start
     infinite = plan["decisions"]
     curve = {c["shots_per_circuit"]: c for c in plan["curve"]}
@@ -122,7 +125,9 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) ->
         row["columns"][name] = column(r, infinite)
         pred = curve[shots]
         measured = row["columns"][name]["agreement_infinite"]
-        se = math.sqrt(pred["flip_sd"] ** 2 + 0.25) / n  # the plan's own spread, half an example for discreteness
+        # one run's agreement spreads as the plan's draws do (flip_sd: errors shared by examples move them
+        # together), the prediction by that over the square root of its draws; half an example for discreteness
+        se = math.sqrt(pred["flip_sd"] ** 2 * (1 + 1 / max(plan.get("mc_draws") or 1, 1)) + 0.25) / n
         row["plan_check"][str(shots)] = {"predicted": pred["agreement_noisy"], "predicted_linear": pred["agreement_noisy_linear"],
                                          "measured": measured, "se": se, "within_2se": abs(pred["agreement_noisy"] - measured) <= 2 * se}
         save(row)
@@ -156,6 +161,11 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) ->
                                "shots_median": float(np.median(floor)), "shots_p90": float(np.percentile(floor, 90)),
                                "shots_max": float(floor.max()),
                                "garnet_usd_per_example": float(floor.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
+    checked = np.minimum(np.asarray(plan["floor_checked_shots_per_example"]), 1e15)
+    row["columns"]["floor (model check)"] = {**row["columns"]["floor"], "shots_mean": float(checked.mean()),
+                                             "shots_median": float(np.median(checked)),
+                                             "shots_p90": float(np.percentile(checked, 90)), "shots_max": float(checked.max()),
+                                             "garnet_usd_per_example": float(checked.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
     row["acceptance"] = acceptance(row)
     return row
 
@@ -168,6 +178,8 @@ def acceptance(row: dict) -> dict:
             "mean_below_fixed_64": a["shots_mean"] < f64["shots_mean"],
             "mean_within_3x_floor": a["shots_mean"] <= 3 * fl["shots_mean"],
             "median_within_3x_floor": a["shots_median"] <= 3 * fl["shots_median"],
+            "mean_within_3x_checked_floor": a["shots_mean"] <= 3 * c["floor (model check)"]["shots_mean"],
+            "median_within_3x_checked_floor": a["shots_median"] <= 3 * c["floor (model check)"]["shots_median"],
             "plan_within_2se": all(v["within_2se"] for v in row["plan_check"].values()),
             "confidence_honoured": row["confidence_check"]["fraction"] <= row["confidence_check"]["bound"]}
 
@@ -176,7 +188,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| model | device | column | accuracy | agree exact | agree ∞-shot | shots/example mean / median / p90 / max | "
              "$/example Garnet | $/example IBM |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        order = [f"fixed {s}" for s in FIXED] + ["plan", "adaptive", "floor"]
+        order = [f"fixed {s}" for s in FIXED] + ["plan", "adaptive", "floor", "floor (model check)"]
         for name in order:
             col = row["columns"].get(name)
             if col is None:

@@ -11,7 +11,7 @@ from qssm.app.job import prepare
 from qssm.pipeline.shotplan import NOMINAL, final_logits, oracle, plan
 
 
-def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000, at_shots=()) -> dict:
+def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000, at_shots=(), check_floor: bool = False) -> dict:
     """The job spec's examples on its dm: backend, exact noisy values, the plan."""
     nominal = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, shots=NOMINAL))
     with prepare(nominal) as job:
@@ -19,7 +19,7 @@ def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000, at_shots
         logits, ev = oracle(resolved, job.model, job.data, job.backend)
         with torch.no_grad():
             exact = job.model(job.data.inputs)
-        out = plan(logits, exact, ev, confidence, max_shots, job.model, job.data.inputs, at_shots)
+        out = plan(logits, exact, ev, confidence, max_shots, job.model, job.data.inputs, at_shots, check_floor)
         targets = np.asarray(job.data.targets)
         out.update(checkpoint=spec.checkpoint, backend=job.backend.name, model=job.model.cfg.kind,
                    noisy_accuracy_infinite=float((final_logits(logits).argmax(-1).numpy() == targets).mean()),

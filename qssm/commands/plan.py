@@ -57,10 +57,10 @@ def format_plan(r: dict) -> str:
              f"agreement with exact {r['noisy_exact_agreement_infinite']:.3f})",
              "",
              f"  {'shots/circuit':>13}  {'shots/example':>13}  {'P(same as inf.)':>15}  {'P(same as exact)':>16}  "
-             f"{'decisions moved':>15}"]
+             f"{'decisions moved':>15}  from"]
     for c in r["curve"]:
         lines.append(f"  {c['shots_per_circuit']:>13,}  {c['shots_per_example']:>13,.0f}  {c['agreement_noisy']:>15.4f}  "
-                     f"{c['agreement_exact']:>16.4f}  {c['expected_flips']:>9.2f} ± {c['flip_sd']:.2f}")
+                     f"{c['agreement_exact']:>16.4f}  {c['expected_flips']:>9.2f} ± {c['flip_sd']:.2f}  {c['method']}")
         if c["agreement_noisy"] >= 1 - 1e-9:
             break
     lines.append("")
@@ -71,6 +71,7 @@ def format_plan(r: dict) -> str:
                      f"(target {r['confidence']})")
     else:
         lines.append(f"  no shot count up to the maximum meets {r['confidence']}: near-tied decisions; lower --confidence")
+    lines.append("  (± is one run's spread: rows shared by examples move their decisions together)")
     lines.append(f"  floor (optimal per-example allocation, {r['confidence']}): mean {r['floor_mean']:,.0f}, "
                  f"median {r['floor_median']:,.0f} shots per example; adaptive shots: [backend] shots = \"auto\"")
     return "\n".join(lines)
