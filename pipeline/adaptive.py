@@ -6,8 +6,7 @@
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
               differs from the infinite-shot one) <= 1 - confidence (the measured margins less
               their curvature shift), or capped at max_shots_per_example (0: 16 uniform pilot
-              rounds' worth), or futile (the cap cannot decide it even at a margin one standard
-              error wider: a near-tie); the undecided ones get each measured row's Neyman shots (sensitivity
+              rounds' worth); the undecided ones get each measured row's Neyman shots (sensitivity
               x standard deviation over cost), at most 4x a row's shots per round, in powers of
               two, and run again
     stop      when every example is decided or capped, or after MAX_ROUNDS
@@ -21,8 +20,6 @@ samples afresh and a killed job resumes bit-identical (the store replays finishe
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import torch
@@ -136,16 +133,11 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         cov = sens.cov(shots)
         p = flip_probability(sens.margin, cov)
         sure = p <= alpha
-        # futile: even at a margin one standard error above the measured one, the shots that would
-        # decide the example exceed its cap; more shots would only narrow a near-tie it cannot
-        # settle, so it stops now (counted as capped) instead of spending the cap
-        hopeful = dataclasses.replace(sens, margin=sens.margin + np.sqrt(np.maximum(np.einsum("bcc->bc", cov), 0)))
-        futile = hopeful.neyman(cost, confidence)[1] > cap
-        done = sure | futile | (spent >= cap) | (r == MAX_ROUNDS - 1)
+        done = sure | (spent >= cap) | (r == MAX_ROUNDS - 1)
         decided[active[sure]] = True
         stopped_round[active[done]] = r
         rounds.append({"round": r, "examples": int(len(active)), "decided": int(sure.sum()),
-                       "capped": int((done & ~sure).sum()), "futile": int((futile & ~sure).sum()),
+                       "capped": int((done & ~sure).sum()),
                        "shots": int((shots * cost).sum())})
         if progress is not None:
             progress.update(1)
