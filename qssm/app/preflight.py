@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from qssm.app.expected import expected_cost
 from qssm.app.inference import run
 from qssm.app.job import Job
 from qssm.app.pricing import on_device, per_example
@@ -65,6 +66,16 @@ def estimate(job: Job, workload=None) -> dict:
     device = paid_device(backend.name)
     if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
         est["on_device"] = on_device(device, sent, examples)
+    if spec.backend.adaptive and workload is None:  # the cap is what the budget holds; this is what to expect
+        exp = expected_cost(job, backend)
+        backend.set_mode(est.get("mode") or spec.backend.mode, round_trips=len(planned), qpu_seconds=qpu)
+        est["expected"] = exp
+        if exp["available"]:  # top level: this backend's own price (a simulator's is 0; `expected` has the device's)
+            own = 1.0 if price else 0.0
+            est.update({f"expected_{k}": exp[k] * own for k in ("usd", "usd_stderr", "usd_per_example", "qpu_seconds",
+                                                               "qpu_seconds_per_example")},
+                       expected_shots_per_example=exp["shots_per_example"],
+                       expected_shots_per_example_stderr=exp["shots_per_example_stderr"])
     return est
 
 
@@ -81,9 +92,11 @@ def _no_dispatch(batches):
 def check_budget(spec: JobSpec, est: dict, yes: bool = False) -> None:
     b = spec.budget
     over = []
-    for limit, value, what in ((b.max_cost_usd, est["usd"], "estimated ${:.2f} exceeds budget.max_cost_usd = {:g}"),
-                               (b.max_qpu_seconds, est["qpu_seconds"], "estimated {:.0f} QPU s exceeds "
-                                                                       "budget.max_qpu_seconds = {:g}")):
+    # an adaptive job: its cap, or its expected cost where the rounds' tasks/jobs make that larger
+    usd, qpu = max(est["usd"], est.get("expected_usd", 0.0)), max(est["qpu_seconds"], est.get("expected_qpu_seconds", 0.0))
+    for limit, value, what in ((b.max_cost_usd, usd, "estimated ${:.2f} exceeds budget.max_cost_usd = {:g}"),
+                               (b.max_qpu_seconds, qpu, "estimated {:.0f} QPU s exceeds "
+                                                        "budget.max_qpu_seconds = {:g}")):
         if not math.isfinite(limit) or limit < 0:
             raise QssmError(f"budget limits must be finite and >= 0, got {limit}; fix [budget]")
         if limit and value > limit:
