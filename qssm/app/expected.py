@@ -51,7 +51,7 @@ def scaled(batches, factor: float) -> list:
         if b.calibration is not None or factor == 1:
             out.append(b)
             continue
-        rows = max(1, int(round(len(b.parameters) * factor)))
+        rows = max(1, round(len(b.parameters) * factor))
         out.append(b.derive(parameters=np.resize(b.parameters, (rows, *b.parameters.shape[1:]))))
     return out
 
