@@ -71,7 +71,7 @@ def submit(args) -> int:
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
         cost += f"; on the real device about {estimate['qpu_seconds_if_real']:.0f} QPU s"
     if x := (estimate.get("expected") or {}):  # an adaptive job: the price above is its cap
-        cost += (f"; adaptive shots: that is the cap, expected ${x['usd']:.2f} ± {x['usd_stderr']:.2f} "
+        cost += (f"; adaptive shots: that is the cap, expected ${x['usd']:.2f} ± {x['usd_stderr']:.2f} on {x['device']} "
                  f"(${x['usd_per_example']:.2f} per example; adaptive rounds on {x['twin']} for {x['sample']} of "
                  f"{x['examples']} examples)") if x["available"] else f"; adaptive shots: that is the cap ({x['why']})"
     if estimate.get("mode"):
