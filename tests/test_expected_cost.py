@@ -77,3 +77,26 @@ def test_budget_holds_the_expected_cost_when_the_rounds_cost_more_than_the_cap(n
     with pytest.raises(QssmError, match=r"estimated \$30.00 exceeds budget.max_cost_usd = 20"):
         check_budget(type(spec)(**{**spec.__dict__, "budget": type(spec.budget)(max_cost_usd=20.0)}), est)
     check_budget(type(spec)(**{**spec.__dict__, "budget": type(spec.budget)(max_cost_usd=40.0)}), est)
+
+
+def test_run_plan_prints_the_recommendation_priced_beside_the_run(no_credentials, capsys, tmp_path):
+    """`qssm run --plan`: one line with the plan's shots and the price per example at both shot
+    counts (the same prices `qssm estimate` gives), in --json and the report too."""
+    argv = ["run", GARNET, "--backend", "dm:fake_fez", "--n", "4", "--shots", "4000", "--plan"]
+    assert main([*argv, "--json", "--out", str(tmp_path / "out")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    rec = r["shot_plan"]["recommendation"]
+    assert rec["ran_shots_per_circuit"] == 4000 and 0 < rec["shots_per_circuit"] < 4000
+    assert rec["agreement"] >= rec["confidence"] == 0.99
+    ran = estimate_json(capsys, GARNET, "--backend", "dm:fake_fez", "--n", "4", "--shots", "4000")["on_device"]
+    planned = estimate_json(capsys, GARNET, "--backend", "dm:fake_fez", "--n", "4", "--shots",
+                            str(rec["shots_per_circuit"]))["on_device"]
+    assert rec["ran"]["usd_per_example"] == pytest.approx(ran["usd_per_example"]) == pytest.approx(r["usd_per_example"])
+    assert rec["plan"]["usd_per_example"] == pytest.approx(planned["usd_per_example"])
+    assert planned["usd_per_example"] < ran["usd_per_example"]
+    line = r["shot_plan"]["line"]
+    assert line.startswith(f"plan: {rec['shots_per_circuit']:,} shots per circuit reach agreement 0.99 (you ran 4,000: ")
+    assert "plan" in (tmp_path / "out" / "report.html").read_text() and line.split(" (")[0] in (
+        tmp_path / "out" / "report.html").read_text()
+    assert main(argv) == 0
+    assert line in capsys.readouterr().out
