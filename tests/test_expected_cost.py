@@ -109,3 +109,15 @@ def test_run_plan_prints_the_recommendation_priced_beside_the_run(no_credentials
         tmp_path / "out" / "report.html").read_text()
     assert main(argv) == 0
     assert line in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--backend", "aer", "--shots", "100"], "--plan needs device noise and aer has none"),
+    (["--backend", "dm:iqm_garnet", "--shots", "auto"], "--plan plans fixed shots per circuit"),
+    (["--backend", "exact", "--shots", "0"], "--plan plans fixed shots per circuit"),
+])
+def test_run_plan_without_a_plan_to_make_is_one_line_before_the_run(no_credentials, capsys, tmp_path, extra, needle):
+    assert main(["run", GARNET, "--n", "1", "--plan", *extra, "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and needle in err and not out
+    assert not (tmp_path / "out").exists()

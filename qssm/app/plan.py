@@ -39,12 +39,20 @@ def per_example_price(spec) -> dict:
             "tasks_per_example": c["tasks_per_example"]}
 
 
-def plan_for_run(spec) -> dict:
-    """`qssm run --plan`: the plan of a fixed-shots dry run on its noise twin (the dm: engine's exact noisy
-    values), with the recommendation priced beside the shots the run used."""
+def check_plan(spec) -> str:
+    """The noise twin `qssm run --plan` plans on, or the one-line reason it cannot."""
+    if spec.backend.adaptive or not spec.backend.shots:
+        raise QssmError("--plan plans fixed shots per circuit; set --shots N (adaptive shots plan themselves)")
     twin = noise_twin(spec.backend.name)
     if twin == "exact":
         raise QssmError(f"--plan needs device noise and {spec.backend.name} has none; use --backend dm:<device>")
+    return twin
+
+
+def plan_for_run(spec) -> dict:
+    """`qssm run --plan`: the plan of a fixed-shots dry run on its noise twin (the dm: engine's exact noisy
+    values), with the recommendation priced beside the shots the run used."""
+    twin = check_plan(spec)
     ran = spec.backend.shots
     out = plan_spec(dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name=twin, cluster="")),
                     spec.backend.confidence, at_shots=(ran,))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qssm import args as types
 from qssm.app.inference import run_inference
-from qssm.app.plan import per_example_price, plan_for_run
+from qssm.app.plan import check_plan, per_example_price, plan_for_run
 from qssm.backends.registry import is_simulator
 from qssm.commands import help_for
 from qssm.errors import QssmError
@@ -54,6 +54,8 @@ def run(args) -> int:
     if not is_simulator(spec.backend.name):
         raise QssmError(f"qssm run is a simulator dry run and {spec.backend.name} is a QPU: use `qssm submit "
                         f"{args.spec}` (cost preflight, durable job), or dry-run with --backend aer:fake_<device>")
+    if args.plan:  # before the run: a plan that cannot be made is refused now, not after it
+        check_plan(spec)
     report = run_inference(spec, progress=not args.json)
     if spec.backend.adaptive:  # what the preflight would price and budget for this job: its cap
         report["adaptive_cap"] = per_example_price(spec)
