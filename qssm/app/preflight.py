@@ -110,8 +110,7 @@ def check_budget(spec: JobSpec, est: dict, yes: bool = False) -> None:
     # an adaptive job: its cap, or its expected cost where the rounds' tasks/jobs make that larger
     usd, qpu = max(est["usd"], est.get("expected_usd", 0.0)), max(est["qpu_seconds"], est.get("expected_qpu_seconds", 0.0))
     for limit, value, what in ((b.max_cost_usd, usd, "estimated ${:.2f} exceeds budget.max_cost_usd = {:g}"),
-                               (b.max_qpu_seconds, qpu, "estimated {:.0f} QPU s exceeds "
-                                                        "budget.max_qpu_seconds = {:g}")):
+                               (b.max_qpu_seconds, qpu, "estimated {:.0f} QPU s exceeds budget.max_qpu_seconds = {:g}")):
         if not math.isfinite(limit) or limit < 0:
             raise QssmError(f"budget limits must be finite and >= 0, got {limit}; fix [budget]")
         if limit and value > limit:
