@@ -260,6 +260,13 @@ class IBMBackend(Backend):
         self._pubs = (cache, jobs)
         return jobs
 
+    @staticmethod
+    def job_count(batch: CircuitBatch) -> int:
+        """The runtime jobs `_chunks` splits a batch into, from its size alone (the price counts what
+        dispatch sends: whole executions per job, so ceil(executions x shots / limit) can be one short)."""
+        executions = sum(len(batch.parameters) if c.num_parameters else 1 for c in batch.circuits)
+        return max(1, -(-executions // max(1, MAX_EXECUTIONS_PER_JOB // max(1, batch.shots or 1))))
+
     def _chunks(self, batch: CircuitBatch) -> list[list[tuple]]:
         circuits, _, _ = self.prepared(batch)
         n = len(batch.parameters)
@@ -442,7 +449,7 @@ class IBMBackend(Backend):
             duration = b.seconds_per_shot
             shots = b.executions * (b.shots or 0)
             seconds += shots * (REP_DELAY_S + duration)
-            jobs += max(1, -(-shots // MAX_EXECUTIONS_PER_JOB))
+            jobs += self.job_count(b)
         seconds += jobs * JOB_OVERHEAD_S
         # a Session bills its idle gaps between round trips too (module docstring)
         idle = (self.round_trips - 1) * SESSION_GAP_S if self.mode == "session" else 0.0

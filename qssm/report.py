@@ -301,7 +301,8 @@ def render_html(r: dict) -> str:
     if r.get("shot_plan"):
         sp = r["shot_plan"]
         curve = [c for c in sp["curve"] if c["agreement_noisy"] < 1 - 1e-9] or sp["curve"][:1]
-        parts.append("<h2>Shot plan: predicted agreement against shots</h2>" + _table(curve, list(curve[0].keys())))
+        line = f"<p>{html.escape(sp['line'])}</p>" if sp.get("line") else ""
+        parts.append("<h2>Shot plan: predicted agreement against shots</h2>" + line + _table(curve, list(curve[0].keys())))
 
         def plan_plot(ax):
             ax.plot([c["shots_per_circuit"] for c in curve], [c["agreement_noisy"] for c in curve], marker="o",

@@ -14,22 +14,24 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from qssm.app.expected import expected_cost
 from qssm.app.inference import run
-from qssm.app.job import Job
+from qssm.app.job import Job, prepare
 from qssm.app.pricing import on_device, per_example
 from qssm.app.validate import validate
 from qssm.backends.exact import ExactBackend
-from qssm.backends.registry import paid_device
+from qssm.backends.registry import paid_device, pricing_backend
 from qssm.errors import QssmError
 from qssm.jobs.spec import JobSpec
 from qssm.pipeline.build import build_pipeline
 
 
-def estimate(job: Job, workload=None) -> dict:
+def estimate(job: Job, workload=None, expected: bool = True) -> dict:
     """What the job will send and cost (module docstring), in total and per example, with the
     price's source. The job's split is already resolved for its target, so the exact plan sends
     what the real run will. `workload(pipeline) -> examples` replaces the job's inference for
-    commands that run something else on a backend (`qssm eval`, `generate`) on the exact recorder."""
+    commands that run something else on a backend (`qssm eval`, `generate`) on the exact recorder.
+    `expected`: an adaptive job's expected cost too (a dry run of its rounds on the noise twin)."""
     spec, backend = job.spec, job.backend
     planned: list[list] = []
     exact = ExactBackend(seed=spec.backend.seed_simulator)
@@ -65,6 +67,16 @@ def estimate(job: Job, workload=None) -> dict:
     device = paid_device(backend.name)
     if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
         est["on_device"] = on_device(device, sent, examples)
+    if spec.backend.adaptive and workload is None and expected:  # the cap is what the budget holds; this is what to expect
+        exp = expected_cost(job, backend)
+        backend.set_mode(est.get("mode") or spec.backend.mode, round_trips=len(planned), qpu_seconds=qpu)
+        est["expected"] = exp
+        if exp["available"]:  # top level: this backend's own price (a simulator's is 0; `expected` has the device's)
+            own = 1.0 if price else 0.0
+            est.update({f"expected_{k}": exp[k] * own for k in ("usd", "usd_stderr", "usd_per_example", "qpu_seconds",
+                                                               "qpu_seconds_per_example")},
+                       expected_shots_per_example=exp["shots_per_example"],
+                       expected_shots_per_example_stderr=exp["shots_per_example_stderr"])
     return est
 
 
@@ -78,12 +90,27 @@ def _no_dispatch(batches):
     raise AssertionError("the preflight prices batches; it never dispatches them")
 
 
+def price_spec(spec: JobSpec, expected: bool = True) -> dict:
+    """`qssm estimate`: the preflight's checks (all but credentials) and its estimate, with the spec's
+    budget and whether the estimate fits it. Builds no paid session and records nothing."""
+    with prepare(spec, pricing_backend(spec.backend.name, seed=spec.backend.seed_simulator), credentials=False) as job:
+        est = estimate(job, expected=expected)
+    budget = {"max_cost_usd": spec.budget.max_cost_usd, "max_qpu_seconds": spec.budget.max_qpu_seconds}
+    try:
+        check_budget(spec, est)
+        within = True
+    except QssmError:  # over budget, which is what this reports
+        within = False
+    return {"checkpoint": spec.checkpoint, **est, "budget": budget, "within_budget": within}
+
+
 def check_budget(spec: JobSpec, est: dict, yes: bool = False) -> None:
     b = spec.budget
     over = []
-    for limit, value, what in ((b.max_cost_usd, est["usd"], "estimated ${:.2f} exceeds budget.max_cost_usd = {:g}"),
-                               (b.max_qpu_seconds, est["qpu_seconds"], "estimated {:.0f} QPU s exceeds "
-                                                                       "budget.max_qpu_seconds = {:g}")):
+    # an adaptive job: its cap, or its expected cost where the rounds' tasks/jobs make that larger
+    usd, qpu = max(est["usd"], est.get("expected_usd", 0.0)), max(est["qpu_seconds"], est.get("expected_qpu_seconds", 0.0))
+    for limit, value, what in ((b.max_cost_usd, usd, "estimated ${:.2f} exceeds budget.max_cost_usd = {:g}"),
+                               (b.max_qpu_seconds, qpu, "estimated {:.0f} QPU s exceeds budget.max_qpu_seconds = {:g}")):
         if not math.isfinite(limit) or limit < 0:
             raise QssmError(f"budget limits must be finite and >= 0, got {limit}; fix [budget]")
         if limit and value > limit:

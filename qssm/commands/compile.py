@@ -66,7 +66,7 @@ def costs_per_example(spec, targets) -> list[dict]:
     out = []
     for t in targets:
         try:
-            e = price(dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name=t)))
+            e = price(dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, name=t)), expected=False)
         except QssmError as err:
             out.append({"target": t, "error": str(err)})
             continue

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 
-from qssm.app.job import prepare
-from qssm.app.preflight import check_budget, estimate
-from qssm.backends.registry import pricing_backend
+from qssm.app.preflight import price_spec
 from qssm.commands import help_for
 from qssm.commands.run import add_overrides, apply_overrides
-from qssm.errors import QssmError
 from qssm.jobs.spec import load_spec
 
 
@@ -22,17 +19,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def price(spec) -> dict:
+def price(spec, expected: bool = True) -> dict:
     """The preflight's checks (all but credentials) and its estimate, with the spec's budget."""
-    with prepare(spec, pricing_backend(spec.backend.name, seed=spec.backend.seed_simulator), credentials=False) as job:
-        est = estimate(job)
-    budget = {"max_cost_usd": spec.budget.max_cost_usd, "max_qpu_seconds": spec.budget.max_qpu_seconds}
-    try:
-        check_budget(spec, est)
-        within = True
-    except QssmError:  # over budget, which is what this reports
-        within = False
-    return {"checkpoint": spec.checkpoint, **est, "budget": budget, "within_budget": within}
+    return price_spec(spec, expected)
 
 
 def run(args) -> int:
@@ -62,6 +51,24 @@ def cost_rows(e: dict) -> list[str]:
     return out
 
 
+def expected_lines(e: dict) -> list[str]:
+    """An adaptive job: the cap (what the budget holds) and the expected cost (qssm/app/expected.py)."""
+    paid = e.get("on_device") or e
+    lines = [(f"adaptive shots: the table prices the cap, {paid['shots_per_example']:,.0f} shots per example "
+              f"(${paid['usd_per_example']:,.2f} per example); the budget holds the larger of the cap and the expected cost")]
+    x = e.get("expected") or {}
+    if not x.get("available"):
+        return lines + [f"  expected cost: not derived ({x.get('why', 'no noise twin')})"]
+    lines.append(f"  expected: ${x['usd_per_example']:,.2f} ± {x['usd_stderr'] / max(1, x['examples']):,.2f} per example, "
+                 f"{x['shots_per_example']:,.0f} ± {x['shots_per_example_stderr']:,.0f} shots, {x['tasks_per_example']:.2f} "
+                 f"tasks/jobs per example; ${x['usd']:,.2f} ± {x['usd_stderr']:,.2f} for the job")
+    lines.append(f"  derived from {x['derivation']}")
+    if x["usd"] > paid["usd"]:
+        lines.append(f"  the expected cost exceeds the cap's price: the rounds sent {x['tasks']:.0f} tasks/jobs where the "
+                     f"cap prices one round's {paid['tasks']:.0f}; the budget holds the larger")
+    return lines
+
+
 def format_estimate(e: dict) -> str:
     shots = f"{e['shots_per_circuit']} shots per circuit" if e["shots_per_circuit"] else "exact values"
     lines = [f"{e['checkpoint']} on {e['backend']}: {e['examples']} examples, {shots}, {e['round_trips']} round trips, "
@@ -73,6 +80,8 @@ def format_estimate(e: dict) -> str:
     if dev := e.get("on_device"):
         lines += [f"on {dev['device']}, the device whose noise {e['backend']} runs:", *cost_rows(dev),
                   f"  price: {price_line(dev['price'])}"]
+    if e.get("adaptive"):
+        lines += expected_lines(e)
     limits = [f"{k} = {v:g}" for k, v in e["budget"].items() if v]
     if limits:
         verdict = "within budget" if e["within_budget"] else "OVER budget: submit refuses it unless --yes"

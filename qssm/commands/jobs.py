@@ -69,6 +69,10 @@ def submit(args) -> int:
         cost += f" (${estimate['usd_per_example']:.2f} per example)"
     if estimate.get("qpu_seconds_if_real") and not estimate["qpu_seconds"]:
         cost += f"; on the real device about {estimate['qpu_seconds_if_real']:.0f} QPU s"
+    if x := (estimate.get("expected") or {}):  # an adaptive job: the price above is its cap
+        cost += (f"; adaptive shots: that is the cap, expected ${x['usd']:.2f} ± {x['usd_stderr']:.2f} on {x['device']} "
+                 f"(${x['usd_per_example']:.2f} per example; adaptive rounds on {x['twin']} for {x['sample']} of "
+                 f"{x['examples']} examples)") if x["available"] else f"; adaptive shots: that is the cap ({x['why']})"
     if estimate.get("mode"):
         idle = estimate.get("session_idle_seconds") or 0.0
         cost += f"; priced as a {estimate['mode']}" + (f" incl. {idle:.0f} s of billed idle time" if idle else "")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qssm import args as types
 from qssm.app.inference import run_inference
+from qssm.app.plan import check_plan, per_example_price, plan_for_run
 from qssm.backends.registry import is_simulator
 from qssm.commands import help_for
 from qssm.errors import QssmError
@@ -21,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("spec", help="job spec (TOML), see examples/")
     add_overrides(p, "run")
     p.add_argument("--cluster", type=types.cluster, help='run batches on Dask: "local:N" workers or a scheduler address tcp://host:8786')
+    p.add_argument("--plan", action="store_true",
+                   help="fixed shots: also plan them on the noise twin (qssm plan's recommendation and its price per "
+                        "example; costs another 30-100%% of the run's time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html")
     p.set_defaults(func=run)
@@ -50,7 +54,13 @@ def run(args) -> int:
     if not is_simulator(spec.backend.name):
         raise QssmError(f"qssm run is a simulator dry run and {spec.backend.name} is a QPU: use `qssm submit "
                         f"{args.spec}` (cost preflight, durable job), or dry-run with --backend aer:fake_<device>")
+    if args.plan:  # before the run: a plan that cannot be made is refused now, not after it
+        check_plan(spec)
     report = run_inference(spec, progress=not args.json)
+    if spec.backend.adaptive:  # what the preflight would price and budget for this job: its cap
+        report["adaptive_cap"] = per_example_price(spec)
+    elif args.plan and spec.backend.shots:
+        report["shot_plan"] = plan_for_run(spec)
     if args.out:
         write_report(report, Path(args.out))
     if args.json:
@@ -104,6 +114,12 @@ def format_run(r: dict) -> str:
                      f"{r['adaptive']['confidence']}, {r['adaptive_capped']} capped; shots per example mean "
                      f"{r['shots_per_example_mean']:,.0f}, median {r['shots_per_example_median']:,.0f}, "
                      f"max {r['shots_per_example_max']:,.0f}")
+    if r.get("adaptive_cap"):
+        c = r["adaptive_cap"]
+        lines.append(f"  adaptive cap    ${c['usd_per_example']:,.2f} per example on {c['device']} "
+                     f"({c['shots_per_example']:,.0f} shots): what the preflight prices and the budget holds")
+    if r.get("shot_plan", {}).get("line"):
+        lines.append("  " + r["shot_plan"]["line"])
     if r.get("split_choice"):
         c = r["split_choice"]
         lines.append(f"  split (auto)    segment {c['chosen']['segment']}, obp_steps {c['chosen']['obp_steps']}: {c['why']}")
