@@ -105,6 +105,32 @@ def column(report: dict, infinite: list[int], per_example=None) -> dict:
             "seconds": report["bench_seconds"], **{k: report[k] for k in keys}}
 
 
+def check_plan(predicted: float, linear: float, flip_sd: float, draws: int, measured: float, n: int) -> dict:
+    """Predicted against measured agreement. One run's flips spread as the plan's draws say
+    (flip_sd: rows shared by examples move them together), and never less than independent
+    examples' Poisson spread, sqrt(expected flips) (16 draws estimate a spread loosely); the
+    prediction's own error is that over the square root of its draws; half an example for
+    discreteness."""
+    var = max(flip_sd**2, (1 - predicted) * n)
+    se = math.sqrt(var * (1 + 1 / max(draws, 1)) + 0.25) / n
+    return {"predicted": predicted, "predicted_linear": linear, "measured": measured, "se": se, "draws": draws,
+            "flip_sd": flip_sd, "within_2se": abs(predicted - measured) <= 2 * se}
+
+
+def recheck(row: dict) -> dict:
+    """A stored row's plan checks and acceptance under check_plan (rows stored before it kept only se)."""
+    n = row["n"]
+    for k, v in row["plan_check"].items():
+        draws = v.get("draws", 16)  # the plan's MC_DRAWS when the row was stored
+        sd = v.get("flip_sd")
+        if sd is None:
+            sd = math.sqrt(max((v["se"] * n) ** 2 - 0.25, 0) / (1 + 1 / draws))
+        row["plan_check"][k] = check_plan(v["predicted"], v["predicted_linear"], sd, draws, v["measured"], n)
+    if "adaptive" in row["columns"]:
+        row["acceptance"] = acceptance(row)
+    return row
+
+
 def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) -> dict:
     print(f"== {ck} on {backend}, n = {n}", flush=True)
     start = time.perf_counter()
@@ -125,11 +151,8 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) ->
         row["columns"][name] = column(r, infinite)
         pred = curve[shots]
         measured = row["columns"][name]["agreement_infinite"]
-        # one run's agreement spreads as the plan's draws do (flip_sd: errors shared by examples move them
-        # together), the prediction by that over the square root of its draws; half an example for discreteness
-        se = math.sqrt(pred["flip_sd"] ** 2 * (1 + 1 / max(plan.get("mc_draws") or 1, 1)) + 0.25) / n
-        row["plan_check"][str(shots)] = {"predicted": pred["agreement_noisy"], "predicted_linear": pred["agreement_noisy_linear"],
-                                         "measured": measured, "se": se, "within_2se": abs(pred["agreement_noisy"] - measured) <= 2 * se}
+        row["plan_check"][str(shots)] = check_plan(pred["agreement_noisy"], pred["agreement_noisy_linear"],
+                                                   pred["flip_sd"], plan.get("mc_draws") or 0, measured, n)
         save(row)
         print(f"   {name:>14}: acc {r['accuracy']:.3f}  agree(inf) {measured:.3f}  predicted {pred['agreement_noisy']:.3f}  "
               f"shots/example {r['total_shots'] / n:,.0f}  {r['bench_seconds']:.0f} s", flush=True)
@@ -201,6 +224,32 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verdicts(rows: list[dict]) -> str:
+    """Issue 21's acceptance per row, from the stored row (a row without adaptive runs says so)."""
+    mark = {True: "✓", False: "✗"}
+    lines = ["| row | adaptive accuracy vs fixed 4000 | adaptive mean shots < fixed 64 | adaptive / floor, median "
+             "(delta method; model check) | plan within 2 s.e. (predicted / measured) | early-stopped decisions that moved (seeds) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        c = row["columns"]
+        if "adaptive" not in c:
+            lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]} | not run | | | | |")
+            continue
+        ok, a = row["acceptance"], c["adaptive"]
+        fl, ck = c["floor"]["shots_median"], c.get("floor (model check)", {}).get("shots_median")
+        ratios = f"{a['shots_median'] / max(fl, 1e-9):.1f}x {mark[ok['median_within_3x_floor']]}"
+        if ck is not None:
+            ratios += f"; {a['shots_median'] / max(ck, 1e-9):.1f}x {mark[ok['median_within_3x_checked_floor']]}"
+        misses = [f"{k}: {v['predicted']:.3f} / {v['measured']:.3f}" for k, v in row["plan_check"].items() if not v["within_2se"]]
+        plan = "all ✓" if not misses else "✗ " + ", ".join(misses)
+        cc = row["confidence_check"]
+        lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]} | {a['accuracy']:.3f} vs {c['fixed 4000']['accuracy']:.3f} "
+                     f"{mark[ok['accuracy_vs_4000']]} | {a['shots_mean']:,.0f} vs {c['fixed 64']['shots_mean']:,.0f} "
+                     f"{mark[ok['mean_below_fixed_64']]} | {ratios} | {plan} | {cc['differing']} of {cc['early_stopped']:,} "
+                     f"({cc['seeds']}) {mark[ok['confidence_honoured']]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="0,1,2,3", help="indices into ROWS")
@@ -211,8 +260,10 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", help="print the table of saved results and stop")
     args = ap.parse_args()
     if args.table:
-        rows = [r for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
+        rows = [recheck(r) for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
         print(table(rows))
+        print()
+        print(verdicts(rows))
         for r in rows:
             print(r["checkpoint"], r["backend"], r.get("acceptance"), r.get("confidence_check"))
         return
