@@ -258,9 +258,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "shots.json"))
     ap.add_argument("--table", nargs="+", help="print the table of saved results and stop")
+    ap.add_argument("--part", choices=("columns", "acceptance"), help="with --table: only that markdown table (the README's)")
     args = ap.parse_args()
     if args.table:
         rows = [recheck(r) for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
+        if args.part:
+            print(table(rows) if args.part == "columns" else verdicts(rows))
+            return
         print(table(rows))
         print()
         print(verdicts(rows))
