@@ -218,7 +218,7 @@ def table(rows: list[dict]) -> str:
                 continue
             label = f"plan ({row.get('recommended_shots_per_circuit')})" if name == "plan" else name
             ibm_usd = f"{col['ibm_usd_per_example']:.2f}" if "ibm_usd_per_example" in col else "–"
-            lines.append(f"| {row['checkpoint']} | {row['backend']} | {label} | {col['accuracy']:.3f} | {col['agreement_exact']:.3f} | "
+            lines.append(f"| {row['checkpoint']} | {row['backend']}{' ' + row['note'] if row.get('note') else ''} | {label} | {col['accuracy']:.3f} | {col['agreement_exact']:.3f} | "
                          f"{col['agreement_infinite']:.3f} | {col['shots_mean']:,.0f} / {col['shots_median']:,.0f} / "
                          f"{col['shots_p90']:,.0f} / {col['shots_max']:,.0f} | {col['garnet_usd_per_example']:.2f} | {ibm_usd} |")
     return "\n".join(lines)
@@ -243,7 +243,7 @@ def verdicts(rows: list[dict]) -> str:
         misses = [f"{k}: {v['predicted']:.3f} / {v['measured']:.3f}" for k, v in row["plan_check"].items() if not v["within_2se"]]
         plan = "all ✓" if not misses else "✗ " + ", ".join(misses)
         cc = row["confidence_check"]
-        lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]} | {a['accuracy']:.3f} vs {c['fixed 4000']['accuracy']:.3f} "
+        lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]}{' ' + row['note'] if row.get('note') else ''} | {a['accuracy']:.3f} vs {c['fixed 4000']['accuracy']:.3f} "
                      f"{mark[ok['accuracy_vs_4000']]} | {a['shots_mean']:,.0f} vs {c['fixed 64']['shots_mean']:,.0f} "
                      f"{mark[ok['mean_below_fixed_64']]} | {ratios} | {plan} | {cc['differing']} of {cc['early_stopped']:,} "
                      f"({cc['seeds']}) {mark[ok['confidence_honoured']]} |")
