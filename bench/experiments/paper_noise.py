@@ -1,0 +1,161 @@
+"""The QLAM paper checkpoints through the whole pipeline (ISA circuits, the device's noise, shots) on
+the full 10,000-image test sets: issue 22's noise story, the noise columns of the README's
+paper-style table (bench/paper_table.py reads bench/paper_noise.json).
+
+Per checkpoint x device:
+1. the dry run plans the shots (`qssm plan`, qssm/app/plan.py) on the first --plan-n test images;
+2. the test set runs at those shots in --chunks interleaved chunks (chunk c holds images c, c + k,
+   c + 2k, ...), so every finished chunk is a sample of the whole set, not of its easy first half
+   (MNIST's first 5,000 test images come from the cleaner writers). Each chunk is one JSON file
+   under bench/paper_noise_chunks/, written when it finishes with its own simulator seed: a rerun
+   skips finished chunks and reproduces the missing ones exactly;
+3. bench/paper_noise.json gets the pooled row: n, shots, seeds, accuracy ± se, exact accuracy on the
+   same images, agreement; `subset` is true until all chunks are in.
+
+    OMP_NUM_THREADS=1 nice python bench/experiments/paper_noise.py --ckpt qlam-smnist-full \
+        --devices fake_fez fake_sherbrooke iqm_garnet
+    python bench/experiments/paper_noise.py --collect      # only pool the finished chunks
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from qssm.app.inference import run
+from qssm.app.job import backend_for, prepare
+from qssm.app.plan import plan_spec
+from qssm.jobs.spec import parse_spec
+from qssm.models.tasks import Batch
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "bench" / "paper_noise.json"
+CHUNKS = ROOT / "bench" / "paper_noise_chunks"
+CHECKPOINTS = ("qlam-smnist-full", "qlam-sfashion")
+DEVICES = ("fake_fez", "fake_sherbrooke", "iqm_garnet")
+
+
+def spec_for(ckpt: str, device: str, n: int, shots: int = 0, seed: int = 1):
+    return parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ckpt}.safetensors")},
+                       "data": {"n": n}, "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": seed}})
+
+
+def planned_shots(ckpt: str, device: str, plan_n: int, confidence: float) -> dict:
+    """The dry run's recommendation, stored beside the chunks (planned once per checkpoint x device)."""
+    path = CHUNKS / ckpt / device / "plan.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    p = plan_spec(spec_for(ckpt, device, plan_n), confidence)
+    if p["recommended"] is None:
+        raise SystemExit(f"{ckpt} on dm:{device}: no shot count meets confidence {confidence} on the first "
+                         f"{plan_n} images (near-tied decisions); pass a lower --confidence")
+    out = {"plan_n": plan_n, "confidence": p["confidence"], "shots": p["recommended_shots_per_circuit"],
+           "circuits_per_example": p["circuits_per_example"], "shots_per_example": p["recommended"]["shots_per_example"],
+           "noisy_accuracy_infinite": p["noisy_accuracy_infinite"], "exact_accuracy": p["exact_accuracy"],
+           "seconds": time.perf_counter() - start}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def run_chunk(job, ckpt: str, device: str, shots: int, c: int, k: int) -> dict:
+    """Chunk c of k on a backend seeded by its index: the same numbers whenever it runs."""
+    seed = 1 + c
+    spec = spec_for(ckpt, device, job.spec.data.n, shots, seed)
+    idx = torch.arange(c, len(job.data.targets), k)
+    data = Batch(job.data.inputs[idx], job.data.targets[idx],
+                 {key: (v[idx] if torch.is_tensor(v) else v) for key, v in job.data.meta.items()})
+    start = time.perf_counter()
+    with job.on(backend_for(spec), spec) as chunk_job:
+        r = run(dataclasses.replace(chunk_job, data=data), progress=False).report
+    decisions = r["decisions"]
+    targets = data.targets.tolist()
+    with torch.no_grad():
+        exact = job.model(data.inputs)
+    exact = (exact[:, -1] if exact.dim() == 3 else exact).argmax(-1).tolist()
+    return {"chunk": c, "chunks": k, "indices": f"range({c}, {len(job.data.targets)}, {k})", "n": len(targets),
+            "shots": shots, "seed_simulator": seed, "correct": sum(d == t for d, t in zip(decisions, targets)),
+            "exact_correct": sum(e == t for e, t in zip(exact, targets)),
+            "agree": sum(d == e for d, e in zip(decisions, exact)), "decisions": decisions,
+            "logit_error_mean": r["logit_error_mean"], "wall_seconds": time.perf_counter() - start}
+
+
+def run_devices(ckpt: str, devices: list[str], plan_n: int, confidence: float, k: int, n: int) -> None:
+    """The first device's chunks all, then the other devices' chunk by chunk in turn: if time runs
+    out, the first device has the whole test set and the others equal interleaved subsets."""
+    jobs = {}
+    try:
+        for device in devices:
+            plan = planned_shots(ckpt, device, plan_n, confidence)
+            print(f"{ckpt} on dm:{device}: {plan['shots']} shots per circuit (plan on {plan_n})", flush=True)
+            jobs[device] = (plan["shots"], prepare(spec_for(ckpt, device, n)))  # model and data loaded once
+        order = [(devices[0], c) for c in range(k)] + [(d, c) for c in range(k) for d in devices[1:]]
+        for device, c in order:
+            path = CHUNKS / ckpt / device / f"chunk{c:02d}of{k}.json"
+            if path.exists():
+                continue
+            shots, job = jobs[device]
+            out = run_chunk(job, ckpt, device, shots, c, k)
+            path.write_text(json.dumps(out, indent=1) + "\n")
+            print(f"  {device} chunk {c}/{k}: {out['correct']}/{out['n']} (exact {out['exact_correct']}) "
+                  f"{out['wall_seconds']:.0f} s", flush=True)
+    finally:
+        for _, job in jobs.values():
+            job.close()
+
+
+def collect() -> dict:
+    """Pool each checkpoint x device's finished chunks into bench/paper_noise.json."""
+    rows = {}
+    for ckpt, device in itertools.product(CHECKPOINTS, DEVICES):
+        d = CHUNKS / ckpt / device
+        chunks = [json.loads(p.read_text()) for p in sorted(d.glob("chunk*.json"))]
+        if not chunks:
+            continue
+        plan = json.loads((d / "plan.json").read_text())
+        n = sum(c["n"] for c in chunks)
+        p, e = sum(c["correct"] for c in chunks) / n, sum(c["exact_correct"] for c in chunks) / n
+        rows.setdefault(ckpt, {})[device] = {
+            "n": n, "subset": len(chunks) < chunks[0]["chunks"], "chunks": [c["chunk"] for c in chunks],
+            "of_chunks": chunks[0]["chunks"], "shots": chunks[0]["shots"],
+            "seeds": [c["seed_simulator"] for c in chunks], "accuracy": p, "se": math.sqrt(p * (1 - p) / n),
+            "exact_accuracy": e, "exact_se": math.sqrt(e * (1 - e) / n),
+            "agreement": sum(c["agree"] for c in chunks) / n,
+            "logit_error_mean": sum(c["logit_error_mean"] * c["n"] for c in chunks) / n,
+            "wall_seconds": sum(c["wall_seconds"] for c in chunks), "plan": plan,
+            "script": "bench/experiments/paper_noise.py"}
+    OUT.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt", choices=CHECKPOINTS)
+    ap.add_argument("--devices", nargs="+", choices=DEVICES, default=list(DEVICES))
+    ap.add_argument("--plan-n", type=int, default=200, help="test images the dry run plans the shots on")
+    ap.add_argument("--confidence", type=float, default=0.99, help="the plan's target agreement with infinite shots")
+    ap.add_argument("--chunks", type=int, default=20)
+    ap.add_argument("--n", type=int, default=10_000, help="test images (the standard split: 10000)")
+    ap.add_argument("--collect", action="store_true", help="only pool the finished chunks")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if not args.collect:
+        if args.ckpt is None:
+            ap.error("--ckpt is required unless --collect")
+        run_devices(args.ckpt, args.devices, args.plan_n, args.confidence, args.chunks, args.n)
+    for ckpt, devices in collect().items():
+        for device, r in devices.items():
+            print(f"{ckpt} dm:{device}: {r['accuracy']:.4f} ± {r['se']:.4f} (exact {r['exact_accuracy']:.4f}, "
+                  f"agreement {r['agreement']:.4f}) n={r['n']}{' (subset)' if r['subset'] else ''} shots={r['shots']}")
+
+
+if __name__ == "__main__":
+    main()
