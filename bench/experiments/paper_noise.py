@@ -7,8 +7,8 @@ Per checkpoint x device:
 2. the test set runs at those shots in --chunks interleaved chunks (chunk c holds images c, c + k,
    c + 2k, ...), so every finished chunk is a sample of the whole set, not of its easy first half
    (MNIST's first 5,000 test images come from the cleaner writers). Each chunk is one JSON file
-   under bench/paper_noise_chunks/, written when it finishes with its own simulator seed: a rerun
-   skips finished chunks and reproduces the missing ones exactly;
+   under bench/paper_noise_chunks/, written when it finishes: a rerun skips finished chunks and
+   reproduces the missing ones exactly (simulator seed 1 mixed with each batch's content key);
 3. bench/paper_noise.json gets the pooled row: n, shots, seeds, accuracy ± se, exact accuracy on the
    same images, agreement; `subset` is true until all chunks are in.
 
@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from qssm.app.inference import run
-from qssm.app.job import backend_for, prepare
+from qssm.app.job import prepare
 from qssm.app.plan import plan_spec
 from qssm.jobs.spec import parse_spec
 from qssm.models.tasks import Batch
+from qssm.pipeline.build import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "paper_noise.json"
@@ -47,9 +48,9 @@ def spec_for(ckpt: str, device: str, n: int, shots: int = 0, seed: int = 1):
                        "data": {"n": n}, "backend": {"name": f"dm:{device}", "shots": shots, "seed_simulator": seed}})
 
 
-def planned_shots(ckpt: str, device: str, plan_n: int, confidence: float) -> dict:
+def planned_shots(ckpt: str, device: str, plan_n: int, confidence: float, root: Path = CHUNKS) -> dict:
     """The dry run's recommendation, stored beside the chunks (planned once per checkpoint x device)."""
-    path = CHUNKS / ckpt / device / "plan.json"
+    path = root / ckpt / device / "plan.json"
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
@@ -66,57 +67,59 @@ def planned_shots(ckpt: str, device: str, plan_n: int, confidence: float) -> dic
     return out
 
 
-def run_chunk(job, ckpt: str, device: str, shots: int, c: int, k: int) -> dict:
-    """Chunk c of k on a backend seeded by its index: the same numbers whenever it runs."""
-    seed = 1 + c
-    spec = spec_for(ckpt, device, job.spec.data.n, shots, seed)
+def run_chunk(job, pipeline, shots: int, c: int, k: int) -> dict:
+    """Chunk c of k through the device's one pipeline (its compile cache kept across chunks). The
+    simulator seeds each batch with the backend seed and the batch's content key, so a chunk's
+    numbers do not depend on which chunks ran before it in this process."""
     idx = torch.arange(c, len(job.data.targets), k)
     data = Batch(job.data.inputs[idx], job.data.targets[idx],
                  {key: (v[idx] if torch.is_tensor(v) else v) for key, v in job.data.meta.items()})
     start = time.perf_counter()
-    with job.on(backend_for(spec), spec) as chunk_job:
-        r = run(dataclasses.replace(chunk_job, data=data), progress=False).report
+    r = run(dataclasses.replace(job, data=data), pipeline=pipeline, progress=False).report
     decisions = r["decisions"]
     targets = data.targets.tolist()
     with torch.no_grad():
         exact = job.model(data.inputs)
     exact = (exact[:, -1] if exact.dim() == 3 else exact).argmax(-1).tolist()
     return {"chunk": c, "chunks": k, "indices": f"range({c}, {len(job.data.targets)}, {k})", "n": len(targets),
-            "shots": shots, "seed_simulator": seed, "correct": sum(d == t for d, t in zip(decisions, targets)),
+            "shots": shots, "seed_simulator": job.spec.backend.seed_simulator,
+            "correct": sum(d == t for d, t in zip(decisions, targets)),
             "exact_correct": sum(e == t for e, t in zip(exact, targets)),
             "agree": sum(d == e for d, e in zip(decisions, exact)), "decisions": decisions,
             "logit_error_mean": r["logit_error_mean"], "wall_seconds": time.perf_counter() - start}
 
 
-def run_devices(ckpt: str, devices: list[str], plan_n: int, confidence: float, k: int, n: int) -> None:
+def run_devices(ckpt: str, devices: list[str], plan_n: int, confidence: float, k: int, n: int,
+                root: Path = CHUNKS) -> None:
     """The first device's chunks all, then the other devices' chunk by chunk in turn: if time runs
     out, the first device has the whole test set and the others equal interleaved subsets."""
-    jobs = {}
+    jobs = {}  # device -> (shots, prepared job, pipeline): planned and loaded when its first chunk is due
     try:
-        for device in devices:
-            plan = planned_shots(ckpt, device, plan_n, confidence)
-            print(f"{ckpt} on dm:{device}: {plan['shots']} shots per circuit (plan on {plan_n})", flush=True)
-            jobs[device] = (plan["shots"], prepare(spec_for(ckpt, device, n)))  # model and data loaded once
         order = [(devices[0], c) for c in range(k)] + [(d, c) for c in range(k) for d in devices[1:]]
         for device, c in order:
-            path = CHUNKS / ckpt / device / f"chunk{c:02d}of{k}.json"
+            path = root / ckpt / device / f"chunk{c:02d}of{k}.json"
             if path.exists():
                 continue
-            shots, job = jobs[device]
-            out = run_chunk(job, ckpt, device, shots, c, k)
+            if device not in jobs:
+                plan = planned_shots(ckpt, device, plan_n, confidence, root)
+                print(f"{ckpt} on dm:{device}: {plan['shots']} shots per circuit (plan on {plan['plan_n']})", flush=True)
+                job = prepare(spec_for(ckpt, device, n, plan["shots"]))
+                jobs[device] = (plan["shots"], job, build_pipeline(job.spec, job.backend, model=job.model))
+            shots, job, pipeline = jobs[device]
+            out = run_chunk(job, pipeline, shots, c, k)
             path.write_text(json.dumps(out, indent=1) + "\n")
             print(f"  {device} chunk {c}/{k}: {out['correct']}/{out['n']} (exact {out['exact_correct']}) "
                   f"{out['wall_seconds']:.0f} s", flush=True)
     finally:
-        for _, job in jobs.values():
+        for _, job, _ in jobs.values():
             job.close()
 
 
-def collect() -> dict:
+def collect(root: Path = CHUNKS, out: Path = OUT) -> dict:
     """Pool each checkpoint x device's finished chunks into bench/paper_noise.json."""
     rows = {}
     for ckpt, device in itertools.product(CHECKPOINTS, DEVICES):
-        d = CHUNKS / ckpt / device
+        d = root / ckpt / device
         chunks = [json.loads(p.read_text()) for p in sorted(d.glob("chunk*.json"))]
         if not chunks:
             continue
@@ -132,7 +135,7 @@ def collect() -> dict:
             "logit_error_mean": sum(c["logit_error_mean"] * c["n"] for c in chunks) / n,
             "wall_seconds": sum(c["wall_seconds"] for c in chunks), "plan": plan,
             "script": "bench/experiments/paper_noise.py"}
-    OUT.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    out.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     return rows
 
 
@@ -144,14 +147,16 @@ def main() -> None:
     ap.add_argument("--confidence", type=float, default=0.99, help="the plan's target agreement with infinite shots")
     ap.add_argument("--chunks", type=int, default=20)
     ap.add_argument("--n", type=int, default=10_000, help="test images (the standard split: 10000)")
+    ap.add_argument("--dir", type=Path, default=CHUNKS, help="where the chunks and plans go")
+    ap.add_argument("--out", type=Path, default=OUT, help="the pooled results")
     ap.add_argument("--collect", action="store_true", help="only pool the finished chunks")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if not args.collect:
         if args.ckpt is None:
             ap.error("--ckpt is required unless --collect")
-        run_devices(args.ckpt, args.devices, args.plan_n, args.confidence, args.chunks, args.n)
-    for ckpt, devices in collect().items():
+        run_devices(args.ckpt, args.devices, args.plan_n, args.confidence, args.chunks, args.n, args.dir)
+    for ckpt, devices in collect(args.dir, args.out).items():
         for device, r in devices.items():
             print(f"{ckpt} dm:{device}: {r['accuracy']:.4f} ± {r['se']:.4f} (exact {r['exact_accuracy']:.4f}, "
                   f"agreement {r['agreement']:.4f}) n={r['n']}{' (subset)' if r['subset'] else ''} shots={r['shots']}")
