@@ -48,7 +48,7 @@ def model(name: str):
 
 @pytest.mark.parametrize("name", ["gru-digits", "qlam-digits-chain", "qlam-smnist-chain"])
 def test_exact_test_split_rows(name):
-    m, stored = model(name), EVALS[name]["seeds"][TEST_SEED]
+    m, stored = model(name), EVALS[name]["seeds"][str(TEST_SEED)]
     batch = test_set(m.cfg.task, TEST_SEED)
     with torch.no_grad():
         got = accuracy(predict(m, batch), batch.targets)

@@ -1,6 +1,6 @@
 """The QLAM paper checkpoints through the whole pipeline (ISA circuits, the device's noise, shots) on
 the full 10,000-image test sets: issue 22's noise story, the noise columns of the README's
-paper-style table (bench/paper_table.py reads bench/paper_noise.json).
+paper-style table (docs/tables.py reads bench/paper_noise.json).
 
 Per checkpoint x device:
 1. the dry run plans the shots (`qssm plan`, qssm/app/plan.py) on the first --plan-n test images;
@@ -12,8 +12,8 @@ Per checkpoint x device:
 3. bench/paper_noise.json gets the pooled row: n, shots, seeds, accuracy ± se, exact accuracy on the
    same images, agreement; `subset` is true until all chunks are in.
 
-    OMP_NUM_THREADS=1 nice python bench/experiments/paper_noise.py --ckpt qlam-smnist-full \
-        --devices fake_fez fake_sherbrooke iqm_garnet
+    OMP_NUM_THREADS=1 nice python bench/experiments/paper_noise.py &   # one worker per core:
+    OMP_NUM_THREADS=1 nice python bench/experiments/paper_noise.py &   # they share the chunk queue
     python bench/experiments/paper_noise.py --collect      # only pool the finished chunks
 """
 
@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -89,38 +90,60 @@ def run_chunk(job, pipeline, shots: int, c: int, k: int) -> dict:
             "logit_error_mean": r["logit_error_mean"], "wall_seconds": time.perf_counter() - start}
 
 
-def run_devices(ckpt: str, devices: list[str], plan_n: int, confidence: float, k: int, n: int,
-                root: Path = CHUNKS) -> None:
-    """The first device's chunks all, then the other devices' chunk by chunk in turn: if time runs
-    out, the first device has the whole test set and the others equal interleaved subsets."""
-    jobs = {}  # device -> (shots, prepared job, pipeline): planned and loaded when its first chunk is due
+def claim(path: Path) -> bool:
+    """Take a chunk for this process: a `.running` file with its pid, created exclusively, so two
+    workers started side by side share the queue; the claim of a process that died is taken over."""
+    lock = path.with_suffix(".running")
+    if lock.exists():
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False  # a live worker has it
+        except (ProcessLookupError, ValueError):
+            lock.unlink(missing_ok=True)
     try:
-        order = [(devices[0], c) for c in range(k)] + [(d, c) for c in range(k) for d in devices[1:]]
-        for device, c in order:
+        with open(lock, "x") as f:
+            f.write(str(os.getpid()))
+    except FileExistsError:
+        return False
+    return True
+
+
+def work(ckpts: list[str], devices: list[str], plan_n: int, confidence: float, k: int, n: int,
+         root: Path = CHUNKS) -> None:
+    """Every checkpoint's chunks on the first device, then the other devices' chunk by chunk in
+    turn; each worker (start several side by side) takes the next chunk nobody has. If time runs
+    out, the first device has whole test sets and the others equal interleaved subsets."""
+    jobs = {}  # (ckpt, device) -> (shots, prepared job, pipeline): planned and loaded when first due
+    order = ([(ckpt, devices[0], c) for ckpt in ckpts for c in range(k)]
+             + [(ckpt, d, c) for c in range(k) for ckpt in ckpts for d in devices[1:]])
+    try:
+        for ckpt, device, c in order:
             path = root / ckpt / device / f"chunk{c:02d}of{k}.json"
-            if path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() or not claim(path):
                 continue
-            if device not in jobs:
+            if (ckpt, device) not in jobs:
                 plan = planned_shots(ckpt, device, plan_n, confidence, root)
                 print(f"{ckpt} on dm:{device}: {plan['shots']} shots per circuit (plan on {plan['plan_n']})", flush=True)
                 job = prepare(spec_for(ckpt, device, n, plan["shots"]))
-                jobs[device] = (plan["shots"], job, build_pipeline(job.spec, job.backend, model=job.model))
-            shots, job, pipeline = jobs[device]
+                jobs[ckpt, device] = (plan["shots"], job, build_pipeline(job.spec, job.backend, model=job.model))
+            shots, job, pipeline = jobs[ckpt, device]
             out = run_chunk(job, pipeline, shots, c, k)
             path.write_text(json.dumps(out, indent=1) + "\n")
-            print(f"  {device} chunk {c}/{k}: {out['correct']}/{out['n']} (exact {out['exact_correct']}) "
+            path.with_suffix(".running").unlink()
+            print(f"  {ckpt} {device} chunk {c}/{k}: {out['correct']}/{out['n']} (exact {out['exact_correct']}) "
                   f"{out['wall_seconds']:.0f} s", flush=True)
     finally:
         for _, job, _ in jobs.values():
             job.close()
 
 
-def collect(root: Path = CHUNKS, out: Path = OUT) -> dict:
-    """Pool each checkpoint x device's finished chunks into bench/paper_noise.json."""
+def collect(k: int, root: Path = CHUNKS, out: Path = OUT) -> dict:
+    """Pool each checkpoint x device's finished chunks (of a k-chunk split) into bench/paper_noise.json."""
     rows = {}
     for ckpt, device in itertools.product(CHECKPOINTS, DEVICES):
         d = root / ckpt / device
-        chunks = [json.loads(p.read_text()) for p in sorted(d.glob("chunk*.json"))]
+        chunks = [json.loads(p.read_text()) for p in sorted(d.glob(f"chunk*of{k}.json"))]
         if not chunks:
             continue
         plan = json.loads((d / "plan.json").read_text())
@@ -141,7 +164,7 @@ def collect(root: Path = CHUNKS, out: Path = OUT) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ckpt", choices=CHECKPOINTS)
+    ap.add_argument("--ckpt", nargs="+", choices=CHECKPOINTS, default=list(CHECKPOINTS))
     ap.add_argument("--devices", nargs="+", choices=DEVICES, default=list(DEVICES))
     ap.add_argument("--plan-n", type=int, default=200, help="test images the dry run plans the shots on")
     ap.add_argument("--confidence", type=float, default=0.99, help="the plan's target agreement with infinite shots")
@@ -153,10 +176,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     if not args.collect:
-        if args.ckpt is None:
-            ap.error("--ckpt is required unless --collect")
-        run_devices(args.ckpt, args.devices, args.plan_n, args.confidence, args.chunks, args.n, args.dir)
-    for ckpt, devices in collect(args.dir, args.out).items():
+        work(args.ckpt, args.devices, args.plan_n, args.confidence, args.chunks, args.n, args.dir)
+    for ckpt, devices in collect(args.chunks, args.dir, args.out).items():
         for device, r in devices.items():
             print(f"{ckpt} dm:{device}: {r['accuracy']:.4f} ± {r['se']:.4f} (exact {r['exact_accuracy']:.4f}, "
                   f"agreement {r['agreement']:.4f}) n={r['n']}{' (subset)' if r['subset'] else ''} shots={r['shots']}")
