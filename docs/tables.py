@@ -143,8 +143,9 @@ def _noise_cell(v: dict | None) -> str:
     if v is None:
         return "not run"
     what = "all 10,000" if not v.get("subset", True) and v["n"] == 10_000 else f"**subset**: {v['n']:,} of 10,000"
+    agree = f", {100 * v['agreement']:.1f}% same decisions" if "agreement" in v else ""
     return (f"{100 * v['accuracy']:.1f} ± {100 * v['se']:.1f} (exact {100 * v['exact_accuracy']:.1f} on the same "
-            f"images; {what}; {v['shots']} shots)")
+            f"images{agree}; {what}; {v['shots']} shots per circuit)")
 
 
 def paper() -> list[str]:
