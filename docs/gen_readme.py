@@ -8,10 +8,12 @@
 
 is replaced by what `qssm ARGS` prints now; the block after the README's Python example, marked
 `<!-- output: python (the example above) -->`, by what that example prints; and a table between
-`<!-- table: NAME ... -->` and `<!-- /table -->` by TABLES[NAME] (`qssm estimate --json` per row).
-Every command runs from the repository root without credentials (a fresh HOME, no AWS_ / IBM
-variables), so the outputs are the ones a new user sees. `python docs/gen_readme.py` rewrites
-README.md; `--check` exits 1 and names the blocks that differ (tests/test_readme.py runs the same
+`<!-- table: NAME ... -->` and `<!-- /table -->` by TABLES[NAME]: the accuracy tables and the model
+card from stored JSON (docs/tables.py), the shots tables from bench/experiments/shots.json, the cost
+table from `qssm estimate --json` per row. Every command runs from the repository root without
+credentials (a fresh HOME, no AWS_ / IBM variables), so the outputs are the ones a new user sees.
+`python docs/gen_readme.py` rewrites README.md; `--tables` only the tables built from stored JSON
+(seconds); `--check` exits 1 and names the blocks that differ (tests/test_readme.py runs the same
 check).
 
 Times differ from run to run, so the check compares every "N.N s" as "? s" and a run's "wall time" line
@@ -21,6 +23,7 @@ counts, qubits, transpilation) must match exactly: the commands are seeded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -37,6 +40,10 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- output: (?P<command>qssm [^>]*?) -->\n```\n)(?P<body>.*?)(```\n<!-- /output -->)", re.S)
 SECONDS = re.compile(r"\d+(\.\d+)? s\b")
 WALL = re.compile(r"^(\s*wall time\s+).*$", re.M)
+
+_spec = importlib.util.spec_from_file_location("tables", ROOT / "docs" / "tables.py")  # docs/ is not a package
+tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tables)
 
 
 def run(command: str) -> str:
@@ -67,6 +74,28 @@ def clean_env(home: str) -> dict:
 def blocks(text: str) -> list[tuple[str, str]]:
     """(command, body) of every output block in `text`."""
     return [(m["command"], m["body"]) for m in BLOCK.finditer(text)]
+
+
+def table_blocks(text: str) -> list[tuple[str, str]]:
+    """(name, body) of every generated table in `text`."""
+    return [(m["name"], m["body"]) for m in TABLE.finditer(text)]
+
+
+def json_table(name: str) -> Callable[[], str]:
+    """docs/tables.py's table NAME (from stored JSON)."""
+    return lambda: "\n".join(tables.TABLES[name]()) + "\n"
+
+
+def shots_table(part: str) -> Callable[[], str]:
+    """bench/experiments/shots.py's markdown table PART of its stored rows (columns or acceptance)."""
+    def produce() -> str:
+        p = subprocess.run([sys.executable, "-m", "bench.experiments.shots", "--table", "bench/experiments/shots.json",
+                            "--part", part], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if p.returncode != 0:
+            raise RuntimeError(f"the shots table failed: {p.stderr.strip()}")
+        return p.stdout
+    return produce
 
 
 def masked(text: str) -> str:
@@ -163,7 +192,11 @@ def _price(value: float, bold: bool) -> str:
     return f"**{value:.2f}**" if bold else f"{value:.2f}"
 
 
-TABLES: dict[str, Callable[[], str]] = {"cost-per-example": cost_table}
+JSON_TABLES: dict[str, Callable[[], str]] = {
+    **{name: json_table(name) for name in tables.TABLES},
+    "shots-columns": shots_table("columns"), "shots-acceptance": shots_table("acceptance"),
+}
+TABLES: dict[str, Callable[[], str]] = {"cost-per-example": cost_table, **JSON_TABLES}
 
 
 # -- every generated part --------------------------------------------------------------------------------
@@ -181,10 +214,14 @@ def regenerate(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv not in ([], ["--check"]):
-        print("usage: python docs/gen_readme.py [--check]", file=sys.stderr)
+    if argv not in ([], ["--check"], ["--tables"]):
+        print("usage: python docs/gen_readme.py [--check | --tables]", file=sys.stderr)
         return 2
     text = README.read_text()
+    if "--tables" in argv:  # only the tables (no command runs): seconds, for a bench script's new JSON
+        README.write_text(TABLE.sub(lambda m: m.group(1) + (JSON_TABLES.get(m["name"]) or (lambda: m["body"]))() + m.group(4), text))
+        print(f"README.md: the tables from stored JSON regenerated")
+        return 0
     if "--check" in argv:
         stale = [name for name, body, produce in outputs(text) if masked(body) != masked(produce())]
         for name in stale:

@@ -23,6 +23,16 @@ from qssm.models.registry import Preset, build_model, last_logits, n_params
 from qssm.models.tasks import TEST_SEED, Batch, test_set, train_batches
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
+    """The one-cycle schedule, a 10% warm-up. Torch divides by each phase's length in steps, which is
+    0 for a warm-up ending at step 0 (steps = 10): a short run warms up over at least 2 steps (runs of
+    20 or more keep their schedule, so shipped recipes retrain identically), and one of fewer than 3
+    steps, too short for a cycle, keeps its rate constant."""
+    if steps < 3:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+
+
 def train(p: Preset, steps: int | None = None, progress: bool = True, log_every: int = 50,
           resume: Path | None = None, save_every: int = 250) -> tuple[torch.nn.Module, dict]:
     """Adam with a one-cycle schedule on the preset's task. With `resume` (a file path), every
@@ -35,7 +45,7 @@ def train(p: Preset, steps: int | None = None, progress: bool = True, log_every:
     torch.manual_seed(p.seed)
     model = build_model(p.config)
     opt = torch.optim.Adam(model.parameters(), lr=p.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, p.lr, steps)
     batches = train_batches(p.config.task, p.batch_size, p.seed)
     recipe = _recipe(p, steps)
     first, elapsed, ema, curve = 0, 0.0, None, []

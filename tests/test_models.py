@@ -7,13 +7,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from qssm.cli import main
 from qssm.errors import QssmError
 from qssm.models import checkpoint, resume_state
 from qssm.models.config import QMambaConfig, TransformerConfig
 from qssm.models.registry import PRESETS, build_model, last_logits, n_params, preset
 from qssm.models.scan import scan_chunked, scan_step
 from qssm.models.tasks import haystack, pattern, task_shape, test_set
-from qssm.models.train import train
+from qssm.models.train import one_cycle, train
 
 
 def tiny_qmamba(**kw):
@@ -379,6 +380,25 @@ def test_interrupted_training_resumes_bit_identically(tmp_path, monkeypatch):
     # a resume file from another recipe is refused, not silently continued
     with pytest.raises(QssmError, match="another recipe"):
         train(p, steps=40, progress=False, resume=tmp_path / "r.safetensors", save_every=10)
+
+
+def test_training_of_any_length_runs_its_schedule(tmp_path, capsys):
+    """`qssm train --steps N` for short N: torch's one-cycle divided by a zero-length warm-up at
+    N = 10 (ZeroDivisionError). Every length steps through and reaches about the preset's rate;
+    runs of 20 steps or more keep torch's 10% warm-up (the shipped recipes retrain identically)."""
+    for steps in range(1, 41):
+        opt = torch.optim.Adam(torch.nn.Linear(1, 1).parameters(), lr=0.01)
+        sched = one_cycle(opt, 0.01, steps)
+        lrs = []
+        for _ in range(steps):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert 0.005 < max(lrs) <= 0.01 + 1e-12, steps  # the warm-up reaches (about) the peak
+        if steps >= 20:
+            assert sched.state_dict()["_schedule_phases"][0]["end_step"] == 0.1 * steps - 1
+    assert main(["train", "gru-digits", "--steps", "10", "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gru-digits"]["steps"] == 10
 
 
 @pytest.mark.slow

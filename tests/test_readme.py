@@ -102,3 +102,25 @@ def test_masking_keeps_every_number_but_times():
     b = "  logit error     max 3.05e+00   mean 7.18e-01\n  wall time       3.1 s (transpile 0.5 s, split 0.2 s)\n"
     assert gen.masked(a) != gen.masked(b)
     assert gen.masked(a) == gen.masked(a.replace("0.9 s (dispatch 0.6 s)", "2.0 s (split 0.1 s)"))
+
+
+TABLES = [(n, b) for n, b in gen.table_blocks((ROOT / "README.md").read_text()) if n in gen.JSON_TABLES]
+
+
+def test_readme_accuracy_tables_are_generated():
+    """The model card, every accuracy table and the shots tables come from stored JSON (docs/tables.py,
+    bench/experiments/shots.json)."""
+    assert {name for name, _ in TABLES} == set(gen.JSON_TABLES)
+
+
+@pytest.mark.parametrize("name,body", TABLES, ids=[n for n, _ in TABLES])
+def test_readme_table_is_current(name, body):
+    assert body == gen.JSON_TABLES[name](), "stale; run python docs/gen_readme.py --tables"
+
+
+def test_noise_cells_say_when_they_are_a_subset():
+    """A device row on part of the test set names its n and never passes for the standard split."""
+    row = {"accuracy": 0.95, "se": 0.005, "exact_accuracy": 0.96, "n": 2000, "subset": True, "shots": 337}
+    assert "subset**: 2,000 of 10,000" in gen.tables._noise_cell(row)
+    assert "all 10,000" in gen.tables._noise_cell({**row, "n": 10_000, "subset": False})
+    assert "all 10,000" not in gen.tables._noise_cell({**row, "n": 10_000})  # no flag: not claimed
