@@ -3,9 +3,9 @@ docs/gen_readme.py writes each between `<!-- table: NAME ... -->` and `<!-- /tab
 tests/test_readme.py fails when one differs from what the JSON gives. A number changes in the README
 only by changing the JSON, which the bench script that measures it writes:
 
-    bench/model_evals.json       python bench/model_evals.py NAME...      (exact and small noisy runs)
-    bench/paper_benchmarks.json  python bench/paper_table.py               (the standard-split records)
-    bench/paper_noise.json       python bench/experiments/paper_noise.py   (QLAM on each device, 10k)
+    bench/generate/model_evals.json       python -m bench.generate.model_evals NAME...      (exact and small noisy runs)
+    bench/generate/paper_benchmarks.json  python -m bench.generate.paper_table              (the standard-split records)
+    bench/experiments/paper_noise.json   python -m bench.experiments.paper_noise (QLAM on each device, 10k)
 
 tests/test_stored_numbers.py (slow) re-measures a sample of these rows.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 from qssm.models.registry import PRESETS, build_model, n_params, preset
 
 ROOT = Path(__file__).resolve().parents[1]
-EVALS = ROOT / "bench" / "model_evals.json"
-PAPER = ROOT / "bench" / "paper_benchmarks.json"
-NOISE = ROOT / "bench" / "paper_noise.json"
+EVALS = ROOT / "bench" / "generate" / "model_evals.json"
+PAPER = ROOT / "bench" / "generate" / "paper_benchmarks.json"
+NOISE = ROOT / "bench" / "experiments" / "paper_noise.json"
 TEST_SEED = "10007"
 
 # what a checkpoint name alone does not say

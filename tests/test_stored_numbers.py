@@ -24,9 +24,9 @@ from qssm.models.tasks import TEST_SEED, Batch, test_set
 from qssm.models.train import accuracy, predict
 
 ROOT = Path(__file__).resolve().parents[1]
-EVALS = json.loads((ROOT / "bench" / "model_evals.json").read_text())
-PAPER = json.loads((ROOT / "bench" / "paper_benchmarks.json").read_text())
-NOISE = json.loads((ROOT / "bench" / "paper_noise.json").read_text())
+EVALS = json.loads((ROOT / "bench" / "generate" / "model_evals.json").read_text())
+PAPER = json.loads((ROOT / "bench" / "generate" / "paper_benchmarks.json").read_text())
+NOISE = json.loads((ROOT / "bench" / "experiments" / "paper_noise.json").read_text())
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_paper_noise_row(name):
     decisions on the same images (both noisy: the two standard errors combined), and the stored
     pooled accuracy against its chunks."""
     stored = NOISE[name]["fake_fez"]
-    chunk = json.loads((ROOT / "bench" / "paper_noise_chunks" / name / "fake_fez" / "chunk00of20.json").read_text())
+    chunk = json.loads((ROOT / "bench" / "experiments" / "paper_noise_chunks" / name / "fake_fez" / "chunk00of20.json").read_text())
     spec = parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{name}.safetensors")},
                        "data": {"n": 2000}, "backend": {"name": "dm:fake_fez", "shots": stored["shots"]}})
     with prepare(spec) as job:
@@ -106,6 +106,6 @@ def test_paper_noise_row(name):
     targets = data.targets.tolist()
     was = sum(d == t for d, t in zip(chunk["decisions"][:100], targets)) / 100
     within_two_se(got, 100, was, 100, same_examples=False)
-    chunks = [json.loads(p.read_text()) for p in (ROOT / "bench" / "paper_noise_chunks" / name / "fake_fez").glob("chunk*")]
+    chunks = [json.loads(p.read_text()) for p in (ROOT / "bench" / "experiments" / "paper_noise_chunks" / name / "fake_fez").glob("chunk*")]
     assert stored["n"] == sum(c["n"] for c in chunks)
     assert stored["accuracy"] == sum(c["correct"] for c in chunks) / stored["n"]

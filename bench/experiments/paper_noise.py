@@ -1,20 +1,20 @@
 """The QLAM paper checkpoints through the whole pipeline (ISA circuits, the device's noise, shots) on
 the full 10,000-image test sets: issue 22's noise story, the noise columns of the README's
-paper-style table (docs/tables.py reads bench/paper_noise.json).
+paper-style table (docs/tables.py reads bench/experiments/paper_noise.json).
 
 Per checkpoint x device:
 1. the dry run plans the shots (`qssm plan`, qssm/app/plan.py) on the first --plan-n test images;
 2. the test set runs at those shots in --chunks interleaved chunks (chunk c holds images c, c + k,
    c + 2k, ...), so every finished chunk is a sample of the whole set, not of its easy first half
    (MNIST's first 5,000 test images come from the cleaner writers). Each chunk is one JSON file
-   under bench/paper_noise_chunks/, written when it finishes: a rerun skips finished chunks and
+   under bench/experiments/paper_noise_chunks/, written when it finishes: a rerun skips finished chunks and
    reproduces the missing ones exactly (simulator seed 1 mixed with each batch's content key);
-3. bench/paper_noise.json gets the pooled row: n, shots, seeds, accuracy ± se, exact accuracy on the
+3. bench/experiments/paper_noise.json gets the pooled row: n, shots, seeds, accuracy ± se, exact accuracy on the
    same images, agreement; `subset` is true until all chunks are in.
 
-    OMP_NUM_THREADS=1 nice python bench/experiments/paper_noise.py &   # one worker per core:
-    OMP_NUM_THREADS=1 nice python bench/experiments/paper_noise.py &   # they share the chunk queue
-    python bench/experiments/paper_noise.py --collect      # only pool the finished chunks
+    OMP_NUM_THREADS=1 python -m bench.experiments.paper_noise &   # one worker per core:
+    OMP_NUM_THREADS=1 python -m bench.experiments.paper_noise &   # they share the chunk queue
+    python -m bench.experiments.paper_noise --collect      # only pool the finished chunks
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from bench.harness import ROOT
 from qssm.app.inference import run
 from qssm.app.job import prepare
 from qssm.app.plan import plan_spec
@@ -37,9 +38,8 @@ from qssm.jobs.spec import parse_spec
 from qssm.models.tasks import Batch
 from qssm.pipeline.build import build_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "bench" / "paper_noise.json"
-CHUNKS = ROOT / "bench" / "paper_noise_chunks"
+OUT = Path(__file__).resolve().parent / "paper_noise.json"
+CHUNKS = Path(__file__).resolve().parent / "paper_noise_chunks"
 CHECKPOINTS = ("qlam-smnist-full", "qlam-sfashion")
 DEVICES = ("fake_fez", "fake_sherbrooke", "iqm_garnet")
 
@@ -139,7 +139,7 @@ def work(ckpts: list[str], devices: list[str], plan_n: int, confidence: float, k
 
 
 def collect(k: int, root: Path = CHUNKS, out: Path = OUT) -> dict:
-    """Pool each checkpoint x device's finished chunks (of a k-chunk split) into bench/paper_noise.json."""
+    """Pool each checkpoint x device's finished chunks (of a k-chunk split) into bench/experiments/paper_noise.json."""
     rows = {}
     for ckpt, device in itertools.product(CHECKPOINTS, DEVICES):
         d = root / ckpt / device
