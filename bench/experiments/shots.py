@@ -112,7 +112,7 @@ def check_plan(predicted: float, linear: float, flip_sd: float, draws: int, meas
     prediction's own error is that over the square root of its draws; half an example for
     discreteness."""
     var = max(flip_sd**2, (1 - predicted) * n)
-    se = math.sqrt(var * (1 + 1 / max(draws, 1)) + 0.25) / n
+    se = math.sqrt(var * ((1 + 1 / draws) if draws else 1) + 0.25) / n  # draws = 0: the delta method's, no draws
     return {"predicted": predicted, "predicted_linear": linear, "measured": measured, "se": se, "draws": draws,
             "flip_sd": flip_sd, "within_2se": abs(predicted - measured) <= 2 * se}
 
@@ -124,7 +124,7 @@ def recheck(row: dict) -> dict:
         draws = v.get("draws", 16)  # the plan's MC_DRAWS when the row was stored
         sd = v.get("flip_sd")
         if sd is None:
-            sd = math.sqrt(max((v["se"] * n) ** 2 - 0.25, 0) / (1 + 1 / draws))
+            sd = math.sqrt(max((v["se"] * n) ** 2 - 0.25, 0) / ((1 + 1 / draws) if draws else 1))
         row["plan_check"][k] = check_plan(v["predicted"], v["predicted_linear"], sd, draws, v["measured"], n)
     if "adaptive" in row["columns"]:
         row["acceptance"] = acceptance(row)
@@ -151,8 +151,9 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) ->
         row["columns"][name] = column(r, infinite)
         pred = curve[shots]
         measured = row["columns"][name]["agreement_infinite"]
+        draws = plan["mc_draws"] if pred.get("method", "").startswith("monte carlo") else 0
         row["plan_check"][str(shots)] = check_plan(pred["agreement_noisy"], pred["agreement_noisy_linear"],
-                                                   pred["flip_sd"], plan.get("mc_draws") or 0, measured, n)
+                                                   pred["flip_sd"], draws, measured, n)
         save(row)
         print(f"   {name:>14}: acc {r['accuracy']:.3f}  agree(inf) {measured:.3f}  predicted {pred['agreement_noisy']:.3f}  "
               f"shots/example {r['total_shots'] / n:,.0f}  {r['bench_seconds']:.0f} s", flush=True)
