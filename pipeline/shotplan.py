@@ -236,15 +236,21 @@ def curvature_bias(model, inputs, records: list[Record], pool: Pool, sens: "Sens
     top = torch.as_tensor(sens.top)[:, None]
     rivals = torch.as_tensor(sens.rivals)
     total = np.zeros_like(sens.margin)
-    with torch.no_grad():
-        for _ in range(pairs):
-            z = [(chol[u] @ rng.standard_normal(len(pool.values[u]))) / np.sqrt(shots[u]) for u in range(len(pool.shots))]
-            z = np.stack(z) if z else np.zeros((0, 1))
-            for sign in (1.0, -1.0):
-                noise = [torch.as_tensor(sign * z[r.unit][:, : r.mean.shape[-1]], dtype=r.mean.dtype) for r in records]
-                last = final_logits(model(inputs, Replay(records, noise)))
-                total += (last.gather(1, top) - last.gather(1, rivals)).numpy()
+    for _ in range(pairs):
+        z = [(chol[u] @ rng.standard_normal(len(pool.values[u]))) / np.sqrt(shots[u]) for u in range(len(pool.shots))]
+        for sign in (1.0, -1.0):
+            last = replayed(model, inputs, records, [sign * e for e in z])
+            total += (last.gather(1, top) - last.gather(1, rivals)).numpy()
     return total / (2 * pairs) - sens.margin
+
+
+@torch.no_grad()
+def replayed(model, inputs, records: list[Record], errors) -> torch.Tensor:
+    """The final logits of the recorded forward re-run with every measured row u returning its mean
+    plus errors[u] (Replay)."""
+    noise = [torch.as_tensor(np.stack([errors[u][: r.mean.shape[-1]] for u in r.unit]), dtype=r.mean.dtype)
+             for r in records]
+    return final_logits(model(inputs, Replay(records, noise)))
 
 
 # -- the delta method -----------------------------------------------------------------------------
@@ -399,14 +405,8 @@ def monte_carlo(model, inputs, records: list[Record], pool: Pool, shots: np.ndar
     in it, which the delta method's per-example Gaussian is not. Fixed seed: a plan is reproducible
     and the curve's points share their draws."""
     rng = np.random.default_rng(seed)
-    out = []
-    with torch.no_grad():
-        for _ in range(draws):
-            err = draw_errors(pool, shots, rng)
-            noise = [torch.as_tensor(np.stack([err[u][: r.mean.shape[-1]] for u in r.unit]), dtype=r.mean.dtype)
-                     for r in records]
-            out.append(final_logits(model(inputs, Replay(records, noise))).argmax(-1).numpy())
-    return np.stack(out)
+    return np.stack([replayed(model, inputs, records, draw_errors(pool, shots, rng)).argmax(-1).numpy()
+                     for _ in range(draws)])
 
 
 FLOOR_FACTORS = tuple(2 ** (j / 2) for j in range(13))  # 1, 1.4, 2, ..., 64: multiples the floor check tries
@@ -427,10 +427,11 @@ def checked_floor(model, inputs, records: list[Record], pool: Pool, sens: "Sensi
         open_ = ~np.isfinite(out)
         if not open_.any():
             break
+        ask = np.ceil(np.maximum(f * alloc, f))  # per (example, row) entry
         shots = np.ones(len(cost))
-        np.maximum.at(shots, sens.unit, np.ceil(np.maximum(f * alloc, f)))
+        np.maximum.at(shots, sens.unit, ask)
         kept = (monte_carlo(model, inputs, records, pool, shots, draws) == sens.top).all(0)
-        spent = np.bincount(sens.example, np.ceil(np.maximum(f * alloc, f)) * cost[sens.unit], minlength=sens.n)
+        spent = np.bincount(sens.example, ask * cost[sens.unit], minlength=sens.n)
         out[open_ & kept] = spent[open_ & kept]
     return out
 
