@@ -149,13 +149,18 @@ def render(rows: list[Row], env: dict) -> str:
     return "\n".join(out)
 
 
-def environment(mode: str) -> dict:
+def cpu_model() -> str:
+    """The CPU's model name, as every bench table names the machine it ran on."""
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")
     except (OSError, subprocess.SubprocessError):
         cpu = ""
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu or platform.processor(),
+    return cpu or platform.processor() or platform.machine()
+
+
+def environment(mode: str) -> dict:
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
             "python": platform.python_version(), "torch": torch.__version__, "qiskit": qiskit.__version__,
             "threads": torch.get_num_threads(), "mode": mode, "device": str(default_device()),
             "load_average": [round(x, 2) for x in os.getloadavg()]}

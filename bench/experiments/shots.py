@@ -22,25 +22,18 @@ forward is linear in the noise) and the same allocation checked through the mode
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.harness import ROOT
-from qssm.app.inference import run_inference  # noqa: E402
-from qssm.app.job import backend_for  # noqa: E402
-from qssm.app.plan import plan_spec  # noqa: E402
-from qssm.backends import (
-    devices,  # noqa: E402
-    ibm,  # noqa: E402
-)
-from qssm.jobs.spec import parse_spec  # noqa: E402
-from qssm.models import checkpoint  # noqa: E402
-from qssm.pipeline.build import build_pipeline  # noqa: E402
+from bench.harness import cpu_model, job_spec, run_job
+from qssm.app.plan import plan_spec
+from qssm.backends import devices
+from qssm.backends.registry import pricing_backend
 
 ROWS = [("qlam-digits-chain", "dm:fake_fez"), ("qmamba-haystack-varlen", "dm:fake_fez"),
         ("qlam-digits-chain", "dm:iqm_garnet"), ("qmamba-haystack-varlen", "dm:iqm_garnet"),
@@ -49,47 +42,31 @@ FIXED = [4000, 1000, 250, 64, 16]
 CONFIDENCE = 0.99
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def spec_for(ck: str, backend: str, n: int, shots, seed: int = 1):
-    data = {"n": n, **({"T": 64} if "haystack" in ck else {})}
-    return parse_spec({"model": {"checkpoint": str(ROOT / "checkpoints" / f"{ck}.safetensors")}, "data": data,
-                       "backend": {"name": backend, "shots": shots, "seed_simulator": seed,
-                                   "confidence": CONFIDENCE}}, f"{ck}@{backend}")
+    return job_spec(ck, backend, n, shots, data={"T": 64} if "haystack" in ck else None, seed_simulator=seed,
+                    confidence=CONFIDENCE)
+
+
+@functools.cache
+def ibm_pricer():
+    """backends/ibm.py's QPU-time model (estimate_cost: shots x (rep delay + the circuit's duration)
+    + per-job overhead, the jobs dispatch would create) on a device it prices without credentials."""
+    return pricing_backend("ibm:ibm_fez")
 
 
 def prices(sent: list, n: int) -> dict:
     shots = sum(b.executions * (b.shots or 0) for b in sent)
-    seconds, jobs = 0.0, 0
-    for b in sent:
-        s = b.executions * (b.shots or 0)
-        seconds += s * (ibm.REP_DELAY_S + float(b.meta.get("metrics", {}).get("duration_us") or 0.0) * 1e-6)
-        jobs += max(1, -(-s // ibm.MAX_EXECUTIONS_PER_JOB))
-    seconds += jobs * ibm.JOB_OVERHEAD_S
+    ibm_cost = ibm_pricer().estimate_cost(sent)
     return {"tasks_per_example": len(sent) / n, "garnet_usd_per_example": devices.estimate_cost("iqm_garnet", len(sent), shots) / n,
-            "ibm_qpu_seconds_per_example": seconds / n, "ibm_usd_per_example": seconds * ibm.USD_PER_QPU_SECOND / n}
+            "ibm_qpu_seconds_per_example": ibm_cost["qpu_seconds"] / n, "ibm_usd_per_example": ibm_cost["usd"] / n}
 
 
 def run(spec) -> dict:
-    model = checkpoint.load(spec.checkpoint)[0]
-    backend = backend_for(spec)
-    pipeline = build_pipeline(spec, backend, model=model)
+    """One fixed-shot or adaptive run (harness.run_job), its report with the seconds it took and its
+    price per example on Garnet and IBM from the batches dispatch sent."""
     sent = []
-    pipeline.observe(lambda e: sent.extend(e.batches) if e.stage == "dispatch" else None)
-    start = time.perf_counter()
-    try:
-        report = run_inference(spec, pipeline=pipeline, backend=backend, progress=False)
-    finally:
-        backend.close()
-    report["bench_seconds"] = time.perf_counter() - start
+    r = run_job(spec, observers=[lambda e: sent.extend(e.batches) if e.stage == "dispatch" else None])
+    report = dict(r.report, bench_seconds=r.seconds)
     report.update(prices(sent, report["n_examples"]))
     return report
 

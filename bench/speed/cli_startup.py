@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from bench.harness import cpu_model
+
 
 def wall(argv: list[str], repeats: int) -> float:
     times = []
@@ -21,16 +23,6 @@ def wall(argv: list[str], repeats: int) -> float:
         subprocess.run(argv, check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
-
-
-def cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -42,7 +34,7 @@ def main() -> None:
             ("qssm --help", [py, "-m", "qssm.cli", "--help"]),
             ("import qssm (the lazy API)", [py, "-c", "import qssm"]),
             ("import torch, qiskit (what --help used to load)", [py, "-c", "import torch, qiskit"])]
-    print(f"CPU: {cpu()}; Python {platform.python_version()}; median of {args.repeats} runs")
+    print(f"CPU: {cpu_model()}; Python {platform.python_version()}; median of {args.repeats} runs")
     print(f"{'command':<50}{'median s':>10}{'vs floor':>10}")
     floor = None
     for label, argv in rows:
