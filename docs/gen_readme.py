@@ -87,7 +87,7 @@ def json_table(name: str) -> Callable[[], str]:
 
 
 def shots_table(part: str) -> Callable[[], str]:
-    """bench/experiments/shots.py's markdown table PART of its stored rows (columns or acceptance)."""
+    """bench/experiments/shots.py's markdown table PART of its stored rows (columns, acceptance or frontier)."""
     def produce() -> str:
         p = subprocess.run([sys.executable, "-m", "bench.experiments.shots", "--table", "bench/experiments/shots.json",
                             "--part", part], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -195,6 +195,7 @@ def _price(value: float, bold: bool) -> str:
 JSON_TABLES: dict[str, Callable[[], str]] = {
     **{name: json_table(name) for name in tables.TABLES},
     "shots-columns": shots_table("columns"), "shots-acceptance": shots_table("acceptance"),
+    "shots-frontier": shots_table("frontier"),
 }
 TABLES: dict[str, Callable[[], str]] = {"cost-per-example": cost_table, **JSON_TABLES}
 

@@ -123,12 +123,22 @@ def test_plan_curve_recommends_the_smallest_shots_meeting_the_confidence():
 
 def test_bench_shots_row_runs_at_a_tiny_size():
     """bench/experiments/shots.py at 6 images and one adaptive seed: every column, its prices and the checks."""
-    row = shots_bench.one_row("qlam-digits-chain", "dm:fake_fez", 6, 1)
-    assert {"fixed 4000", "fixed 16", "adaptive", "floor"} <= set(row["columns"])
+    row = shots_bench.one_row("qlam-digits-chain", "dm:fake_fez", 6, 1, confidences=(shots_bench.CONFIDENCE, 0.999))
+    assert {"fixed 4000", "fixed 16", "adaptive", "adaptive @0.999", "floor"} <= set(row["columns"])
+    assert set(row["acceptance_at"]) == {"0.99", "0.999"} and row["confidence_checks"]["0.999"]["confidence"] == 0.999
+    assert row["floor_frontier"][0] == pytest.approx(row["columns"]["floor"]["shots_mean"])
+    assert "confidence 0.999" in shots_bench.verdicts([row]) and "qlam-digits-chain, fake_fez |" in shots_bench.frontier([row])
     assert row["columns"]["fixed 4000"]["shots_mean"] == pytest.approx(4000 * 24, rel=0.05)
     assert row["columns"]["fixed 4000"]["garnet_usd_per_example"] > row["columns"]["fixed 16"]["garnet_usd_per_example"]
     assert set(row["acceptance"]) >= {"accuracy_vs_4000", "mean_below_fixed_64", "confidence_honoured"}
     assert "| qlam-digits-chain | dm:fake_fez | adaptive |" in shots_bench.table([row])
+
+
+def test_floor_frontier_gives_up_the_hardest_decisions_first():
+    """Mean floor shots over all examples when the k largest floors are dropped; the acceptance's
+    strict confidence allows 2 moved decisions of n."""
+    assert shots_bench.floor_frontier([10, 1e9, 30, 20], 3) == pytest.approx([(60 + 1e9) / 4, 60 / 4, 30 / 4, 10 / 4])
+    assert shots_bench.strict_confidence(500) == 0.996
 
 
 def test_drawn_errors_are_binomial_means_with_the_rows_moments():

@@ -42,9 +42,56 @@ FIXED = [4000, 1000, 250, 64, 16]
 CONFIDENCE = 0.99
 
 
-def spec_for(ck: str, backend: str, n: int, shots, seed: int = 1):
+def spec_for(ck: str, backend: str, n: int, shots, seed: int = 1, confidence: float = CONFIDENCE):
     return job_spec(ck, backend, n, shots, data={"T": 64} if "haystack" in ck else None, seed_simulator=seed,
-                    confidence=CONFIDENCE)
+                    confidence=confidence)
+
+
+def strict_confidence(n: int) -> float:
+    """The confidence whose guarantee is the acceptance's own: at most 2 of n early-stopped
+    decisions expected to move (1 - 2/n; 0.996 for 500 sequences). At the default 0.99 a run may
+    move 1% of them, 5 of 500, which the 'within 2 examples of fixed 4000' criterion does not allow."""
+    return round(1 - 2 / n, 4)
+
+
+def adaptive_name(confidence: float) -> str:
+    return "adaptive" if confidence == CONFIDENCE else f"adaptive @{confidence:g}"
+
+
+def run_adaptive_seeds(ck: str, backend: str, n: int, seeds: int, infinite: list[int], confidence: float,
+                       row: dict, save=lambda row: None) -> None:
+    """Adaptive shots over `seeds` simulator seeds at `confidence`: seed 1's column, and the pooled
+    check that early-stopped decisions move at most 1 - confidence (+ 3 s.e.) of the time."""
+    name, wrong, stopped = adaptive_name(confidence), 0, 0
+    for seed in range(1, seeds + 1):
+        r = run(spec_for(ck, backend, n, "auto", seed, confidence))
+        info = r["adaptive"]
+        early = np.asarray(info["decided_examples"])
+        differs = np.asarray(r["decisions"]) != np.asarray(infinite)
+        wrong += int((differs & early).sum())
+        stopped += int(early.sum())
+        if seed == 1:
+            row["columns"][name] = column(r, infinite, info["shots_per_example"])
+            row["columns"][name].update(rounds=len(info["rounds"]), capped=info["capped"], confidence=confidence)
+        row.setdefault("adaptive_seeds_done_at", {})[str(confidence)] = seed
+        save(row)
+        print(f"   {name} seed {seed}: acc {r['accuracy']:.3f}  agree(inf) {1 - differs.mean():.3f}  shots/example "
+              f"{np.mean(info['shots_per_example']):,.0f}  early-stopped wrong {int((differs & early).sum())}/{int(early.sum())}"
+              f"  {r['bench_seconds']:.0f} s", flush=True)
+    alpha = 1 - confidence
+    check = {"seeds": seeds, "early_stopped": stopped, "differing": wrong, "fraction": wrong / max(stopped, 1),
+             "bound": alpha + 3 * math.sqrt(alpha * (1 - alpha) / max(stopped, 1)), "confidence": confidence}
+    row.setdefault("confidence_checks", {})[str(confidence)] = check
+    if confidence == CONFIDENCE:
+        row["confidence_check"], row["adaptive_seeds_done"] = check, seeds
+
+
+def floor_frontier(floor: list[float], n_max: int = 12) -> list[float]:
+    """Mean floor shots per example when the k hardest decisions (the largest floors: near-ties)
+    are given up, k = 0 .. n_max: what matching all but k infinite-shot decisions costs at least
+    under optimal allocation."""
+    f = np.sort(np.minimum(np.asarray(floor, dtype=float), 1e15))[::-1]
+    return [float(f[k:].sum() / len(f)) for k in range(min(n_max, len(f) - 1) + 1)]
 
 
 @functools.cache
@@ -105,10 +152,12 @@ def recheck(row: dict) -> dict:
         row["plan_check"][k] = check_plan(v["predicted"], v["predicted_linear"], sd, draws, v["measured"], n)
     if "adaptive" in row["columns"]:
         row["acceptance"] = acceptance(row)
+        row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences_of(row)}
     return row
 
 
-def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) -> dict:
+def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None,
+            confidences: tuple[float, ...] = (CONFIDENCE,)) -> dict:
     print(f"== {ck} on {backend}, n = {n}", flush=True)
     start = time.perf_counter()
     plan = plan_spec(spec_for(ck, backend, n, 1000), CONFIDENCE, at_shots=FIXED, check_floor=True)
@@ -137,43 +186,33 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None) ->
     if rec:
         row["columns"]["plan"] = row["columns"].get(f"fixed {rec}") or row["columns"][f"plan ({rec})"]
         row["recommended_shots_per_circuit"] = rec
-    wrong = stopped = 0
-    for seed in range(1, seeds + 1):
-        r = run(spec_for(ck, backend, n, "auto", seed))
-        info = r["adaptive"]
-        early = np.asarray(info["decided_examples"])
-        differs = np.asarray(r["decisions"]) != np.asarray(infinite)
-        wrong += int((differs & early).sum())
-        stopped += int(early.sum())
-        if seed == 1:
-            row["columns"]["adaptive"] = column(r, infinite, info["shots_per_example"])
-            row["columns"]["adaptive"].update(rounds=len(info["rounds"]), capped=info["capped"])
-        row["adaptive_seeds_done"] = seed
-        save(row)
-        print(f"   adaptive seed {seed}: acc {r['accuracy']:.3f}  agree(inf) {1 - differs.mean():.3f}  shots/example "
-              f"{np.mean(info['shots_per_example']):,.0f}  early-stopped wrong {int((differs & early).sum())}/{int(early.sum())}"
-              f"  {r['bench_seconds']:.0f} s", flush=True)
-    alpha = 1 - CONFIDENCE
-    row["confidence_check"] = {"seeds": seeds, "early_stopped": stopped, "differing": wrong,
-                               "fraction": wrong / max(stopped, 1), "bound": alpha + 3 * math.sqrt(alpha * (1 - alpha) / max(stopped, 1))}
+    row["decisions_infinite"] = list(infinite)
+    for confidence in confidences:
+        run_adaptive_seeds(ck, backend, n, seeds, infinite, confidence, row, save)
     floor = np.minimum(np.asarray(plan["floor_shots_per_example"]), 1e15)
     row["columns"]["floor"] = {"accuracy": plan["noisy_accuracy_infinite"], "agreement_exact": plan["noisy_exact_agreement_infinite"],
                                "agreement_infinite": 1.0, "shots_mean": float(floor.mean()),
                                "shots_median": float(np.median(floor)), "shots_p90": float(np.percentile(floor, 90)),
                                "shots_max": float(floor.max()),
                                "garnet_usd_per_example": float(floor.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
+    row["floor_shots_per_example"] = [float(x) for x in floor]
+    row["floor_frontier"] = floor_frontier(floor)
     checked = np.minimum(np.asarray(plan["floor_checked_shots_per_example"]), 1e15)
     row["columns"]["floor (model check)"] = {**row["columns"]["floor"], "shots_mean": float(checked.mean()),
                                              "shots_median": float(np.median(checked)),
                                              "shots_p90": float(np.percentile(checked, 90)), "shots_max": float(checked.max()),
                                              "garnet_usd_per_example": float(checked.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
     row["acceptance"] = acceptance(row)
+    row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences}
     return row
 
 
-def acceptance(row: dict) -> dict:
+def acceptance(row: dict, confidence: float = CONFIDENCE) -> dict:
+    """Issue 21's criteria for the row's adaptive column at `confidence` (the floors are the 0.99
+    plan's: a stricter confidence's floor is higher, so its ratios here are upper bounds)."""
     c, n = row["columns"], row["n"]
-    a, f4000, f64, fl = c["adaptive"], c["fixed 4000"], c["fixed 64"], c["floor"]
+    a, f4000, f64, fl = c[adaptive_name(confidence)], c["fixed 4000"], c["fixed 64"], c["floor"]
+    check = row.get("confidence_checks", {}).get(str(confidence)) or row["confidence_check"]
     se = math.sqrt(f4000["accuracy"] * (1 - f4000["accuracy"]) / n)
     return {"accuracy_vs_4000": abs(a["accuracy"] - f4000["accuracy"]) <= max(2 / n, se) + 1e-12,
             "mean_below_fixed_64": a["shots_mean"] < f64["shots_mean"],
@@ -183,14 +222,20 @@ def acceptance(row: dict) -> dict:
                 "median_within_3x_checked_floor": a["shots_median"] <= 3 * c["floor (model check)"]["shots_median"]}
                if "floor (model check)" in c else {}),  # rows stored before the check have one floor
             "plan_within_2se": all(v["within_2se"] for v in row["plan_check"].values()),
-            "confidence_honoured": row["confidence_check"]["fraction"] <= row["confidence_check"]["bound"]}
+            "confidence_honoured": check["fraction"] <= check["bound"]}
+
+
+def confidences_of(row: dict) -> list[float]:
+    """The confidences the row has adaptive runs at, the default first."""
+    return sorted((float(k) for k in row.get("confidence_checks", {str(CONFIDENCE): None})), key=lambda c: c != CONFIDENCE)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | device | column | accuracy | agree exact | agree ∞-shot | shots/example mean / median / p90 / max | "
-             "$/example Garnet | $/example IBM |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| model | device | column | accuracy | agree exact | agree ∞-shot | shots/example mean / median / p90 / max | "
+             "$/example Garnet | $/example IBM |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        order = [f"fixed {s}" for s in FIXED] + ["plan", "adaptive", "floor", "floor (model check)"]
+        order = ([f"fixed {s}" for s in FIXED] + ["plan"] + [adaptive_name(c) for c in confidences_of(row)]
+                 + ["floor", "floor (model check)"])
         for name in order:
             col = row["columns"].get(name)
             if col is None:
@@ -204,29 +249,74 @@ def table(rows: list[dict]) -> str:
 
 
 def verdicts(rows: list[dict]) -> str:
-    """Issue 21's acceptance per row, from the stored row (a row without adaptive runs says so)."""
+    """Issue 21's acceptance per row and adaptive confidence, from the stored row (a row without
+    adaptive runs says so)."""
     mark = {True: "✓", False: "✗"}
-    lines = ["| row | adaptive accuracy vs fixed 4000 | adaptive mean shots < fixed 64 | adaptive / floor, median "
-             "(delta method; model check) | plan within 2 s.e. (predicted / measured) | early-stopped decisions that moved (seeds) |",
+    lines = [("| row | adaptive accuracy vs fixed 4000 | adaptive mean shots < fixed 64 | adaptive / floor, median "
+             "(delta method; model check) | plan within 2 s.e. (predicted / measured) | early-stopped decisions that moved (seeds) |"),
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         c = row["columns"]
         if "adaptive" not in c:
             lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]} | not run | | | | |")
             continue
-        ok, a = row["acceptance"], c["adaptive"]
-        fl, ck = c["floor"]["shots_median"], c.get("floor (model check)", {}).get("shots_median")
-        ratios = f"{a['shots_median'] / max(fl, 1e-9):.1f}x {mark[ok['median_within_3x_floor']]}"
-        if ck is not None:
-            ratios += f"; {a['shots_median'] / max(ck, 1e-9):.1f}x {mark[ok['median_within_3x_checked_floor']]}"
         misses = [f"{k}: {v['predicted']:.3f} / {v['measured']:.3f}" for k, v in row["plan_check"].items() if not v["within_2se"]]
         plan = "all ✓" if not misses else "✗ " + ", ".join(misses)
-        cc = row["confidence_check"]
-        lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]}{' ' + row['note'] if row.get('note') else ''} | {a['accuracy']:.3f} vs {c['fixed 4000']['accuracy']:.3f} "
-                     f"{mark[ok['accuracy_vs_4000']]} | {a['shots_mean']:,.0f} vs {c['fixed 64']['shots_mean']:,.0f} "
-                     f"{mark[ok['mean_below_fixed_64']]} | {ratios} | {plan} | {cc['differing']} of {cc['early_stopped']:,} "
-                     f"({cc['seeds']}) {mark[ok['confidence_honoured']]} |")
+        for conf in confidences_of(row):
+            ok, a = acceptance(row, conf), c[adaptive_name(conf)]
+            fl, ck = c["floor"]["shots_median"], c.get("floor (model check)", {}).get("shots_median")
+            ratios = f"{a['shots_median'] / max(fl, 1e-9):.1f}x {mark[ok['median_within_3x_floor']]}"
+            if ck is not None:
+                ratios += f"; {a['shots_median'] / max(ck, 1e-9):.1f}x {mark[ok['median_within_3x_checked_floor']]}"
+            cc = row.get("confidence_checks", {}).get(str(conf)) or row["confidence_check"]
+            label = f"{row['checkpoint']}, {row['backend'].split(':')[1]}{' ' + row['note'] if row.get('note') else ''}"
+            lines.append(f"| {label}, confidence {conf:g} | {a['accuracy']:.3f} vs {c['fixed 4000']['accuracy']:.3f} "
+                         f"{mark[ok['accuracy_vs_4000']]} | {a['shots_mean']:,.0f} vs {c['fixed 64']['shots_mean']:,.0f} "
+                         f"{mark[ok['mean_below_fixed_64']]} | {ratios} | {plan} | {cc['differing']} of {cc['early_stopped']:,} "
+                         f"({cc['seeds']}) {mark[ok['confidence_honoured']]} |")
     return "\n".join(lines)
+
+
+def frontier(rows: list[dict]) -> str:
+    """Where 'accuracy within 2 of fixed 4000' and 'fewer shots than fixed 64' cannot both hold: the
+    floor's mean shots when the k hardest decisions are given up, k = what fixed 4000 itself moves + 2."""
+    lines = [("| row | decisions fixed 4000 moves | floor mean, all decisions | floor mean, all but the k hardest (k) | "
+             "fixed 64 mean | both criteria reachable |"), "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        if "floor_frontier" not in row:
+            continue
+        c, f = row["columns"], row["floor_frontier"]
+        moved = round((1 - c["fixed 4000"]["agreement_infinite"]) * row["n"])
+        k = min(moved + 2, len(f) - 1)
+        f64 = c["fixed 64"]["shots_mean"]
+        lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]} | {moved} | {f[0]:,.0f} | {f[k]:,.0f} ({k}) | "
+                     f"{f64:,.0f} | {'yes' if f[k] < f64 else 'no: the floor alone costs more'} |")
+    return "\n".join(lines)
+
+
+def adaptive_only(path: Path, which: list[tuple[str, str]], confidence: float, seeds: int) -> None:
+    """Add (or redo) the adaptive column at `confidence` on stored rows, leaving their plan, fixed
+    and floor columns as measured. The infinite-shot decisions are the stored ones, or a shots = 0
+    run's on the dm: engine (its exact noisy values: the plan's decisions)."""
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        if (row["checkpoint"], row["backend"]) not in which:
+            continue
+        ck, backend, n = row["checkpoint"], row["backend"], row["n"]
+        print(f"== {ck} on {backend}, n = {n}: adaptive at confidence {confidence}", flush=True)
+        infinite = row.get("decisions_infinite") or run(spec_for(ck, backend, n, 0))["decisions"]
+        row["decisions_infinite"] = list(infinite)
+        row.setdefault("confidence_checks", {str(CONFIDENCE): row["confidence_check"]})
+
+        def save(partial):
+            path.write_text(json.dumps(data, indent=1))
+
+        run_adaptive_seeds(ck, backend, n, seeds, infinite, confidence, row, save)
+        row["acceptance"] = acceptance(row)
+        row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences_of(row)}
+        row.setdefault("notes", []).append(f"{adaptive_name(confidence)}: {seeds} seeds added by --adaptive-only")
+        save(row)
+        print(row["acceptance_at"], flush=True)
 
 
 def main() -> None:
@@ -237,18 +327,29 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "shots.json"))
     ap.add_argument("--table", nargs="+", help="print the table of saved results and stop")
-    ap.add_argument("--part", choices=("columns", "acceptance"), help="with --table: only that markdown table (the README's)")
+    ap.add_argument("--part", choices=("columns", "acceptance", "frontier"),
+                    help="with --table: only that markdown table (the README's)")
+    ap.add_argument("--strict", action="store_true",
+                    help="adaptive also at confidence 1 - 2/n (strict_confidence), beside the default 0.99")
+    ap.add_argument("--adaptive-only", type=float, metavar="CONFIDENCE",
+                    help="rerun only the adaptive seeds at CONFIDENCE on --rows already stored in --json (their "
+                         "infinite-shot decisions from a shots = 0 dm: run) and update those rows in place")
     args = ap.parse_args()
     if args.table:
         rows = [recheck(r) for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
         if args.part:
-            print(table(rows) if args.part == "columns" else verdicts(rows))
+            print({"columns": table, "acceptance": verdicts, "frontier": frontier}[args.part](rows))
             return
         print(table(rows))
         print()
         print(verdicts(rows))
+        print()
+        print(frontier(rows))
         for r in rows:
             print(r["checkpoint"], r["backend"], r.get("acceptance"), r.get("confidence_check"))
+        return
+    if args.adaptive_only:
+        adaptive_only(Path(args.json), [ROWS[int(x)] for x in args.rows.split(",")], args.adaptive_only, args.seeds)
         return
     out = {"cpu": cpu_model(), "confidence": CONFIDENCE, "rows": []}
     print(f"CPU: {out['cpu']}", flush=True)
@@ -257,7 +358,9 @@ def main() -> None:
         def save(partial, done=out["rows"][:]):  # after every run: a killed bench keeps what it finished
             Path(args.json).write_text(json.dumps({**out, "rows": done + [partial]}, indent=1))
 
-        row = one_row(ck, backend, args.n_qmamba if "qmamba" in ck else args.n_qlam, args.seeds, save)
+        n = args.n_qmamba if "qmamba" in ck else args.n_qlam
+        row = one_row(ck, backend, n, args.seeds, save,
+                      (CONFIDENCE, strict_confidence(n)) if args.strict else (CONFIDENCE,))
         out["rows"].append(row)
         Path(args.json).write_text(json.dumps(out, indent=1))
         print(row["acceptance"], row["confidence_check"], flush=True)
