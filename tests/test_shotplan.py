@@ -10,6 +10,7 @@ from scipy.stats import norm
 
 from bench.experiments import shots as shots_bench
 from qssm.app import plan as app_plan
+from qssm.backends import devices
 from qssm.backends.registry import get_backend
 from qssm.jobs.spec import parse_spec
 from qssm.models import checkpoint
@@ -100,7 +101,7 @@ def test_oracle_values_are_the_sampled_pipelines_mean():
                     "backend": {"name": "dm:fake_fez", "shots": 200_000}, "mitigation": {"readout": True}})
     model = checkpoint.load(s.checkpoint)[0].double()
     data = first_test_examples(model.cfg.task, s.data.n, s.data.seed, s.data.T or None)
-    logits, ev = shotplan.oracle(s, model, data, get_backend("dm:fake_fez", seed=1))
+    _logits, ev = shotplan.oracle(s, model, data, get_backend("dm:fake_fez", seed=1))
     ev2 = shotplan.ShotEvaluator(build_pipeline(s, get_backend("dm:fake_fez", seed=5), model=model), 200_000)
     with torch.no_grad():
         model(data.inputs, ev2)
@@ -119,6 +120,15 @@ def test_plan_curve_recommends_the_smallest_shots_meeting_the_confidence():
     agree = [r["agreement_noisy"] for r in out["curve"]]
     assert agree == sorted(agree)
     assert len(out["floor_shots_per_example"]) == 24
+
+
+def test_plan_never_recommends_more_shots_than_the_device_takes():
+    """Garnet takes at most 20,000 shots per circuit: the curve stops there and a recommendation
+    above it (which submit would refuse) is none, whatever --max-shots asks."""
+    out = app_plan.plan_spec(spec(CHAIN, 4, 1000, backend="dm:iqm_garnet"), confidence=0.99, max_shots=1_000_000)
+    limit = devices.max_shots("iqm_garnet")
+    assert limit < 1_000_000 and max(r["shots_per_circuit"] for r in out["curve"]) == limit
+    assert out["recommended_shots_per_circuit"] is None or out["recommended_shots_per_circuit"] <= limit
 
 
 def test_bench_shots_row_runs_at_a_tiny_size():

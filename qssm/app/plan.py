@@ -15,9 +15,12 @@ from qssm.pipeline.shotplan import NOMINAL, final_logits, oracle, plan
 
 
 def plan_spec(spec, confidence: float = 0.99, max_shots: int = 100_000, at_shots=(), check_floor: bool = False) -> dict:
-    """The job spec's examples on its dm: backend, exact noisy values, the plan."""
+    """The job spec's examples on its dm: backend, exact noisy values, the plan. The curve and the
+    recommendation stop at the device's shots per circuit limit (min(max_shots, the limit)): a
+    recommendation the device would refuse is none."""
     nominal = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, shots=NOMINAL))
     with prepare(nominal) as job:
+        max_shots = min(max_shots, job.backend.capabilities.max_shots or max_shots)
         resolved = dataclasses.replace(job.spec, backend=spec.backend)  # the job's own shots, its resolved split
         logits, ev = oracle(resolved, job.model, job.data, job.backend)
         with torch.no_grad():

@@ -25,7 +25,7 @@ def register(sub) -> None:
                    help="target fraction of decisions equal to the infinite-shot ones (default: [backend] "
                         "confidence, 0.99)")
     p.add_argument("--max-shots", type=types.integer(1, 10_000_000), default=100_000,
-                   help="largest shots per circuit considered (default 100000)")
+                   help="largest shots per circuit considered (default 100000, or the device's limit if lower)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="directory for report.json and report.html (with the curve)")
     p.set_defaults(func=run)
