@@ -129,16 +129,25 @@ def column(report: dict, infinite: list[int], per_example=None) -> dict:
             "seconds": report["bench_seconds"], **{k: report[k] for k in keys}}
 
 
-def check_plan(predicted: float, linear: float, flip_sd: float, draws: int, measured: float, n: int) -> dict:
-    """Predicted against measured agreement. One run's flips spread as the plan's draws say
+def check_plan(predicted: float, linear: float, flip_sd: float, draws: int, measured: float, n: int,
+               runs: list[float] | None = None) -> dict:
+    """Predicted against measured agreement. One run: its flips spread as the plan's draws say
     (flip_sd: rows shared by examples move them together), and never less than independent
-    examples' Poisson spread, sqrt(expected flips) (16 draws estimate a spread loosely); the
-    prediction's own error is that over the square root of its draws; half an example for
-    discreteness."""
-    var = max(flip_sd**2, (1 - predicted) * n)
-    se = math.sqrt(var * ((1 + 1 / draws) if draws else 1) + 0.25) / n  # draws = 0: the delta method's, no draws
-    return {"predicted": predicted, "predicted_linear": linear, "measured": measured, "se": se, "draws": draws,
-            "flip_sd": flip_sd, "within_2se": abs(predicted - measured) <= 2 * se}
+    examples' Poisson spread, sqrt(expected flips) (16 draws estimate a spread loosely). Several
+    seeds (`runs`, their agreements): their mean, with the spread they show between them (never
+    below the Poisson one) over sqrt(seeds). Either way the prediction's own error is its spread
+    over the square root of its draws, and half an example for discreteness."""
+    poisson = (1 - predicted) * n
+    mc = flip_sd**2 / draws if draws else 0.0  # draws = 0: the delta method's, no draws
+    out = {"predicted": predicted, "predicted_linear": linear, "draws": draws, "flip_sd": flip_sd}
+    if runs is not None and len(runs) > 1:
+        measured = float(np.mean(runs))
+        seen = float(np.std(runs, ddof=1)) * n
+        se = math.sqrt(max(seen**2, poisson) / len(runs) + mc + 0.25) / n
+        out.update(runs=[float(x) for x in runs], measured_flip_sd=seen)
+    else:
+        se = math.sqrt(max(flip_sd**2, poisson) + mc + 0.25) / n
+    return {**out, "measured": measured, "se": se, "within_2se": abs(predicted - measured) <= 2 * se}
 
 
 def recheck(row: dict) -> dict:
@@ -149,7 +158,8 @@ def recheck(row: dict) -> dict:
         sd = v.get("flip_sd")
         if sd is None:
             sd = math.sqrt(max((v["se"] * n) ** 2 - 0.25, 0) / ((1 + 1 / draws) if draws else 1))
-        row["plan_check"][k] = check_plan(v["predicted"], v["predicted_linear"], sd, draws, v["measured"], n)
+        row["plan_check"][k] = check_plan(v["predicted"], v["predicted_linear"], sd, draws, v["measured"], n,
+                                          v.get("runs"))
     if "adaptive" in row["columns"]:
         row["acceptance"] = acceptance(row)
         row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences_of(row)}
@@ -157,7 +167,7 @@ def recheck(row: dict) -> dict:
 
 
 def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None,
-            confidences: tuple[float, ...] = (CONFIDENCE,)) -> dict:
+            confidences: tuple[float, ...] = (CONFIDENCE,), fixed_seeds: int = 1) -> dict:
     print(f"== {ck} on {backend}, n = {n}", flush=True)
     start = time.perf_counter()
     plan = plan_spec(spec_for(ck, backend, n, 1000), CONFIDENCE, at_shots=FIXED, check_floor=True)
@@ -172,17 +182,20 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None,
     if rec:
         curve[rec] = plan["recommended"]
     for shots in FIXED + ([rec] if rec else []):
-        r = run(spec_for(ck, backend, n, shots))
+        reports = [run(spec_for(ck, backend, n, shots, seed)) for seed in range(1, fixed_seeds + 1)]
+        r = reports[0]
         name = f"plan ({shots})" if shots == rec and shots not in FIXED else f"fixed {shots}"
         row["columns"][name] = column(r, infinite)
         pred = curve[shots]
-        measured = row["columns"][name]["agreement_infinite"]
+        runs = [float(np.mean(np.asarray(x["decisions"]) == np.asarray(infinite))) for x in reports]
         draws = plan["mc_draws"] if pred.get("method", "").startswith("monte carlo") else 0
-        row["plan_check"][str(shots)] = check_plan(pred["agreement_noisy"], pred["agreement_noisy_linear"],
-                                                   pred["flip_sd"], draws, measured, n)
+        check = check_plan(pred["agreement_noisy"], pred["agreement_noisy_linear"], pred["flip_sd"], draws, runs[0], n,
+                           runs if fixed_seeds > 1 else None)
+        row["plan_check"][str(shots)] = check
         save(row)
-        print(f"   {name:>14}: acc {r['accuracy']:.3f}  agree(inf) {measured:.3f}  predicted {pred['agreement_noisy']:.3f}  "
-              f"shots/example {r['total_shots'] / n:,.0f}  {r['bench_seconds']:.0f} s", flush=True)
+        print(f"   {name:>14}: acc {r['accuracy']:.3f}  agree(inf) {check['measured']:.3f} ({len(runs)} seeds)  "
+              f"predicted {pred['agreement_noisy']:.3f}  shots/example {r['total_shots'] / n:,.0f}  {r['bench_seconds']:.0f} s",
+              flush=True)
     if rec:
         row["columns"]["plan"] = row["columns"].get(f"fixed {rec}") or row["columns"][f"plan ({rec})"]
         row["recommended_shots_per_circuit"] = rec
@@ -325,6 +338,8 @@ def main() -> None:
     ap.add_argument("--n-qlam", type=int, default=359)
     ap.add_argument("--n-qmamba", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--fixed-seeds", type=int, default=1,
+                    help="simulator seeds per fixed shot count: the plan check compares with their mean (their spread as its error)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "shots.json"))
     ap.add_argument("--table", nargs="+", help="print the table of saved results and stop")
     ap.add_argument("--part", choices=("columns", "acceptance", "frontier"),
@@ -360,7 +375,7 @@ def main() -> None:
 
         n = args.n_qmamba if "qmamba" in ck else args.n_qlam
         row = one_row(ck, backend, n, args.seeds, save,
-                      (CONFIDENCE, strict_confidence(n)) if args.strict else (CONFIDENCE,))
+                      (CONFIDENCE, strict_confidence(n)) if args.strict else (CONFIDENCE,), args.fixed_seeds)
         out["rows"].append(row)
         Path(args.json).write_text(json.dumps(out, indent=1))
         print(row["acceptance"], row["confidence_check"], flush=True)
