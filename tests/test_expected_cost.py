@@ -121,3 +121,11 @@ def test_run_plan_without_a_plan_to_make_is_one_line_before_the_run(no_credentia
     out, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and needle in err and not out
     assert not (tmp_path / "out").exists()
+
+
+def test_estimate_says_when_per_job_overhead_makes_adaptive_dearer(no_credentials, capsys):
+    """On IBM every runtime job pays a fixed overhead and adaptive rounds send several: when the
+    expected cost exceeds the cap's price the estimate says why and points at the fixed-shot plan."""
+    assert main(["estimate", "examples/ibm-kingston.toml", "--shots", "auto", "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "the expected cost exceeds the cap's price" in out and "`qssm plan SPEC`" in out

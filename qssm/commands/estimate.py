@@ -66,6 +66,8 @@ def expected_lines(e: dict) -> list[str]:
     if x["usd"] > paid["usd"]:
         lines.append(f"  the expected cost exceeds the cap's price: the rounds sent {x['tasks']:.0f} tasks/jobs where the "
                      f"cap prices one round's {paid['tasks']:.0f}; the budget holds the larger")
+        lines.append("  each task/job pays the provider's fixed overhead, so fixed shots may cost less here: "
+                     "`qssm plan SPEC` recommends the fewest fixed shots per circuit for the same confidence")
     return lines
 
 
