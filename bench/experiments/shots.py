@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness import cpu_model, job_spec, run_job
+from qssm.app.job import prepare
 from qssm.app.plan import plan_spec
 from qssm.backends import devices
 from qssm.backends.registry import pricing_backend
+from qssm.pipeline.shotplan import final_logits, oracle
 
 ROWS = [("qlam-digits-chain", "dm:fake_fez"), ("qmamba-haystack-varlen", "dm:fake_fez"),
         ("qlam-digits-chain", "dm:iqm_garnet"), ("qmamba-haystack-varlen", "dm:iqm_garnet"),
@@ -307,17 +309,26 @@ def frontier(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def infinite_decisions(spec) -> list[int]:
+    """The plan's infinite-shot noisy decisions without the plan: its oracle forward (expected counts
+    on the dm: engine, so readout errors included; a shots = 0 run's exact expectation values leave
+    them out, as Aer's estimator does)."""
+    with prepare(spec) as job:
+        logits, _ = oracle(job.spec, job.model, job.data, job.backend)
+    return final_logits(logits).argmax(-1).tolist()
+
+
 def adaptive_only(path: Path, which: list[tuple[str, str]], confidence: float, seeds: int) -> None:
     """Add (or redo) the adaptive column at `confidence` on stored rows, leaving their plan, fixed
-    and floor columns as measured. The infinite-shot decisions are the stored ones, or a shots = 0
-    run's on the dm: engine (its exact noisy values: the plan's decisions)."""
+    and floor columns as measured. The infinite-shot decisions are the stored ones, or the plan's
+    oracle's (infinite_decisions)."""
     data = json.loads(path.read_text())
     for row in data["rows"]:
         if (row["checkpoint"], row["backend"]) not in which:
             continue
         ck, backend, n = row["checkpoint"], row["backend"], row["n"]
         print(f"== {ck} on {backend}, n = {n}: adaptive at confidence {confidence}", flush=True)
-        infinite = row.get("decisions_infinite") or run(spec_for(ck, backend, n, 0))["decisions"]
+        infinite = row.get("decisions_infinite") or infinite_decisions(spec_for(ck, backend, n, 0))
         row["decisions_infinite"] = list(infinite)
         row.setdefault("confidence_checks", {str(CONFIDENCE): row["confidence_check"]})
 
