@@ -88,7 +88,7 @@ def run_adaptive_seeds(ck: str, backend: str, n: int, seeds: int, infinite: list
         row["confidence_check"], row["adaptive_seeds_done"] = check, seeds
 
 
-def floor_frontier(floor: list[float], n_max: int = 12) -> list[float]:
+def floor_frontier(floor: list[float], n_max: int = 50) -> list[float]:
     """Mean floor shots per example when the k hardest decisions (the largest floors: near-ties)
     are given up, k = 0 .. n_max: what matching all but k infinite-shot decisions costs at least
     under optimal allocation."""
@@ -300,7 +300,8 @@ def frontier(rows: list[dict]) -> str:
     for row in rows:
         if "floor_frontier" not in row:
             continue
-        c, f = row["columns"], row["floor_frontier"]
+        c = row["columns"]
+        f = floor_frontier(row["floor_shots_per_example"], 50) if "floor_shots_per_example" in row else row["floor_frontier"]
         moved = round((1 - c["fixed 4000"]["agreement_infinite"]) * row["n"])
         k = min(moved + 2, len(f) - 1)
         f64 = c["fixed 64"]["shots_mean"]
