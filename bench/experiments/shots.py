@@ -2,7 +2,8 @@
 recommendation, adaptive shots and the floor, on the dm: engine with sampling.
 
     OMP_NUM_THREADS=1 python -m bench.experiments.shots [--rows 0,1] [--n-qlam 359] [--n-qmamba 500] [--seeds 5]
-                                                        [--json bench/experiments/shots.json]
+                                                        [--strict] [--fixed-seeds K] [--json bench/experiments/shots.json]
+    python -m bench.experiments.shots --rows 1,5 --adaptive-only 0.996   # add an adaptive confidence to stored rows
     python -m bench.experiments.shots --table bench/experiments/shots.json [more.json ...]   # the saved rows' table
 
 Per row (checkpoint, device): `qssm plan`'s oracle (exact noisy values, the curve, the floor and
@@ -14,6 +15,9 @@ median / p90 / max), and $ per example at Garnet's and IBM's prices: Garnet = th
 per-task + per-shot price over the batches dispatched (backends/devices.py estimate_cost, one task
 per batch), IBM = QPU seconds from backends/ibm.py's model (shots x (rep delay + the row's circuit
 durations) + per-job overhead) at its list price. Fixed shots: every example pays the same.
+--strict adds adaptive at confidence 1 - 2/n (the acceptance's own 2 moved examples); --fixed-seeds K
+runs each fixed count at K seeds and checks the plan against their mean. The frontier table: the
+floor's mean when the k hardest decisions are given up, against fixed 64's shots.
 Two floors: the delta method's (pipeline/shotplan.py Sensitivity.floor, a lower bound where the
 forward is linear in the noise) and the same allocation checked through the model by Monte Carlo
 (checked_floor: what QMamba's recurrence adds at few shots).
