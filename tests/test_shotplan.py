@@ -135,8 +135,9 @@ def test_bench_shots_row_runs_at_a_tiny_size():
     """bench/experiments/shots.py at 6 images and one adaptive seed: every column, its prices and the checks."""
     row = shots_bench.one_row("qlam-digits-chain", "dm:fake_fez", 6, 1, confidences=(shots_bench.CONFIDENCE, 0.999))
     assert {"fixed 4000", "fixed 16", "adaptive", "adaptive @0.999", "floor"} <= set(row["columns"])
-    assert set(row["acceptance_at"]) == {"0.99", "0.999"} and row["confidence_checks"]["0.999"]["confidence"] == 0.999
-    assert row["floor_frontier"][0] == pytest.approx(row["columns"]["floor"]["shots_mean"])
+    assert shots_bench.confidences_of(row) == [0.99, 0.999] and row["confidence_checks"]["0.999"]["confidence"] == 0.999
+    assert set(shots_bench.acceptance(row, 0.999)) >= {"accuracy_vs_4000", "mean_below_fixed_64", "confidence_honoured"}
+    assert shots_bench.floor_frontier(row["floor_shots_per_example"])[0] == pytest.approx(row["columns"]["floor"]["shots_mean"])
     assert "confidence 0.999" in shots_bench.verdicts([row]) and "qlam-digits-chain, fake_fez |" in shots_bench.frontier([row])
     assert row["columns"]["fixed 4000"]["shots_mean"] == pytest.approx(4000 * 24, rel=0.05)
     assert row["columns"]["fixed 4000"]["garnet_usd_per_example"] > row["columns"]["fixed 16"]["garnet_usd_per_example"]

@@ -168,7 +168,6 @@ def recheck(row: dict) -> dict:
                                           v.get("runs"))
     if "adaptive" in row["columns"]:
         row["acceptance"] = acceptance(row)
-        row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences_of(row)}
     return row
 
 
@@ -215,14 +214,12 @@ def one_row(ck: str, backend: str, n: int, seeds: int, save=lambda row: None,
                                "shots_max": float(floor.max()),
                                "garnet_usd_per_example": float(floor.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
     row["floor_shots_per_example"] = [float(x) for x in floor]
-    row["floor_frontier"] = floor_frontier(floor)
     checked = np.minimum(np.asarray(plan["floor_checked_shots_per_example"]), 1e15)
     row["columns"]["floor (model check)"] = {**row["columns"]["floor"], "shots_mean": float(checked.mean()),
                                              "shots_median": float(np.median(checked)),
                                              "shots_p90": float(np.percentile(checked, 90)), "shots_max": float(checked.max()),
                                              "garnet_usd_per_example": float(checked.mean()) * devices.load_device("iqm_garnet")["pricing"]["per_shot_usd"]}
     row["acceptance"] = acceptance(row)
-    row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences}
     return row
 
 
@@ -231,7 +228,7 @@ def acceptance(row: dict, confidence: float = CONFIDENCE) -> dict:
     plan's: a stricter confidence's floor is higher, so its ratios here are upper bounds)."""
     c, n = row["columns"], row["n"]
     a, f4000, f64, fl = c[adaptive_name(confidence)], c["fixed 4000"], c["fixed 64"], c["floor"]
-    check = row.get("confidence_checks", {}).get(str(confidence)) or row["confidence_check"]
+    check = confidence_check(row, confidence)
     se = math.sqrt(f4000["accuracy"] * (1 - f4000["accuracy"]) / n)
     return {"accuracy_vs_4000": abs(a["accuracy"] - f4000["accuracy"]) <= max(2 / n, se) + 1e-12,
             "mean_below_fixed_64": a["shots_mean"] < f64["shots_mean"],
@@ -242,6 +239,12 @@ def acceptance(row: dict, confidence: float = CONFIDENCE) -> dict:
                if "floor (model check)" in c else {}),  # rows stored before the check have one floor
             "plan_within_2se": all(v["within_2se"] for v in row["plan_check"].values()),
             "confidence_honoured": check["fraction"] <= check["bound"]}
+
+
+def confidence_check(row: dict, confidence: float) -> dict:
+    """The row's pooled early-stop check at `confidence` (rows stored before several confidences
+    kept only the default's)."""
+    return row.get("confidence_checks", {}).get(str(confidence)) or row["confidence_check"]
 
 
 def confidences_of(row: dict) -> list[float]:
@@ -287,7 +290,7 @@ def verdicts(rows: list[dict]) -> str:
             ratios = f"{a['shots_median'] / max(fl, 1e-9):.1f}x {mark[ok['median_within_3x_floor']]}"
             if ck is not None:
                 ratios += f"; {a['shots_median'] / max(ck, 1e-9):.1f}x {mark[ok['median_within_3x_checked_floor']]}"
-            cc = row.get("confidence_checks", {}).get(str(conf)) or row["confidence_check"]
+            cc = confidence_check(row, conf)
             label = f"{row['checkpoint']}, {row['backend'].split(':')[1]}{' ' + row['note'] if row.get('note') else ''}"
             lines.append(f"| {label}, confidence {conf:g} | {a['accuracy']:.3f} vs {c['fixed 4000']['accuracy']:.3f} "
                          f"{mark[ok['accuracy_vs_4000']]} | {a['shots_mean']:,.0f} vs {c['fixed 64']['shots_mean']:,.0f} "
@@ -302,10 +305,9 @@ def frontier(rows: list[dict]) -> str:
     lines = [("| row | decisions fixed 4000 moves | floor mean, all decisions | floor mean, all but the k hardest (k) | "
              "fixed 64 mean | both criteria reachable |"), "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        if "floor_frontier" not in row:
+        if "floor_shots_per_example" not in row:  # rows stored before the floors were kept
             continue
-        c = row["columns"]
-        f = floor_frontier(row["floor_shots_per_example"], 50) if "floor_shots_per_example" in row else row["floor_frontier"]
+        c, f = row["columns"], floor_frontier(row["floor_shots_per_example"])
         moved = round((1 - c["fixed 4000"]["agreement_infinite"]) * row["n"])
         k = min(moved + 2, len(f) - 1)
         f64 = c["fixed 64"]["shots_mean"]
@@ -342,10 +344,9 @@ def adaptive_only(path: Path, which: list[tuple[str, str]], confidence: float, s
 
         run_adaptive_seeds(ck, backend, n, seeds, infinite, confidence, row, save)
         row["acceptance"] = acceptance(row)
-        row["acceptance_at"] = {str(c): acceptance(row, c) for c in confidences_of(row)}
         row.setdefault("notes", []).append(f"{adaptive_name(confidence)}: {seeds} seeds added by --adaptive-only")
         save(row)
-        print(row["acceptance_at"], flush=True)
+        print({c: acceptance(row, c) for c in confidences_of(row)}, flush=True)
 
 
 def main() -> None:
@@ -364,7 +365,7 @@ def main() -> None:
                     help="adaptive also at confidence 1 - 2/n (strict_confidence), beside the default 0.99")
     ap.add_argument("--adaptive-only", type=float, metavar="CONFIDENCE",
                     help="rerun only the adaptive seeds at CONFIDENCE on --rows already stored in --json (their "
-                         "infinite-shot decisions from a shots = 0 dm: run) and update those rows in place")
+                         "infinite-shot decisions stored, or from the plan's oracle forward) and update those rows in place")
     args = ap.parse_args()
     if args.table:
         rows = [recheck(r) for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
