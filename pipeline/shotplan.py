@@ -225,23 +225,26 @@ class Replay:
 
 
 def curvature_bias(model, inputs, records: list[Record], pool: Pool, sens: "Sensitivity", shots: np.ndarray,
-                   pairs: int = 8, seed: int = 0) -> np.ndarray:
+                   pairs: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(B, k) second-order shift of the margins' means at these shots, E[m(v + e)] - m(v), from
     antithetic pairs of Gaussian errors e ~ N(0, cov / shots) pushed through the model (the odd
     orders cancel within a pair). The recurrence is not linear: QMamba's exp(Delta A) over many
     tokens turns noise into a shift common to every example, which moves decisions at few shots
-    (the delta method alone misses it)."""
+    (the delta method alone misses it). Also (B,): whether any of the draws changed the example's
+    argmax: the model's own word against the delta method's Gaussian, which run_adaptive heeds."""
     rng = np.random.default_rng(seed)
     chol = [np.linalg.cholesky(pool.variance(u) + 1e-12 * np.eye(len(pool.values[u]))) for u in range(len(pool.shots))]
     top = torch.as_tensor(sens.top)[:, None]
     rivals = torch.as_tensor(sens.rivals)
     total = np.zeros_like(sens.margin)
+    flipped = np.zeros(len(sens.top), dtype=bool)
     for _ in range(pairs):
         z = [(chol[u] @ rng.standard_normal(len(pool.values[u]))) / np.sqrt(shots[u]) for u in range(len(pool.shots))]
         for sign in (1.0, -1.0):
             last = replayed(model, inputs, records, [sign * e for e in z])
             total += (last.gather(1, top) - last.gather(1, rivals)).numpy()
-    return total / (2 * pairs) - sens.margin
+            flipped |= last.argmax(-1).numpy() != sens.top
+    return total / (2 * pairs) - sens.margin, flipped
 
 
 @torch.no_grad()

@@ -131,3 +131,29 @@ def test_plan_cli_json_and_report(tmp_path, capsys):
     assert out["examples"] == 6 and out["confidence"] == 0.99
     assert {"curve", "recommended_shots_per_circuit", "floor_shots_per_example"} <= set(out)
     assert "Shot plan" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_draw_through_the_model_that_flips_a_decision_vetoes_its_stop(monkeypatch):
+    """The stop needs the model's word as well as the delta method's: where a draw through the
+    recurrence at the current shots changes an example's argmax, the example stays open and every
+    row it reads gets GROWTH x its shots in the next round (its margins already look clear)."""
+    import qssm.pipeline.adaptive as adaptive
+
+    real = adaptive.curvature_bias
+
+    def flipping_first_round(model, inputs, records, pool, sens, shots, pairs, seed):
+        shift, flipped = real(model, inputs, records, pool, sens, shots, pairs=pairs, seed=seed)
+        if seed == 0:  # round 0: every draw "flipped"
+            return shift, np.ones_like(flipped)
+        return shift, flipped
+
+    spec = adaptive_spec("dm:fake_fez", 12, CHAIN, pilot_shots=16, confidence=0.99)
+    plain = run_inference(spec, progress=False)["adaptive"]
+    monkeypatch.setattr(adaptive, "curvature_bias", flipping_first_round)
+    vetoed = run_inference(spec, progress=False)["adaptive"]
+    r0, plain_r0 = vetoed["rounds"][0], plain["rounds"][0]
+    assert plain_r0["decided"] > 0  # without the veto some examples stop at the pilot
+    assert r0["decided"] == 0 and r0["vetoed"] == plain_r0["decided"]
+    assert vetoed["rounds"][1]["examples"] == 12 - r0["capped"]
+    # the vetoed examples' rows grew: the run spends more than the one that stopped them
+    assert sum(vetoed["shots_per_example"]) > sum(plain["shots_per_example"])
