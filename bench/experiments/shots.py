@@ -79,6 +79,9 @@ def run_adaptive_seeds(ck: str, backend: str, n: int, seeds: int, infinite: list
         if seed == 1:
             row["columns"][name] = column(r, infinite, info["shots_per_example"])
             row["columns"][name].update(rounds=len(info["rounds"]), capped=info["capped"], confidence=confidence)
+        per_seed = row.setdefault("adaptive_per_seed", {}).setdefault(str(confidence), [])
+        per_seed[seed - 1:] = [{"seed": seed, "accuracy": r["accuracy"], "shots_mean": float(np.mean(info["shots_per_example"])),
+                                "early_stopped": int(early.sum()), "differing": int((differs & early).sum())}]
         row.setdefault("adaptive_seeds_done_at", {})[str(confidence)] = seed
         save(row)
         print(f"   {name} seed {seed}: acc {r['accuracy']:.3f}  agree(inf) {1 - differs.mean():.3f}  shots/example "
