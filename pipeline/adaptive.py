@@ -5,8 +5,10 @@
     round r   per example: top-1 minus top-k margins of the pooled-mean forward and their covariance
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
               differs from the infinite-shot one) <= 1 - confidence (the measured margins less
-              their curvature shift), or capped at max_shots_per_example (0: 16 uniform pilot
-              rounds' worth); the undecided ones get each measured row's Neyman shots (sensitivity
+              their curvature shift) and none of the curvature's draws through the model changes
+              its argmax (else its rows get GROWTH x their shots), or capped at
+              max_shots_per_example (0: 16 uniform pilot rounds' worth); the undecided ones get
+              each measured row's Neyman shots (sensitivity
               x standard deviation over cost), at most 4x a row's shots per round, in powers of
               two, and run again
     stop      when every example is decided or capped, or after MAX_ROUNDS
