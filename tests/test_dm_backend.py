@@ -61,3 +61,13 @@ def test_chunked_batches_sample_as_whole_batches():
     parts = concatenate([backend.evaluate(c) for c in chunks(p.batch, 3)])
     for a, b in zip(whole.counts, parts.counts):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_exact_dm_run_says_its_values_leave_readout_error_out():
+    """shots = 0 on dm: gives Tr(rho O) as Aer's estimator does, without the readout flips a sampled
+    run (and the plan's infinite-shot limit) has: the run's summary says so; a sampled run's does not."""
+    from qssm.commands.run import format_run
+
+    exact = format_run(run_inference(spec(DIGITS, "dm:fake_fez", 0, 2), progress=False)).splitlines()[0]
+    sampled = format_run(run_inference(spec(DIGITS, "dm:fake_fez", 64, 2), progress=False)).splitlines()[0]
+    assert "readout error left out" in exact and "readout" not in sampled
