@@ -104,7 +104,8 @@ class AerBackend(LocalBackend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_shots=self.max_shots, max_qubits=None if self.target is None else self.target.num_qubits)
+        return Capabilities(max_shots=self.max_shots, max_qubits=None if self.target is None else self.target.num_qubits,
+                            exact_without_readout=self.noisy)
 
     def noise_model(self, active: tuple[int, ...]):
         return active_noise_model(self.device, active) if self.noisy else None

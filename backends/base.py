@@ -66,6 +66,7 @@ class Capabilities:
     max_executions_per_job: int | None = None  # circuits x shots per provider job (split above it)
     chunkable: bool = False  # sampling seeded per row: a batch split into row chunks samples the same
     expected_counts: bool = False  # sample mode can return expected counts (`expected`): the shot planner's oracle
+    exact_without_readout: bool = False  # shot-free values leave the noise's readout error out (as Aer's estimator)
 
 
 @dataclass(frozen=True)

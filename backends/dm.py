@@ -74,7 +74,7 @@ class DensityMatrixBackend(LocalBackend):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(max_shots=self.max_shots, max_qubits=self.target.num_qubits, chunkable=True,
-                            expected_counts=True)
+                            expected_counts=True, exact_without_readout=True)
 
     def noise(self, active: tuple[int, ...]):
         return noise_from_aer(self._noise_model(active), len(active))

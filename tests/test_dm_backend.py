@@ -71,3 +71,5 @@ def test_an_exact_dm_run_says_its_values_leave_readout_error_out():
     exact = format_run(run_inference(spec(DIGITS, "dm:fake_fez", 0, 2), progress=False)).splitlines()[0]
     sampled = format_run(run_inference(spec(DIGITS, "dm:fake_fez", 64, 2), progress=False)).splitlines()[0]
     assert "readout error left out" in exact and "readout" not in sampled
+    aer = format_run(run_inference(spec(DIGITS, "aer:fake_fez", 0, 2), progress=False)).splitlines()[0]
+    assert "readout error left out" in aer  # Aer's exact values leave it out as well (they equal dm:'s)

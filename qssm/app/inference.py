@@ -138,6 +138,8 @@ def run(job: Job, dispatch: Dispatch | None = None, pipeline: Pipeline | None = 
         "cluster": spec.backend.cluster or None,  # where the simulator batches ran: local:N or a scheduler
         "calibration": backend.calibration,
         "shots": "auto" if adaptive else (shots or 0),
+        # exact noisy values without readout error: the limit a sampled run (and `qssm plan`) has differs
+        "readout_left_out": not adaptive and not shots and backend.capabilities.exact_without_readout,
         "n_examples": len(data.targets),
         "T": int(data.inputs.shape[1]),
         "segment": spec.split.segment if model.splits else None,

@@ -82,7 +82,7 @@ def cost_line(c: dict, where: str) -> str:
 
 def format_run(r: dict) -> str:
     shots = (f"{r['shots']} shots" if r["shots"] != "auto" else "adaptive shots") if r["shots"] else "exact expectation values"
-    if not r["shots"] and r["backend"].startswith("dm:"):  # as Aer's estimator: the plan's limit differs
+    if r.get("readout_left_out"):
         shots += " (readout error left out; sampled runs and `qssm plan` include it)"
     extras = [f"{r[k]} {label}" for k, label in (("cut_batches", "batches cut"), ("zne_circuits", "ZNE circuits"),
                                                   ("calibration_circuits", "calibration circuits")) if r.get(k)]
