@@ -137,8 +137,8 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         # a stop needs the model's word too: the delta method's Gaussian is too narrow where a
         # draw through the recurrence at these shots already changes the decision (QMamba's shared,
         # nonlinear token rows at the pilot's few shots)
-        vetoed = (p <= alpha) & flipped
-        sure = (p <= alpha) & ~flipped
+        clear = p <= alpha
+        vetoed, sure = clear & flipped, clear & ~flipped
         done = sure | (spent >= cap) | (r == MAX_ROUNDS - 1)
         decided[active[sure]] = True
         stopped_round[active[done]] = r

@@ -82,7 +82,6 @@ def run_adaptive_seeds(ck: str, backend: str, n: int, seeds: int, infinite: list
         per_seed = row.setdefault("adaptive_per_seed", {}).setdefault(str(confidence), [])
         per_seed[seed - 1:] = [{"seed": seed, "accuracy": r["accuracy"], "shots_mean": float(np.mean(info["shots_per_example"])),
                                 "early_stopped": int(early.sum()), "differing": int((differs & early).sum())}]
-        row.setdefault("adaptive_seeds_done_at", {})[str(confidence)] = seed
         save(row)
         print(f"   {name} seed {seed}: acc {r['accuracy']:.3f}  agree(inf) {1 - differs.mean():.3f}  shots/example "
               f"{np.mean(info['shots_per_example']):,.0f}  early-stopped wrong {int((differs & early).sum())}/{int(early.sum())}"
@@ -169,7 +168,7 @@ def recheck(row: dict) -> dict:
             sd = math.sqrt(max((v["se"] * n) ** 2 - 0.25, 0) / ((1 + 1 / draws) if draws else 1))
         row["plan_check"][k] = check_plan(v["predicted"], v["predicted_linear"], sd, draws, v["measured"], n,
                                           v.get("runs"))
-    if any(adaptive_name(c) in row["columns"] for c in confidences_of(row)):
+    if has_adaptive(row):
         row["acceptance"] = acceptance(row, confidences_of(row)[0])
     return row
 
@@ -256,6 +255,10 @@ def confidences_of(row: dict) -> list[float]:
     return sorted((float(k) for k in row.get("confidence_checks", {str(CONFIDENCE): None})), key=lambda c: c != CONFIDENCE)
 
 
+def has_adaptive(row: dict) -> bool:
+    return any(adaptive_name(c) in row["columns"] for c in confidences_of(row))
+
+
 def table(rows: list[dict]) -> str:
     lines = [("| model | device | column | accuracy | agree exact | agree ∞-shot | shots/example mean / median / p90 / max | "
              "$/example Garnet | $/example IBM |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -283,7 +286,7 @@ def verdicts(rows: list[dict]) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         c = row["columns"]
-        if not any(adaptive_name(x) in c for x in confidences_of(row)):
+        if not has_adaptive(row):
             lines.append(f"| {row['checkpoint']}, {row['backend'].split(':')[1]} | not run | | | | |")
             continue
         misses = [f"{k}: {v['predicted']:.3f} / {v['measured']:.3f}" for k, v in row["plan_check"].items() if not v["within_2se"]]
