@@ -25,6 +25,10 @@ as tags (and on Braket as the CreateQuantumTask clientToken):
 so the job store's dispatcher creates only what is missing, retries per unit, and reads usage after
 the result is safe (docs/architecture.md, "Submission identity").
 
+A backend that `packs` takes a `Pack` (sampled batches of one round trip whose `pack_class` agree)
+wherever the unit calls take a batch, and returns one result per member: the round trip pays the
+provider's per-job overhead once, not once per batch.
+
 A batch is either estimate mode (observables: the backend returns their values; exact when shots is
 None) or sample mode (measured circuits: the backend returns each circuit's outcome histogram over
 its clbits). `result` takes the batch again because a provider returns raw samples that only the
@@ -67,6 +71,7 @@ class Capabilities:
     chunkable: bool = False  # sampling seeded per row: a batch split into row chunks samples the same
     expected_counts: bool = False  # sample mode can return expected counts (`expected`): the shot planner's oracle
     exact_without_readout: bool = False  # shot-free values leave the noise's readout error out (as Aer's estimator)
+    packs: bool = False  # runs a round trip's sampled batches as one unit set (Pack, pack_class)
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,10 @@ class Backend:
         raise NotImplementedError
 
     # -- units: one provider job/task each (module docstring) --------------------------------------
+    def pack_class(self, batch: CircuitBatch):
+        """Batches of one round trip with equal, non-None classes may share a Pack (`packs` backends)."""
+        return None
+
     def units(self, batch: CircuitBatch) -> int:
         return 1
 
@@ -173,9 +182,9 @@ class Backend:
     def close(self) -> None:
         """Release sessions and connections (the job ends)."""
 
-    def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
-        """Preflight estimate before submission: {"usd": ..., "qpu_seconds": ..., "tasks": ...}.
-        Simulators are free."""
+    def estimate_cost(self, trips: list[list[CircuitBatch]]) -> dict[str, float]:
+        """Preflight estimate before submission of these round trips' batches (a round trip's may
+        share provider jobs): {"usd": ..., "qpu_seconds": ..., "tasks": ...}. Simulators are free."""
         return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
 
     def price(self) -> dict | None:

@@ -513,12 +513,12 @@ class BraketBackend(Backend):
     def price(self) -> dict | None:
         return devices.price(self.device) if self.mode == "qpu" else None
 
-    def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
+    def estimate_cost(self, trips: list[list[CircuitBatch]]) -> dict[str, float]:
         if self.mode != "qpu":
             return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
         tasks = shots = 0
         seconds = 0.0
-        for b in batches:
+        for b in (b for trip in trips for b in trip):  # a task never spans batches
             plan = self._plan(b)
             total = sum((hi - lo) * (b.shots or 0) for lo, hi in plan)
             tasks += len(plan)

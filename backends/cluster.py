@@ -145,8 +145,8 @@ class ClusterBackend(Backend):
     def fingerprint(self) -> dict:
         return self.inner.fingerprint()
 
-    def estimate_cost(self, batches):
-        return self.inner.estimate_cost(batches)
+    def estimate_cost(self, trips):
+        return self.inner.estimate_cost(trips)
 
     # -- the cluster ----------------------------------------------------------------------------------
     def client(self):

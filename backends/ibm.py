@@ -6,7 +6,12 @@
 
 A sampled batch becomes one PUB per measured circuit (every binding in the PUB's parameter array),
 split over several jobs when circuits x shots exceed the 10 million executions IBM allows per
-Sampler job. Each job is one unit of the batch (backends/base.py): it carries the batch tag, the
+Sampler job. The sampled batches of one round trip with the same shots run as one pack (`Pack`,
+`pack_class`): all their PUBs in the same jobs, so a round trip pays the per-job overhead once per
+shot count instead of once per batch (a round trip sends a batch per template; an adaptive round
+one per template and shot count). Shots stay job-wide: qiskit-ibm-runtime 0.48 deprecated PUBs
+with different shots in one job ("submit one job for each desired shot count"), and twirling's
+randomization split is one per job; local mode also needs one compacted register per job. Each job is one unit of the batch (backends/base.py): it carries the batch tag, the
 qssm job's tag and its own identity tag, so a process that died between creating a job and recording
 its id, or whose create response was lost, finds it again (`find_units`, one query per batch, jobs
 that ended in ERROR or CANCELLED dropped) and creates only the chunks that are missing. IBM has no
@@ -58,7 +63,7 @@ from qssm.backends.fake_devices import calibration, fake_backend
 from qssm.backends.sampling import broadcast, histograms, register_outcomes
 from qssm.errors import QssmError
 from qssm.redact import redact
-from qssm.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch, Pack, members
 
 MAX_EXECUTIONS_PER_JOB = 10_000_000  # circuits x shots per Sampler job (IBM job limits)
 REP_DELAY_S = 250e-6  # default repetition delay of IBM devices
@@ -156,7 +161,8 @@ class IBMBackend(Backend):
         return Capabilities(simulator=self.local, exact=False, deterministic=False, modes=("session", "batch"),
                             find_by_tag=hasattr(self.service, "jobs"), native_estimator=self.resilience_level >= 0,
                             runtime_options=self.RUNTIME_OPTIONS, max_shots=100_000,
-                            max_qubits=self.target.num_qubits, max_executions_per_job=MAX_EXECUTIONS_PER_JOB)
+                            max_qubits=self.target.num_qubits, max_executions_per_job=MAX_EXECUTIONS_PER_JOB,
+                            packs=True)
 
     def set_mode(self, mode: str, round_trips: int = 1, qpu_seconds: float | None = None) -> None:
         """"session" / "batch" as asked; "auto" by the plan and the job's shape (module docstring)."""
@@ -241,54 +247,72 @@ class IBMBackend(Backend):
         return primitive
 
     # -- the backend contract -----------------------------------------------------------------------
+    def _active(self, batch: CircuitBatch) -> tuple[int, ...] | None:
+        """The qubits local mode compacts the batch onto (None on a real device: full ISA circuits)."""
+        if not self.local:
+            return None
+        return tuple(sorted(set().union(*(active_qubits(c, batch.observables) for c in batch.circuits))))
+
     def prepared(self, batch: CircuitBatch):
         """(circuits, observables, active qubits or None): local mode compacts onto the batch's
         active qubits (one noise model for the batch)."""
-        if not self.local:
+        active = self._active(batch)
+        if active is None:
             return list(batch.circuits), list(batch.observables), None
-
-        active = tuple(sorted(set().union(*(active_qubits(c, batch.observables) for c in batch.circuits))))
         small = [compact(c, batch.observables, active) for c in batch.circuits]
         return [s[0] for s in small], small[0][1], active
 
-    def pubs(self, batch: CircuitBatch) -> list[list[tuple]]:
-        """PUBs per job: one per measured circuit (all its rows), chunked to the executions limit."""
-        cache = (batch.key, MAX_EXECUTIONS_PER_JOB)
+    def pack_class(self, batch: CircuitBatch):
+        """Batches of a round trip with the same class run as one pack (module docstring): equal shots
+        (and, in local mode, register); None: alone (the estimator path)."""
+        if not batch.sampled or not batch.shots:
+            return None
+        return self._active(batch), batch.shots
+
+    def pubs(self, unit: CircuitBatch | Pack) -> list[list[tuple]]:
+        """PUBs per job: one per measured circuit (all its rows) of every member, chunked to the
+        executions limit."""
+        cache = (unit.key, MAX_EXECUTIONS_PER_JOB)
         if self._pubs is not None and self._pubs[0] == cache:
             return self._pubs[1]
-        jobs = self._chunks(batch)
+        jobs: list[list[tuple]] = []
+        for member in members(unit):
+            circuits, _, _ = self.prepared(member)
+            jobs = self._chunks(member, circuits, jobs)
         self._pubs = (cache, jobs)
         return jobs
 
     @staticmethod
-    def job_count(batch: CircuitBatch) -> int:
-        """The runtime jobs `_chunks` splits a batch into, from its size alone (the price counts what
-        dispatch sends: whole executions per job, so ceil(executions x shots / limit) can be one short)."""
-        executions = sum(len(batch.parameters) if c.num_parameters else 1 for c in batch.circuits)
-        return max(1, -(-executions // max(1, MAX_EXECUTIONS_PER_JOB // max(1, batch.shots or 1))))
-
-    def _chunks(self, batch: CircuitBatch) -> list[list[tuple]]:
-        circuits, _, _ = self.prepared(batch)
-        n = len(batch.parameters)
-        per_job = max(1, MAX_EXECUTIONS_PER_JOB // batch.shots)
+    def job_count(batches: list[CircuitBatch]) -> int:
+        """The runtime jobs `pubs` splits these batches into when they run as one unit, from their
+        sizes alone (the price counts what dispatch sends: whole executions per job)."""
         jobs: list[list[tuple]] = []
-        current: list[tuple] = []
-        room = per_job
+        for b in batches:
+            jobs = IBMBackend._chunks(b, b.circuits, jobs)
+        return max(1, len(jobs))
+
+    @staticmethod
+    def _chunks(batch: CircuitBatch, circuits, jobs: list[list[tuple]]) -> list[list[tuple]]:
+        """`jobs` with the batch's PUBs appended: each job holds at most MAX_EXECUTIONS_PER_JOB
+        executions x shots (a circuit's rows are cut across jobs where they must be)."""
+        jobs = [list(j) for j in jobs] or [[]]
+        room = MAX_EXECUTIONS_PER_JOB - sum((1 if r is None else len(r)) * shots for _, r, shots in jobs[-1])
+        n, shots = len(batch.parameters), batch.shots or 1
         for i, circuit in enumerate(circuits):
             rows = batch.rows(i) if circuit.num_parameters else None
             total = n if rows is not None else 1
             start = 0
             while start < total:
-                take = min(room, total - start)
-                current.append((circuit, None if rows is None else rows[start:start + take], batch.shots))
+                take = min(max(room, 0) // shots, total - start)
+                if take == 0 and jobs[-1]:  # this job is full
+                    jobs.append([])
+                    room = MAX_EXECUTIONS_PER_JOB
+                    continue
+                take = max(take, 1)  # one execution over the limit: alone in its job
+                jobs[-1].append((circuit, None if rows is None else rows[start:start + take], batch.shots))
                 start += take
-                room -= take
-                if room == 0:
-                    jobs.append(current)
-                    current, room = [], per_job
-        if current:
-            jobs.append(current)
-        return jobs
+                room -= take * shots
+        return [j for j in jobs if j]
 
     @property
     def resilience_level(self) -> int:
@@ -305,35 +329,38 @@ class IBMBackend(Backend):
             est.options.resilience_level = self.resilience_level
         return est
 
-    def units(self, batch: CircuitBatch) -> int:
+    def units(self, batch: CircuitBatch | Pack) -> int:
         return 1 if not batch.sampled else len(self.pubs(batch))
 
-    def submit_unit(self, batch: CircuitBatch, unit: int, scope: str = "") -> str:
-        """Create the batch's job chunk `unit` (one runtime job) and return its id."""
-        if not batch.shots:
+    def submit_unit(self, batch: CircuitBatch | Pack, unit: int, scope: str = "") -> str:
+        """Create job chunk `unit` (one runtime job) of a batch or a pack and return its id."""
+        first = members(batch)[0]
+        if not first.shots:
             raise QssmError(f"{self.name} samples: set [backend] shots > 0")
         ident = Identity(scope, batch.key, unit)
-        circuits, observables, active = self.prepared(batch)
         if not batch.sampled:  # native estimator (resilience levels)
+            circuits, observables, active = self.prepared(batch)
             rows = batch.rows()[:, None, :] if circuits[0].num_parameters else None
             job = self._estimator(ident, active, batch.shots).run([(circuits[0], [observables], rows)])
         else:
             from qiskit_ibm_runtime import SamplerV2
 
-            job = self._primitive(SamplerV2, ident, active, twirl_measure=True, shots=batch.shots).run(self.pubs(batch)[unit])
+            # a pack's members agree on what is job-wide (pack_class): the first one's shots are everyone's
+            job = self._primitive(SamplerV2, ident, self._active(first), twirl_measure=True,
+                                  shots=first.shots).run(self.pubs(batch)[unit])
         self._jobs[job.job_id()] = job
         return job.job_id()
 
-    def handle(self, batch: CircuitBatch, ids: list[str]) -> Handle:
+    def handle(self, batch: CircuitBatch | Pack, ids: list[str]) -> Handle:
         meta = {"tag": job_tag(batch.key), "submitted": time.time()}
         if not batch.sampled:
             meta["primitive"] = "estimator"
         return Handle(self.name, list(ids), meta)
 
-    def submit(self, batch: CircuitBatch, scope: str = "") -> Handle:
+    def submit(self, batch: CircuitBatch | Pack, scope: str = "") -> Handle:
         return self.handle(batch, [self.submit_unit(batch, k, scope) for k in range(self.units(batch))])
 
-    def find_units(self, batch: CircuitBatch, scope: str = "") -> dict[int, str]:
+    def find_units(self, batch: CircuitBatch | Pack, scope: str = "") -> dict[int, str]:
         """The batch's jobs the service already has, by identity tag (one query): {chunk: job id}.
         Jobs in ERROR or CANCELLED never return a result, so they are not adopted; their chunk is
         created again."""
@@ -368,7 +395,8 @@ class IBMBackend(Backend):
                 return s
         return "done"
 
-    def result(self, handle: Handle, batch: CircuitBatch) -> BatchResult:
+    def result(self, handle: Handle, batch: CircuitBatch | Pack) -> BatchResult | list[BatchResult]:
+        """The batch's result; a pack's, one per member in order."""
         jobs = []
         for job_id in handle.job_ids:
             job = self._job(job_id)
@@ -383,21 +411,25 @@ class IBMBackend(Backend):
             return BatchResult(values, stderr, meta={"backend": self.name, "primitive": "estimator",
                                                      "resilience_level": self.resilience_level},
                                shots=batch.shots or 0, job_ids=tuple(handle.job_ids))
+        pubs = iter([pub for job in jobs for pub in job.result()])
+        out = [self._stitch(member, pubs, handle) for member in members(batch)]
+        for job_id in handle.job_ids:  # usage() retrieves them again by id
+            self._jobs.pop(job_id, None)
+        return out if isinstance(batch, Pack) else out[0]
+
+    def _stitch(self, batch: CircuitBatch, pubs, handle: Handle) -> BatchResult:
+        """The batch's histograms from its PUB results, next in `pubs` (chunked by rows within each
+        circuit: the chunks are stitched back per circuit)."""
         circuits, _, _ = self.prepared(batch)
-        pubs = [pub for job in jobs for pub in job.result()]
-        # PUBs were chunked by rows within each circuit: stitch the chunks back per circuit
         n = len(batch.parameters)
-        counts, k = [], 0
+        counts = []
         for circuit in circuits:
             total = n if circuit.num_parameters else 1
             parts, got = [], 0
             while got < total:
-                parts.append(register_outcomes(circuit, pubs[k].data))
+                parts.append(register_outcomes(circuit, next(pubs).data))
                 got += len(parts[-1])
-                k += 1
             counts.append(broadcast(histograms(np.concatenate(parts), circuit.num_clbits), n))
-        for job_id in handle.job_ids:  # usage() retrieves them again by id
-            self._jobs.pop(job_id, None)
         # the shots the device returned (twirling may round them): measure normalises by these
         counted = int(counts[0][0].sum()) if counts and len(counts[0]) else batch.shots
         return BatchResult(counts=tuple(counts), meta={"backend": self.name}, shots=counted,
@@ -441,15 +473,18 @@ class IBMBackend(Backend):
     def price(self) -> dict | None:
         return None if self.local else dict(PRICE)
 
-    def estimate_cost(self, batches: list[CircuitBatch]) -> dict[str, float]:
+    def estimate_cost(self, trips: list[list[CircuitBatch]]) -> dict[str, float]:
         """QPU seconds from the job's size: per job overhead + executions x shots x (rep delay +
-        circuit duration from the target's gate durations)."""
+        circuit duration from the target's gate durations); the jobs are those dispatch sends, each
+        round trip's packs (pack_class) and lone batches."""
         seconds, jobs = 0.0, 0
-        for b in batches:
-            duration = b.seconds_per_shot
-            shots = b.executions * (b.shots or 0)
-            seconds += shots * (REP_DELAY_S + duration)
-            jobs += self.job_count(b)
+        for trip in trips:
+            packs: dict = {}
+            for b in trip:
+                seconds += b.executions * (b.shots or 0) * (REP_DELAY_S + b.seconds_per_shot)
+                cls = self.pack_class(b)
+                packs.setdefault(id(b) if cls is None else cls, []).append(b)
+            jobs += sum(self.job_count(group) for group in packs.values())
         seconds += jobs * JOB_OVERHEAD_S
         # a Session bills its idle gaps between round trips too (module docstring)
         idle = (self.round_trips - 1) * SESSION_GAP_S if self.mode == "session" else 0.0

@@ -12,7 +12,11 @@ trip, by its content key:
                                 batch's units exist (by identity), create only the missing ones
     new                      -> claim, create its units, record the ids, then collect
 Paid backends submit a batch as units, one provider job/task each, with a deterministic identity
-(job, batch key, chunk, task; backends/base.py). The recovery rule: nothing is created before the
+(job, batch key, chunk, task; backends/base.py). A backend that packs (IBM) gets a round trip's
+new sampled batches of one `pack_class` as one Pack, whose identity is its members' keys: its
+members are claimed together, get the pack's handle together (each with its share of the usage)
+and their results are recorded together, in one store transaction each, so a resumed round trip
+finds the same members not done and forms the same pack again. The recovery rule: nothing is created before the
 provider has been asked whether it exists already, whenever it might (a resumed claim, a retry after
 a transient fault, which may have been a dropped response to a create that succeeded); retries are
 per unit, never per batch. Every provider call goes through call_with_retries; a permanent fault
@@ -34,7 +38,7 @@ from qssm.jobs.retry import PermanentError, RetryPolicy, call_with_retries
 from qssm.jobs.store import BatchRecord, JobStore
 from qssm.pipeline.tracker import Tracker
 from qssm.redact import redact
-from qssm.types import BatchResult, CircuitBatch
+from qssm.types import BatchResult, CircuitBatch, Pack, members
 
 
 class JobFailed(QssmError):
@@ -66,7 +70,7 @@ class StoreDispatcher:
             text = f"transient fault ({type(exc).__name__}: {str(exc)[:80]}); retry {attempt} with backoff"
             self.log(text)
             if key is not None:  # `qssm status` shows it beside the batch until the batch is done
-                self.store.note(self.job_id, key, text)
+                self._note(key, text)
 
         try:
             return call_with_retries(fn, self.policy, note)
@@ -75,36 +79,73 @@ class StoreDispatcher:
         except Exception as e:  # noqa: BLE001 - permanent, or transient past the retry budget
             raise PermanentError(f"{type(e).__name__}: {e}") from e
 
+    def _note(self, keys: str | list[str], text: str) -> None:
+        for key in [keys] if isinstance(keys, str) else keys:
+            self.store.note(self.job_id, key, text)
+
     def __call__(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         self.wave += 1
         results: list[BatchResult | None] = [None] * len(batches)
-        pending: dict[int, Handle] = {}
+        waiting: list[tuple[int, BatchRecord | None]] = []
         for i, batch in enumerate(batches):
-            self._stop_if_cancelled(pending.values())
             rec = self.store.batch(self.job_id, batch.key)  # one read per batch: what the store knows
             done = self._stored(batch, rec)
             if done is not None:
                 results[i] = done
                 self.tracker.add(reused_batches=1)
-                continue
-            try:
-                pending[i] = self._handle(batch, i, rec)
-            except JobCancelled:
-                raise
-            except BaseException:
-                # a fault while submitting: what is already in flight was paid for, collect it first
-                for j, handle in pending.items():
-                    try:
-                        self._collect(batches[j], handle, j)
-                    except Exception:  # noqa: BLE001 - the first fault is the one to report
-                        pass
-                raise
-        for n, (i, handle) in enumerate(pending.items()):
-            results[i] = self._collect(batches[i], handle, i, in_flight=list(pending.values())[n:])
+            else:
+                waiting.append((i, rec))
+        pending: list[tuple[CircuitBatch | Pack, list[int], Handle]] = []
+        try:
+            for unit, idx, recs in self._units(batches, waiting):
+                self._stop_if_cancelled([h for *_, h in pending])
+                pending.append((unit, idx, self._handle(unit, idx, recs)))
+        except JobCancelled:
+            raise
+        except BaseException:
+            # a fault while submitting: what is already in flight was paid for, collect it first
+            for unit, idx, handle in pending:
+                try:
+                    self._collect(unit, handle, idx)
+                except Exception:  # noqa: BLE001 - the first fault is the one to report
+                    pass
+            raise
+        for n, (unit, idx, handle) in enumerate(pending):
+            got = self._collect(unit, handle, idx, in_flight=[h for *_, h in pending[n:]])
+            for i, r in zip(idx, got):
+                results[i] = r
         if not self.backend.capabilities.simulator:
             self.settle_usage()  # what earlier round trips' providers had not settled yet
         self.store.heartbeat(self.job_id)
         return results  # type: ignore[return-value]
+
+    def _units(self, batches: list[CircuitBatch], waiting: list[tuple[int, BatchRecord | None]]):
+        """(batch or Pack, wave positions, store records) to submit or poll: what an earlier process
+        submitted as a pack is polled as that pack; new and claimed batches of one pack class form a
+        pack (members in wave order, so a resumed round trip forms the same one)."""
+        packs: dict = {}
+        for i, rec in waiting:
+            batch = batches[i]
+            if rec is not None and rec.status == "submitted" and rec.handle is not None:
+                cls = ("submitted", rec.handle.meta.get("pack") or batch.key)
+            else:
+                pc = self.backend.pack_class(batch) if self.backend.capabilities.packs else None
+                cls = ("new", batch.key) if pc is None else ("new", pc)
+            packs.setdefault(cls, []).append((i, rec))
+        for (state, name), group in packs.items():
+            idx, recs = [i for i, _ in group], [r for _, r in group]
+            if len(group) == 1 and not (state == "submitted" and name != batches[idx[0]].key):
+                yield batches[idx[0]], idx, recs
+                continue
+            pack = Pack(tuple(batches[i] for i in idx))
+            if state == "submitted" and pack.key != name:
+                raise QssmError(f"job {self.job_id}: a pack of this round trip was submitted with other members than "
+                                f"this run plans ({name[:12]}); the job's spec or qssm changed since: submit it again")
+            yield pack, idx, recs
+
+    def _keys(self, unit: CircuitBatch | Pack) -> list[str]:
+        """The store records of a batch or a pack (a pack has none of its own)."""
+        return [m.key for m in members(unit)]
 
     def _stop_if_cancelled(self, in_flight) -> None:
         """At a batch boundary: if the user cancelled the job, cancel what this worker has in flight
@@ -131,33 +172,47 @@ class StoreDispatcher:
                 return cached
         return None
 
-    def _handle(self, batch: CircuitBatch, position: int, rec: BatchRecord | None) -> Handle:
-        if rec is not None and rec.status == "submitted" and rec.handle is not None:
-            return rec.handle  # poll what a previous process submitted
-        if not self.store.claim(self.job_id, batch.key, self.wave, position):
-            rec = self.store.batch(self.job_id, batch.key)
+    def _handle(self, unit: CircuitBatch | Pack, idx: list[int], recs: list[BatchRecord | None]) -> Handle:
+        keys = self._keys(unit)
+        if all(r is not None and r.status == "submitted" and r.handle is not None for r in recs):
+            return recs[0].handle  # poll what a previous process submitted
+        if not self.store.claim_all(self.job_id, keys, self.wave, idx):
+            rec = self.store.batch(self.job_id, keys[0])
             if rec is not None and rec.handle is not None:
                 return rec.handle
-            raise QssmError(f"batch {batch.key[:12]} of job {self.job_id} is being submitted by another process; "
+            raise QssmError(f"batch {keys[0][:12]} of job {self.job_id} is being submitted by another process; "
                             f"wait for it to finish (qssm status {self.job_id})")
-        self.tracker.add(submitted_batches=1)
+        self.tracker.add(submitted_batches=len(keys))
         # claimed before (a process died, or a unit failed): some of its units may exist already
-        return self._submit(batch, look_first=rec is not None)
+        return self._submit(unit, look_first=any(r is not None for r in recs))
 
-    def _submit(self, batch: CircuitBatch, look_first: bool = True) -> Handle:
-        """The batch's provider jobs, counted, their ids recorded before anything waits on them."""
+    def _submit(self, batch: CircuitBatch | Pack, look_first: bool = True) -> Handle:
+        """The provider jobs of a batch or pack, counted, their ids recorded (a pack's on every
+        member, with its share of the usage) before anything waits on them."""
         if not self.backend.capabilities.find_by_tag:  # a simulator: one call, nothing billed
-            handle = self._call(lambda: self.backend.submit(batch), batch.key)
+            handle = self._call(lambda: self.backend.submit(batch), self._keys(batch))
             self.tracker.add(provider_submissions=1)
         else:
             n = self.backend.units(batch)
-            found = self._call(lambda: self.backend.find_units(batch, self.job_id), batch.key) if look_first else {}
+            found = self._call(lambda: self.backend.find_units(batch, self.job_id), self._keys(batch)) if look_first else {}
             ids = [found.get(k) or self._create(batch, k) for k in range(n)]
             handle = self.backend.handle(batch, ids)
-        self.store.record_handle(self.job_id, batch.key, handle)
+        if isinstance(batch, Pack):
+            handle.meta["pack"] = batch.key
+        self.store.record_handles(self.job_id, dict(zip(self._keys(batch), self._shares(batch, handle))))
         return handle
 
-    def _create(self, batch: CircuitBatch, unit: int) -> str:
+    @staticmethod
+    def _shares(unit: CircuitBatch | Pack, handle: Handle) -> list[Handle]:
+        """Per member, the handle with the member's share of what the jobs bill (by executions x
+        shots): a pack's usage is split over its members' records, so totals count it once."""
+        if not isinstance(unit, Pack):
+            return [handle]
+        weight = [m.executions * (m.shots or 0) for m in unit.members]
+        return [Handle(handle.backend, list(handle.job_ids), {**handle.meta, "share": w / max(sum(weight), 1)})
+                for w in weight]
+
+    def _create(self, batch: CircuitBatch | Pack, unit: int) -> str:
         """One unit, retried on its own. After a transient fault the create may have succeeded with
         its response lost: the provider is asked for the unit's identity before trying again."""
         faults = []
@@ -175,13 +230,15 @@ class StoreDispatcher:
             self.tracker.add(provider_submissions=1)
             return provider_id
 
-        return self._call(attempt, batch.key)
+        return self._call(attempt, self._keys(batch))
 
-    def _collect(self, batch: CircuitBatch, handle: Handle, position: int, in_flight=()) -> BatchResult:
+    def _collect(self, batch: CircuitBatch | Pack, handle: Handle, idx: list[int], in_flight=()) -> list[BatchResult]:
+        """The results of a batch (one) or a pack (one per member), recorded together."""
+        keys = self._keys(batch)
         delay = self.poll_seconds
         strange_since = None
         while True:
-            state = self._call(lambda: self.backend.status(handle), batch.key)
+            state = self._call(lambda: self.backend.status(handle), keys)
             if state in ("queued", "running", "unrecognized"):
                 self._stop_if_cancelled(in_flight or [handle])
             if state == "done":
@@ -194,45 +251,48 @@ class StoreDispatcher:
                     message = (f"provider reports state {raw!r}, unknown to qssm, for {waited:.0f} s "
                                f"({', '.join(handle.job_ids)}); check the job on the provider's console, "
                                f"then `qssm resume {self.job_id}`")
-                    self.store.record_failure(self.job_id, batch.key, message)
-                    raise JobFailed(f"batch {batch.key[:12]} on {self.backend.name}: {message}")
-                self.store.note(self.job_id, batch.key, f"provider state {raw!r} (unknown to qssm) for {waited:.0f} s; "
+                    self.store.record_failure(self.job_id, keys, message)
+                    raise JobFailed(f"batch {keys[0][:12]} on {self.backend.name}: {message}")
+                self._note(keys, f"provider state {raw!r} (unknown to qssm) for {waited:.0f} s; "
                                 f"fails after {self.unrecognized_seconds:.0f} s")
             else:
                 strange_since = None
             if state == "unknown":  # a local simulator's job died with its process: run it again
-                self.log(f"batch {batch.key[:12]}: its job {', '.join(handle.job_ids)[:60]} died with the process "
+                self.log(f"batch {keys[0][:12]}: its job {', '.join(handle.job_ids)[:60]} died with the process "
                          "that submitted it (local simulators and testing mode keep no jobs); submitting it again")
-                self.tracker.add(resubmitted_batches=1)
-                self.store.unsubmit(self.job_id, batch.key)
-                self.store.claim(self.job_id, batch.key, self.wave, position)  # counts the submission
+                self.tracker.add(resubmitted_batches=len(keys))
+                self.store.unsubmit(self.job_id, keys)
+                self.store.claim_all(self.job_id, keys, self.wave, idx)  # counts the submission
                 handle = self._submit(batch)
                 continue
             if state in ("failed", "cancelled"):
                 message = self._failure_message(handle, state)
-                self.store.record_failure(self.job_id, batch.key, message)
-                raise JobFailed(f"batch {batch.key[:12]} {state} on {self.backend.name}: {message}")
+                self.store.record_failure(self.job_id, keys, message)
+                raise JobFailed(f"batch {keys[0][:12]} {state} on {self.backend.name}: {message}")
             self.store.heartbeat(self.job_id)
             time.sleep(delay)
             delay = min(delay * 1.5, 60.0)
         try:
-            result = self._call(lambda: self.backend.result(handle, batch), batch.key)
+            got = self._call(lambda: self.backend.result(handle, batch), keys)
         except PermanentError as e:
-            self.store.record_failure(self.job_id, batch.key, str(e))
-            raise JobFailed(f"batch {batch.key[:12]} failed on {self.backend.name}: {e}") from None
-        result.job_ids = result.job_ids or tuple(handle.job_ids)
-        result.meta.setdefault("template", batch.meta.get("template"))
+            self.store.record_failure(self.job_id, keys, str(e))
+            raise JobFailed(f"batch {keys[0][:12]} failed on {self.backend.name}: {e}") from None
+        results = got if isinstance(batch, Pack) else [got]
         paid = not self.backend.capabilities.simulator
-        if paid:
-            result.meta["usage"] = "pending"  # stored first; what it cost is read after (below)
-        self.store.record_result(self.job_id, batch.key, result, self.wave, position)
-        if self._shareable(batch):
-            self.store.cache(self.backend.name, batch.key, result)
-        usage = self._settle(batch.key, handle) if paid else None
-        if usage:  # the run's totals (Tracker) read the cost from the result
-            result.meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]))
-            result.cost_usd = float(usage["cost_usd"])
-        return result
+        for member, result in zip(members(batch), results):
+            result.job_ids = result.job_ids or tuple(handle.job_ids)
+            result.meta.setdefault("template", member.meta.get("template"))
+            if paid:
+                result.meta["usage"] = "pending"  # stored first; what it cost is read after (below)
+        self.store.record_results(self.job_id, dict(zip(keys, results)), self.wave, idx)
+        if not isinstance(batch, Pack) and self._shareable(batch):
+            self.store.cache(self.backend.name, batch.key, results[0])
+        for key, result, share in zip(keys, results, self._shares(batch, handle)):
+            usage = self._settle(key, share) if paid else None
+            if usage:  # the run's totals (Tracker) read the cost from the result
+                result.meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]))
+                result.cost_usd = float(usage["cost_usd"])
+        return results
 
     def _settle(self, key: str, handle: Handle) -> dict | None:
         """Read one batch's usage; a failure or a pending usage leaves it pending (never the result)."""
@@ -243,6 +303,8 @@ class StoreDispatcher:
                      "filled in later")
             return None
         if usage is not None:
+            share = float(handle.meta.get("share", 1.0))  # a pack member's part of what its jobs billed
+            usage = {**usage, "qpu_seconds": usage["qpu_seconds"] * share, "cost_usd": usage["cost_usd"] * share}
             self.store.record_usage(self.job_id, key, usage)
         return usage
 

@@ -581,41 +581,59 @@ class JobStore:
                                "WHERE job_id = ? ORDER BY wave, position", (job_id,)).fetchall()
         return [self._checked_batch(job_id, r) for r in rows]
 
-    @_guarded
     def claim(self, job_id: str, key: str, wave: int, position: int) -> bool:
         """Mark a batch as being submitted by this process; False if another process holds it (it
         claimed the batch and still holds the job's lease)."""
+        return self.claim_all(job_id, [key], wave, [position])
+
+    @_guarded
+    def claim_all(self, job_id: str, keys: list[str], wave: int, positions: list[int]) -> bool:
+        """Claim batches together (a pack's members), all or none: False, claiming none, if any is
+        submitted, done, or held by another live process."""
         with self.transaction() as db:
-            row = db.execute("SELECT b.status, b.owner, j.owner, j.heartbeat FROM batches b JOIN jobs j ON "
-                             "j.id = b.job_id WHERE b.job_id = ? AND b.key = ?", (job_id, key)).fetchone()
-            if row is not None and row[0] in ("submitted", "done"):
-                return False
-            if row is not None and row[1] and row[1] != me() and row[1] == row[2] and _alive(row[2], row[3]):
-                return False
-            db.execute("INSERT INTO batches (job_id, key, wave, position, status, claimed, owner, attempts) "
-                       "VALUES (?, ?, ?, ?, 'claimed', ?, ?, 1) ON CONFLICT(job_id, key) DO UPDATE SET "
-                       "status = 'claimed', claimed = excluded.claimed, owner = excluded.owner, "
-                       "attempts = attempts + 1", (job_id, key, wave, position, time.time(), me()))
+            for key in keys:
+                row = db.execute("SELECT b.status, b.owner, j.owner, j.heartbeat FROM batches b JOIN jobs j ON "
+                                 "j.id = b.job_id WHERE b.job_id = ? AND b.key = ?", (job_id, key)).fetchone()
+                if row is not None and row[0] in ("submitted", "done"):
+                    return False
+                if row is not None and row[1] and row[1] != me() and row[1] == row[2] and _alive(row[2], row[3]):
+                    return False
+            for key, position in zip(keys, positions):
+                db.execute("INSERT INTO batches (job_id, key, wave, position, status, claimed, owner, attempts) "
+                           "VALUES (?, ?, ?, ?, 'claimed', ?, ?, 1) ON CONFLICT(job_id, key) DO UPDATE SET "
+                           "status = 'claimed', claimed = excluded.claimed, owner = excluded.owner, "
+                           "attempts = attempts + 1", (job_id, key, wave, position, time.time(), me()))
         return True
 
-    @_guarded
     def record_handle(self, job_id: str, key: str, handle: Handle) -> None:
-        with self.transaction() as db:
-            # the provider acknowledged the submission (it returned ids, or holds them under our tag)
-            db.execute("UPDATE batches SET status = 'submitted', handle = ?, submitted = ?, "
-                       "acknowledged = acknowledged + 1 WHERE job_id = ? AND key = ?",
-                       (_json({"backend": handle.backend, "job_ids": handle.job_ids, "meta": handle.meta}),
-                        time.time(), job_id, key))
+        self.record_handles(job_id, {key: handle})
 
     @_guarded
-    def record_result(self, job_id: str, key: str, result: BatchResult, wave: int = 0, position: int = 0) -> None:
+    def record_handles(self, job_id: str, handles: dict[str, Handle]) -> None:
+        """The provider acknowledged the submission (it returned ids, or holds them under our tag):
+        one transaction for a pack's members."""
         with self.transaction() as db:
-            db.execute('INSERT INTO batches (job_id, key, wave, position, status, "values", stderr, meta, finished, '
-                       "cost_usd) VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT(job_id, key) DO UPDATE SET "
-                       'status = \'done\', "values" = excluded."values", stderr = excluded.stderr, '
-                       "meta = excluded.meta, finished = excluded.finished, cost_usd = excluded.cost_usd, error = NULL",
-                       (job_id, key, wave, position, _result_blob(result), None,
-                        _json({**result.meta, **result.accounting()}), time.time(), float(result.cost_usd)))
+            for key, handle in handles.items():
+                db.execute("UPDATE batches SET status = 'submitted', handle = ?, submitted = ?, "
+                           "acknowledged = acknowledged + 1 WHERE job_id = ? AND key = ?",
+                           (_json({"backend": handle.backend, "job_ids": handle.job_ids, "meta": handle.meta}),
+                            time.time(), job_id, key))
+
+    def record_result(self, job_id: str, key: str, result: BatchResult, wave: int = 0, position: int = 0) -> None:
+        self.record_results(job_id, {key: result}, wave, [position])
+
+    @_guarded
+    def record_results(self, job_id: str, results: dict[str, BatchResult], wave: int, positions: list[int]) -> None:
+        """Results, all in one transaction (a pack's members are done together or not at all)."""
+        with self.transaction() as db:
+            for (key, result), position in zip(results.items(), positions):
+                db.execute('INSERT INTO batches (job_id, key, wave, position, status, "values", stderr, meta, '
+                           "finished, cost_usd) VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT(job_id, key) "
+                           'DO UPDATE SET status = \'done\', "values" = excluded."values", stderr = excluded.stderr, '
+                           "meta = excluded.meta, finished = excluded.finished, cost_usd = excluded.cost_usd, "
+                           "error = NULL", (job_id, key, wave, position, _result_blob(result), None,
+                                            _json({**result.meta, **result.accounting()}), time.time(),
+                                            float(result.cost_usd)))
 
     @_guarded
     def record_usage(self, job_id: str, key: str, usage: dict) -> None:
@@ -642,10 +660,11 @@ class JobStore:
         return out
 
     @_guarded
-    def record_failure(self, job_id: str, key: str, message: str) -> None:
+    def record_failure(self, job_id: str, key: str | list[str], message: str) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE batches SET status = 'failed', error = ? WHERE job_id = ? AND key = ?",
-                       (redact(message), job_id, key))
+            for k in [key] if isinstance(key, str) else key:
+                db.execute("UPDATE batches SET status = 'failed', error = ? WHERE job_id = ? AND key = ?",
+                           (redact(message), job_id, k))
 
     @_guarded
     def note(self, job_id: str, key: str, message: str) -> None:
@@ -656,11 +675,13 @@ class JobStore:
                        (redact(message), job_id, key))
 
     @_guarded
-    def unsubmit(self, job_id: str, key: str) -> None:
-        """A local simulator's job died with its process: the batch may be submitted again."""
+    def unsubmit(self, job_id: str, key: str | list[str]) -> None:
+        """A local simulator's job died with its process: the batch (a pack's members) may be
+        submitted again."""
         with self.transaction() as db:
-            db.execute("UPDATE batches SET status = 'claimed', handle = NULL WHERE job_id = ? AND key = ?",
-                       (job_id, key))
+            for k in [key] if isinstance(key, str) else key:
+                db.execute("UPDATE batches SET status = 'claimed', handle = NULL WHERE job_id = ? AND key = ?",
+                           (job_id, k))
 
     # -- result cache for deterministic backends ---------------------------------------------------
     @_guarded

@@ -7,6 +7,7 @@ dispatch -> BatchResult (values or raw counts), mapped back by each stage's post
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -81,6 +82,28 @@ class CircuitBatch:
         """A copy with some fields replaced (meta merged, not replaced)."""
         meta = {**self.meta, **changes.pop("meta", {})}
         return replace(self, meta=meta, **changes)
+
+
+@dataclass(frozen=True, eq=False)
+class Pack:
+    """Sampled batches of one round trip that a backend runs as one provider job set (IBM: every
+    member's PUBs in one Sampler job; docs/architecture.md, "Packs"). Its key, a hash of the members'
+    keys in order, is the identity its jobs carry: the same members always make the same pack."""
+
+    members: tuple[CircuitBatch, ...]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256("\n".join(b.key for b in self.members).encode()).hexdigest()
+
+    @property
+    def sampled(self) -> bool:
+        return True
+
+
+def members(unit: CircuitBatch | Pack) -> tuple[CircuitBatch, ...]:
+    """The batches a unit of dispatch carries: a pack's members, or the batch itself."""
+    return unit.members if isinstance(unit, Pack) else (unit,)
 
 
 @dataclass(eq=False)

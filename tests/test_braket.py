@@ -139,7 +139,7 @@ def test_qpu_through_fake_session(tmp_path, device, limits, monkeypatch):
         b._caps = dict(b.device_caps(), program_set=None if limits == "none" else limits)
     p = Prepared(t, b, rows, shots)
     cb = p.batch
-    est = b.estimate_cost([cb])
+    est = b.estimate_cost([[cb]])
     handle = b.submit(cb)
     stored = json.loads(json.dumps(dataclasses.asdict(handle)))  # what the job store persists
     groups = len(measurement_groups(p.planned.observables))
@@ -203,7 +203,7 @@ def test_capabilities_from_the_snapshot_say_so_without_credentials(tmp_path, mon
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     b = BraketBackend("braket:ionq_forte")
-    est = b.estimate_cost([Prepared(template(), b, ROWS[:2], 100).batch])
+    est = b.estimate_cost([[Prepared(template(), b, ROWS[:2], 100).batch]])
     assert est["capabilities"] == f"snapshot of {devices.calibration('ionq_forte')} (no AWS credentials: not live)"
     assert devices.program_set_limits("ionq_forte") is not None and est["tasks"] == 1  # one program set, not 2 x groups
 

@@ -70,13 +70,15 @@ def test_expected_cost_is_reproducible_with_a_seed(no_credentials, capsys, tmp_p
     assert a["sample_examples"] != runs[2][0]["sample_examples"]
 
 
-def test_kingston_adaptive_is_over_budget_by_its_expected_cost_not_its_cap(no_credentials, capsys):
-    """IBM: 2 s of QPU time per runtime job and one job per batch; the rounds send a batch per template
-    and shot count, so the expected QPU time passes max_qpu_seconds = 60 where the cap's does not."""
+def test_kingston_adaptive_expected_cost_counts_every_rounds_jobs(no_credentials, capsys):
+    """IBM: 2 s of QPU time per runtime job, a job per round trip and shot count (a pack); the cap
+    prices one round trip at one shot count, the rounds send several, so the expected QPU time is
+    the larger though its shots are fewer, and the budget holds it."""
     est = estimate_json(capsys, "examples/ibm-kingston.toml", "--shots", "auto")
-    assert est["qpu_seconds"] <= 60 and est["usd"] <= 100  # the cap fits the budget
-    assert est["expected_qpu_seconds"] > 60 and est["expected"]["tasks"] > est["tasks"]
-    assert not est["within_budget"]
+    assert est["tasks"] == est["round_trips"] == 1
+    assert est["expected"]["tasks"] > est["tasks"] and est["expected_qpu_seconds"] > est["qpu_seconds"]
+    assert est["expected_shots_per_example"] < est["shots_per_example"]
+    assert est["within_budget"] == (est["expected_qpu_seconds"] <= 60 and est["expected_usd"] <= 100)
 
 
 def test_budget_holds_the_expected_cost_when_the_rounds_cost_more_than_the_cap(no_credentials):

@@ -103,8 +103,12 @@ def kill_and_resume(tmp_path, kills: int, seed: int):
     ref_results, results = results_by_key(ref_store, ref_id), results_by_key(store, job_id)
     assert_same_results(results, ref_results)
     assert store.job(job_id)["report"]["logit_error_mean"] == ref_store.job(ref_id)["report"]["logit_error_mean"]
-    # the provider received exactly one submission per distinct batch
-    assert fake_ibm.submissions(tmp_path / "ibm") == len(ref_results) == fake_ibm.submissions(tmp_path / "ref-ibm")
+    # the provider received exactly one submission per job the reference run recorded: one per round
+    # trip's pack, not one per batch
+    ref_jobs = set(stored_ids(ref_store, ref_id))
+    assert fake_ibm.submissions(tmp_path / "ibm") == len(ref_jobs) == fake_ibm.submissions(tmp_path / "ref-ibm")
+    assert set(stored_ids(store, job_id)) == {r["id"] for r in fake_ibm.records(tmp_path / "ibm")}
+    assert len(ref_jobs) < len(ref_results)
     return states
 
 
@@ -127,7 +131,8 @@ def test_two_processes_resuming_at_once_do_not_double_submit(tmp_path):
     assert codes[0] == 0, errs
     assert codes[1] == 0 or "being run by process" in errs, errs
     assert store.job(job_id)["status"] == "done"
-    assert fake_ibm.submissions(tmp_path / "ibm") == store.totals(job_id)["batches"] == 8
+    assert store.totals(job_id)["batches"] == 8
+    assert fake_ibm.submissions(tmp_path / "ibm") == len(set(stored_ids(store, job_id))) == 2  # a pack per round trip
 
 
 def test_retrieval_by_id_from_another_process(tmp_path):
@@ -140,7 +145,7 @@ def test_retrieval_by_id_from_another_process(tmp_path):
     store.db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job_id,))
     assert driver(store.path, job_id, tmp_path / "ibm").wait(timeout=300) == 0
     after = results_by_key(store, job_id)
-    assert fake_ibm.submissions(tmp_path / "ibm") == 8
+    assert fake_ibm.submissions(tmp_path / "ibm") == len(set(stored_ids(store, job_id))) == 2  # nothing resubmitted
     for key in before:
         np.testing.assert_array_equal(after[key], before[key])
 
@@ -265,7 +270,8 @@ def test_budget_preflight_refuses_unless_yes(tmp_path, capsys):
 
     with prepare(s) as job:
         estimate = price(job)
-    assert estimate["executions"] > 0 and estimate["tasks"] >= 8 and estimate["round_trips"] == 2
+    assert estimate["executions"] > 0 and estimate["batches"] >= 8 and estimate["round_trips"] == 2
+    assert estimate["tasks"] == 2  # a job per round trip: its batches share their shots (one pack)
     real = dict(estimate, qpu_seconds=estimate["qpu_seconds_if_real"])  # as a real device would price it
     with pytest.raises(QssmError, match="budget.max_qpu_seconds"):
         check_budget(s, real)
@@ -465,7 +471,8 @@ def test_braket_qpu_job_retrieved_by_task_arn_from_another_process(tmp_path):
 
 # --- chaos: providers that throttle, drop responses and lose the process mid-loop -----------------
 def stored_ids(store: JobStore, job_id: str) -> list[str]:
-    return [i for row in store.batches(job_id) if row[6] for i in json.loads(row[6])["job_ids"]]
+    """The provider ids the store recorded, each once (a pack's jobs are on each of its members)."""
+    return list(dict.fromkeys(i for row in store.batches(job_id) if row[6] for i in json.loads(row[6])["job_ids"]))
 
 
 def chaos(tmp_path, spec_, backend, faults: list[dict], provider_ids, driver_args=(), env=None):
@@ -488,7 +495,7 @@ def chaos(tmp_path, spec_, backend, faults: list[dict], provider_ids, driver_arg
     assert store.job(job_id)["status"] == "done"
     assert_same_results(results_by_key(store, job_id), results_by_key(ref_store, ref_id))
     created, recorded = provider_ids(tmp_path / "chaos"), stored_ids(store, job_id)
-    assert len(created) == len(set(recorded)) == len(recorded) == len(stored_ids(ref_store, ref_id))  # none twice
+    assert len(created) == len(recorded) == len(stored_ids(ref_store, ref_id))  # none twice
     assert set(created) == set(recorded)  # no orphans
     return created
 
@@ -664,6 +671,34 @@ def test_ibm_usage_failure_and_pending_keep_the_result_and_fill_the_cost_later(i
                                         cost_usd=pytest.approx(3.5 * USD_PER_QPU_SECOND))
 
 
+def test_ibm_round_trip_runs_as_one_job_and_its_usage_is_counted_once(ibm_qpu):
+    """A round trip's sampled batches with the same shots go to IBM as one Sampler job (one pack),
+    another shot count as another: each batch gets its own histograms, every member records its
+    pack's job, and a job's QPU time is split over its members by executions x shots, so the totals
+    count it once."""
+    from qssm.backends.ibm import USD_PER_QPU_SECOND
+    from qssm.jobs.dispatch import StoreDispatcher
+
+    make, store, job_id = ibm_qpu
+    backend = make({"usage": {"seconds": 4.0}})
+    a, b, c = (_manila_batch(backend, shots=s, n=n) for s, n in ((2000, 3), (2000, 2), (500, 2)))
+    dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.01)
+    results = dispatch([a.batch, c.batch, b.batch])
+    assert fake_ibm.submissions(fake_ibm.FakeRuntimeService.root) == 2
+    for p, r in zip((a, c, b), results):
+        assert len(r.counts) == len(p.batch.circuits) and all(h.shape[0] == len(p.batch.parameters) for h in r.counts)
+        assert all((h.sum(axis=1) == p.batch.shots).all() for h in r.counts)
+    recs = [store.batch(job_id, p.batch.key) for p in (a, b)]
+    assert recs[0].handle.job_ids == recs[1].handle.job_ids and len(recs[0].handle.job_ids) == 1
+    seconds = [rec.result.meta["qpu_seconds"] for rec in recs]
+    weight = [p.batch.executions * p.batch.shots for p in (a, b)]
+    assert sum(seconds) == pytest.approx(4.0) and seconds[0] / seconds[1] == pytest.approx(weight[0] / weight[1])
+    assert store.batch(job_id, c.batch.key).result.meta["qpu_seconds"] == 4.0  # alone in its job
+    assert store.totals(job_id)["cost_usd"] == pytest.approx(2 * 4.0 * USD_PER_QPU_SECOND)
+    dispatch([a.batch, c.batch, b.batch])
+    assert fake_ibm.submissions(fake_ibm.FakeRuntimeService.root) == 2  # stored: not again
+
+
 def test_ibm_scripted_job_states(ibm_qpu):
     """queued -> running -> done is polled to the result; ERROR and CANCELLED fail the batch with the
     provider's message; a state outside the map is shown by `qssm status` and times out."""
@@ -796,9 +831,9 @@ def test_auto_mode_by_plan_and_idle_billing(ibm_qpu):
     assert premium.mode == "batch"
     batch = _manila_batch(premium, n=2).batch
     premium.set_mode("session", round_trips=3)
-    session = premium.estimate_cost([batch])
+    session = premium.estimate_cost([[batch]])
     premium.set_mode("batch", round_trips=3)
-    plain = premium.estimate_cost([batch])
+    plain = premium.estimate_cost([[batch]])
     assert session["mode"] == "session" and plain["mode"] == "batch"
     assert session["session_idle_seconds"] == 2 * SESSION_GAP_S and session["usd"] > plain["usd"]
 

@@ -4,6 +4,7 @@ recommendation, adaptive shots and the floor, on the dm: engine with sampling.
     OMP_NUM_THREADS=1 python -m bench.experiments.shots [--rows 0,1] [--n-qlam 359] [--n-qmamba 500] [--seeds 5]
                                                         [--strict] [--fixed-seeds K] [--json bench/experiments/shots.json]
     python -m bench.experiments.shots --rows 1,5 --adaptive-only 0.996   # add an adaptive confidence to stored rows
+    python -m bench.experiments.shots --rows 0,2 --reprice   # fixed and plan columns' prices on today's pricing
     python -m bench.experiments.shots --table bench/experiments/shots.json [more.json ...]   # the saved rows' table
 
 Per row (checkpoint, device): `qssm plan`'s oracle (exact noisy values, the curve, the floor and
@@ -46,6 +47,7 @@ ROWS = [("qlam-digits-chain", "dm:fake_fez"), ("qmamba-haystack-varlen", "dm:fak
         ("qlam-digits-chain-noisy-fez", "dm:fake_fez"), ("qmamba-haystack-varlen-noisy-fez", "dm:fake_fez")]
 FIXED = [4000, 1000, 250, 64, 16]
 CONFIDENCE = 0.99
+PRICES = ("tasks_per_example", "garnet_usd_per_example", "ibm_qpu_seconds_per_example", "ibm_usd_per_example")
 
 
 def spec_for(ck: str, backend: str, n: int, shots, seed: int = 1, confidence: float = CONFIDENCE):
@@ -109,9 +111,10 @@ def ibm_pricer():
     return pricing_backend("ibm:ibm_fez")
 
 
-def prices(sent: list, n: int) -> dict:
+def prices(trips: list[list], n: int) -> dict:
+    sent = [b for trip in trips for b in trip]
     shots = sum(b.executions * (b.shots or 0) for b in sent)
-    ibm_cost = ibm_pricer().estimate_cost(sent)
+    ibm_cost = ibm_pricer().estimate_cost(trips)  # a round trip's batches share IBM jobs
     return {"tasks_per_example": len(sent) / n, "garnet_usd_per_example": devices.estimate_cost("iqm_garnet", len(sent), shots) / n,
             "ibm_qpu_seconds_per_example": ibm_cost["qpu_seconds"] / n, "ibm_usd_per_example": ibm_cost["usd"] / n}
 
@@ -119,10 +122,10 @@ def prices(sent: list, n: int) -> dict:
 def run(spec) -> dict:
     """One fixed-shot or adaptive run (harness.run_job), its report with the seconds it took and its
     price per example on Garnet and IBM from the batches dispatch sent."""
-    sent = []
-    r = run_job(spec, observers=[lambda e: sent.extend(e.batches) if e.stage == "dispatch" else None])
+    trips = []
+    r = run_job(spec, observers=[lambda e: trips.append(list(e.batches)) if e.stage == "dispatch" else None])
     report = dict(r.report, bench_seconds=r.seconds)
-    report.update(prices(sent, report["n_examples"]))
+    report.update(prices(trips, report["n_examples"]))
     return report
 
 
@@ -130,11 +133,10 @@ def column(report: dict, infinite: list[int], per_example=None) -> dict:
     n = report["n_examples"]
     s = np.asarray(per_example if per_example is not None else [report["total_shots"] / n] * n, dtype=float)
     agree = np.asarray(report["decisions"]) == np.asarray(infinite)
-    keys = ("tasks_per_example", "garnet_usd_per_example", "ibm_qpu_seconds_per_example", "ibm_usd_per_example")
     return {"accuracy": report["accuracy"], "agreement_exact": report["agreement"],
             "agreement_infinite": float(agree.mean()), "shots_mean": float(s.mean()),
             "shots_median": float(np.median(s)), "shots_p90": float(np.percentile(s, 90)), "shots_max": float(s.max()),
-            "seconds": report["bench_seconds"], **{k: report[k] for k in keys}}
+            "seconds": report["bench_seconds"], **{k: report[k] for k in PRICES}}
 
 
 def check_plan(predicted: float, linear: float, flip_sd: float, draws: int, measured: float, n: int,
@@ -356,6 +358,30 @@ def adaptive_only(path: Path, which: list[tuple[str, str]], confidence: float, s
         print({c: acceptance(row, c) for c in confidences_of(row)}, flush=True)
 
 
+def reprice(path: Path, which: list[tuple[str, str]]) -> None:
+    """The fixed and plan columns' prices again, on today's pricing model (what dispatch sends, e.g.
+    IBM's packs): each run is repeated at its stored seed (1) and must reproduce its stored accuracy
+    and agreements, so only the prices change."""
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        if (row["checkpoint"], row["backend"]) not in which:
+            continue
+        for name, col in row["columns"].items():
+            if not name.startswith(("fixed ", "plan (")):
+                continue
+            r = run(spec_for(row["checkpoint"], row["backend"], row["n"], int(name.split()[-1].strip("()"))))
+            again = column(r, row["decisions_infinite"])
+            same = all(abs(again[k] - col[k]) < 1e-12 for k in ("accuracy", "agreement_exact", "agreement_infinite"))
+            if not same:
+                raise SystemExit(f"{row['checkpoint']} {row['backend']} {name}: the rerun differs from the stored run")
+            print(f"{row['checkpoint']} {row['backend']} {name}: IBM ${col.get('ibm_usd_per_example', 0):.2f} -> "
+                  f"${again['ibm_usd_per_example']:.2f} per example", flush=True)
+            col.update({k: again[k] for k in PRICES})
+            if name == f"plan ({row.get('recommended_shots_per_circuit')})":
+                row["columns"]["plan"] = col
+        path.write_text(json.dumps(data, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="0,1,2,3", help="indices into ROWS")
@@ -373,7 +399,12 @@ def main() -> None:
     ap.add_argument("--adaptive-only", type=float, metavar="CONFIDENCE",
                     help="rerun only the adaptive seeds at CONFIDENCE on --rows already stored in --json (their "
                          "infinite-shot decisions stored, or from the plan's oracle forward) and update those rows in place")
+    ap.add_argument("--reprice", action="store_true",
+                    help="redo the fixed and plan columns' prices of --rows stored in --json (reruns that must match)")
     args = ap.parse_args()
+    if args.reprice:
+        reprice(Path(args.json), [ROWS[int(x)] for x in args.rows.split(",")])
+        return
     if args.table:
         rows = [recheck(r) for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
         if args.part:

@@ -73,12 +73,11 @@ def expected_cost(job: Job, pricer=None) -> dict:
     seed = spec.backend.seed_simulator
     idx = sample_indices(n, seed)
     k = len(idx)
-    sent: list = []
-    trips = []  # one entry per dispatched round trip (a Session bills the gaps between them)
+    trips: list[list] = []  # the batches of each dispatched round trip (a Session bills the gaps between them)
     backend = get_backend(twin, seed=seed)
     try:
         pipeline = build_pipeline(twin_spec(spec, twin), backend, model=job.model)
-        pipeline.observe(lambda e: (sent.extend(e.batches), trips.append(1)) if e.stage == "dispatch" else None)
+        pipeline.observe(lambda e: trips.append(list(e.batches)) if e.stage == "dispatch" else None)
         _, info = run_adaptive(job.model, job.data.inputs[torch.as_tensor(idx)], pipeline, spec.backend)
     finally:
         backend.close()
@@ -91,7 +90,7 @@ def expected_cost(job: Job, pricer=None) -> dict:
     def price(factor: float) -> dict:
         if pricer is None:
             return {"usd": 0.0, "qpu_seconds": 0.0, "tasks": 0.0}
-        return pricer.estimate_cost(scaled(sent, factor))
+        return pricer.estimate_cost([scaled(trip, factor) for trip in trips])
 
     at = price(n / k)
     if at.get("mode"):  # the mode the preflight chose, with the round trips the rounds take
@@ -101,7 +100,7 @@ def expected_cost(job: Job, pricer=None) -> dict:
     hi = price(n / k * (1 + rel))
     totals = {"usd": float(at.get("usd", 0.0)), "qpu_seconds": float(at.get("qpu_seconds", 0.0)),
               "tasks": float(at.get("tasks", 0.0)), "shots": mean * n,
-              "executions": float(sum(b.executions for b in scaled(sent, n / k)))}
+              "executions": float(sum(b.executions for trip in trips for b in scaled(trip, n / k)))}
     out = {"available": True, **totals, **per_example(totals, n),
            "usd_stderr": abs(float(hi.get("usd", 0.0)) - totals["usd"]),
            "qpu_seconds_stderr": abs(float(hi.get("qpu_seconds", 0.0)) - totals["qpu_seconds"]),

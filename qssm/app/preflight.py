@@ -48,13 +48,14 @@ def estimate(job: Job, workload=None, expected: bool = True) -> dict:
                     for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0] if b.calibration is None)
         cap = spec.backend.max_shots_per_example
         shots = shots * spec.backend.CAP_PILOTS if not cap else max(shots, int(shots * cap * spec.data.n / max(pilot, 1)))
-    sent = [b for trip in planned for b in pipeline.transform([p.derive(shots=shots) for p in trip])[0]]
+    trips = [pipeline.transform([p.derive(shots=shots) for p in trip])[0] for trip in planned]
+    sent = [b for trip in trips for b in trip]
     # the execution mode is priced too (a Session bills its idle gaps): "auto" decides from this job's
     # round trips and QPU time, and the estimate names the mode it priced
     backend.set_mode("batch", round_trips=len(planned))
-    qpu = float(backend.estimate_cost(sent).get("qpu_seconds_if_real", 0.0) or 0.0) or None
+    qpu = float(backend.estimate_cost(trips).get("qpu_seconds_if_real", 0.0) or 0.0) or None
     backend.set_mode(spec.backend.mode, round_trips=len(planned), qpu_seconds=qpu)
-    est = dict(backend.estimate_cost(sent))
+    est = dict(backend.estimate_cost(trips))
     for k in ("usd", "qpu_seconds", "tasks"):
         est[k] = float(est.get(k, 0.0))
     est.update(batches=len(sent), executions=int(sum(b.executions for b in sent)),
@@ -66,7 +67,7 @@ def estimate(job: Job, workload=None, expected: bool = True) -> dict:
                price_source=price and price["source"], price_date=price and price["date"])
     device = paid_device(backend.name)
     if device and device != backend.name:  # a simulator: what the device whose noise it runs would charge
-        est["on_device"] = on_device(device, sent, examples)
+        est["on_device"] = on_device(device, trips, examples)
     if spec.backend.adaptive and workload is None and expected:  # the cap is what the budget holds; this is what to expect
         exp = expected_cost(job, backend)
         backend.set_mode(est.get("mode") or spec.backend.mode, round_trips=len(planned), qpu_seconds=qpu)

@@ -27,7 +27,8 @@ class DeviceCost:
             self.add(event.batches)
 
     def add(self, batches) -> None:
-        cost = self.backend.estimate_cost(batches)
+        """One round trip's batches (they may share provider jobs)."""
+        cost = self.backend.estimate_cost([batches])
         for k in ("usd", "qpu_seconds", "tasks"):
             self.totals[k] += float(cost.get(k, 0.0))
         self.totals["shots"] += int(sum(b.executions * (b.shots or 0) for b in batches))
@@ -37,8 +38,10 @@ class DeviceCost:
         return {"device": self.device, **self.totals, **per_example(self.totals, examples), "price": self.backend.price()}
 
 
-def on_device(device: str, batches, examples: int) -> dict:
-    """The price of batches on a paid device (its snapshot, no credentials), total and per example."""
+def on_device(device: str, trips, examples: int) -> dict:
+    """The price of round trips' batches on a paid device (its snapshot, no credentials), total and
+    per example."""
     cost = DeviceCost(device)
-    cost.add(batches)
+    for batches in trips:
+        cost.add(batches)
     return cost.summary(examples)
