@@ -43,6 +43,7 @@ from qssm.pipeline.shotplan import (
 MAX_ROUNDS = 8
 MIN_PILOT = 2  # shots of the pilot on a circuit no decision is sensitive to
 PAIRS = 4  # antithetic draws per round for the curvature shift
+VETO_CUT = 2  # a vetoed example's margin variances are cut this much per round, at its cheapest rows
 GROWTH = 4  # a row's shots grow at most this much per round: margins from few shots are themselves noisy
 
 
@@ -152,7 +153,8 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         want, _ = sens.neyman(cost, confidence)
         now = shots[sens.unit]
         want = np.clip(np.nan_to_num(want, posinf=GROWTH * now), now, GROWTH * now)
-        want = np.where(vetoed[sens.example], GROWTH * now, want)  # its margins look clear: only more shots tell
+        # its margins look clear: only more shots tell; GROWTH x less variance, at the cheapest rows
+        want = np.where(vetoed[sens.example], sens.tighten(cost, now, VETO_CUT, GROWTH), want)
         # the cap: an example's further rows scaled so its shots stay within it
         extra = np.bincount(sens.example, (want - now) * cost[sens.unit], minlength=len(active))
         room = np.maximum(cap - spent, 0)

@@ -318,6 +318,28 @@ class Sensitivity:
         return shots, np.bincount(self.example, shots * cost[self.unit], minlength=self.n)
 
 
+    def tighten(self, cost: np.ndarray, now: np.ndarray, factor: float, growth: float) -> np.ndarray:
+        """Per entry the cheapest shots, between now and growth x now on each row, that cut every
+        margin's variance by `factor` <= growth (Neyman under the rows' bounds: a water level per
+        example and rival, found by bisection; growth x now everywhere reaches it)."""
+        d, c = self.diag, cost[self.unit]
+        lo, hi = now, growth * now
+        shots = lo.astype(float).copy()
+        for k in range(d.shape[1]):
+            goal = np.bincount(self.example, d[:, k] / now, minlength=self.n) / factor
+            lam_lo, lam_hi = np.full(self.n, -80.0), np.full(self.n, 80.0)  # log water levels
+            for _ in range(60):
+                mid = (lam_lo + lam_hi) / 2
+                with np.errstate(divide="ignore"):
+                    n = np.clip(np.sqrt(d[:, k] / c) * np.exp(-mid[self.example] / 2), lo, hi)
+                var = np.bincount(self.example, d[:, k] / n, minlength=self.n)
+                ok = var <= goal * (1 + 1e-9)
+                lam_lo, lam_hi = np.where(ok, mid, lam_lo), np.where(ok, lam_hi, mid)
+            n = np.clip(np.sqrt(d[:, k] / c) * np.exp(-lam_lo[self.example] / 2), lo, hi)
+            shots = np.maximum(shots, n)
+        return shots
+
+
 def flip_probability(margin: np.ndarray, cov: np.ndarray, draws: int = DRAWS) -> np.ndarray:
     """P(some margin < 0) for margins ~ N(margin, cov), per example: fixed Gaussian draws (the
     runners-up are correlated: a union bound over them double counts)."""

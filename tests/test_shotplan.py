@@ -69,6 +69,24 @@ def test_several_rivals_allocation_clears_all_and_floor_bounds_it():
     assert (floor <= total * (1 + 1e-12)).all() and (floor > 0).all()
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_tighten_cuts_the_variance_at_the_cheapest_rows_within_their_bounds(k):
+    """A vetoed example's next round (pipeline/adaptive.py): every margin's variance cut by `factor`,
+    each row between its shots and growth x them, for no more than growing every row by `factor`
+    (the uniform way to the same variance), and strictly less where the rows' sensitivities differ."""
+    rng = np.random.default_rng(5)
+    sens = _sensitivity(k, rng)
+    cost = rng.integers(1, 4, size=40).astype(float)
+    now = rng.choice([2.0, 8.0, 32.0], size=40)
+    shots = sens.tighten(cost, now, 2.0, 4.0)
+    assert (shots >= now).all() and (shots <= 4 * now * (1 + 1e-9)).all()
+    before, after = np.einsum("bcc->bc", sens.cov(now)), np.einsum("bcc->bc", sens.cov(shots))
+    assert (after <= before / 2 * (1 + 1e-6)).all()
+    spent = np.bincount(sens.example, (shots - now) * cost, minlength=2)
+    uniform = np.bincount(sens.example, now * cost, minlength=2)  # growing every row 2x adds its shots once
+    assert (spent < uniform).all()
+
+
 @pytest.mark.parametrize("shots", [16, 64])
 def test_predicted_flips_match_monte_carlo(shots):
     """The plan's expected number of decisions differing from the infinite-shot noisy argmax, at
