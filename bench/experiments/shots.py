@@ -346,7 +346,8 @@ def adaptive_only(path: Path, which: list[tuple[str, str]], confidence: float, s
         print(f"== {ck} on {backend}, n = {n}: adaptive at confidence {confidence}", flush=True)
         infinite = row.get("decisions_infinite") or infinite_decisions(spec_for(ck, backend, n, 0))
         row["decisions_infinite"] = list(infinite)
-        row.setdefault("confidence_checks", {str(CONFIDENCE): row["confidence_check"]})
+        if "confidence_checks" not in row:  # rows stored before several confidences
+            row["confidence_checks"] = {str(CONFIDENCE): row["confidence_check"]}
 
         def save(partial):
             path.write_text(json.dumps(data, indent=1))
