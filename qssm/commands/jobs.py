@@ -166,9 +166,10 @@ def status(args) -> int:
     planned = f" ({_estimated(j, 'batches'):.0f} planned by the preflight)" if _estimated(j, "batches") else ""
     eta = f", ETA {_span(p['eta_seconds'])}" if p["eta_seconds"] is not None else ""
     print(f"  batches {t['done']}/{p['planned_batches']} done{planned}, elapsed {_span(p['elapsed_seconds'])}{eta}")
-    print(f"  submissions {t['submissions']} acknowledged by the provider ({t['claims']} claimed; a claim the "
+    # per batch: a pack's one provider job counts once for each batch in it
+    print(f"  batch submissions {t['submissions']} acknowledged by the provider ({t['claims']} claimed; a claim the "
           f"provider never acknowledged cost nothing)" if t["claims"] != t["submissions"] else
-          f"  submissions {t['submissions']} acknowledged by the provider")
+          f"  batch submissions {t['submissions']} acknowledged by the provider")
     print(f"  cost ${t['cost_usd']:.2f} spent of ${_estimated(j, 'usd'):.2f} estimated; QPU seconds "
           f"{t['qpu_seconds']:.0f} used of {_estimated(j, 'qpu_seconds'):.0f} estimated")
     if t["usage_pending"]:
