@@ -11,7 +11,9 @@ Sampler job. The sampled batches of one round trip with the same shots run as on
 shot count instead of once per batch (a round trip sends a batch per template; an adaptive round
 one per template and shot count). Shots stay job-wide: qiskit-ibm-runtime 0.48 deprecated PUBs
 with different shots in one job ("submit one job for each desired shot count"), and twirling's
-randomization split is one per job; local mode also needs one compacted register per job. Each job is one unit of the batch (backends/base.py): it carries the batch tag, the
+randomization split is one per job; local mode also needs one compacted register per job.
+
+Each job is one unit of the batch or pack (backends/base.py): it carries the batch (pack) tag, the
 qssm job's tag and its own identity tag, so a process that died between creating a job and recording
 its id, or whose create response was lost, finds it again (`find_units`, one query per batch, jobs
 that ended in ERROR or CANCELLED dropped) and creates only the chunks that are missing. IBM has no
