@@ -16,11 +16,13 @@ Paid backends submit a batch as units, one provider job/task each, with a determ
 new sampled batches of one `pack_class` as one Pack, whose identity is its members' keys: its
 members are claimed together, get the pack's handle together (each with its share of the usage)
 and their results are recorded together, in one store transaction each, so a resumed round trip
-finds the same members not done and forms the same pack again. The recovery rule: nothing is created before the
-provider has been asked whether it exists already, whenever it might (a resumed claim, a retry after
-a transient fault, which may have been a dropped response to a create that succeeded); retries are
-per unit, never per batch. Every provider call goes through call_with_retries; a permanent fault
-fails the job with the provider's message and leaves every finished batch in the store.
+finds the same members not done and forms the same pack again; its usage is read once and split.
+
+The recovery rule: nothing is created before the provider has been asked whether it exists already,
+whenever it might (a resumed claim, a retry after a transient fault, which may have been a dropped
+response to a create that succeeded); retries are per unit, never per batch. Every provider call
+goes through call_with_retries; a permanent fault fails the job with the provider's message and
+leaves every finished batch in the store.
 
 Results are stored as soon as they are parsed; usage (what the provider billed) is read after, with
 its own error handling: a failed or pending usage call leaves the result stored and the batch's
@@ -70,7 +72,7 @@ class StoreDispatcher:
             text = f"transient fault ({type(exc).__name__}: {str(exc)[:80]}); retry {attempt} with backoff"
             self.log(text)
             if key is not None:  # `qssm status` shows it beside the batch until the batch is done
-                self._note(key, text)
+                self.store.note(self.job_id, key, text)
 
         try:
             return call_with_retries(fn, self.policy, note)
@@ -78,10 +80,6 @@ class StoreDispatcher:
             raise
         except Exception as e:  # noqa: BLE001 - permanent, or transient past the retry budget
             raise PermanentError(f"{type(e).__name__}: {e}") from e
-
-    def _note(self, keys: str | list[str], text: str) -> None:
-        for key in [keys] if isinstance(keys, str) else keys:
-            self.store.note(self.job_id, key, text)
 
     def __call__(self, batches: list[CircuitBatch]) -> list[BatchResult]:
         self.wave += 1
@@ -123,22 +121,23 @@ class StoreDispatcher:
         """(batch or Pack, wave positions, store records) to submit or poll: what an earlier process
         submitted as a pack is polled as that pack; new and claimed batches of one pack class form a
         pack (members in wave order, so a resumed round trip forms the same one)."""
-        packs: dict = {}
+        groups: dict = {}  # ("alone", batch key) | ("class", pack class) | ("submitted", pack key)
         for i, rec in waiting:
             batch = batches[i]
-            if rec is not None and rec.status == "submitted" and rec.handle is not None:
-                cls = ("submitted", rec.handle.meta.get("pack") or batch.key)
+            submitted = rec is not None and rec.status == "submitted" and rec.handle is not None
+            if submitted and rec.handle.meta.get("pack"):
+                group = ("submitted", rec.handle.meta["pack"])
             else:
-                pc = self.backend.pack_class(batch) if self.backend.capabilities.packs else None
-                cls = ("new", batch.key) if pc is None else ("new", pc)
-            packs.setdefault(cls, []).append((i, rec))
-        for (state, name), group in packs.items():
+                cls = self.backend.pack_class(batch) if self.backend.capabilities.packs and not submitted else None
+                group = ("alone", batch.key) if cls is None else ("class", cls)
+            groups.setdefault(group, []).append((i, rec))
+        for (kind, name), group in groups.items():
             idx, recs = [i for i, _ in group], [r for _, r in group]
-            if len(group) == 1 and not (state == "submitted" and name != batches[idx[0]].key):
+            if kind == "alone" or (kind == "class" and len(group) == 1):
                 yield batches[idx[0]], idx, recs
                 continue
             pack = Pack(tuple(batches[i] for i in idx))
-            if state == "submitted" and pack.key != name:
+            if kind == "submitted" and pack.key != name:
                 raise QssmError(f"job {self.job_id}: a pack of this round trip was submitted with other members than "
                                 f"this run plans ({name[:12]}); the job's spec or qssm changed since: submit it again")
             yield pack, idx, recs
@@ -253,7 +252,7 @@ class StoreDispatcher:
                                f"then `qssm resume {self.job_id}`")
                     self.store.record_failure(self.job_id, keys, message)
                     raise JobFailed(f"batch {keys[0][:12]} on {self.backend.name}: {message}")
-                self._note(keys, f"provider state {raw!r} (unknown to qssm) for {waited:.0f} s; "
+                self.store.note(self.job_id, keys, f"provider state {raw!r} (unknown to qssm) for {waited:.0f} s; "
                                 f"fails after {self.unrecognized_seconds:.0f} s")
             else:
                 strange_since = None
@@ -287,33 +286,39 @@ class StoreDispatcher:
         self.store.record_results(self.job_id, dict(zip(keys, results)), self.wave, idx)
         if not isinstance(batch, Pack) and self._shareable(batch):
             self.store.cache(self.backend.name, batch.key, results[0])
-        for key, result, share in zip(keys, results, self._shares(batch, handle)):
-            usage = self._settle(key, share) if paid else None
-            if usage:  # the run's totals (Tracker) read the cost from the result
-                result.meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]))
-                result.cost_usd = float(usage["cost_usd"])
+        usages = self._settle(list(zip(keys, self._shares(batch, handle)))) if paid else None
+        for result, usage in zip(results, usages or []):  # the run's totals (Tracker) read the cost from the result
+            result.meta.update(usage="final", qpu_seconds=float(usage["qpu_seconds"]))
+            result.cost_usd = float(usage["cost_usd"])
         return results
 
-    def _settle(self, key: str, handle: Handle) -> dict | None:
-        """Read one batch's usage; a failure or a pending usage leaves it pending (never the result)."""
+    def _settle(self, shares: list[tuple[str, Handle]]) -> list[dict] | None:
+        """Read the usage of one set of provider jobs once (a batch's, or a pack's: `shares` is each
+        member's key and handle with its share) and record each member's part; a failure or a pending
+        usage leaves them pending (never the result) and returns None."""
+        key, handle = shares[0]
         try:
             usage = call_with_retries(lambda: self.backend.usage(handle), self.policy)
         except Exception as e:  # noqa: BLE001 - usage is bookkeeping: the paid result is kept whatever happens
             self.log(f"usage of batch {key[:12]} not read yet ({type(e).__name__}: {redact(str(e))[:80]}); "
                      "filled in later")
             return None
-        if usage is not None:
-            share = float(handle.meta.get("share", 1.0))  # a pack member's part of what its jobs billed
-            usage = {**usage, "qpu_seconds": usage["qpu_seconds"] * share, "cost_usd": usage["cost_usd"] * share}
-            self.store.record_usage(self.job_id, key, usage)
-        return usage
+        if usage is None:
+            return None
+        parts = []
+        for k, h in shares:
+            share = float(h.meta.get("share", 1.0))  # a pack member's part of what its jobs billed
+            parts.append({**usage, "qpu_seconds": usage["qpu_seconds"] * share, "cost_usd": usage["cost_usd"] * share})
+            self.store.record_usage(self.job_id, k, parts[-1])
+        return parts
 
     def settle_usage(self) -> int:
-        """Fill in the usage of finished batches whose usage was pending; returns how many remain."""
-        left = 0
+        """Fill in the usage of finished batches whose usage was pending (one read per set of provider
+        jobs: a pack's members share theirs); returns how many batches remain pending."""
+        by_jobs: dict[tuple[str, ...], list[tuple[str, Handle]]] = {}
         for key, handle in self.store.pending_usage(self.job_id):
-            left += self._settle(key, handle) is None
-        return left
+            by_jobs.setdefault(tuple(handle.job_ids), []).append((key, handle))
+        return sum(len(shares) for shares in by_jobs.values() if self._settle(shares) is None)
 
     def _failure_message(self, handle: Handle, state: str) -> str:
         try:

@@ -178,6 +178,11 @@ def _db_error(path: Path, e: sqlite3.Error) -> QssmError:
     return QssmError(f"store is corrupt: {path} ({text}); restore it from a backup or move it aside")
 
 
+def _each(key: str | list[str]) -> list[str]:
+    """One batch key, or a pack's members' keys, as a list (the calls a pack's members share)."""
+    return [key] if isinstance(key, str) else list(key)
+
+
 def _guarded(method):
     """SQLite errors (a malformed page, a locked or read-only file) as one line naming the store."""
 
@@ -662,24 +667,25 @@ class JobStore:
     @_guarded
     def record_failure(self, job_id: str, key: str | list[str], message: str) -> None:
         with self.transaction() as db:
-            for k in [key] if isinstance(key, str) else key:
+            for k in _each(key):
                 db.execute("UPDATE batches SET status = 'failed', error = ? WHERE job_id = ? AND key = ?",
                            (redact(message), job_id, k))
 
     @_guarded
-    def note(self, job_id: str, key: str, message: str) -> None:
-        """A passing remark on a batch still under way (a transient fault being retried): `qssm status`
-        shows it beside the batch until its result is recorded."""
+    def note(self, job_id: str, key: str | list[str], message: str) -> None:
+        """A passing remark on a batch (a pack's members) still under way (a transient fault being
+        retried): `qssm status` shows it beside the batch until its result is recorded."""
         with self.transaction() as db:
-            db.execute("UPDATE batches SET error = ? WHERE job_id = ? AND key = ? AND status != 'done'",
-                       (redact(message), job_id, key))
+            for k in _each(key):
+                db.execute("UPDATE batches SET error = ? WHERE job_id = ? AND key = ? AND status != 'done'",
+                           (redact(message), job_id, k))
 
     @_guarded
     def unsubmit(self, job_id: str, key: str | list[str]) -> None:
         """A local simulator's job died with its process: the batch (a pack's members) may be
         submitted again."""
         with self.transaction() as db:
-            for k in [key] if isinstance(key, str) else key:
+            for k in _each(key):
                 db.execute("UPDATE batches SET status = 'claimed', handle = NULL WHERE job_id = ? AND key = ?",
                            (job_id, k))
 

@@ -682,9 +682,13 @@ def test_ibm_round_trip_runs_as_one_job_and_its_usage_is_counted_once(ibm_qpu):
     make, store, job_id = ibm_qpu
     backend = make({"usage": {"seconds": 4.0}})
     a, b, c = (_manila_batch(backend, shots=s, n=n) for s, n in ((2000, 3), (2000, 2), (500, 2)))
+    reads = []
+    usage = backend.usage
+    backend.usage = lambda handle: reads.append(tuple(handle.job_ids)) or usage(handle)
     dispatch = StoreDispatcher(store, job_id, backend, policy=NO_SLEEP, poll_seconds=0.01)
     results = dispatch([a.batch, c.batch, b.batch])
     assert fake_ibm.submissions(fake_ibm.FakeRuntimeService.root) == 2
+    assert len(reads) == len(set(reads)) == 2  # a job's usage is read once, not once per batch in it
     for p, r in zip((a, c, b), results):
         assert len(r.counts) == len(p.batch.circuits) and all(h.shape[0] == len(p.batch.parameters) for h in r.counts)
         assert all((h.sum(axis=1) == p.batch.shots).all() for h in r.counts)
