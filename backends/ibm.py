@@ -277,10 +277,7 @@ class IBMBackend(Backend):
         cache = (unit.key, MAX_EXECUTIONS_PER_JOB)
         if self._pubs is not None and self._pubs[0] == cache:
             return self._pubs[1]
-        jobs: list[list[tuple]] = []
-        for member in members(unit):
-            circuits, _, _ = self.prepared(member)
-            jobs = self._chunks(member, circuits, jobs)
+        jobs = self._chunks([(member, self.prepared(member)[0]) for member in members(unit)])
         self._pubs = (cache, jobs)
         return jobs
 
@@ -288,32 +285,30 @@ class IBMBackend(Backend):
     def job_count(batches: list[CircuitBatch]) -> int:
         """The runtime jobs `pubs` splits these batches into when they run as one unit, from their
         sizes alone (the price counts what dispatch sends: whole executions per job)."""
-        jobs: list[list[tuple]] = []
-        for b in batches:
-            jobs = IBMBackend._chunks(b, b.circuits, jobs)
-        return max(1, len(jobs))
+        return max(1, len(IBMBackend._chunks([(b, b.circuits) for b in batches])))
 
     @staticmethod
-    def _chunks(batch: CircuitBatch, circuits, jobs: list[list[tuple]]) -> list[list[tuple]]:
-        """`jobs` with the batch's PUBs appended: each job holds at most MAX_EXECUTIONS_PER_JOB
+    def _chunks(parts: list[tuple[CircuitBatch, list]]) -> list[list[tuple]]:
+        """The PUBs of (batch, its circuits) in order, cut into jobs of at most MAX_EXECUTIONS_PER_JOB
         executions x shots (a circuit's rows are cut across jobs where they must be)."""
-        jobs = [list(j) for j in jobs] or [[]]
-        room = MAX_EXECUTIONS_PER_JOB - sum((1 if r is None else len(r)) * shots for _, r, shots in jobs[-1])
-        n, shots = len(batch.parameters), batch.shots or 1
-        for i, circuit in enumerate(circuits):
-            rows = batch.rows(i) if circuit.num_parameters else None
-            total = n if rows is not None else 1
-            start = 0
-            while start < total:
-                take = min(max(room, 0) // shots, total - start)
-                if take == 0 and jobs[-1]:  # this job is full
-                    jobs.append([])
-                    room = MAX_EXECUTIONS_PER_JOB
-                    continue
-                take = max(take, 1)  # one execution over the limit: alone in its job
-                jobs[-1].append((circuit, None if rows is None else rows[start:start + take], batch.shots))
-                start += take
-                room -= take * shots
+        jobs: list[list[tuple]] = [[]]
+        room = MAX_EXECUTIONS_PER_JOB
+        for batch, circuits in parts:
+            n, shots = len(batch.parameters), batch.shots or 1
+            for i, circuit in enumerate(circuits):
+                rows = batch.rows(i) if circuit.num_parameters else None
+                total = n if rows is not None else 1
+                start = 0
+                while start < total:
+                    take = min(max(room, 0) // shots, total - start)
+                    if take == 0 and jobs[-1]:  # this job is full
+                        jobs.append([])
+                        room = MAX_EXECUTIONS_PER_JOB
+                        continue
+                    take = max(take, 1)  # one execution over the limit: alone in its job
+                    jobs[-1].append((circuit, None if rows is None else rows[start:start + take], batch.shots))
+                    start += take
+                    room -= take * shots
         return [j for j in jobs if j]
 
     @property

@@ -6,12 +6,11 @@
               by the delta method (pipeline/shotplan.py); an example is decided when P(its argmax
               differs from the infinite-shot one) <= 1 - confidence (the measured margins less
               their curvature shift) and none of the curvature's draws through the model changes
-              its argmax (else its margins' variances are cut VETO_CUT x at its
-              cheapest rows, Sensitivity.tighten), or capped at
-              max_shots_per_example (0: 16 uniform pilot rounds' worth); the undecided ones get
-              each measured row's Neyman shots (sensitivity
-              x standard deviation over cost), at most 4x a row's shots per round, in powers of
-              two, and run again
+              its argmax (else its margins' variances are cut VETO_CUT x at its cheapest rows,
+              Sensitivity.tighten), or capped at max_shots_per_example (0: 16 uniform pilot
+              rounds' worth); the undecided ones get each measured row's Neyman shots
+              (sensitivity x standard deviation over cost), at most 4x a row's shots per round,
+              in powers of two, and run again
     stop      when every example is decided or capped, or after MAX_ROUNDS
 
 Each round is ordinary batches through the stages and dispatch (so the job store and the
@@ -155,7 +154,8 @@ def run_adaptive(model, inputs: torch.Tensor, pipeline, backend_spec, progress=N
         now = shots[sens.unit]
         want = np.clip(np.nan_to_num(want, posinf=GROWTH * now), now, GROWTH * now)
         # its margins look clear: only more shots tell; VETO_CUT x less variance, at its cheapest rows
-        want = np.where(vetoed[sens.example], sens.tighten(cost, now, VETO_CUT, GROWTH), want)
+        if vetoed.any():
+            want = np.where(vetoed[sens.example], sens.tighten(cost, now, VETO_CUT, GROWTH), want)
         # the cap: an example's further rows scaled so its shots stay within it
         extra = np.bincount(sens.example, (want - now) * cost[sens.unit], minlength=len(active))
         room = np.maximum(cap - spent, 0)
